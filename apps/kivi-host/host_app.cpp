@@ -1,0 +1,91 @@
+#include "host_app.h"
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "host_context.h"
+#include "kivi/plugin/fingerprint.h"
+
+namespace kivi::host {
+namespace {
+
+void print_help(std::ostream& out) {
+  out << "kivi-host " << KIVI_VERSION_STRING
+      << ": LLM inference with a KIVI-quantized KV cache\n\n"
+         "usage: kivi-host [MODE] --config run.toml [--plugin-dir DIR]...\n"
+         "       kivi-host plugins [--plugin-dir DIR]...\n"
+         "       kivi-host --help | --version\n\n"
+         "MODE overrides `mode` in run.toml. Modes:\n";
+  for (const auto& mode : known_modes()) out << "  " << mode << "\n";
+  out << "\nPlugins are loaded from the folders in [plugins] dirs, --plugin-dir, and the default\n"
+         "folder "
+      << Registry::default_plugin_dir().string()
+      << ".\nSee docs/config.md for every key of run.toml.\n";
+}
+
+struct CommandLine {
+  std::string mode;
+  std::string config_file;
+  std::vector<std::string> plugin_dirs;
+  bool help = false;
+  bool version = false;
+};
+
+CommandLine parse_command_line(int argc, const char* const* argv) {
+  CommandLine cl;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&](const std::string& flag) -> std::string {
+      if (i + 1 >= argc) throw Error("command line: " + flag + " needs a value");
+      return argv[++i];
+    };
+    if (arg == "--help" || arg == "-h") cl.help = true;
+    else if (arg == "--version") cl.version = true;
+    else if (arg == "--config" || arg == "-c") cl.config_file = value(arg);
+    else if (arg == "--plugin-dir") cl.plugin_dirs.push_back(value(arg));
+    else if (!arg.empty() && arg[0] != '-' && cl.mode.empty()) cl.mode = arg;
+    else throw Error("command line: unknown argument \"" + arg + "\"; see kivi-host --help");
+  }
+  return cl;
+}
+
+}  // namespace
+
+int run_host(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
+  try {
+    const CommandLine cl = parse_command_line(argc, argv);
+    if (cl.help) {
+      print_help(out);
+      return 0;
+    }
+    if (cl.version) {
+      out << "kivi-host " << KIVI_VERSION_STRING << "\nbuild fingerprint: " << build_fingerprint() << "\n";
+      return 0;
+    }
+    HostConfig config;
+    if (!cl.config_file.empty()) config = load_host_config(cl.config_file);
+    else if (cl.mode != "plugins")
+      throw Error("command line: --config run.toml is required (only `kivi-host plugins` runs without one)");
+    if (!cl.mode.empty()) {
+      bool known = false;
+      for (const auto& m : known_modes()) known = known || m == cl.mode;
+      if (!known) {
+        std::string list;
+        for (const auto& m : known_modes()) list += (list.empty() ? "" : ", ") + m;
+        throw Error("command line: unknown mode \"" + cl.mode + "\"; expected one of: " + list);
+      }
+      config.mode = cl.mode;
+    }
+    for (const auto& dir : cl.plugin_dirs) config.plugin_dirs.emplace_back(dir);
+
+    HostContext context{std::move(config), {}, out, err};
+    load_plugins(context);
+    return run_mode(context);
+  } catch (const std::exception& e) {
+    err << "error: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+}  // namespace kivi::host

@@ -1,0 +1,95 @@
+#include "host_config.h"
+
+#include <regex>
+#include <sstream>
+
+#include "kivi/plugin/plugin.h"
+#include "kivi/util/error.h"
+
+namespace kivi::host {
+namespace fs = std::filesystem;
+
+namespace {
+
+// Reads a plugin table: `backend` names the plugin, every other key is the plugin's option.
+PluginChoice read_plugin_choice(ConfigTable& parent, const std::string& key, const std::string& fallback) {
+  PluginChoice choice;
+  choice.name = fallback;
+  const toml::table* raw = parent.raw_table(key);
+  ConfigTable table = parent.sub(key);  // checks that it is a table
+  if (!raw) return choice;
+  choice.explicit_choice = true;
+  choice.name = table.get_string("backend", fallback);
+  toml::table options;
+  for (const auto& [k, node] : *raw) {
+    const std::string name(k.str());
+    if (name == "backend") continue;
+    table.mark_used(name);
+    options.insert(k, node);
+    const auto& begin = node.source().begin;
+    choice.positions[name] = std::to_string(begin.line) + ":" + std::to_string(begin.column);
+  }
+  std::ostringstream text;
+  text << toml::toml_formatter(options);
+  choice.options_toml = text.str();
+  return choice;
+}
+
+}  // namespace
+
+HostConfig parse_host_config(const toml::table& root, const std::string& source) {
+  HostConfig config;
+  config.file = source;
+  const fs::path base = source.empty() ? fs::current_path() : fs::absolute(source).parent_path();
+  ConfigTable top(root, source);
+  config.mode = top.get_choice("mode", config.mode, known_modes());
+
+  ConfigTable plugins = top.sub("plugins");
+  for (const std::string& dir : plugins.get_string_list("dirs", {})) {
+    fs::path p(dir);
+    config.plugin_dirs.push_back(p.is_absolute() ? p : (base / p).lexically_normal());
+  }
+  config.default_plugin_dir = plugins.get_bool("default_dir", true);
+  plugins.finish();
+
+  config.cache = read_plugin_choice(top, "cache", config.cache.name);
+  config.attention = read_plugin_choice(top, "attention", config.attention.name);
+
+  ConfigTable output = top.sub("output");
+  config.json_output = output.get_string("json", "");
+  output.finish();
+
+  top.finish();
+  return config;
+}
+
+HostConfig load_host_config(const fs::path& file) {
+  const toml::table root = ConfigTable::parse_file(file.string());
+  return parse_host_config(root, file.string());
+}
+
+std::string map_plugin_error(const std::string& message, const std::string& source,
+                             const std::string& table_name,
+                             const std::map<std::string, std::string>& positions) {
+  // Our own ConfigTable writes "<plugin options>[:line:col]: key: message".
+  static const std::regex pattern(std::string("^") + plugin::kOptionsSource +
+                                  R"((?::\d+:\d+)?: ([A-Za-z0-9_\-]+)(?:\.[A-Za-z0-9_.\-]+)?: ([\s\S]*)$)");
+  std::smatch match;
+  std::string plugin_part = message;
+  std::string prefix;
+  if (const auto colon = message.find("): "); colon != std::string::npos) {
+    prefix = message.substr(0, colon + 3);  // "kv_cache plugin "x" (file): "
+    plugin_part = message.substr(colon + 3);
+  }
+  if (std::regex_match(plugin_part, match, pattern)) {
+    const std::string key = match[1].str();
+    std::ostringstream out;
+    out << source;
+    if (auto it = positions.find(key); it != positions.end()) out << ':' << it->second;
+    out << ": " << table_name << "." << key << ": " << match[2].str() << "  [" << prefix.substr(0, prefix.size() - 2) << "]";
+    return out.str();
+  }
+  return source + ": [" + table_name + "]: " + message;
+}
+
+}  // namespace kivi::host

@@ -1,0 +1,33 @@
+// The one table of modes: known_modes() (validation, --help) and dispatch both read it.
+#include <functional>
+#include <map>
+
+#include "host_context.h"
+
+namespace kivi::host {
+namespace {
+
+using ModeFn = std::function<int(HostContext&)>;
+
+const std::map<std::string, ModeFn>& mode_table() {
+  static const std::map<std::string, ModeFn> modes = {
+      {"check", run_check_mode},
+      {"plugins", run_plugins_mode},
+  };
+  return modes;
+}
+
+}  // namespace
+
+const std::vector<std::string>& known_modes() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> out;
+    for (const auto& [name, fn] : mode_table()) out.push_back(name);
+    return out;
+  }();
+  return names;
+}
+
+int run_mode(HostContext& context) { return mode_table().at(context.config.mode)(context); }
+
+}  // namespace kivi::host

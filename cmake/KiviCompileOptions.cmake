@@ -1,0 +1,13 @@
+# Warnings and sanitizers for everything kivi builds.
+add_library(kivi_warnings INTERFACE)
+target_compile_options(kivi_warnings INTERFACE
+  $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wpedantic -Wno-unused-parameter>)
+
+if(KIVI_SANITIZE)
+  # AddressSanitizer + UndefinedBehaviorSanitizer for all targets (the core, the plugins,
+  # the host and the tests), so that the plugin boundary is checked too.
+  set(_kivi_san -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+  add_compile_options($<$<COMPILE_LANGUAGE:CXX>:${_kivi_san}>)
+  add_link_options(-fsanitize=address,undefined)
+  message(STATUS "kivi: building with AddressSanitizer and UndefinedBehaviorSanitizer")
+endif()

@@ -1,0 +1,21 @@
+// Argument checks every KVCache implementation shares, with messages that name the cache,
+// the argument and the shape or value expected.
+#pragma once
+
+#include <span>
+#include <string>
+
+#include "kivi/cache/cache_types.h"
+
+namespace kivi {
+
+void check_geometry(const CacheGeometry& geometry);
+// k, v: [max_batch, kv_heads, new_tokens, head_dim] on geometry.device; new_counts empty or
+// [max_batch] values in [0, new_tokens].
+void check_append_inputs(const CacheGeometry& geometry, const at::Tensor& k, const at::Tensor& v,
+                         std::span<const int64_t> new_counts, const std::string& who);
+// beam_index: [max_batch] values in [0, max_batch).
+void check_beam_index(const CacheGeometry& geometry, std::span<const int64_t> beam_index,
+                      const std::string& who);
+
+}  // namespace kivi

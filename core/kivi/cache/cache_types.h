@@ -1,0 +1,84 @@
+// Value types around KVCache: the geometry a cache is made for, what it will cost before it
+// exists (CacheSpec), the bytes it really holds (MemoryStats) and what attention reads
+// (CacheView).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <ATen/Tensor.h>
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+namespace kivi {
+
+// The shape of a cache, known before it exists.
+struct CacheGeometry {
+  int64_t num_layers = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t max_batch = 1;   // sequence slots; append() always passes this many rows
+  int64_t max_tokens = 0;  // per-sequence capacity; 0 = grow on demand (chunk-grown storage)
+  at::ScalarType dtype = at::kFloat;  // dtype of the K/V handed to append()
+  at::Device device = at::kCPU;
+};
+
+// What a backend will cost for one geometry, before any allocation: lets the host plan the
+// largest batch or context that fits a memory budget.
+struct CacheSpec {
+  std::string description;  // e.g. "fp16" or "kivi k2/v2 g32 r128"
+  // Exact bytes the cache holds for one sequence of `tokens` tokens over all layers, once
+  // storage is sized exactly (preallocated with max_tokens == tokens), metadata included.
+  std::function<int64_t(int64_t tokens)> bytes_per_sequence;
+  // Bytes that do not scale with the batch (workspace), over all layers.
+  int64_t fixed_bytes = 0;
+};
+
+// Bytes a live cache holds, split by component. "Held" means allocated by the cache, so
+// capacity reserved for future tokens counts. total() equals the summed storage of every
+// tensor the cache owns (KVCache::owned_tensors()), which the conformance suite checks.
+struct MemoryStats {
+  int64_t payload_bytes = 0;   // K/V payload: quantized codes, or full-precision K/V
+  int64_t scale_bytes = 0;     // quantization scales and minima (zero points)
+  int64_t residual_bytes = 0;  // full-precision residual windows of a quantized cache
+  int64_t workspace_bytes = 0; // scratch kept between calls
+  int64_t tokens = 0;            // tokens stored, summed over sequences (one layer's count)
+  int64_t quantized_tokens = 0;  // of those, tokens whose keys or values are quantized
+  int64_t residual_tokens = 0;   // of those, tokens kept only in full precision
+  int64_t total() const { return payload_bytes + scale_bytes + residual_bytes + workspace_bytes; }
+  // Average bits per stored K or V element, metadata included (0 when empty).
+  double bits_per_element(const CacheGeometry& g) const {
+    const double elements = 2.0 * static_cast<double>(tokens) * g.num_layers * g.num_kv_heads * g.head_dim;
+    return elements > 0 ? 8.0 * static_cast<double>(total()) / elements : 0.0;
+  }
+};
+
+enum class CacheViewKind {
+  kDense,  // full-precision K/V tensors
+  kKivi,   // packed KIVI parts (kivi/cache/kivi_view.h, added with the KIVI cache)
+};
+
+const char* to_string(CacheViewKind kind);
+
+// Dense K/V of one layer. Row b holds lengths[b] valid tokens at the front; the rest of the
+// capacity is unspecified.
+struct DenseKV {
+  at::Tensor k;  // [batch, kv_heads, capacity, head_dim], geometry dtype/device
+  at::Tensor v;  // [batch, kv_heads, capacity, head_dim]
+  std::vector<int64_t> lengths;  // [batch] valid tokens per sequence (host)
+};
+
+// What an Attention backend reads for one layer. A tagged description, cheap to copy (tensors
+// are shared handles into the cache's storage, valid until the cache is next modified).
+struct CacheView {
+  CacheViewKind kind = CacheViewKind::kDense;
+  std::vector<int64_t> lengths;  // [batch] tokens stored per sequence (host)
+  DenseKV dense;                 // kind == kDense
+  // Any view expands to dense K/V (a copy for quantized kinds), for reference checks only:
+  // the fast paths never call this.
+  std::function<DenseKV()> expand;
+};
+
+}  // namespace kivi

@@ -1,0 +1,33 @@
+// The model-family interface. Plugins of kind "model_family" (e.g. "llama", "qwen2") say which
+// Hugging Face `architectures` strings they accept and build a CausalLM from a config and a
+// source of weights. The types they build from live in kivi/model/ (added with the model
+// families): ModelConfig (config.json), WeightSource (safetensors, GGUF or dummy weights),
+// ModelOptions (device, dtype, attention backend) and CausalLM.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace kivi {
+
+struct ModelConfig;
+struct ModelOptions;
+class WeightSource;
+class CausalLM;
+
+class ModelFamily {
+ public:
+  static constexpr const char* kPluginKind = "model_family";
+  virtual ~ModelFamily() = default;
+
+  // config.json `architectures` entries this family builds, e.g. {"LlamaForCausalLM"}.
+  virtual std::vector<std::string> architectures() const = 0;
+
+  // Builds the model; weights are read (and converted to options' dtype/device) through
+  // `weights`. Throws kivi::Error naming the file and tensor on a missing or misshapen weight.
+  virtual std::unique_ptr<CausalLM> build(const ModelConfig& config, WeightSource& weights,
+                                          const ModelOptions& options) const = 0;
+};
+
+}  // namespace kivi

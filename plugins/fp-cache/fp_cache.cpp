@@ -1,0 +1,164 @@
+#include "fp_cache.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include <ATen/ATen.h>
+
+#include "kivi/cache/cache_checks.h"
+#include "kivi/util/error.h"
+
+namespace kivi::fp_cache {
+
+FpCache::FpCache(const CacheGeometry& geometry, at::ScalarType storage_dtype, int64_t chunk_tokens)
+    : geometry_(geometry), storage_dtype_(storage_dtype), chunk_tokens_(chunk_tokens) {
+  check_geometry(geometry_);
+  keys_.resize(geometry_.num_layers);
+  values_.resize(geometry_.num_layers);
+  lengths_.assign(geometry_.num_layers, std::vector<int64_t>(geometry_.max_batch, 0));
+  if (geometry_.max_tokens > 0)
+    for (int64_t l = 0; l < geometry_.num_layers; ++l) ensure_capacity(l, geometry_.max_tokens);
+}
+
+void FpCache::check_layer(int64_t layer) const {
+  check(layer >= 0 && layer < geometry_.num_layers,
+        "fp cache: layer " + std::to_string(layer) + " out of range [0, " +
+            std::to_string(geometry_.num_layers) + ")");
+}
+
+void FpCache::ensure_capacity(int64_t layer, int64_t tokens) {
+  const int64_t capacity = keys_[layer].defined() ? keys_[layer].size(2) : 0;
+  if (tokens <= capacity) return;
+  // Grow geometrically in whole chunks so appends stay amortized O(1) per token.
+  int64_t target = std::max(tokens, capacity * 2);
+  if (geometry_.max_tokens > 0) target = std::max(tokens, std::min(target, geometry_.max_tokens));
+  target = (target + chunk_tokens_ - 1) / chunk_tokens_ * chunk_tokens_;
+  if (geometry_.max_tokens > 0) target = std::min(target, std::max(tokens, geometry_.max_tokens));
+  auto options = at::TensorOptions().dtype(storage_dtype_).device(geometry_.device);
+  const std::vector<int64_t> shape = {geometry_.max_batch, geometry_.num_kv_heads, target, geometry_.head_dim};
+  at::Tensor k = at::zeros(shape, options);
+  at::Tensor v = at::zeros(shape, options);
+  if (capacity > 0) {
+    k.narrow(2, 0, capacity).copy_(keys_[layer]);
+    v.narrow(2, 0, capacity).copy_(values_[layer]);
+  }
+  keys_[layer] = std::move(k);
+  values_[layer] = std::move(v);
+}
+
+void FpCache::append(int64_t layer, const at::Tensor& k, const at::Tensor& v,
+                     std::span<const int64_t> new_counts) {
+  check_layer(layer);
+  check_append_inputs(geometry_, k, v, new_counts, "fp cache");
+  const int64_t new_tokens = k.size(2);
+  std::vector<int64_t>& lengths = lengths_[layer];
+  std::vector<int64_t> counts(geometry_.max_batch, new_tokens);
+  if (!new_counts.empty()) counts.assign(new_counts.begin(), new_counts.end());
+
+  int64_t needed = 0;
+  for (int64_t b = 0; b < geometry_.max_batch; ++b) needed = std::max(needed, lengths[b] + counts[b]);
+  check(geometry_.max_tokens == 0 || needed <= geometry_.max_tokens,
+        "fp cache: appending would hold " + std::to_string(needed) +
+            " tokens in one sequence, over max_tokens = " + std::to_string(geometry_.max_tokens));
+  ensure_capacity(layer, needed);
+
+  const bool uniform =
+      std::all_of(counts.begin(), counts.end(), [&](int64_t c) { return c == new_tokens; }) &&
+      std::all_of(lengths.begin(), lengths.end(), [&](int64_t n) { return n == lengths[0]; });
+  if (uniform) {
+    // The common case (one prompt, or lock-step decode): one strided copy per tensor.
+    keys_[layer].narrow(2, lengths[0], new_tokens).copy_(k);
+    values_[layer].narrow(2, lengths[0], new_tokens).copy_(v);
+  } else {
+    for (int64_t b = 0; b < geometry_.max_batch; ++b) {
+      if (counts[b] == 0) continue;
+      keys_[layer][b].narrow(1, lengths[b], counts[b]).copy_(k[b].narrow(1, 0, counts[b]));
+      values_[layer][b].narrow(1, lengths[b], counts[b]).copy_(v[b].narrow(1, 0, counts[b]));
+    }
+  }
+  for (int64_t b = 0; b < geometry_.max_batch; ++b) lengths[b] += counts[b];
+}
+
+CacheView FpCache::view(int64_t layer) const {
+  check_layer(layer);
+  CacheView view;
+  view.kind = CacheViewKind::kDense;
+  view.lengths = lengths_[layer];
+  if (!keys_[layer].defined()) {
+    // Nothing stored yet: an empty capacity of the right shape.
+    auto options = at::TensorOptions().dtype(storage_dtype_).device(geometry_.device);
+    const std::vector<int64_t> shape = {geometry_.max_batch, geometry_.num_kv_heads, 0, geometry_.head_dim};
+    view.dense = DenseKV{at::empty(shape, options), at::empty(shape, options), view.lengths};
+  } else {
+    view.dense = DenseKV{keys_[layer], values_[layer], view.lengths};
+  }
+  DenseKV dense = view.dense;
+  view.expand = [dense] { return dense; };
+  return view;
+}
+
+int64_t FpCache::length(int64_t seq) const {
+  check(seq >= 0 && seq < geometry_.max_batch, "fp cache: sequence " + std::to_string(seq) + " out of range");
+  return lengths_[0][seq];
+}
+
+void FpCache::reorder(std::span<const int64_t> beam_index) {
+  check_beam_index(geometry_, beam_index, "fp cache");
+  at::Tensor index = at::tensor(std::vector<int64_t>(beam_index.begin(), beam_index.end()), at::kLong)
+                         .to(geometry_.device);
+  for (int64_t l = 0; l < geometry_.num_layers; ++l) {
+    if (keys_[l].defined()) {
+      keys_[l] = keys_[l].index_select(0, index);
+      values_[l] = values_[l].index_select(0, index);
+    }
+    std::vector<int64_t> old = lengths_[l];
+    for (size_t i = 0; i < beam_index.size(); ++i) lengths_[l][i] = old[beam_index[i]];
+  }
+}
+
+void FpCache::truncate(int64_t new_length, int64_t seq) {
+  check(new_length >= 0, "fp cache: truncate to a negative length " + std::to_string(new_length));
+  check(seq < geometry_.max_batch, "fp cache: sequence " + std::to_string(seq) + " out of range");
+  for (auto& lengths : lengths_)
+    for (int64_t b = 0; b < geometry_.max_batch; ++b)
+      if (seq < 0 || b == seq) lengths[b] = std::min(lengths[b], new_length);
+}
+
+void FpCache::reset() {
+  for (auto& lengths : lengths_) std::fill(lengths.begin(), lengths.end(), 0);
+}
+
+MemoryStats FpCache::memory() const {
+  MemoryStats stats;
+  for (int64_t l = 0; l < geometry_.num_layers; ++l)
+    if (keys_[l].defined()) stats.payload_bytes += keys_[l].nbytes() + values_[l].nbytes();
+  stats.tokens = std::accumulate(lengths_[0].begin(), lengths_[0].end(), int64_t{0});
+  stats.residual_tokens = stats.tokens;
+  return stats;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> FpCache::owned_tensors() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (int64_t l = 0; l < geometry_.num_layers; ++l) {
+    if (!keys_[l].defined()) continue;
+    out.emplace_back("layer" + std::to_string(l) + ".k", keys_[l]);
+    out.emplace_back("layer" + std::to_string(l) + ".v", values_[l]);
+  }
+  return out;
+}
+
+CacheSpec FpCacheFactory::spec(const CacheGeometry& g) const {
+  const int64_t element = c10::elementSize(storage_dtype_);
+  CacheSpec spec;
+  spec.description = c10::toString(storage_dtype_);
+  spec.bytes_per_sequence = [g, element](int64_t tokens) {
+    return 2 * g.num_layers * g.num_kv_heads * g.head_dim * tokens * element;
+  };
+  return spec;
+}
+
+std::unique_ptr<KVCache> FpCacheFactory::create(const CacheGeometry& geometry) const {
+  return std::make_unique<FpCache>(geometry, storage_dtype_, chunk_tokens_);
+}
+
+}  // namespace kivi::fp_cache
