@@ -26,7 +26,7 @@ PluginChoice read_plugin_choice(ConfigTable& parent, const std::string& key, con
     if (name == "backend") continue;
     table.mark_used(name);
     options.insert(k, node);
-    const auto& begin = node.source().begin;
+    const auto& begin = k.source().begin;
     choice.positions[name] = std::to_string(begin.line) + ":" + std::to_string(begin.column);
   }
   std::ostringstream text;
