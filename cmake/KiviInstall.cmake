@@ -17,7 +17,7 @@ configure_package_config_file(cmake/kiviConfig.cmake.in
   "${PROJECT_BINARY_DIR}/kiviConfig.cmake"
   INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/kivi)
 write_basic_package_version_file("${PROJECT_BINARY_DIR}/kiviConfigVersion.cmake"
-  COMPATIBILITY ExactVersion)
+  COMPATIBILITY SameMinorVersion)
 install(FILES "${PROJECT_BINARY_DIR}/kiviConfig.cmake" "${PROJECT_BINARY_DIR}/kiviConfigVersion.cmake"
               cmake/KiviPlugin.cmake
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/kivi)
