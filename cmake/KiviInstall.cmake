@@ -4,7 +4,7 @@
 # against an installed core, and drops the module into <prefix>/lib/kivi/plugins.
 include(CMakePackageConfigHelpers)
 
-install(TARGETS kivi_core kivi_registry kivi_torch EXPORT kiviTargets
+install(TARGETS kivi_core kivi_registry kivi_torch kivi_toml EXPORT kiviTargets
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(DIRECTORY core/kivi registry/kivi DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
