@@ -49,6 +49,14 @@ BpeModel::BpeModel(const nlohmann::json& spec, const std::string& where) {
     if (const auto id = token_to_id(name)) byte_token_ids_[b] = *id;
   }
   load_merges(json_array(spec, "merges", where), where + ".merges");
+  if (continuing_subword_prefix_.empty() && end_of_word_suffix_.empty()) {
+    small_char_ids_.assign(0x800, -1);
+    for (char32_t cp = 0; cp < 0x800; ++cp) {
+      std::string character;
+      utf8::append(character, cp);
+      if (const auto id = token_to_id(character)) small_char_ids_[cp] = *id;
+    }
+  }
 }
 
 void BpeModel::load_merges(const nlohmann::json& merges, const std::string& where) {
@@ -88,8 +96,7 @@ void BpeModel::load_merges(const nlohmann::json& merges, const std::string& wher
       throw Error(where + "[" + std::to_string(rank) + "]: the merged token '" + merged +
                   "' is not in the vocabulary");
     // A repeated pair keeps its last rank, as in the reference's map construction.
-    merges_.insert_or_assign(pair_key(*left_id, *right_id),
-                             Merge{static_cast<int32_t>(rank), *merged_id});
+    merges_.insert_or_assign(*left_id, *right_id, BpeMerge{static_cast<int32_t>(rank), *merged_id});
   }
 }
 
@@ -115,7 +122,11 @@ void BpeModel::initial_symbols(std::string_view word, std::vector<int32_t>& ids)
     pos += length;
     const std::string_view character = word.substr(start, length);
     std::optional<int32_t> id;
-    if (continuing_subword_prefix_.empty() && end_of_word_suffix_.empty()) {
+    if (!small_char_ids_.empty() && length <= 2) {
+      std::size_t at = 0;
+      const char32_t cp = utf8::decode(character, at);
+      if (small_char_ids_[cp] >= 0) id = small_char_ids_[cp];
+    } else if (continuing_subword_prefix_.empty() && end_of_word_suffix_.empty()) {
       id = token_to_id(character);
     } else {
       lookup.clear();
@@ -183,8 +194,8 @@ void BpeModel::merge_word(std::string_view word, std::vector<int32_t>& out) cons
   auto push_candidate = [&](int left) {
     const int right = next[left];
     if (right < 0) return;
-    const auto it = merges_.find(pair_key(ids[left], ids[right]));
-    if (it != merges_.end()) queue.push({it->second.rank, left, it->second.new_id});
+    if (const BpeMerge* merge = merges_.find(ids[left], ids[right]))
+      queue.push({merge->rank, left, merge->new_id});
   };
   for (int i = 0; i + 1 < n; ++i) push_candidate(i);
   while (!queue.empty()) {
@@ -193,8 +204,8 @@ void BpeModel::merge_word(std::string_view word, std::vector<int32_t>& out) cons
     if (!alive[top.pos]) continue;
     const int right = next[top.pos];
     if (right < 0) continue;
-    const auto it = merges_.find(pair_key(ids[top.pos], ids[right]));
-    if (it == merges_.end() || it->second.rank != top.rank || it->second.new_id != top.new_id)
+    const BpeMerge* merge = merges_.find(ids[top.pos], ids[right]);
+    if (merge == nullptr || merge->rank != top.rank || merge->new_id != top.new_id)
       continue;  // stale: one side was merged since this candidate was queued
     ids[top.pos] = top.new_id;
     alive[right] = false;

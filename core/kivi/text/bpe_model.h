@@ -14,6 +14,8 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "kivi/text/merge_table.h"
+
 namespace kivi::text {
 
 class BpeModel {
@@ -31,14 +33,6 @@ class BpeModel {
   std::size_t vocab_size() const { return id_to_token_.size(); }
 
  private:
-  struct Merge {
-    int32_t rank;
-    int32_t new_id;
-  };
-  static uint64_t pair_key(int32_t left, int32_t right) {
-    return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) |
-           static_cast<uint32_t>(right);
-  }
   void load_merges(const nlohmann::json& merges, const std::string& where);
   // The ids of the word's characters before merging (byte fallback and unk applied).
   void initial_symbols(std::string_view word, std::vector<int32_t>& ids) const;
@@ -50,7 +44,10 @@ class BpeModel {
   };
   std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>> vocab_;
   std::vector<std::string> id_to_token_;
-  std::unordered_map<uint64_t, Merge> merges_;
+  MergeTable merges_;
+  // Ids of the code points below U+0800 when a lone character is a vocabulary entry (-1 if not):
+  // the initial symbols of byte-level and most SentencePiece words, without hashing.
+  std::vector<int32_t> small_char_ids_;
   std::optional<int32_t> unk_id_;
   bool fuse_unk_ = false;
   bool byte_fallback_ = false;

@@ -178,13 +178,7 @@ std::unique_ptr<Decoder> make_decoder(const nlohmann::json& spec, const std::str
                                               scheme != "never");
   }
   if (type == "Sequence") {
-    std::vector<std::unique_ptr<Decoder>> parts;
-    const auto& list = json_array(spec, "decoders", where);
-    for (std::size_t i = 0; i < list.size(); ++i) {
-      auto part = make_decoder(list[i], where + ".decoders[" + std::to_string(i) + "]");
-      if (part) parts.push_back(std::move(part));
-    }
-    return std::make_unique<SequenceDecoder>(std::move(parts));
+    return std::make_unique<SequenceDecoder>(make_each(spec, "decoders", where, make_decoder));
   }
   throw Error(where + ": unsupported decoder type '" + type +
               "' (supported: ByteLevel, Replace, ByteFallback, Fuse, Strip, Metaspace, Sequence)");

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -21,5 +22,18 @@ long long json_int(const nlohmann::json& object, const char* key, const std::str
 // A required array field.
 const nlohmann::json& json_array(const nlohmann::json& object, const char* key,
                                  const std::string& where);
+
+// Builds every element of the array `object[key]` with make(element, where_of_element) and
+// keeps the non-null results (the "Sequence" normalizer, pre-tokenizer and decoder).
+template <typename Make>
+auto make_each(const nlohmann::json& object, const char* key, const std::string& where, Make make) {
+  std::vector<decltype(make(object, where))> parts;
+  const auto& list = json_array(object, key, where);
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    auto part = make(list[i], where + "." + key + "[" + std::to_string(i) + "]");
+    if (part) parts.push_back(std::move(part));
+  }
+  return parts;
+}
 
 }  // namespace kivi::text

@@ -141,13 +141,8 @@ std::unique_ptr<Normalizer> make_normalizer(const nlohmann::json& spec, const st
     return std::make_unique<StripNormalizer>(json_bool(spec, "strip_left", where, false),
                                              json_bool(spec, "strip_right", where, false));
   if (type == "Sequence") {
-    std::vector<std::unique_ptr<Normalizer>> parts;
-    const auto& list = json_array(spec, "normalizers", where);
-    for (std::size_t i = 0; i < list.size(); ++i) {
-      auto part = make_normalizer(list[i], where + ".normalizers[" + std::to_string(i) + "]");
-      if (part) parts.push_back(std::move(part));
-    }
-    return std::make_unique<SequenceNormalizer>(std::move(parts));
+    return std::make_unique<SequenceNormalizer>(
+        make_each(spec, "normalizers", where, make_normalizer));
   }
   throw Error(where + ": unsupported normalizer type '" + type +
               "' (supported: NFC, NFD, NFKC, NFKD, Lowercase, Prepend, Replace, Strip, Sequence)");

@@ -29,6 +29,18 @@ Behavior parse_behavior(const std::string& name, const std::string& where) {
               "' (expected Removed, Isolated, MergedWithPrevious, MergedWithNext or Contiguous)");
 }
 
+// Emits every match of `regex` in `text` and every non-empty gap between matches, in order.
+void for_each_match_and_gap(const Regex& regex, std::string_view text, bool at_start,
+                            const PieceSink& emit) {
+  std::size_t previous = 0;
+  regex.for_each_match(text, [&](std::size_t start, std::size_t end) {
+    if (start > previous) emit(text.substr(previous, start - previous), at_start && previous == 0);
+    if (end > start) emit(text.substr(start, end - start), at_start && start == 0);
+    previous = end;
+  });
+  if (previous < text.size()) emit(text.substr(previous), at_start && previous == 0);
+}
+
 struct Segment {
   std::size_t start;
   std::size_t end;
@@ -97,14 +109,7 @@ class SplitPreTokenizer final : public PreTokenizer {
     if (behavior_ == Behavior::kIsolated) {
       // The common case (Llama-3, Qwen2): every match and every gap is a piece of its own,
       // whichever of them counts as the delimiter.
-      std::size_t previous = 0;
-      regex_->for_each_match(text, [&](std::size_t start, std::size_t end) {
-        if (start > previous)
-          sink(text.substr(previous, start - previous), at_start && previous == 0);
-        if (end > start) sink(text.substr(start, end - start), at_start && start == 0);
-        previous = end;
-      });
-      if (previous < text.size()) sink(text.substr(previous), at_start && previous == 0);
+      for_each_match_and_gap(*regex_, text, at_start, sink);
       return;
     }
     std::vector<Segment> segments;
@@ -146,14 +151,7 @@ class ByteLevelPreTokenizer final : public PreTokenizer {
       emit(text, at_start);
       return;
     }
-    std::size_t previous = 0;
-    regex_->for_each_match(text, [&](std::size_t start, std::size_t end) {
-      if (start > previous)
-        emit(text.substr(previous, start - previous), at_start && previous == 0);
-      if (end > start) emit(text.substr(start, end - start), at_start && start == 0);
-      previous = end;
-    });
-    if (previous < text.size()) emit(text.substr(previous), at_start && previous == 0);
+    for_each_match_and_gap(*regex_, text, at_start, emit);
   }
 
  private:
@@ -277,13 +275,8 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const nlohmann::json& spec,
                                                    json_bool(spec, "split", where, true));
   }
   if (type == "Sequence") {
-    std::vector<std::unique_ptr<PreTokenizer>> parts;
-    const auto& list = json_array(spec, "pretokenizers", where);
-    for (std::size_t i = 0; i < list.size(); ++i) {
-      auto part = make_pre_tokenizer(list[i], where + ".pretokenizers[" + std::to_string(i) + "]");
-      if (part) parts.push_back(std::move(part));
-    }
-    return std::make_unique<SequencePreTokenizer>(std::move(parts));
+    return std::make_unique<SequencePreTokenizer>(
+        make_each(spec, "pretokenizers", where, make_pre_tokenizer));
   }
   throw Error(where + ": unsupported pre_tokenizer type '" + type +
               "' (supported: Split, ByteLevel, Metaspace, Sequence)");
