@@ -50,7 +50,7 @@ at::Tensor ulp(const at::Tensor& x, at::ScalarType dtype) {
 
 }  // namespace
 
-TEST_CASE("pack order: code j of a word at bits [j*bits, (j+1)*bits)", "[kivi][quantize]") {
+TEST_CASE("pack order: code j of a word starts at bit j * bits", "[kivi][quantize]") {
   // 2 bits: codes 1, 2, 3, 0, ... 3 -> 0b11 ... 00 11 10 01
   std::vector<int32_t> codes(16, 0);
   codes[0] = 1, codes[1] = 2, codes[2] = 3, codes[15] = 3;

@@ -6,10 +6,10 @@
 //           consecutive tokens; positions [key_quantized[b], L) are in the key residual.
 //   values: positions [0, value_quantized[b]) are quantized per token in groups of group_size
 //           consecutive channels; positions [value_quantized[b], L) are in the value residual.
-// Both residual windows are rings indexed by position: the token at position p sits in slot
-// p % residual.size(2). (Keys flush whole windows, so key_quantized[b] is a multiple of the
-// window and the key slot is also p - key_quantized[b]; at 16 bits a residual holds every
-// token and p < size(2).)
+// Key residual: the token at position p sits in slot p - key_quantized[b] (keys flush the
+// whole window at once, so it restarts at slot 0). Value residual: a ring, the token at
+// position p sits in slot p % value_residual.size(2), so the per-token slide moves no data.
+// At 16 bits a side's residual holds every token (its quantized count stays 0).
 //
 // Codes are unsigned, packed into int32 words from the low bits up: code j of a word occupies
 // bits [j * bits, (j + 1) * bits), 32 / bits codes per word (16 at 2 bits, 8 at 4, 4 at 8), the
@@ -30,7 +30,8 @@ struct KiviParts {
   int64_t k_bits = 16;  // 2, 4, 8, or 16 (keys not quantized: key codes undefined)
   int64_t v_bits = 16;  // 2, 4, 8, or 16 (values not quantized: value codes undefined)
   int64_t group_size = 32;
-  int64_t residual_length = 128;  // configured window R (the residual may briefly hold more)
+  int64_t residual_length = 128;  // R; during a decode step the windows may hold R keys and
+                                  // R + 1 values (the step's flush is deferred to the next append)
 
   // Keys: for each token group, each channel's G codes packed along tokens, so a decode
   // kernel reads one channel of a group as Wk consecutive words.
