@@ -35,6 +35,57 @@ PluginChoice read_plugin_choice(ConfigTable& parent, const std::string& key, con
   return choice;
 }
 
+ModelChoice read_model(ConfigTable& top, const fs::path& base) {
+  ModelChoice model;
+  model.present = top.raw_table("model") != nullptr;
+  ConfigTable table = top.sub("model");
+  if (!model.present) return model;
+  const fs::path path(table.require_string("path"));
+  model.path = path.is_absolute() ? path : (base / path).lexically_normal();
+  model.dtype = table.get_choice("dtype", model.dtype, {"auto", "float32", "float16", "bfloat16"});
+  model.device = table.get_choice("device", model.device, {"auto", "cpu", "cuda"});
+  model.weights = table.get_choice("weights", model.weights, {"safetensors", "dummy"});
+  model.seed = table.get_int_in("seed", 0, 0, int64_t{1} << 62);
+  table.finish();
+  return model;
+}
+
+// prompt_ids = [1, 2, 3] (one prompt) or [[1, 2], [3, 4, 5]] (a batch of prompts).
+GenerateChoice read_generate(ConfigTable& top) {
+  GenerateChoice generate;
+  const toml::table* raw = top.raw_table("generate");
+  ConfigTable table = top.sub("generate");
+  if (!raw) return generate;
+  if (const toml::node* ids = raw->get("prompt_ids")) {
+    table.mark_used("prompt_ids");
+    auto bad = [&] {
+      table.fail("prompt_ids", "expected a list of token ids or a list of such lists, found " +
+                                   describe_toml(*ids));
+    };
+    auto read_list = [&](const toml::node& node) {
+      std::vector<int64_t> out;
+      const toml::array* list = node.as_array();
+      if (!list || list->empty()) bad();
+      for (const auto& item : *list) {
+        auto v = item.value<int64_t>();
+        if (!item.is_integer() || !v || *v < 0) bad();
+        out.push_back(*v);
+      }
+      return out;
+    };
+    const toml::array* outer = ids->as_array();
+    if (!outer || outer->empty()) bad();
+    if ((*outer)[0].is_array())
+      for (const auto& prompt : *outer) generate.prompt_ids.push_back(read_list(prompt));
+    else
+      generate.prompt_ids.push_back(read_list(*ids));
+  }
+  generate.max_new_tokens = table.get_int_in("max_new_tokens", generate.max_new_tokens, 0, 1 << 20);
+  generate.top = table.get_int_in("top", generate.top, 0, 1000);
+  table.finish();
+  return generate;
+}
+
 }  // namespace
 
 HostConfig parse_host_config(const toml::table& root, const std::string& source) {
@@ -74,6 +125,8 @@ HostConfig parse_host_config(const toml::table& root, const std::string& source)
     }
   }
   memory.finish();
+  config.model = read_model(top, base);
+  config.generate = read_generate(top);
 
   ConfigTable output = top.sub("output");
   config.json_output = output.get_string("json", "");

@@ -33,6 +33,24 @@ struct MemoryPlan {
   bool live_check = true;  // also build each cache (max_batch 1, CPU) and compare its bytes
 };
 
+// [model]: a Hugging Face checkpoint folder, built by the model_family plugin that declares
+// its config.json `architectures`.
+struct ModelChoice {
+  bool present = false;
+  std::filesystem::path path;         // relative to run.toml
+  std::string dtype = "auto";         // auto | float32 | float16 | bfloat16
+  std::string device = "auto";        // auto | cpu | cuda
+  std::string weights = "safetensors";  // safetensors | dummy (random, from config.json alone)
+  int64_t seed = 0;                   // dummy weights
+};
+
+// [generate]: prompts as token ids (until the tokenizer library lands) and greedy decoding.
+struct GenerateChoice {
+  std::vector<std::vector<int64_t>> prompt_ids;  // one prompt, or a batch
+  int64_t max_new_tokens = 16;
+  int64_t top = 5;  // how many next-token candidates to print after each prompt
+};
+
 struct HostConfig {
   std::filesystem::path file;  // run.toml ("" when built from defaults)
   std::string mode = "check";
@@ -42,6 +60,8 @@ struct HostConfig {
   PluginChoice attention{"sdpa", "", {}, false};          // [attention] backend + options
   std::string json_output;                         // [output] json: also write results here
   MemoryPlan memory;                               // [memory]
+  ModelChoice model;                               // [model]
+  GenerateChoice generate;                         // [generate]
 };
 
 // The modes kivi-host knows, in the order --help lists them.

@@ -13,6 +13,7 @@ const std::map<std::string, ModeFn>& mode_table() {
   static const std::map<std::string, ModeFn> modes = {
       {"check", run_check_mode},
       {"memory", run_memory_mode},
+      {"generate", run_generate_mode},
       {"plugins", run_plugins_mode},
   };
   return modes;

@@ -1,0 +1,55 @@
+// CausalLM: a decoder-only language model that runs through a KVCache. Built by a
+// ModelFamily plugin from a ModelConfig, a WeightSource and ModelOptions.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+
+#include <ATen/Tensor.h>
+
+#include "kivi/cache/cache_types.h"
+#include "kivi/model/model_config.h"
+
+namespace kivi {
+
+class Attention;
+class KVCache;
+
+// Run-time choices for building a model.
+struct ModelOptions {
+  at::ScalarType dtype = at::kFloat;  // weights and activations
+  at::Device device = at::kCPU;
+  std::shared_ptr<const Attention> attention;  // required: the backend every layer uses
+};
+
+// Named debug taps: called with each intermediate as the forward pass makes it, e.g.
+// "embed", "layer3.attn_out", "final_norm", "logits" (CausalLM::tap_names lists them).
+using TapFn = std::function<void(const std::string& name, const at::Tensor& value)>;
+
+class CausalLM {
+ public:
+  virtual ~CausalLM() = default;
+
+  virtual const ModelConfig& config() const = 0;
+  virtual const ModelOptions& options() const = 0;
+
+  // The geometry a cache for this model must have (dtype and device of the model).
+  virtual CacheGeometry cache_geometry(int64_t max_batch, int64_t max_tokens = 0) const = 0;
+
+  // Runs new tokens through the model, appending their K/V to `cache`.
+  //   input_ids, positions: [B, T] int64 (positions are absolute, for the rotary embedding;
+  //   normally cache.length(b) + t). counts: [B] valid tokens per right-padded row (empty =
+  //   all T). B must equal the cache's max_batch. When the cache is empty for every sequence,
+  //   attention runs as prefill over the new tokens' own K/V; otherwise as decode over the cache.
+  // Returns logits [B, T, vocab] float32 (rows past counts[b] are unspecified).
+  virtual at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& positions,
+                             std::span<const int64_t> counts, KVCache& cache) = 0;
+
+  // Installs (or, with an empty function, removes) the debug tap.
+  virtual void set_tap(TapFn tap) = 0;
+};
+
+}  // namespace kivi

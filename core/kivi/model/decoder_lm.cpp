@@ -1,0 +1,204 @@
+#include "kivi/model/decoder_lm.h"
+
+#include <cmath>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include "kivi/attention/attention.h"
+#include "kivi/cache/kv_cache.h"
+#include "kivi/model/layers.h"
+#include "kivi/model/rotary.h"
+#include "kivi/model/safetensors.h"
+#include "kivi/model/weight_source.h"
+#include "kivi/util/error.h"
+
+namespace kivi {
+namespace {
+
+struct LayerWeights {
+  at::Tensor input_norm, post_attention_norm;  // [hidden]
+  at::Tensor qkv, qkv_bias;          // [(q_heads + 2 kv_heads) * head_dim, hidden], [...] or undefined
+  at::Tensor o, o_bias;              // [hidden, q_heads * head_dim]
+  at::Tensor gate_up, gate_up_bias;  // [2 * intermediate, hidden]
+  at::Tensor down, down_bias;        // [hidden, intermediate]
+  int64_t sliding_window = 0;
+};
+
+class DecoderLM final : public CausalLM {
+ public:
+  DecoderLM(const ModelConfig& config, const DecoderSpec& spec, WeightSource& weights,
+            const ModelOptions& options);
+
+  const ModelConfig& config() const override { return config_; }
+  const ModelOptions& options() const override { return options_; }
+  CacheGeometry cache_geometry(int64_t max_batch, int64_t max_tokens) const override {
+    return CacheGeometry{config_.num_hidden_layers, config_.num_key_value_heads, config_.head_dim,
+                         max_batch, max_tokens, options_.dtype, options_.device};
+  }
+  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& positions,
+                     std::span<const int64_t> counts, KVCache& cache) override;
+  void set_tap(TapFn tap) override { tap_ = std::move(tap); }
+
+ private:
+  void tap(const std::string& name, const at::Tensor& value) const {
+    if (tap_) tap_(name, value);
+  }
+  void check_inputs(const at::Tensor& input_ids, const at::Tensor& positions,
+                    std::span<const int64_t> counts, const KVCache& cache) const;
+
+  ModelConfig config_;
+  ModelOptions options_;
+  RotaryEmbedding rotary_;
+  at::Tensor embed_tokens_;  // [vocab, hidden]
+  at::Tensor final_norm_;    // [hidden]
+  at::Tensor lm_head_;       // [vocab, hidden]; the embedding itself when tied
+  std::vector<LayerWeights> layers_;
+  TapFn tap_;
+};
+
+DecoderLM::DecoderLM(const ModelConfig& config, const DecoderSpec& spec, WeightSource& weights,
+                     const ModelOptions& options)
+    : config_(config),
+      options_(options),
+      rotary_(config.rope, config.head_dim, config.max_position_embeddings) {
+  check(options_.attention != nullptr, "model: ModelOptions.attention is required (an attention backend)");
+  c10::InferenceMode guard;
+  const auto opts = at::TensorOptions().dtype(options_.dtype).device(options_.device);
+  const int64_t hidden = config.hidden_size, inter = config.intermediate_size;
+  const int64_t q_dim = config.num_attention_heads * config.head_dim;
+  const int64_t kv_dim = config.num_key_value_heads * config.head_dim;
+  auto load = [&](const std::string& name, std::vector<int64_t> shape) {
+    return weights.load(name, shape, opts);
+  };
+  // Loads `base`.weight [out, in] and, when `with_bias`, `base`.bias [out].
+  auto linear = [&](const std::string& base, int64_t out, int64_t in, bool with_bias) {
+    return std::pair{load(base + ".weight", {out, in}), with_bias ? load(base + ".bias", {out}) : at::Tensor()};
+  };
+
+  embed_tokens_ = load(spec.embed_tokens, {config.vocab_size, hidden});
+  final_norm_ = load(spec.final_norm, {hidden});
+  lm_head_ = spec.tie_word_embeddings ? embed_tokens_ : load(spec.lm_head, {config.vocab_size, hidden});
+
+  for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
+    auto name = [&](const std::string& pattern) { return layer_name(pattern, l); };
+    LayerWeights w;
+    w.input_norm = load(name(spec.input_norm), {hidden});
+    w.post_attention_norm = load(name(spec.post_attention_norm), {hidden});
+    // Load-time fusion: one matmul for q/k/v and one for gate/up.
+    auto [q, qb] = linear(name(spec.q_proj), q_dim, hidden, spec.qkv_bias);
+    auto [k, kb] = linear(name(spec.k_proj), kv_dim, hidden, spec.qkv_bias);
+    auto [v, vb] = linear(name(spec.v_proj), kv_dim, hidden, spec.qkv_bias);
+    w.qkv = at::cat({q, k, v}, 0);
+    if (spec.qkv_bias) w.qkv_bias = at::cat({qb, kb, vb}, 0);
+    std::tie(w.o, w.o_bias) = linear(name(spec.o_proj), hidden, q_dim, spec.o_bias);
+    auto [gate, gate_b] = linear(name(spec.gate_proj), inter, hidden, spec.mlp_bias);
+    auto [up, up_b] = linear(name(spec.up_proj), inter, hidden, spec.mlp_bias);
+    w.gate_up = at::cat({gate, up}, 0);
+    if (spec.mlp_bias) w.gate_up_bias = at::cat({gate_b, up_b}, 0);
+    std::tie(w.down, w.down_bias) = linear(name(spec.down_proj), hidden, inter, spec.mlp_bias);
+    if (!spec.sliding_window.empty()) w.sliding_window = spec.sliding_window.at(l);
+    layers_.push_back(std::move(w));
+  }
+}
+
+void DecoderLM::check_inputs(const at::Tensor& input_ids, const at::Tensor& positions,
+                             std::span<const int64_t> counts, const KVCache& cache) const {
+  check(input_ids.dim() == 2 && input_ids.scalar_type() == at::kLong,
+        "model forward: input_ids must be [batch, tokens] int64, got " + shape_string(input_ids.sizes()) +
+            " " + c10::toString(input_ids.scalar_type()));
+  check(positions.sizes() == input_ids.sizes() && positions.scalar_type() == at::kLong,
+        "model forward: positions must be int64 of the shape of input_ids " +
+            shape_string(input_ids.sizes()) + ", got " + shape_string(positions.sizes()));
+  const int64_t batch = input_ids.size(0), tokens = input_ids.size(1);
+  check(counts.empty() || static_cast<int64_t>(counts.size()) == batch,
+        "model forward: counts has " + std::to_string(counts.size()) + " entries, expected " +
+            std::to_string(batch) + " (one per row) or none");
+  for (int64_t c : counts)
+    check(c >= 0 && c <= tokens, "model forward: a count of " + std::to_string(c) +
+                                     " valid tokens is outside [0, " + std::to_string(tokens) + "]");
+  const CacheGeometry& g = cache.geometry();
+  const CacheGeometry want = cache_geometry(batch, g.max_tokens);
+  check(g.max_batch == batch && g.num_layers == want.num_layers && g.num_kv_heads == want.num_kv_heads &&
+            g.head_dim == want.head_dim && g.dtype == want.dtype && g.device == want.device,
+        "model forward: the cache's geometry (batch " + std::to_string(g.max_batch) + ", layers " +
+            std::to_string(g.num_layers) + ", kv heads " + std::to_string(g.num_kv_heads) + ", head_dim " +
+            std::to_string(g.head_dim) + ", " + c10::toString(g.dtype) + " on " + g.device.str() +
+            ") does not fit this model and batch (batch " + std::to_string(batch) + ", layers " +
+            std::to_string(want.num_layers) + ", kv heads " + std::to_string(want.num_kv_heads) +
+            ", head_dim " + std::to_string(want.head_dim) + ", " + c10::toString(want.dtype) + " on " +
+            want.device.str() + "); make it with CausalLM::cache_geometry");
+}
+
+at::Tensor DecoderLM::forward(const at::Tensor& input_ids, const at::Tensor& positions,
+                              std::span<const int64_t> counts, KVCache& cache) {
+  check_inputs(input_ids, positions, counts, cache);
+  c10::InferenceMode guard;
+  const int64_t batch = input_ids.size(0), tokens = input_ids.size(1);
+  const int64_t heads = config_.num_attention_heads, kv_heads = config_.num_key_value_heads;
+  const int64_t head_dim = config_.head_dim;
+  // KIVI's prefill: a prompt into an empty cache attends over its own full-precision K/V.
+  bool prefill = true;
+  for (int64_t b = 0; b < batch; ++b) prefill = prefill && cache.length(b) == 0;
+
+  const at::Tensor ids = input_ids.to(options_.device);
+  const at::Tensor pos = positions.to(options_.device);
+  const auto [cos, sin] = rotary_.cos_sin(pos, counts, options_.dtype);  // [B, T, head_dim]
+
+  at::Tensor h = at::embedding(embed_tokens_, ids);  // [B, T, hidden]
+  tap("embed", h);
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
+    const LayerWeights& w = layers_[l];
+    const std::string prefix = "layer" + std::to_string(l) + ".";
+    const at::Tensor x = rms_norm(h, w.input_norm, config_.rms_norm_eps);
+    tap(prefix + "attn_norm", x);
+    const at::Tensor qkv = at::linear(x, w.qkv, w.qkv_bias);  // [B, T, (heads + 2 kv_heads) * head_dim]
+    auto split = [&](int64_t start, int64_t n) {  // -> [B, n, T, head_dim]
+      return qkv.narrow(-1, start * head_dim, n * head_dim).view({batch, tokens, n, head_dim}).transpose(1, 2);
+    };
+    const at::Tensor q = apply_rotary(split(0, heads), cos, sin);      // [B, heads, T, head_dim]
+    const at::Tensor k = apply_rotary(split(heads, kv_heads), cos, sin);  // [B, kv_heads, T, head_dim]
+    const at::Tensor v = split(heads + kv_heads, kv_heads).contiguous();  // [B, kv_heads, T, head_dim]
+    tap(prefix + "q", q);
+    tap(prefix + "k", k);
+    tap(prefix + "v", v);
+    cache.append(l, k, v, counts);
+
+    AttentionParams params;
+    params.scale = std::pow(static_cast<double>(head_dim), -0.5);
+    params.sliding_window = w.sliding_window;
+    const at::Tensor attn = prefill ? options_.attention->prefill(q, k, v, counts, params)
+                                    : options_.attention->decode(q, cache.view(l), counts, params);
+    tap(prefix + "attn", attn);  // [B, heads, T, head_dim]
+    const at::Tensor attn_out =
+        at::linear(attn.transpose(1, 2).reshape({batch, tokens, heads * head_dim}), w.o, w.o_bias);
+    tap(prefix + "attn_out", attn_out);  // [B, T, hidden]
+    h = h + attn_out;
+
+    const at::Tensor y = rms_norm(h, w.post_attention_norm, config_.rms_norm_eps);
+    tap(prefix + "mlp_norm", y);
+    const at::Tensor mlp_out = gated_silu_mlp(y, w.gate_up, w.gate_up_bias, w.down, w.down_bias);
+    tap(prefix + "mlp_out", mlp_out);
+    h = h + mlp_out;
+    tap(prefix + "out", h);
+  }
+  h = rms_norm(h, final_norm_, config_.rms_norm_eps);
+  tap("final_norm", h);
+  at::Tensor logits = at::linear(h, lm_head_).to(at::kFloat);  // [B, T, vocab]
+  tap("logits", logits);
+  return logits;
+}
+
+}  // namespace
+
+std::unique_ptr<CausalLM> build_decoder_lm(const ModelConfig& config, const DecoderSpec& spec,
+                                           WeightSource& weights, const ModelOptions& options) {
+  check(spec.sliding_window.empty() ||
+            static_cast<int64_t>(spec.sliding_window.size()) == config.num_hidden_layers,
+        "model: the family's sliding_window list has " + std::to_string(spec.sliding_window.size()) +
+            " entries for " + std::to_string(config.num_hidden_layers) + " layers");
+  return std::make_unique<DecoderLM>(config, spec, weights, options);
+}
+
+}  // namespace kivi

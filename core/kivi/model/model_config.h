@@ -1,0 +1,90 @@
+// ModelConfig: what a Hugging Face config.json (and generation_config.json, when present) says
+// about a Llama-like decoder. Every field the Llama and Qwen2 families use is read and checked;
+// unknown fields are ignored (real configs carry many), but a known field of the wrong type or
+// an unsupported value (a rope type, an activation) is a kivi::Error naming the file and field.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <c10/core/ScalarType.h>
+
+namespace kivi {
+
+// Rotary position embedding parameters: `rope_scaling` (older configs, as real checkpoints
+// carry it) or `rope_parameters` (transformers >= 5), plus `rope_theta`.
+struct RopeConfig {
+  std::string type = "default";  // default | linear | dynamic | llama3
+  double theta = 10000.0;
+  double factor = 1.0;            // linear, dynamic, llama3
+  double low_freq_factor = 1.0;   // llama3
+  double high_freq_factor = 4.0;  // llama3
+  int64_t original_max_position_embeddings = 0;  // llama3 (defaults to max_position_embeddings)
+  double partial_rotary_factor = 1.0;            // fraction of head_dim that is rotated
+};
+
+struct ModelConfig {
+  std::filesystem::path folder;  // where config.json was read ("" when parsed from text)
+  std::string source;            // config.json path, for messages
+  std::vector<std::string> architectures;  // e.g. {"LlamaForCausalLM"}
+  std::string model_type;                  // e.g. "llama", "qwen2"
+
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_hidden_layers = 0;
+  int64_t num_attention_heads = 0;
+  int64_t num_key_value_heads = 0;  // defaults to num_attention_heads (no GQA)
+  int64_t head_dim = 0;             // defaults to hidden_size / num_attention_heads
+  int64_t max_position_embeddings = 0;
+  double rms_norm_eps = 1e-6;
+  std::string hidden_act = "silu";
+  bool tie_word_embeddings = false;
+  bool attention_bias = false;  // Llama: bias on q/k/v/o (Qwen2 always has q/k/v bias)
+  bool mlp_bias = false;
+  RopeConfig rope;
+
+  // Qwen2's sliding window: layers at or past max_window_layers (or those named
+  // "sliding_attention" in layer_types) see only the last sliding_window positions, when
+  // use_sliding_window is true.
+  bool use_sliding_window = false;
+  int64_t sliding_window = 0;
+  int64_t max_window_layers = 0;
+  std::vector<std::string> layer_types;  // per layer, "full_attention" | "sliding_attention"
+
+  std::optional<at::ScalarType> torch_dtype;  // `torch_dtype` or `dtype`, when given
+  std::optional<int64_t> bos_token_id;
+  std::vector<int64_t> eos_token_ids;  // a number or a list in the file
+  std::optional<int64_t> pad_token_id;
+
+  // generation_config.json defaults, when the file is present (it overrides bos/eos too).
+  struct Generation {
+    bool present = false;
+    bool do_sample = false;
+    double temperature = 1.0;
+    double top_p = 1.0;
+    int64_t top_k = 50;
+    int64_t max_length = 0;       // 0 = not given
+    int64_t max_new_tokens = 0;   // 0 = not given
+    double repetition_penalty = 1.0;
+  } generation;
+};
+
+// Reads <folder>/config.json and, when present, <folder>/generation_config.json.
+ModelConfig load_model_config(const std::filesystem::path& folder);
+
+// Parses config.json text; `source` names it in messages. Checks that the shapes agree
+// (heads divide, kv heads divide heads, ...).
+ModelConfig parse_model_config(const std::string& json_text, const std::string& source);
+
+// Adds generation_config.json text to `config`.
+void apply_generation_config(ModelConfig& config, const std::string& json_text,
+                             const std::string& source);
+
+// "float32" | "float16" | "bfloat16" (also "fp32", "half", ...) to a dtype; nullopt otherwise.
+std::optional<at::ScalarType> parse_dtype_name(const std::string& name);
+
+}  // namespace kivi

@@ -1,0 +1,42 @@
+// Rotary position embedding with the scaling variants of Hugging Face's modeling_rope_utils:
+// default, linear (inv_freq / factor), dynamic NTK (base grown with the sequence length) and
+// llama3 (per-band: high frequencies kept, low divided by factor, the middle smoothed). The
+// inverse frequencies are computed with the same float32 tensor operations as the reference,
+// so cos/sin agree to the last bit. All these types have attention scaling 1.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <utility>
+
+#include <ATen/Tensor.h>
+
+#include "kivi/model/model_config.h"
+
+namespace kivi {
+
+class RotaryEmbedding {
+ public:
+  RotaryEmbedding(const RopeConfig& rope, int64_t head_dim, int64_t max_position_embeddings);
+
+  // inv_freq for a sequence whose largest position is seq_len - 1 (only dynamic depends on it).
+  at::Tensor inv_freq(int64_t seq_len) const;  // [head_dim / 2] float32, CPU
+
+  // cos and sin for positions [B, T] (any device), in `dtype`: each [B, T, head_dim].
+  // counts[b] valid tokens per row (empty: all); dynamic scaling takes each row's own length
+  // from its largest valid position, as the reference does for one unpadded sequence.
+  std::pair<at::Tensor, at::Tensor> cos_sin(const at::Tensor& positions,
+                                            std::span<const int64_t> counts,
+                                            at::ScalarType dtype) const;
+
+ private:
+  RopeConfig rope_;
+  int64_t dim_;
+  int64_t max_positions_;
+  at::Tensor base_inv_freq_;  // [dim / 2]: the inv_freq before any dynamic growth
+};
+
+// x * cos + rotate_half(x) * sin, with x [B, heads, T, head_dim] and cos/sin [B, T, head_dim].
+at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+
+}  // namespace kivi

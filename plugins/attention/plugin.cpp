@@ -1,0 +1,23 @@
+// The "attention" plugins eager and sdpa: one library, two dense backends, no options.
+#include "backends.h"
+#include "kivi/plugin/plugin.h"
+
+namespace {
+
+using kivi::Attention;
+using kivi::ConfigTable;
+
+std::unique_ptr<Attention> make_eager(ConfigTable&) {
+  return std::make_unique<kivi::attention::EagerAttention>();
+}
+std::unique_ptr<Attention> make_sdpa(ConfigTable&) {
+  return std::make_unique<kivi::attention::SdpaAttention>();
+}
+
+}  // namespace
+
+KIVI_PLUGIN(kivi_attention, "kivi-attention", "0.1.0",
+            kivi::plugin::factory<Attention, &make_eager>(
+                "eager", "reference attention: matmul, float32 softmax, matmul (dense caches)"),
+            kivi::plugin::factory<Attention, &make_sdpa>(
+                "sdpa", "at::scaled_dot_product_attention; flash kernels on a GPU (dense caches)"))

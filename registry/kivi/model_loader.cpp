@@ -1,0 +1,41 @@
+#include "kivi/model_loader.h"
+
+#include "kivi/model/weight_source.h"
+#include "kivi/util/error.h"
+
+namespace kivi {
+
+std::string resolve_model_family(const Registry& registry, const ModelConfig& config) {
+  const auto names = registry.names(ModelFamily::kPluginKind);
+  std::string known;
+  for (const std::string& wanted : config.architectures) {
+    for (const std::string& name : names) {
+      auto family = registry.create<ModelFamily>(name);
+      for (const std::string& arch : family->architectures())
+        if (arch == wanted) return name;
+    }
+  }
+  for (const std::string& name : names) {
+    auto family = registry.create<ModelFamily>(name);
+    for (const std::string& arch : family->architectures())
+      known += (known.empty() ? "" : ", ") + arch + " (" + name + ")";
+  }
+  std::string listed;
+  for (const auto& a : config.architectures) listed += (listed.empty() ? "\"" : ", \"") + a + "\"";
+  throw Error(config.source + ": field \"architectures\" is [" + listed +
+              "], which no loaded model_family plugin builds; known: " +
+              (known.empty() ? std::string("none (no model_family plugins are loaded)") : known));
+}
+
+LoadedModel load_model(const Registry& registry, const std::filesystem::path& folder,
+                       const ModelOptions& options, const std::string& weight_format, uint64_t seed) {
+  const ModelConfig config = load_model_config(folder);
+  LoadedModel loaded;
+  loaded.family_name = resolve_model_family(registry, config);
+  loaded.family = registry.create<ModelFamily>(loaded.family_name);
+  auto weights = make_weight_source(weight_format, folder, seed);
+  loaded.model = loaded.family->build(config, *weights, options);
+  return loaded;
+}
+
+}  // namespace kivi

@@ -1,0 +1,32 @@
+// Loading a model through the registry: config.json's `architectures` picks the
+// "model_family" plugin that declares it, and that family builds the CausalLM.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "kivi/model/causal_lm.h"
+#include "kivi/model/model_family.h"
+#include "kivi/registry.h"
+
+namespace kivi {
+
+// The family plugin name whose architectures() include one of config.architectures (in the
+// config's order). Throws kivi::Error naming config.json, the architectures it lists and the
+// ones the loaded families accept.
+std::string resolve_model_family(const Registry& registry, const ModelConfig& config);
+
+struct LoadedModel {
+  std::shared_ptr<ModelFamily> family;  // kept alive: it made the model
+  std::string family_name;
+  std::unique_ptr<CausalLM> model;
+};
+
+// Reads <folder>/config.json, resolves the family and builds the model from `weight_format`
+// ("safetensors" from the folder, or "dummy" random weights with `seed`).
+LoadedModel load_model(const Registry& registry, const std::filesystem::path& folder,
+                       const ModelOptions& options, const std::string& weight_format = "safetensors",
+                       uint64_t seed = 0);
+
+}  // namespace kivi

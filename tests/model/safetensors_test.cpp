@@ -1,0 +1,85 @@
+// The safetensors reader: round trips, sharded checkpoints, dtype conversion on load, and
+// files that lie (each a kivi::Error naming the file and the tensor).
+
+#include <fstream>
+
+#include <ATen/ATen.h>
+
+#include "kivi/model/safetensors.h"
+#include "kivi/model/weight_source.h"
+#include "kivi/util/error.h"
+#include "model_test_support.h"
+
+// Last: c10/util/Logging.h defines a glog-style CHECK macro; Catch's must win.
+#undef CHECK
+#include <catch2/catch.hpp>
+
+using namespace kivi;
+using Catch::Matchers::Contains;
+
+TEST_CASE("safetensors: round trip of every float dtype, converted on load", "[model][safetensors]") {
+  test::TempDir dir("st-roundtrip");
+  const at::Tensor a = at::randn({3, 5});
+  test::write_safetensors(dir.path / "model.safetensors",
+                    {{"a", a}, {"b", a.to(at::kBFloat16)}, {"c", a.to(at::kHalf)}, {"n", at::arange(4, at::kLong)}});
+  const SafetensorsFile file(dir.path / "model.safetensors");
+  CHECK((file.names() == std::vector<std::string>{"a", "b", "c", "n"}));
+  CHECK(at::equal(file.tensor("a"), a));
+  CHECK(at::equal(file.tensor("n"), at::arange(4, at::kLong)));
+  SafetensorsWeights weights(dir.path);
+  CHECK(at::equal(weights.load("b", {3, 5}, at::kFloat), a.to(at::kBFloat16).to(at::kFloat)));
+  CHECK(at::equal(weights.load("c", {3, 5}, at::kHalf), a.to(at::kHalf)));
+  // A load never aliases the mapping.
+  at::Tensor loaded = weights.load("a", {3, 5}, at::kFloat);
+  loaded.zero_();
+  CHECK(at::equal(file.tensor("a"), a));
+}
+
+TEST_CASE("safetensors: a sharded checkpoint is read through its index", "[model][safetensors]") {
+  SafetensorsWeights weights(test::model_fixture("llama-gqa-llama3"));
+  CHECK(weights.contains("model.embed_tokens.weight"));
+  CHECK(weights.contains("model.layers.1.mlp.down_proj.weight"));
+  CHECK(weights.load("model.norm.weight", {64}, at::kFloat).size(0) == 64);
+}
+
+TEST_CASE("safetensors: lying or truncated files are clear errors", "[model][safetensors][bad]") {
+  test::TempDir dir("st-bad");
+  const auto file = dir.path / "model.safetensors";
+  const std::string where = file.string();
+
+  std::ofstream(file, std::ios::binary) << "abc";
+  CHECK_THROWS_WITH(SafetensorsFile(file), Contains(where) && Contains("truncated"));
+
+  test::write_raw_safetensors(file, R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})", 0);
+  {  // header length claims more than the file holds
+    std::fstream f(file, std::ios::binary | std::ios::in | std::ios::out);
+    f.put(static_cast<char>(0xff));
+    f.put(static_cast<char>(0xff));
+  }
+  CHECK_THROWS_WITH(SafetensorsFile(file), Contains(where) && Contains("truncated"));
+
+  test::write_raw_safetensors(file, R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})", 8);
+  CHECK_THROWS_WITH(SafetensorsFile(file), Contains(where) && Contains("\"w\"") && Contains("past the end"));
+
+  test::write_raw_safetensors(file, R"({"w": {"dtype": "F32", "shape": [4, 2], "data_offsets": [0, 16]}})", 16);
+  CHECK_THROWS_WITH(SafetensorsFile(file), Contains("\"w\"") && Contains("[4, 2]") && Contains("needs 32"));
+
+  test::write_raw_safetensors(file, R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [16, 0]}})", 16);
+  CHECK_THROWS_WITH(SafetensorsFile(file), Contains("\"w\"") && Contains("begin after end"));
+
+  test::write_raw_safetensors(file,
+      R"({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}, "b": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}})", 16);
+  CHECK_THROWS_WITH(SafetensorsFile(file), Contains("overlap"));
+
+  test::write_raw_safetensors(file, R"({"w": {"dtype": "Q4", "shape": [4], "data_offsets": [0, 2]}})", 2);
+  CHECK_THROWS_WITH(SafetensorsFile(file), Contains("\"w\"") && Contains("unsupported dtype"));
+
+  test::write_raw_safetensors(file, R"({"w": {"dtype": "F32", "shape": [-4], "data_offsets": [0, 16]}})", 16);
+  CHECK_THROWS_WITH(SafetensorsFile(file), Contains("\"w\"") && Contains("shape"));
+
+  test::write_raw_safetensors(file, R"({"w": {"dtype": "F32", "shape": [4], "data_off)", 16);
+  CHECK_THROWS_WITH(SafetensorsFile(file), Contains(where) && Contains("malformed"));
+
+  CHECK_THROWS_WITH(SafetensorsFile(dir.path / "absent.safetensors"),
+                    Contains("absent.safetensors") && Contains("cannot open"));
+}
