@@ -40,11 +40,11 @@ QuantizedGroups quantize_groups(const at::Tensor& x, int64_t bits) {
   at::Tensor min = x.amin(-1);  // [..., groups]
   at::Tensor max = x.amax(-1);
   at::Tensor scale = (max - min) / max_code;
-  // A range beyond the dtype's largest value would make scale inf and codes NaN.
+  // A range beyond the dtype's largest value would make scale inf and codes NaN. Applied
+  // unconditionally (on the small scale tensor) so the GPU path needs no host sync.
   const at::Tensor overflow =
       scale.isinf().logical_and_(min.isfinite()).logical_and_(max.isfinite());
-  if (overflow.any().item<bool>())
-    scale = at::where(overflow, max / max_code - min / max_code, scale);
+  scale = at::where(overflow, max / max_code - min / max_code, scale);
   at::Tensor q = (x - min.unsqueeze(-1)).div_(scale.unsqueeze(-1));
   q.clamp_(0, max_code).round_();
   // Constant group: 0 / 0; code 0 dequantizes to min exactly.

@@ -64,3 +64,7 @@ TEST_CASE("kivi 4-bit cache in fp16 conforms", "[conformance]") {
   kivi::test::run_cache_conformance(kivi_factory(4), *fp_factory("fp32"), at::kHalf,
                                     1.0 / 15 + 2e-3);
 }
+TEST_CASE("kivi 4-bit cache in bf16 conforms", "[conformance]") {
+  kivi::test::run_cache_conformance(kivi_factory(4), *fp_factory("fp32"), at::kBFloat16,
+                                    1.0 / 15 + 1e-2);
+}

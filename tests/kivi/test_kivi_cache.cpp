@@ -2,6 +2,7 @@
 // boundary, per-sequence groups in a padded batch, truncate, reorder and memory accounting.
 #include <catch2/catch.hpp>
 
+#include "kivi/cache/memory_table.h"
 #include "kivi/plugin/plugin.h"
 #include "kivi/util/error.h"
 #include "kivi_test_support.h"
@@ -231,6 +232,30 @@ TEST_CASE("memory: exact bytes by component and token counts", "[kivi][memory]")
   CHECK(used.tokens == 150);
   CHECK(used.quantized_tokens == 128);  // keys 128, values 86
   CHECK(used.residual_tokens == 22);
+}
+
+TEST_CASE("the memory table: the write-up's figures and the honest ones", "[kivi][memory]") {
+  CacheGeometry g = small_geometry(1, 0, at::kHalf);
+  g.num_layers = 32;
+  g.num_kv_heads = 8;
+  g.head_dim = 128;
+  KiviOptions o;  // defaults: 2/2 bits, groups of 32, R = 128
+  const CacheSpec spec = kivi_cache::KiviCacheFactory(o).spec(g);
+  const std::vector<int64_t> lengths = {4096, 32768};
+  const std::vector<MemoryTableRow> rows = memory_table(g, spec, lengths);
+  REQUIRE(rows.size() == 2);
+  // 4096 tokens: keys all quantized, values 3968; windows of 128 keys and 129 values.
+  const int64_t per_head_layer = 4096 * (128 * 2 / 8 + 2 * 128 * 2 / 32) +
+                                 3968 * (128 * 2 / 8 + 2 * (128 / 32) * 2) + (128 + 129) * 128 * 2;
+  CHECK(rows[0].bytes == 32 * 8 * per_head_layer);
+  CHECK(rows[0].fp16_bytes == 4096 * 131072);
+  CHECK(rows[0].code_bits == 2.0);
+  CHECK(rows[0].code_compression() == 8.0);
+  CHECK(rows[0].bits == Approx(3.455).margin(1e-3));
+  CHECK(rows[1].compression() == Approx(5.234).margin(1e-3));
+  g.max_tokens = 4096;
+  CHECK(KiviCache(g, o).memory().total() == rows[0].bytes);
+  CHECK_THAT(format_memory_table(spec.description, rows), Catch::Contains("kivi k2/v2 g32 r128"));
 }
 
 TEST_CASE("grown storage never exceeds geometric chunks and counts what it holds",
