@@ -88,6 +88,38 @@ GenerateChoice read_generate(ConfigTable& top) {
 
 }  // namespace
 
+namespace {
+
+TokenizeChoice read_tokenize(ConfigTable& top, const fs::path& base) {
+  TokenizeChoice choice;
+  const toml::table* raw = top.raw_table("tokenize");
+  ConfigTable table = top.sub("tokenize");
+  if (!raw) return choice;
+  const fs::path path(table.require_string("tokenizer"));
+  choice.tokenizer = path.is_absolute() ? path : (base / path).lexically_normal();
+  choice.text = table.get_string("text", "");
+  choice.add_special_tokens = table.get_bool("add_special_tokens", choice.add_special_tokens);
+  choice.skip_special_tokens = table.get_bool("skip_special_tokens", choice.skip_special_tokens);
+  choice.add_generation_prompt = table.get_bool("add_generation_prompt", choice.add_generation_prompt);
+  if (raw->contains("messages")) {
+    table.mark_used("messages");
+    const toml::array* list = raw->get_as<toml::array>("messages");
+    if (!list) table.fail("messages", "expected an array of tables: [[tokenize.messages]] role = ..., content = ...");
+    for (const toml::node& item : *list) {
+      const toml::table* message = item.as_table();
+      if (!message) table.fail("messages", "expected tables with role and content, got " + describe_toml(item));
+      ConfigTable m(*message, top.source(), "tokenize.messages");
+      const std::string role = m.get_choice("role", "user", {"system", "user", "assistant"});
+      choice.messages.emplace_back(role, m.require_string("content"));
+      m.finish();
+    }
+  }
+  table.finish();
+  return choice;
+}
+
+}  // namespace
+
 HostConfig parse_host_config(const toml::table& root, const std::string& source) {
   HostConfig config;
   config.file = source;
@@ -127,6 +159,7 @@ HostConfig parse_host_config(const toml::table& root, const std::string& source)
   memory.finish();
   config.model = read_model(top, base);
   config.generate = read_generate(top);
+  config.tokenize = read_tokenize(top, base);
 
   ConfigTable output = top.sub("output");
   config.json_output = output.get_string("json", "");

@@ -51,6 +51,16 @@ struct GenerateChoice {
   int64_t top = 5;  // how many next-token candidates to print after each prompt
 };
 
+// [tokenize]: encode/decode text and render a chat prompt with a checkpoint's tokenizer.
+struct TokenizeChoice {
+  std::filesystem::path tokenizer;  // a folder with tokenizer.json, or the file; relative to run.toml
+  std::string text;                 // encoded, then decoded back
+  bool add_special_tokens = true;
+  bool skip_special_tokens = false;
+  std::vector<std::pair<std::string, std::string>> messages;  // (role, content), for the chat template
+  bool add_generation_prompt = true;
+};
+
 struct HostConfig {
   std::filesystem::path file;  // run.toml ("" when built from defaults)
   std::string mode = "check";
@@ -62,6 +72,7 @@ struct HostConfig {
   MemoryPlan memory;                               // [memory]
   ModelChoice model;                               // [model]
   GenerateChoice generate;                         // [generate]
+  TokenizeChoice tokenize;                         // [tokenize]
 };
 
 // The modes kivi-host knows, in the order --help lists them.

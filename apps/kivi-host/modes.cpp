@@ -15,6 +15,7 @@ const std::map<std::string, ModeFn>& mode_table() {
       {"memory", run_memory_mode},
       {"generate", run_generate_mode},
       {"plugins", run_plugins_mode},
+      {"tokenize", run_tokenize_mode},
   };
   return modes;
 }
