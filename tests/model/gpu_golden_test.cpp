@@ -24,7 +24,8 @@
 using namespace kivi;
 using namespace kivi::test;
 
-TEST_CASE("golden gpu: half-precision logits stay within the stated bounds", "[model][golden][gpu]") {
+TEST_CASE("golden gpu: half-precision logits stay within the stated bounds",
+          "[model][golden][gpu]") {
   const std::string fixture = GENERATE(from_range(model_fixture_names()));
   const std::string attention = GENERATE(as<std::string>{}, "eager", "sdpa");
   const auto dtype = GENERATE(at::kHalf, at::kBFloat16);
@@ -40,9 +41,10 @@ TEST_CASE("golden gpu: half-precision logits stay within the stated bounds", "[m
     agree += i;
     total += r.greedy[b].size();
   }
-  std::cout << "golden cuda " << c10::toString(dtype) << " " << fixture << " " << attention << ": prefill "
-            << r.prefill_max_diff << ", decode " << r.decode_max_diff << ", chunk " << r.chunk_max_diff
-            << ", greedy tokens agreeing before the first divergence " << agree << "/" << total << "\n";
+  std::cout << "golden cuda " << c10::toString(dtype) << " " << fixture << " " << attention
+            << ": prefill " << r.prefill_max_diff << ", decode " << r.decode_max_diff << ", chunk "
+            << r.chunk_max_diff << ", greedy tokens agreeing before the first divergence " << agree
+            << "/" << total << "\n";
   CHECK(r.prefill_max_diff <= bound);
   CHECK(r.decode_max_diff <= bound);
   CHECK(r.chunk_max_diff <= bound);

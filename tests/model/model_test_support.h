@@ -49,7 +49,8 @@ namespace kivi::test {
 void write_safetensors(const std::filesystem::path& file,
                        const std::vector<std::pair<std::string, at::Tensor>>& tensors);
 // Writes `header` (JSON text) with its length prefix, then `data_bytes` zero bytes.
-void write_raw_safetensors(const std::filesystem::path& file, const std::string& header, size_t data_bytes);
+void write_raw_safetensors(const std::filesystem::path& file, const std::string& header,
+                           size_t data_bytes);
 // Removes a folder and everything in it (missing is fine).
 void remove_tree(const std::filesystem::path& dir);
 // A fresh empty folder under the temp directory, removed by the destructor.
