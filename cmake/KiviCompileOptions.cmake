@@ -6,8 +6,9 @@ target_compile_options(kivi_warnings INTERFACE
 if(KIVI_SANITIZE)
   # AddressSanitizer + UndefinedBehaviorSanitizer for all targets (the core, the plugins,
   # the host and the tests), so that the plugin boundary is checked too.
-  set(_kivi_san -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
-  add_compile_options($<$<COMPILE_LANGUAGE:CXX>:${_kivi_san}>)
+  foreach(flag -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+    add_compile_options("$<$<COMPILE_LANGUAGE:CXX>:${flag}>")
+  endforeach()
   add_link_options(-fsanitize=address,undefined)
   message(STATUS "kivi: building with AddressSanitizer and UndefinedBehaviorSanitizer")
 endif()

@@ -63,7 +63,13 @@ target_link_libraries(kivi_torch INTERFACE torch)
 # --- Debian packages ----------------------------------------------------------------------
 # toml++ 3.x (header-only), Boost.DLL (header-only, used with std::filesystem),
 # nlohmann-json, PCRE2 (tokenizer regexes), utf8proc (NFC), Catch2 v2 (tests).
-find_package(tomlplusplus 3 REQUIRED)
+# toml++ is used header-only (TOML_HEADER_ONLY=1), so no libtomlplusplus.so is needed at run
+# time, on the GPU machine either. The include folder is a build-tree path only; the installed
+# package looks it up again (kiviConfig.cmake).
+find_path(KIVI_TOMLPP_INCLUDE toml++/toml.h REQUIRED)
+add_library(kivi_toml INTERFACE)
+target_include_directories(kivi_toml SYSTEM INTERFACE $<BUILD_INTERFACE:${KIVI_TOMLPP_INCLUDE}>)
+target_compile_definitions(kivi_toml INTERFACE TOML_HEADER_ONLY=1)
 find_package(nlohmann_json 3 REQUIRED)
 find_path(KIVI_BOOST_DLL_INCLUDE boost/dll.hpp REQUIRED)
 find_path(KIVI_PCRE2_INCLUDE pcre2.h REQUIRED)

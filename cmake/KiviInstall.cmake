@@ -4,7 +4,7 @@
 # against an installed core, and drops the module into <prefix>/lib/kivi/plugins.
 include(CMakePackageConfigHelpers)
 
-install(TARGETS kivi_core kivi_registry kivi_torch EXPORT kiviTargets
+install(TARGETS kivi_core kivi_registry kivi_torch kivi_toml EXPORT kiviTargets
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(DIRECTORY core/kivi registry/kivi DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
@@ -17,7 +17,7 @@ configure_package_config_file(cmake/kiviConfig.cmake.in
   "${PROJECT_BINARY_DIR}/kiviConfig.cmake"
   INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/kivi)
 write_basic_package_version_file("${PROJECT_BINARY_DIR}/kiviConfigVersion.cmake"
-  COMPATIBILITY ExactVersion)
+  COMPATIBILITY SameMinorVersion)
 install(FILES "${PROJECT_BINARY_DIR}/kiviConfig.cmake" "${PROJECT_BINARY_DIR}/kiviConfigVersion.cmake"
               cmake/KiviPlugin.cmake
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/kivi)

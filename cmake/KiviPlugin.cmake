@@ -1,4 +1,4 @@
-# kivi_add_plugin(<id> SOURCES <files...> [LIBRARIES <targets...>] [OUTPUT_DIR <dir>])
+# kivi_add_plugin(<id> SOURCES <files...> [LIBRARIES <targets...>] [OUTPUT_DIR <dir>] [NO_INSTALL])
 #
 # Builds a plugin two ways from the same sources:
 #   <id>_static : a static library holding the code and its descriptor function
@@ -8,7 +8,7 @@
 # The sources must define the descriptor with KIVI_PLUGIN(<id>, ...). Installed with the kivi
 # package, so out-of-tree plugins use the same function after find_package(kivi).
 function(kivi_add_plugin id)
-  cmake_parse_arguments(ARG "" "OUTPUT_DIR" "SOURCES;LIBRARIES" ${ARGN})
+  cmake_parse_arguments(ARG "NO_INSTALL" "OUTPUT_DIR" "SOURCES;LIBRARIES" ${ARGN})
   if(NOT ARG_SOURCES)
     message(FATAL_ERROR "kivi_add_plugin(${id}): SOURCES is required")
   endif()
@@ -51,4 +51,12 @@ extern \"C\" __attribute__((visibility(\"default\"))) const kivi_plugin_v1* kivi
                                          LIBRARY_OUTPUT_DIRECTORY "${ARG_OUTPUT_DIR}"
                                          CXX_VISIBILITY_PRESET hidden
                                          VISIBILITY_INLINES_HIDDEN ON)
+  # In-tree plugins install next to the core; out-of-tree ones into the installed kivi's folder.
+  if(NOT ARG_NO_INSTALL)
+    if(DEFINED KIVI_PLUGIN_SUBDIR)
+      install(TARGETS ${id} LIBRARY DESTINATION "${KIVI_PLUGIN_SUBDIR}")
+    elseif(DEFINED KIVI_PLUGIN_INSTALL_DIR)
+      install(TARGETS ${id} LIBRARY DESTINATION "${KIVI_PLUGIN_INSTALL_DIR}")
+    endif()
+  endif()
 endfunction()

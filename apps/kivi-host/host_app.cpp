@@ -1,5 +1,6 @@
 #include "host_app.h"
 
+#include <algorithm>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -63,20 +64,19 @@ int run_host(int argc, const char* const* argv, std::ostream& out, std::ostream&
       out << "kivi-host " << KIVI_VERSION_STRING << "\nbuild fingerprint: " << build_fingerprint() << "\n";
       return 0;
     }
+    if (!cl.mode.empty()) {
+      const auto& modes = known_modes();
+      if (std::find(modes.begin(), modes.end(), cl.mode) == modes.end()) {
+        std::string list;
+        for (const auto& m : modes) list += (list.empty() ? "" : ", ") + m;
+        throw Error("command line: unknown mode \"" + cl.mode + "\"; expected one of: " + list);
+      }
+    }
     HostConfig config;
     if (!cl.config_file.empty()) config = load_host_config(cl.config_file);
     else if (cl.mode != "plugins")
       throw Error("command line: --config run.toml is required (only `kivi-host plugins` runs without one)");
-    if (!cl.mode.empty()) {
-      bool known = false;
-      for (const auto& m : known_modes()) known = known || m == cl.mode;
-      if (!known) {
-        std::string list;
-        for (const auto& m : known_modes()) list += (list.empty() ? "" : ", ") + m;
-        throw Error("command line: unknown mode \"" + cl.mode + "\"; expected one of: " + list);
-      }
-      config.mode = cl.mode;
-    }
+    if (!cl.mode.empty()) config.mode = cl.mode;
     for (const auto& dir : cl.plugin_dirs) config.plugin_dirs.emplace_back(dir);
 
     HostContext context{std::move(config), {}, out, err};

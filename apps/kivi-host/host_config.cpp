@@ -26,7 +26,7 @@ PluginChoice read_plugin_choice(ConfigTable& parent, const std::string& key, con
     if (name == "backend") continue;
     table.mark_used(name);
     options.insert(k, node);
-    const auto& begin = node.source().begin;
+    const auto& begin = k.source().begin;
     choice.positions[name] = std::to_string(begin.line) + ":" + std::to_string(begin.column);
   }
   std::ostringstream text;
@@ -106,6 +106,25 @@ HostConfig parse_host_config(const toml::table& root, const std::string& source)
   config.cache = read_plugin_choice(top, "cache", config.cache.name);
   config.attention = read_plugin_choice(top, "attention", config.attention.name);
 
+  ConfigTable memory = top.sub("memory");
+  MemoryPlan& plan = config.memory;
+  plan.num_layers = memory.get_int_in("num_layers", plan.num_layers, 1, 1024);
+  plan.num_kv_heads = memory.get_int_in("num_kv_heads", plan.num_kv_heads, 1, 1024);
+  plan.head_dim = memory.get_int_in("head_dim", plan.head_dim, 1, 4096);
+  plan.dtype = memory.get_choice("dtype", plan.dtype, {"float16", "bfloat16", "float32"});
+  plan.live_check = memory.get_bool("live_check", plan.live_check);
+  if (const toml::table* raw = top.raw_table("memory"); raw && raw->contains("lengths")) {
+    memory.mark_used("lengths");
+    const toml::array* list = raw->get_as<toml::array>("lengths");
+    if (!list) memory.fail("lengths", "expected an array of token counts, e.g. [4096, 32768]");
+    plan.lengths.clear();
+    for (const toml::node& item : *list) {
+      const auto value = item.value<int64_t>();
+      if (!value || *value <= 0) memory.fail("lengths", "expected positive integers, got " + describe_toml(item));
+      plan.lengths.push_back(*value);
+    }
+  }
+  memory.finish();
   config.model = read_model(top, base);
   config.generate = read_generate(top);
 

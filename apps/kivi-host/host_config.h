@@ -23,6 +23,16 @@ struct PluginChoice {
   bool explicit_choice = false;  // the table was in run.toml (else the default applies)
 };
 
+// [memory]: the model geometry and sequence lengths the `memory` mode tabulates.
+struct MemoryPlan {
+  int64_t num_layers = 32;  // defaults: Llama-3.1-8B
+  int64_t num_kv_heads = 8;
+  int64_t head_dim = 128;
+  std::string dtype = "float16";  // the model's K/V dtype
+  std::vector<int64_t> lengths = {4096, 32768};
+  bool live_check = true;  // also build each cache (max_batch 1, CPU) and compare its bytes
+};
+
 // [model]: a Hugging Face checkpoint folder, built by the model_family plugin that declares
 // its config.json `architectures`.
 struct ModelChoice {
@@ -49,6 +59,7 @@ struct HostConfig {
   PluginChoice cache{"fp16", "", {}, false};              // [cache] backend + options
   PluginChoice attention{"sdpa", "", {}, false};          // [attention] backend + options
   std::string json_output;                         // [output] json: also write results here
+  MemoryPlan memory;                               // [memory]
   ModelChoice model;                               // [model]
   GenerateChoice generate;                         // [generate]
 };

@@ -28,6 +28,7 @@ int run_mode(HostContext& context);
 
 int run_plugins_mode(HostContext& context);
 int run_check_mode(HostContext& context);
+int run_memory_mode(HostContext& context);
 int run_generate_mode(HostContext& context);
 
 }  // namespace kivi::host

@@ -12,6 +12,7 @@ using ModeFn = std::function<int(HostContext&)>;
 const std::map<std::string, ModeFn>& mode_table() {
   static const std::map<std::string, ModeFn> modes = {
       {"check", run_check_mode},
+      {"memory", run_memory_mode},
       {"generate", run_generate_mode},
       {"plugins", run_plugins_mode},
   };

@@ -12,6 +12,8 @@
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 
+#include "kivi/cache/kivi_view.h"
+
 namespace kivi {
 
 // The shape of a cache, known before it exists.
@@ -34,6 +36,9 @@ struct CacheSpec {
   std::function<int64_t(int64_t tokens)> bytes_per_sequence;
   // Bytes that do not scale with the batch (workspace), over all layers.
   int64_t fixed_bytes = 0;
+  // Bits per K/V element of the payload alone (codes, no scales, minima or residual): the
+  // figure research write-ups quote. 0 = no such distinction (full precision).
+  double code_bits = 0;
 };
 
 // Bytes a live cache holds, split by component. "Held" means allocated by the cache, so
@@ -57,7 +62,7 @@ struct MemoryStats {
 
 enum class CacheViewKind {
   kDense,  // full-precision K/V tensors
-  kKivi,   // packed KIVI parts (kivi/cache/kivi_view.h, added with the KIVI cache)
+  kKivi,   // packed KIVI parts (kivi/cache/kivi_view.h)
 };
 
 const char* to_string(CacheViewKind kind);
@@ -76,6 +81,7 @@ struct CacheView {
   CacheViewKind kind = CacheViewKind::kDense;
   std::vector<int64_t> lengths;  // [batch] tokens stored per sequence (host)
   DenseKV dense;                 // kind == kDense
+  KiviParts kivi;                // kind == kKivi
   // Any view expands to dense K/V (a copy for quantized kinds), for reference checks only:
   // the fast paths never call this.
   std::function<DenseKV()> expand;

@@ -186,7 +186,7 @@ void ConfigTable::finish() const {
     const std::string name(key.str());
     if (used_.count(name)) continue;
     std::vector<std::string> known(used_.begin(), used_.end());
-    throw Error(position(source_, node.source()) + ": " + key_path(name) +
+    throw Error(position(source_, key.source()) + ": " + key_path(name) +
                 ": unknown key; expected one of: " + (known.empty() ? "(no keys)" : join(known)));
   }
 }

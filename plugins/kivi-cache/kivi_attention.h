@@ -1,0 +1,27 @@
+// The "kivi" attention backend: reads KIVI views (and dense ones) without expanding the whole
+// cache. On the CPU it walks the keys in blocks of whole groups, dequantizing one block at a
+// time, with an online softmax across blocks (running max, sum and output), in float32.
+// Prefill is plain causal attention over the prompt's own full-precision K/V, as in KIVI,
+// through the same block loop.
+#pragma once
+
+#include "kivi/attention/attention.h"
+
+namespace kivi::kivi_cache {
+
+class KiviAttention final : public Attention {
+ public:
+  explicit KiviAttention(int64_t block_tokens) : block_tokens_(block_tokens) {}
+  bool supports(CacheViewKind kind) const override {
+    return kind == CacheViewKind::kKivi || kind == CacheViewKind::kDense;
+  }
+  at::Tensor prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     std::span<const int64_t> counts, const AttentionParams& params) const override;
+  at::Tensor decode(const at::Tensor& q, const CacheView& view, std::span<const int64_t> counts,
+                    const AttentionParams& params) const override;
+
+ private:
+  int64_t block_tokens_;  // keys per block (rounded to whole quantization groups)
+};
+
+}  // namespace kivi::kivi_cache

@@ -1,0 +1,367 @@
+#include "kivi_cache.h"
+
+#include <algorithm>
+
+#include <ATen/ATen.h>
+
+#include "kivi/cache/cache_checks.h"
+#include "kivi/util/error.h"
+#include "kivi_read.h"
+#include "quantize.h"
+
+namespace kivi::kivi_cache {
+namespace {
+
+// Grows dimension 2 of `t` to at least `needed`, geometrically, in multiples of `step`.
+void grow_dim2(at::Tensor& t, int64_t needed, int64_t step) {
+  const int64_t capacity = t.size(2);
+  if (needed <= capacity) return;
+  int64_t target = std::max(needed, capacity * 2);
+  target = (target + step - 1) / step * step;
+  std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end());
+  shape[2] = target;
+  at::Tensor grown = at::zeros(shape, t.options());
+  grown.narrow(2, 0, capacity).copy_(t);
+  t = std::move(grown);
+}
+
+at::Tensor ring_slots(int64_t p0, int64_t p1, int64_t slots, const at::Device& device) {
+  return at::arange(p0, p1, at::TensorOptions().dtype(at::kLong).device(device)).remainder_(slots);
+}
+
+}  // namespace
+
+KiviCache::KiviCache(const CacheGeometry& geometry, const KiviOptions& options)
+    : geometry_(geometry), options_(options) {
+  check_geometry(geometry_);
+  check_options(options_, geometry_);
+  const int64_t batch = geometry_.max_batch, heads = geometry_.num_kv_heads,
+                dim = geometry_.head_dim;
+  const int64_t group = options_.group_size;
+  const LayerCapacity c = preallocated_capacity(options_, geometry_.max_tokens);
+  auto model = at::TensorOptions().dtype(geometry_.dtype).device(geometry_.device);
+  auto words = model.dtype(at::kInt);
+  layers_.resize(geometry_.num_layers);
+  for (Layer& s : layers_) {
+    KiviParts& p = s.parts;
+    p.k_bits = options_.k_bits;
+    p.v_bits = options_.v_bits;
+    p.group_size = group;
+    p.residual_length = options_.residual_length;
+    if (options_.quantize_keys()) {
+      p.key_codes =
+          at::zeros({batch, heads, c.key_groups, dim, group * options_.k_bits / 32}, words);
+      p.key_scale = at::zeros({batch, heads, c.key_groups, dim}, model);
+      p.key_min = at::zeros({batch, heads, c.key_groups, dim}, model);
+    }
+    p.key_residual = at::zeros({batch, heads, c.key_slots, dim}, model);
+    if (options_.quantize_values()) {
+      p.value_codes = at::zeros({batch, heads, c.value_tokens, dim * options_.v_bits / 32}, words);
+      p.value_scale = at::zeros({batch, heads, c.value_tokens, dim / group}, model);
+      p.value_min = at::zeros({batch, heads, c.value_tokens, dim / group}, model);
+    }
+    p.value_residual = at::zeros({batch, heads, c.value_slots, dim}, model);
+    p.key_quantized.assign(batch, 0);
+    p.value_quantized.assign(batch, 0);
+    s.length.assign(batch, 0);
+  }
+}
+
+void KiviCache::check_layer(int64_t layer) const {
+  check(layer >= 0 && layer < geometry_.num_layers, "kivi cache: layer " + std::to_string(layer) +
+                                                        " out of range [0, " +
+                                                        std::to_string(geometry_.num_layers) + ")");
+}
+
+void KiviCache::ensure_capacity(Layer& s, const LayerCapacity& needed) {
+  KiviParts& p = s.parts;
+  const int64_t chunk = options_.chunk_tokens;
+  if (options_.quantize_keys()) {
+    const int64_t step = (chunk + options_.group_size - 1) / options_.group_size;
+    grow_dim2(p.key_codes, needed.key_groups, step);
+    grow_dim2(p.key_scale, needed.key_groups, step);
+    grow_dim2(p.key_min, needed.key_groups, step);
+  } else {
+    grow_dim2(p.key_residual, needed.key_slots, chunk);
+  }
+  if (options_.quantize_values()) {
+    grow_dim2(p.value_codes, needed.value_tokens, chunk);
+    grow_dim2(p.value_scale, needed.value_tokens, chunk);
+    grow_dim2(p.value_min, needed.value_tokens, chunk);
+  } else {
+    grow_dim2(p.value_residual, needed.value_slots, chunk);
+  }
+}
+
+template <class Fn>
+void KiviCache::for_rows(const Layer& s, std::span<const int64_t> counts, Fn fn) const {
+  const KiviParts& p = s.parts;
+  bool uniform = true;
+  for (int64_t b = 1; b < geometry_.max_batch && uniform; ++b)
+    uniform = s.length[b] == s.length[0] && p.key_quantized[b] == p.key_quantized[0] &&
+              p.value_quantized[b] == p.value_quantized[0] &&
+              (counts.empty() || counts[b] == counts[0]);
+  if (uniform) {
+    fn(Rows{0, geometry_.max_batch});
+  } else {
+    for (int64_t b = 0; b < geometry_.max_batch; ++b) fn(Rows{b, 1});
+  }
+}
+
+void KiviCache::store_keys(Layer& s, Rows rows, int64_t group0, const at::Tensor& x) {
+  KiviParts& p = s.parts;
+  const PackedKeys q = quantize_keys(x, options_.group_size, options_.k_bits);
+  const int64_t groups = q.codes.size(2);
+  p.key_codes.narrow(0, rows.b0, rows.n).narrow(2, group0, groups).copy_(q.codes);
+  p.key_scale.narrow(0, rows.b0, rows.n).narrow(2, group0, groups).copy_(q.scale);
+  p.key_min.narrow(0, rows.b0, rows.n).narrow(2, group0, groups).copy_(q.min);
+}
+
+void KiviCache::store_values(Layer& s, Rows rows, int64_t pos0, const at::Tensor& x) {
+  KiviParts& p = s.parts;
+  const PackedValues q = quantize_values(x, options_.group_size, options_.v_bits);
+  const int64_t tokens = x.size(2);
+  p.value_codes.narrow(0, rows.b0, rows.n).narrow(2, pos0, tokens).copy_(q.codes);
+  p.value_scale.narrow(0, rows.b0, rows.n).narrow(2, pos0, tokens).copy_(q.scale);
+  p.value_min.narrow(0, rows.b0, rows.n).narrow(2, pos0, tokens).copy_(q.min);
+}
+
+at::Tensor KiviCache::value_window(const Layer& s, Rows rows, int64_t p0, int64_t p1) const {
+  const at::Tensor ring = s.parts.value_residual.narrow(0, rows.b0, rows.n);  // [n, H, slots, D]
+  return ring.index_select(2, ring_slots(p0, std::max(p0, p1), ring.size(2), ring.device()));
+}
+
+void KiviCache::write_value_window(Layer& s, Rows rows, int64_t p0, const at::Tensor& x) {
+  at::Tensor ring = s.parts.value_residual.narrow(0, rows.b0, rows.n);
+  ring.index_copy_(2, ring_slots(p0, p0 + x.size(2), ring.size(2), ring.device()), x);
+}
+
+void KiviCache::settle(Layer& s) {
+  KiviParts& p = s.parts;
+  const int64_t flush = options_.key_flush(), window = options_.residual_length;
+  for_rows(s, {}, [&](Rows rows) {
+    const int64_t b = rows.b0, length = s.length[b];
+    int64_t& kq = p.key_quantized[b];
+    int64_t& vq = p.value_quantized[b];
+    const int64_t new_kq = options_.quantize_keys() && length - kq >= flush ? kq + flush : kq;
+    const int64_t new_vq = options_.quantize_values() ? std::max(vq, length - window) : vq;
+    if (new_kq > kq)
+      store_keys(s, rows, kq / options_.group_size,
+                 p.key_residual.narrow(0, rows.b0, rows.n).narrow(2, 0, flush));
+    if (new_vq > vq) store_values(s, rows, vq, value_window(s, rows, vq, new_vq));
+    for (int64_t r = rows.b0; r < rows.b0 + rows.n; ++r) {
+      p.key_quantized[r] = new_kq;
+      p.value_quantized[r] = new_vq;
+    }
+  });
+}
+
+void KiviCache::append_rows(Layer& s, Rows rows, const at::Tensor& k, const at::Tensor& v,
+                            int64_t count) {
+  KiviParts& p = s.parts;
+  const int64_t length = s.length[rows.b0], kq = p.key_quantized[rows.b0],
+                vq = p.value_quantized[rows.b0];
+  const int64_t new_length = length + count;
+  // A chunk lands in the canonical state at once; a single decode token defers its flush.
+  SequenceSplit target{kq, vq};
+  if (count > 1) target = canonical_split(options_, new_length);
+  at::Tensor key_residual = p.key_residual.narrow(0, rows.b0, rows.n);  // [n, H, slots, D]
+
+  if (!options_.quantize_keys()) {
+    key_residual.narrow(2, length, count).copy_(k);
+  } else if (target.key_quantized > kq) {
+    // Residual keys + new keys, of which the leading whole flushes are quantized.
+    const at::Tensor combined = at::cat({key_residual.narrow(2, 0, length - kq), k}, 2);
+    const int64_t quantize = target.key_quantized - kq, rest = new_length - target.key_quantized;
+    store_keys(s, rows, kq / options_.group_size, combined.narrow(2, 0, quantize));
+    if (rest > 0) key_residual.narrow(2, 0, rest).copy_(combined.narrow(2, quantize, rest));
+  } else {
+    key_residual.narrow(2, length - kq, count).copy_(k);
+  }
+
+  if (!options_.quantize_values()) {
+    p.value_residual.narrow(0, rows.b0, rows.n).narrow(2, length, count).copy_(v);
+  } else {
+    if (target.value_quantized > vq) {
+      const at::Tensor ordered = at::cat({value_window(s, rows, vq, length), v}, 2);
+      store_values(s, rows, vq, ordered.narrow(2, 0, target.value_quantized - vq));
+    }
+    const int64_t first = std::max(length, target.value_quantized);
+    if (first < new_length)
+      write_value_window(s, rows, first, v.narrow(2, first - length, new_length - first));
+  }
+  for (int64_t b = rows.b0; b < rows.b0 + rows.n; ++b) {
+    s.length[b] = new_length;
+    p.key_quantized[b] = target.key_quantized;
+    p.value_quantized[b] = target.value_quantized;
+  }
+}
+
+void KiviCache::append(int64_t layer, const at::Tensor& k, const at::Tensor& v,
+                       std::span<const int64_t> new_counts) {
+  check_layer(layer);
+  check_append_inputs(geometry_, k, v, new_counts, "kivi cache");
+  const int64_t new_tokens = k.size(2);
+  std::vector<int64_t> counts(geometry_.max_batch, new_tokens);
+  if (!new_counts.empty()) counts.assign(new_counts.begin(), new_counts.end());
+  Layer& s = layers_[layer];
+
+  LayerCapacity needed;
+  for (int64_t b = 0; b < geometry_.max_batch; ++b) {
+    const int64_t length = s.length[b] + counts[b];
+    check(geometry_.max_tokens == 0 || length <= geometry_.max_tokens,
+          "kivi cache: appending would hold " + std::to_string(length) + " tokens in sequence " +
+              std::to_string(b) + ", over max_tokens = " + std::to_string(geometry_.max_tokens));
+    const SequenceSplit split = canonical_split(options_, length);
+    needed.key_groups = std::max(needed.key_groups, split.key_quantized / options_.group_size);
+    needed.value_tokens = std::max(needed.value_tokens, split.value_quantized);
+    needed.key_slots = std::max(needed.key_slots, length);
+    needed.value_slots = std::max(needed.value_slots, length);
+  }
+  settle(s);
+  ensure_capacity(s, needed);
+
+  const at::Tensor keys = k.to(geometry_.dtype), values = v.to(geometry_.dtype);
+  for_rows(s, counts, [&](Rows rows) {
+    const int64_t count = counts[rows.b0];
+    if (count == 0) return;
+    append_rows(s, rows, keys.narrow(0, rows.b0, rows.n).narrow(2, 0, count),
+                values.narrow(0, rows.b0, rows.n).narrow(2, 0, count), count);
+  });
+}
+
+CacheView KiviCache::view(int64_t layer) const {
+  check_layer(layer);
+  const Layer& s = layers_[layer];
+  CacheView view;
+  view.kind = CacheViewKind::kKivi;
+  view.lengths = s.length;
+  view.kivi = s.parts;
+  view.expand = [parts = s.parts, lengths = s.length, dtype = geometry_.dtype] {
+    return expand_kivi(parts, lengths, dtype);
+  };
+  return view;
+}
+
+int64_t KiviCache::length(int64_t seq) const {
+  check(seq >= 0 && seq < geometry_.max_batch, "kivi cache: sequence " + std::to_string(seq) +
+                                                   " out of range [0, " +
+                                                   std::to_string(geometry_.max_batch) + ")");
+  return layers_[0].length[seq];
+}
+
+void KiviCache::reorder(std::span<const int64_t> beam_index) {
+  check_beam_index(geometry_, beam_index, "kivi cache");
+  const at::Tensor index =
+      at::tensor(std::vector<int64_t>(beam_index.begin(), beam_index.end()), at::kLong)
+          .to(geometry_.device);
+  auto permute = [&](std::vector<int64_t>& rows) {
+    const std::vector<int64_t> old = rows;
+    for (size_t i = 0; i < beam_index.size(); ++i) rows[i] = old[beam_index[i]];
+  };
+  for (Layer& s : layers_) {
+    KiviParts& p = s.parts;
+    for (at::Tensor* t : {&p.key_codes, &p.key_scale, &p.key_min, &p.key_residual, &p.value_codes,
+                          &p.value_scale, &p.value_min, &p.value_residual})
+      if (t->defined()) *t = t->index_select(0, index);
+    permute(s.length);
+    permute(p.key_quantized);
+    permute(p.value_quantized);
+  }
+}
+
+void KiviCache::truncate_row(Layer& s, int64_t b, int64_t new_length) {
+  KiviParts& p = s.parts;
+  if (new_length >= s.length[b]) return;
+  const SequenceSplit target = canonical_split(options_, new_length);
+  const Rows row{b, 1};
+  // Keys the new length puts back in the residual were quantized: they return dequantized.
+  if (target.key_quantized < p.key_quantized[b]) {
+    const at::Tensor keys = read_keys(p, b, target.key_quantized, new_length, geometry_.dtype);
+    p.key_residual[b].narrow(1, 0, keys.size(1)).copy_(keys);
+  }
+  // Likewise the values that re-enter the window (their slots are free: the window is a ring
+  // of more than R slots and the kept positions span at most R).
+  const int64_t end = std::min(new_length, p.value_quantized[b]);
+  if (target.value_quantized < end)
+    write_value_window(
+        s, row, target.value_quantized,
+        read_values(p, b, target.value_quantized, end, geometry_.dtype).unsqueeze(0));
+  p.key_quantized[b] = target.key_quantized;
+  p.value_quantized[b] = target.value_quantized;
+  s.length[b] = new_length;
+}
+
+void KiviCache::truncate(int64_t new_length, int64_t seq) {
+  check(new_length >= 0, "kivi cache: truncate to a negative length " + std::to_string(new_length));
+  check(seq < geometry_.max_batch, "kivi cache: sequence " + std::to_string(seq) + " out of range");
+  for (Layer& s : layers_)
+    for (int64_t b = 0; b < geometry_.max_batch; ++b)
+      if (seq < 0 || b == seq) truncate_row(s, b, new_length);
+}
+
+void KiviCache::reset() {
+  for (Layer& s : layers_) {
+    std::fill(s.length.begin(), s.length.end(), 0);
+    std::fill(s.parts.key_quantized.begin(), s.parts.key_quantized.end(), 0);
+    std::fill(s.parts.value_quantized.begin(), s.parts.value_quantized.end(), 0);
+  }
+}
+
+MemoryStats KiviCache::memory() const {
+  MemoryStats stats;
+  for (const Layer& s : layers_) {
+    const KiviParts& p = s.parts;
+    auto bytes = [](const at::Tensor& t) {
+      return t.defined() ? static_cast<int64_t>(t.nbytes()) : 0;
+    };
+    stats.payload_bytes += bytes(p.key_codes) + bytes(p.value_codes);
+    stats.scale_bytes +=
+        bytes(p.key_scale) + bytes(p.key_min) + bytes(p.value_scale) + bytes(p.value_min);
+    stats.residual_bytes += bytes(p.key_residual) + bytes(p.value_residual);
+  }
+  const Layer& first = layers_[0];
+  for (int64_t b = 0; b < geometry_.max_batch; ++b) {
+    const int64_t quantized =
+        std::max(first.parts.key_quantized[b], first.parts.value_quantized[b]);
+    stats.tokens += first.length[b];
+    stats.quantized_tokens += quantized;
+    stats.residual_tokens += first.length[b] - quantized;
+  }
+  return stats;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> KiviCache::owned_tensors() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (int64_t l = 0; l < geometry_.num_layers; ++l) {
+    const KiviParts& p = layers_[l].parts;
+    const std::string prefix = "layer" + std::to_string(l) + ".";
+    for (auto [name, t] : {std::pair<const char*, const at::Tensor*>{"key_codes", &p.key_codes},
+                           {"key_scale", &p.key_scale},
+                           {"key_min", &p.key_min},
+                           {"key_residual", &p.key_residual},
+                           {"value_codes", &p.value_codes},
+                           {"value_scale", &p.value_scale},
+                           {"value_min", &p.value_min},
+                           {"value_residual", &p.value_residual}})
+      if (t->defined()) out.emplace_back(prefix + name, *t);
+  }
+  return out;
+}
+
+CacheSpec KiviCacheFactory::spec(const CacheGeometry& geometry) const {
+  check_options(options_, geometry);
+  CacheSpec spec;
+  spec.description = options_.description();
+  spec.code_bits = 0.5 * static_cast<double>(options_.k_bits + options_.v_bits);
+  spec.bytes_per_sequence = [options = options_, geometry](int64_t tokens) {
+    return bytes_per_sequence(options, geometry, tokens);
+  };
+  return spec;
+}
+
+std::unique_ptr<KVCache> KiviCacheFactory::create(const CacheGeometry& geometry) const {
+  return std::make_unique<KiviCache>(geometry, options_);
+}
+
+}  // namespace kivi::kivi_cache

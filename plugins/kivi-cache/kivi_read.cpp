@@ -1,0 +1,79 @@
+#include "kivi_read.h"
+
+#include <algorithm>
+
+#include <ATen/ATen.h>
+
+#include "quantize.h"
+
+namespace kivi::kivi_cache {
+
+at::Tensor read_keys(const KiviParts& parts, int64_t b, int64_t p0, int64_t p1,
+                     at::ScalarType dtype) {
+  const int64_t quantized = parts.key_quantized[b], group = parts.group_size;
+  const at::Tensor& residual = parts.key_residual;  // [B, H, slots, D]
+  if (p1 <= p0)
+    return at::empty({residual.size(1), 0, residual.size(3)}, residual.options().dtype(dtype));
+  std::vector<at::Tensor> pieces;
+  if (p0 < quantized) {
+    // Whole groups covering [p0, min(p1, quantized)), then the wanted tokens of them.
+    const int64_t end = std::min(p1, quantized);
+    const int64_t g0 = p0 / group, g1 = (end + group - 1) / group;
+    at::Tensor keys = dequantize_keys(parts.key_codes[b].narrow(1, g0, g1 - g0).unsqueeze(0),
+                                      parts.key_scale[b].narrow(1, g0, g1 - g0).unsqueeze(0),
+                                      parts.key_min[b].narrow(1, g0, g1 - g0).unsqueeze(0), group,
+                                      parts.k_bits, dtype);  // [1, H, (g1 - g0) * G, D]
+    pieces.push_back(keys[0].narrow(1, p0 - g0 * group, end - p0));
+  }
+  if (p1 > quantized) {
+    // Key residual slot = position - key_quantized.
+    const int64_t start = std::max(p0, quantized);
+    pieces.push_back(parts.key_residual[b].narrow(1, start - quantized, p1 - start).to(dtype));
+  }
+  return pieces.size() == 1 ? pieces[0] : at::cat(pieces, 1);
+}
+
+at::Tensor read_values(const KiviParts& parts, int64_t b, int64_t p0, int64_t p1,
+                       at::ScalarType dtype) {
+  const int64_t quantized = parts.value_quantized[b];
+  const at::Tensor& residual = parts.value_residual;  // [B, H, slots, D]
+  if (p1 <= p0)
+    return at::empty({residual.size(1), 0, residual.size(3)}, residual.options().dtype(dtype));
+  std::vector<at::Tensor> pieces;
+  if (p0 < quantized) {
+    const int64_t end = std::min(p1, quantized);
+    at::Tensor values = dequantize_values(parts.value_codes[b].narrow(1, p0, end - p0).unsqueeze(0),
+                                          parts.value_scale[b].narrow(1, p0, end - p0).unsqueeze(0),
+                                          parts.value_min[b].narrow(1, p0, end - p0).unsqueeze(0),
+                                          parts.group_size, parts.v_bits, dtype);
+    pieces.push_back(values[0]);
+  }
+  if (p1 > quantized) {
+    // Value residual slot = position % slots (a ring).
+    const int64_t start = std::max(p0, quantized);
+    const at::Tensor& ring = parts.value_residual[b];  // [H, slots, D]
+    const at::Tensor slots =
+        at::arange(start, p1, at::TensorOptions().dtype(at::kLong).device(ring.device()))
+            .remainder_(ring.size(1));
+    pieces.push_back(ring.index_select(1, slots).to(dtype));
+  }
+  return pieces.size() == 1 ? pieces[0] : at::cat(pieces, 1);
+}
+
+DenseKV expand_kivi(const KiviParts& parts, const std::vector<int64_t>& lengths,
+                    at::ScalarType dtype) {
+  const int64_t batch = static_cast<int64_t>(lengths.size());
+  const int64_t longest = lengths.empty() ? 0 : *std::max_element(lengths.begin(), lengths.end());
+  const at::Tensor& residual = parts.key_residual;  // [B, H, slots, D]
+  auto options = residual.options().dtype(dtype);
+  DenseKV dense{at::zeros({batch, residual.size(1), longest, residual.size(3)}, options),
+                at::zeros({batch, residual.size(1), longest, residual.size(3)}, options), lengths};
+  for (int64_t b = 0; b < batch; ++b) {
+    if (lengths[b] == 0) continue;
+    dense.k[b].narrow(1, 0, lengths[b]).copy_(read_keys(parts, b, 0, lengths[b], dtype));
+    dense.v[b].narrow(1, 0, lengths[b]).copy_(read_values(parts, b, 0, lengths[b], dtype));
+  }
+  return dense;
+}
+
+}  // namespace kivi::kivi_cache

@@ -1,0 +1,114 @@
+// The "kivi" attention backend against plain softmax attention: prefill over the prompt's own
+// K/V, decode over a KIVI view (several new tokens, per-row counts, GQA, blocks smaller than
+// the cache) and over a dense view, with and without a sliding window.
+#include <limits>
+
+#include <catch2/catch.hpp>
+
+#include "kivi/plugin/plugin.h"
+#include "kivi_attention.h"
+#include "kivi_test_support.h"
+
+KIVI_DECLARE_PLUGIN(kivi_fp_cache);
+
+namespace {
+
+using namespace kivi;
+
+// q [Hq, T, D] at positions first.., over k, v [H, S, D]; float64 reference.
+at::Tensor naive(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t first,
+                 const AttentionParams& p) {
+  const int64_t rep = q.size(0) / k.size(0);
+  const at::Tensor kk = k.to(at::kDouble).repeat_interleave(rep, 0);
+  const at::Tensor vv = v.to(at::kDouble).repeat_interleave(rep, 0);
+  at::Tensor scores = at::matmul(q.to(at::kDouble), kk.transpose(1, 2)) * p.scale;  // [Hq, T, S]
+  const at::Tensor qp = at::arange(q.size(1), at::kLong).add_(first).unsqueeze(1);
+  const at::Tensor kp = at::arange(k.size(1), at::kLong).unsqueeze(0);
+  at::Tensor hidden = kp > qp;
+  if (p.sliding_window > 0) hidden.logical_or_(kp <= qp - p.sliding_window);
+  scores.masked_fill_(hidden, -std::numeric_limits<double>::infinity());
+  return at::matmul(at::softmax(scores, -1), vv);
+}
+
+double max_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+}
+
+}  // namespace
+
+TEST_CASE("prefill is causal attention over the prompt's own K/V", "[kivi][attention]") {
+  at::manual_seed(1);
+  const kivi_cache::KiviAttention attention(4);  // several blocks
+  const at::Tensor q = at::randn({3, 4, 9, 32}), k = at::randn({3, 2, 9, 32}),
+                   v = at::randn({3, 2, 9, 32});
+  const std::vector<int64_t> counts = {9, 0, 5};
+  for (int64_t window : {0, 3}) {
+    AttentionParams p{1.0 / std::sqrt(32.0), window};
+    const at::Tensor out = attention.prefill(q, k, v, counts, p);
+    for (int64_t b = 0; b < 3; ++b) {
+      const int64_t n = counts[b];
+      if (n < 9)
+        CHECK(out[b].narrow(1, n, 9 - n).abs().max().item<double>() == 0);  // padding: zero
+      if (n == 0) continue;
+      const at::Tensor ref =
+          naive(q[b].narrow(1, 0, n), k[b].narrow(1, 0, n), v[b].narrow(1, 0, n), 0, p);
+      CHECK(max_diff(out[b].narrow(1, 0, n), ref) < 1e-5);
+    }
+  }
+}
+
+TEST_CASE("decode over a KIVI view equals attention over its expansion", "[kivi][attention]") {
+  at::manual_seed(2);
+  for (int64_t bits : {2, 4, 16}) {
+    INFO(bits << " bits");
+    kivi_cache::KiviCache cache(kivi::test::small_geometry(3),
+                                kivi::test::small_options(bits, bits));
+    cache.append(0, at::randn({3, 2, 150, 32}), at::randn({3, 2, 150, 32}),
+                 std::vector<int64_t>{150, 70, 1});
+    cache.append(0, at::randn({3, 2, 1, 32}), at::randn({3, 2, 1, 32}));  // a pending flush
+    const std::vector<int64_t> counts = {3, 1, 2};
+    cache.append(0, at::randn({3, 2, 3, 32}), at::randn({3, 2, 3, 32}), counts);
+    const CacheView view = cache.view(0);
+    const DenseKV dense = view.expand();
+    const at::Tensor q = at::randn({3, 4, 3, 32});
+    for (int64_t window : {0, 40}) {
+      AttentionParams p{1.0 / std::sqrt(32.0), window};
+      for (int64_t block : {16, 48, 1000}) {
+        const at::Tensor out = kivi_cache::KiviAttention(block).decode(q, view, counts, p);
+        for (int64_t b = 0; b < 3; ++b) {
+          const int64_t n = counts[b], length = view.lengths[b];
+          const at::Tensor ref = naive(q[b].narrow(1, 0, n), dense.k[b].narrow(1, 0, length),
+                                       dense.v[b].narrow(1, 0, length), length - n, p);
+          CHECK(max_diff(out[b].narrow(1, 0, n), ref) < 1e-5);
+          if (n < 3) CHECK(out[b].narrow(1, n, 3 - n).abs().max().item<double>() == 0);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("decode over a dense view works too", "[kivi][attention]") {
+  at::manual_seed(3);
+  const kivi_plugin_v1* plugin = kivi_plugin_descriptor_kivi_fp_cache();
+  void* object = nullptr;
+  char error[256] = {};
+  REQUIRE(plugin->factories[2].create("", &object, error, sizeof error) == 0);  // fp32
+  std::unique_ptr<KVCacheFactory> factory(static_cast<KVCacheFactory*>(object));
+  auto cache = factory->create(kivi::test::small_geometry(2));
+  cache->append(0, at::randn({2, 2, 40, 32}), at::randn({2, 2, 40, 32}),
+                std::vector<int64_t>{40, 12});
+  cache->append(0, at::randn({2, 2, 2, 32}), at::randn({2, 2, 2, 32}));
+  const CacheView view = cache->view(0);
+  const kivi_cache::KiviAttention attention(16);
+  REQUIRE(attention.supports(CacheViewKind::kDense));
+  REQUIRE(attention.supports(CacheViewKind::kKivi));
+  const at::Tensor q = at::randn({2, 4, 2, 32});
+  AttentionParams p{0.2, 0};
+  const at::Tensor out = attention.decode(q, view, {}, p);
+  for (int64_t b = 0; b < 2; ++b) {
+    const int64_t length = view.lengths[b];
+    const at::Tensor ref = naive(q[b], view.dense.k[b].narrow(1, 0, length),
+                                 view.dense.v[b].narrow(1, 0, length), length - 2, p);
+    CHECK(max_diff(out[b], ref) < 1e-5);
+  }
+}

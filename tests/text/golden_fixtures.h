@@ -1,0 +1,53 @@
+// Loading the golden fixtures of tools/fixtures/make_tokenizer_fixtures.py and the shared
+// tokenizers they were made from.
+#pragma once
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <string>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "kivi/text/tokenizer.h"
+#include "test_paths.h"
+
+namespace kivi::test {
+
+inline nlohmann::json read_fixture(const std::string& name) {
+  const auto path = fixtures_dir() / "tokenizers" / name;
+  std::ifstream in(path);
+  REQUIRE(in.good());
+  return nlohmann::json::parse(in);
+}
+
+// The text of a fixture case: "text", or the raw bytes of "bytes_hex" (invalid UTF-8).
+inline std::string case_text(const nlohmann::json& c) {
+  if (c.contains("text")) return c["text"].get<std::string>();
+  const auto hex = c["bytes_hex"].get<std::string>();
+  std::string bytes;
+  for (std::size_t i = 0; i + 1 < hex.size(); i += 2)
+    bytes.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  return bytes;
+}
+
+// The shared tokenizer `name` (llama2, llama3, llama3.1, qwen2.5), loaded once; null (with a
+// warning) when the shared data is absent, as on the GPU machine.
+inline const kivi::text::Tokenizer* shared_tokenizer(const std::string& name) {
+  static std::map<std::string, std::unique_ptr<kivi::text::Tokenizer>> loaded;
+  if (!shared_data_available()) {
+    WARN("skipped: the shared data folder " << shared_data_dir() << " is absent");
+    return nullptr;
+  }
+  auto& slot = loaded[name];
+  if (!slot) {
+    const auto dir = shared_data_dir() / "tokenizers" / name;
+    slot = std::make_unique<kivi::text::Tokenizer>(
+        kivi::text::Tokenizer::from_file(dir / "tokenizer.json", dir / "tokenizer_config.json"));
+  }
+  return slot.get();
+}
+
+}  // namespace kivi::test

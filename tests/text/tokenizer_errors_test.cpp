@@ -1,0 +1,86 @@
+// Malformed or unsupported tokenizer.json content is a kivi::Error naming the file and what is
+// wrong; the tiny tokenizer also checks the SentencePiece layout without the shared data.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+#include "kivi/text/tokenizer.h"
+#include "kivi/util/error.h"
+#include "tiny_tokenizer.h"
+
+namespace {
+
+using Catch::Contains;
+using kivi::text::Tokenizer;
+
+void check_rejected(nlohmann::json json, const std::string& expected_message) {
+  CHECK_THROWS_WITH(Tokenizer::from_json(json, "bad/tokenizer.json"),
+                    Contains("bad/tokenizer.json") && Contains(expected_message));
+}
+
+}  // namespace
+
+TEST_CASE("tiny SentencePiece-style tokenizer encodes and decodes", "[text]") {
+  const auto tokenizer = Tokenizer::from_json(kivi::test::tiny_sentencepiece_tokenizer(), "tiny");
+  const auto ids = tokenizer.encode("hi hi!", true);
+  const auto hi = *tokenizer.token_to_id("\u2581hi");
+  CHECK(ids == std::vector<int32_t>{1, hi, hi, *tokenizer.token_to_id("!")});
+  CHECK(tokenizer.decode(ids, true) == "hi hi!");
+  CHECK(tokenizer.decode(ids, false) == "<s> hi hi!");
+  // "é" is not in the vocabulary: byte fallback gives its two bytes.
+  const auto bytes = tokenizer.encode("\xC3\xA9", false);
+  CHECK(bytes == std::vector<int32_t>{*tokenizer.token_to_id("\u2581"),
+                                      *tokenizer.token_to_id("<0xC3>"),
+                                      *tokenizer.token_to_id("<0xA9>")});
+  CHECK(tokenizer.bos_id() == 1);
+}
+
+TEST_CASE("unsupported tokenizer.json parts are clear errors", "[text][errors]") {
+  auto base = kivi::test::tiny_sentencepiece_tokenizer();
+  SECTION("model type") {
+    base["model"]["type"] = "WordPiece";
+    check_rejected(base, "unsupported model type 'WordPiece'");
+  }
+  SECTION("pre-tokenizer type") {
+    base["pre_tokenizer"] = {{"type", "BertPreTokenizer"}};
+    check_rejected(base, "unsupported pre_tokenizer type 'BertPreTokenizer'");
+  }
+  SECTION("normalizer type") {
+    base["normalizer"] = {{"type", "BertNormalizer"}};
+    check_rejected(base, "unsupported normalizer type 'BertNormalizer'");
+  }
+  SECTION("decoder type") {
+    base["decoder"]["decoders"][0] = {{"type", "WordPiece"}};
+    check_rejected(base, "unsupported decoder type 'WordPiece'");
+  }
+  SECTION("post-processor type") {
+    base["post_processor"] = {{"type", "Mystery"}};
+    check_rejected(base, "unsupported post_processor type 'Mystery'");
+  }
+  SECTION("merge of unknown tokens") {
+    base["model"]["merges"].push_back("x y");
+    check_rejected(base, "'x' is not in the vocabulary");
+  }
+  SECTION("bad split regex") {
+    base["pre_tokenizer"] = {
+        {"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}}, {"behavior", "Isolated"}};
+    check_rejected(base, "does not compile");
+  }
+  SECTION("BPE dropout") {
+    base["model"]["dropout"] = 0.1;
+    check_rejected(base, "dropout");
+  }
+}
+
+TEST_CASE("unreadable or malformed files name the file", "[text][errors]") {
+  const auto dir = std::filesystem::temp_directory_path() / "kivi_text_errors";
+  std::filesystem::create_directories(dir);
+  const auto missing = dir / "missing.json";
+  CHECK_THROWS_WITH(Tokenizer::from_file(missing), Contains(missing.string()));
+  const auto broken = dir / "broken.json";
+  std::ofstream(broken) << "{\"model\": ";
+  CHECK_THROWS_WITH(Tokenizer::from_file(broken),
+                    Contains(broken.string()) && Contains("not valid JSON"));
+  std::filesystem::remove_all(dir);
+}

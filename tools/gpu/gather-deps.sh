@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Run HERE (the development machine, which reaches Debian's mirrors). Gathers what the GPU
+# machine lacks into .gpu-deps/ (git-ignored), which the device tool carries:
+#   .gpu-deps/root/      Debian 12 packages unpacked: toml++ 3.3, Catch2 2.13, PCRE2 10.42
+#                        headers (+ the library they link), utf8proc 2.8 (static), nlohmann-json
+#   .gpu-deps/shared/    the tokenizers and a slice of the corpora from ../shared/data
+#                        (tests skip what is absent)
+# The GPU machine has its own Boost, CUDA, cmake, ninja, g++ and torch 2.11.0+cu130.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+out="$root/.gpu-deps"
+packages=(libtomlplusplus-dev catch2 libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0
+          libpcre2-posix3 libutf8proc-dev libutf8proc2 nlohmann-json3-dev)
+rm -rf "$out/debs" "$out/root"
+mkdir -p "$out/debs" "$out/root"
+(cd "$out/debs" && apt-get download "${packages[@]}" > /dev/null)
+for deb in "$out"/debs/*.deb; do dpkg -x "$deb" "$out/root"; done
+rm -rf "$out/root/usr/share/doc" "$out/root/usr/share/man" "$out/debs"
+
+shared="$root/../shared/data"
+if [ -d "$shared" ]; then
+  rm -rf "$out/shared"
+  mkdir -p "$out/shared/data"
+  cp -r "$shared/tokenizers" "$shared/SOURCES.md" "$out/shared/data/"
+  mkdir -p "$out/shared/data/corpora"
+  for f in "$shared"/corpora/*.txt; do head -c 400000 "$f" > "$out/shared/data/corpora/$(basename "$f")"; done
+fi
+du -sh "$out"

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Sets up everything kivi needs on a fresh Debian 12 machine, then configures and builds.
+#   - Debian packages (toml++, Catch2 v2, Boost.DLL, nlohmann-json, PCRE2, utf8proc, ninja);
+#   - .venv: torch==2.11.0 (libtorch for the C++ build) and the pinned Python references;
+#   - build/ (or $KIVI_BUILD_DIR): CMake + Ninja, RelWithDebInfo.
+# Idempotent: each step is skipped when already done. Environment:
+#   KIVI_BUILD_DIR=build-asan KIVI_SANITIZE=1 tools/setup.sh   # ASan + UBSan build
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+build_dir=${KIVI_BUILD_DIR:-build}
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# --- Debian packages -------------------------------------------------------------------
+packages=(cmake ninja-build g++ python3-venv libtomlplusplus-dev catch2 libboost1.81-dev
+          nlohmann-json3-dev libpcre2-dev libutf8proc-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  step "installing Debian packages: ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" > /dev/null
+fi
+
+# --- Python: libtorch and the reference implementations ---------------------------------
+stamp=.venv/.kivi-requirements.sha256
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  step "installing Python packages into .venv (torch 2.11.0 is large: a few minutes)"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -r requirements.txt
+  echo "$want" > "$stamp"
+fi
+
+# --- Configure and build ----------------------------------------------------------------
+cmake_args=(-G Ninja -DKIVI_PYTHON="$root/.venv/bin/python")
+[ "${KIVI_SANITIZE:-0}" = "1" ] && cmake_args+=(-DKIVI_SANITIZE=ON)
+if [ ! -f "$build_dir/build.ninja" ] || [ "${KIVI_SANITIZE:-0}" = "1" ]; then
+  step "configuring $build_dir"
+  cmake -S . -B "$build_dir" "${cmake_args[@]}" > "$build_dir.configure.log" 2>&1 ||
+    { cat "$build_dir.configure.log"; exit 1; }
+fi
+step "building $build_dir ($(nproc) jobs)"
+cmake --build "$build_dir" -j "$(nproc)"
