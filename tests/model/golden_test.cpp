@@ -56,3 +56,20 @@ TEST_CASE("golden: debug taps name every stage and see the returned logits", "[m
   CHECK(taps.at("layer0.q").sizes() == at::IntArrayRef({1, 14, 7, 8}));
   CHECK(at::equal(taps.at("logits"), logits));
 }
+
+// The half-precision bounds of the GPU test (gpu_golden_test.cpp), checked on the CPU too, so
+// that CI sees them hold wherever it runs.
+TEST_CASE("golden: CPU half precision stays within the GPU test's bounds", "[model][golden]") {
+  const std::string fixture = GENERATE(from_range(model_fixture_names()));
+  const auto dtype = GENERATE(at::kHalf, at::kBFloat16);
+  const double bound = half_precision_bound(dtype);
+  INFO("fixture " << fixture << ", " << c10::toString(dtype));
+  auto loaded = load_fixture_model(fixture, "sdpa", dtype, at::kCPU);
+  const GoldenResult r = run_golden(*loaded.model, fixture, dtype == at::kHalf ? "fp16" : "bf16");
+  std::cout << "golden cpu " << c10::toString(dtype) << " " << fixture << " sdpa: prefill "
+            << r.prefill_max_diff << ", decode " << r.decode_max_diff << ", chunk "
+            << r.chunk_max_diff << ", greedy agreeing " << greedy_agreement(r) << "\n";
+  CHECK(r.prefill_max_diff <= bound);
+  CHECK(r.decode_max_diff <= bound);
+  CHECK(r.chunk_max_diff <= bound);
+}

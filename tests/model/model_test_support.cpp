@@ -73,6 +73,21 @@ at::Tensor step(CausalLM& model, KVCache& cache, const at::Tensor& tokens /* [B,
 
 }  // namespace
 
+double half_precision_bound(at::ScalarType dtype) {
+  return dtype == at::kHalf ? 0.05 : 0.4;
+}
+
+std::string greedy_agreement(const GoldenResult& r) {
+  size_t agree = 0, total = 0;
+  for (size_t b = 0; b < r.greedy.size(); ++b) {
+    size_t i = 0;
+    while (i < r.greedy[b].size() && r.greedy[b][i] == r.greedy_reference[b][i]) ++i;
+    agree += i;
+    total += r.greedy[b].size();
+  }
+  return std::to_string(agree) + "/" + std::to_string(total);
+}
+
 GoldenResult run_golden(CausalLM& model, const std::string& fixture,
                         const std::string& cache_name) {
   const auto ref = load_reference(fixture);

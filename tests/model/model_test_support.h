@@ -37,6 +37,14 @@ struct GoldenResult {
   std::vector<std::vector<int64_t>> greedy_reference;
 };
 
+// Max |logit diff| allowed for a model run in `dtype` (float16 or bfloat16) against the
+// float32 reference.
+double half_precision_bound(at::ScalarType dtype);
+
+// "agreeing/total": greedy tokens equal to the reference before each sequence's first
+// divergence, summed over the batch.
+std::string greedy_agreement(const GoldenResult& r);
+
 // Runs a fixture's prompts (one right-padded batch) and decode steps through `model` with a
 // fresh cache of plugin `cache_name` per phase, and compares with the reference.
 GoldenResult run_golden(CausalLM& model, const std::string& fixture, const std::string& cache_name);
