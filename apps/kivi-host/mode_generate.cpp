@@ -26,7 +26,8 @@ at::Device pick_device(const std::string& device) {
 }
 
 // auto: float32 on the CPU; the checkpoint's torch_dtype (else bfloat16) on a GPU.
-at::ScalarType pick_dtype(const std::string& dtype, const ModelConfig& config, const at::Device& device) {
+at::ScalarType pick_dtype(const std::string& dtype, const ModelConfig& config,
+                          const at::Device& device) {
   if (dtype != "auto") return *parse_dtype_name(dtype);
   if (device.is_cpu()) return at::kFloat;
   return config.torch_dtype.value_or(at::kBFloat16);
@@ -37,12 +38,16 @@ at::ScalarType pick_dtype(const std::string& dtype, const ModelConfig& config, c
 int run_generate_mode(HostContext& context) {
   const HostConfig& cfg = context.config;
   const std::string file = cfg.file.string();
-  check(cfg.model.present, file + ": mode generate needs a [model] table with the checkpoint's path");
-  check(!cfg.generate.prompt_ids.empty(),
-        file + ": mode generate needs [generate] prompt_ids (a list of token ids, or a list of lists)");
+  check(cfg.model.present,
+        file + ": mode generate needs a [model] table with the checkpoint's path");
+  check(
+      !cfg.generate.prompt_ids.empty(),
+      file +
+          ": mode generate needs [generate] prompt_ids (a list of token ids, or a list of lists)");
   auto cache_factory = make_cache_factory(context);
   ModelOptions options;
-  options.attention = context.registry.create<Attention>(cfg.attention.name, cfg.attention.options_toml);
+  options.attention =
+      context.registry.create<Attention>(cfg.attention.name, cfg.attention.options_toml);
   check(options.attention->supports(cache_factory->view_kind()),
         file + ": attention backend \"" + cfg.attention.name + "\" cannot read the \"" +
             to_string(cache_factory->view_kind()) + "\" views of cache \"" + cfg.cache.name + "\"");
@@ -67,7 +72,8 @@ int run_generate_mode(HostContext& context) {
     counts.push_back(static_cast<int64_t>(p.size()));
     longest = std::max(longest, counts.back());
     for (int64_t id : p)
-      check(id < model_config.vocab_size, file + ": generate.prompt_ids: token id " + std::to_string(id) +
+      check(id < model_config.vocab_size, file + ": generate.prompt_ids: token id " +
+                                              std::to_string(id) +
                                               " is outside the vocabulary (vocab_size " +
                                               std::to_string(model_config.vocab_size) + ")");
   }
@@ -75,15 +81,18 @@ int run_generate_mode(HostContext& context) {
   auto id_at = ids.accessor<int64_t, 2>();
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t t = 0; t < counts[b]; ++t) id_at[b][t] = prompts[b][t];
-  const at::Tensor positions = at::arange(longest, at::kLong).unsqueeze(0).expand({batch, longest}).contiguous();
+  const at::Tensor positions =
+      at::arange(longest, at::kLong).unsqueeze(0).expand({batch, longest}).contiguous();
 
   auto cache = cache_factory->create(model.cache_geometry(batch));
-  const at::Tensor logits = model.forward(ids, positions, counts, *cache).to(at::kCPU);  // [B, T, V]
+  const at::Tensor logits =
+      model.forward(ids, positions, counts, *cache).to(at::kCPU);  // [B, T, V]
   std::vector<int64_t> next(batch);
   for (int64_t b = 0; b < batch; ++b) {
     const at::Tensor last = logits[b][counts[b] - 1];  // [V]
     next[b] = last.argmax().item<int64_t>();
-    out << "prompt " << b << " (" << counts[b] << " tokens): next-token top " << cfg.generate.top << ":";
+    out << "prompt " << b << " (" << counts[b] << " tokens): next-token top " << cfg.generate.top
+        << ":";
     if (cfg.generate.top > 0) {
       const auto [values, indices] = last.topk(std::min(cfg.generate.top, model_config.vocab_size));
       for (int64_t i = 0; i < values.size(0); ++i)

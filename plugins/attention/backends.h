@@ -29,6 +29,7 @@ class SdpaAttention final : public Attention {
 // {k, v}, each [B, kv_heads, max(lengths), D]. Throws if the view is not dense or the batch
 // differs from q's.
 std::pair<at::Tensor, at::Tensor> dense_keys_values(const char* who, const at::Tensor& q,
-                                                    const CacheView& view, std::span<const int64_t> counts);
+                                                    const CacheView& view,
+                                                    std::span<const int64_t> counts);
 
 }  // namespace kivi::attention

@@ -23,7 +23,8 @@ at::Tensor finish(at::Tensor allowed, const at::Tensor& query_valid) {
 
 }  // namespace
 
-std::vector<int64_t> resolve_counts(std::span<const int64_t> counts, int64_t batch, int64_t tokens) {
+std::vector<int64_t> resolve_counts(std::span<const int64_t> counts, int64_t batch,
+                                    int64_t tokens) {
   if (counts.empty()) return std::vector<int64_t>(batch, tokens);
   return {counts.begin(), counts.end()};
 }
@@ -33,7 +34,8 @@ at::Tensor prefill_mask(int64_t batch, int64_t tokens, std::span<const int64_t> 
   const auto opts = at::TensorOptions().dtype(at::kLong).device(device);
   const at::Tensor q = at::arange(tokens, opts).view({1, tokens, 1});  // query index
   const at::Tensor s = at::arange(tokens, opts).view({1, 1, tokens});  // key index
-  const at::Tensor n = host_longs(resolve_counts(counts, batch, tokens), device).view({batch, 1, 1});
+  const at::Tensor n =
+      host_longs(resolve_counts(counts, batch, tokens), device).view({batch, 1, 1});
   at::Tensor allowed = (s <= q).logical_and(s < n);  // [B, T, T]
   if (window > 0) allowed = allowed.logical_and(s > q - window);
   return finish(allowed.contiguous(), q < n);
@@ -44,7 +46,8 @@ at::Tensor decode_mask(std::span<const int64_t> lengths, std::span<const int64_t
   const int64_t batch = static_cast<int64_t>(lengths.size());
   const auto opts = at::TensorOptions().dtype(at::kLong).device(device);
   const at::Tensor len = host_longs(lengths, device).view({batch, 1, 1});
-  const at::Tensor n = host_longs(resolve_counts(counts, batch, tokens), device).view({batch, 1, 1});
+  const at::Tensor n =
+      host_longs(resolve_counts(counts, batch, tokens), device).view({batch, 1, 1});
   const at::Tensor t = at::arange(tokens, opts).view({1, tokens, 1});
   const at::Tensor s = at::arange(keys, opts).view({1, 1, keys});
   const at::Tensor position = len - n + t;  // [B, T, 1] absolute position of each query
@@ -81,7 +84,8 @@ void check_prefill_inputs(const char* who, const at::Tensor& q, const at::Tensor
   check(k.size(0) == q.size(0) && k.size(2) == q.size(2) && k.size(3) == q.size(3),
         me + "q and k disagree on batch, tokens or head_dim");
   check(q.size(1) % k.size(1) == 0, me + "q heads (" + std::to_string(q.size(1)) +
-                                        ") are not a multiple of kv heads (" + std::to_string(k.size(1)) + ")");
+                                        ") are not a multiple of kv heads (" +
+                                        std::to_string(k.size(1)) + ")");
   check(counts.empty() || static_cast<int64_t>(counts.size()) == q.size(0),
         me + "counts has " + std::to_string(counts.size()) + " entries for a batch of " +
             std::to_string(q.size(0)));

@@ -9,8 +9,8 @@ namespace {
 
 // softmax(q k^T * scale, masked) v with GQA; q [B, H, T, D], k/v [B, KV, S, D],
 // mask [B, 1, T, S] bool. Mirrors transformers' eager_attention_forward.
-at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
-                  double scale) {
+at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                  const at::Tensor& mask, double scale) {
   const at::Tensor keys = expand_kv(k, q.size(1));
   const at::Tensor values = expand_kv(v, q.size(1));
   at::Tensor scores = at::matmul(q, keys.transpose(2, 3)) * scale;  // [B, H, T, S]
@@ -22,16 +22,18 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
 }  // namespace
 
 std::pair<at::Tensor, at::Tensor> dense_keys_values(const char* who, const at::Tensor& q,
-                                                    const CacheView& view, std::span<const int64_t> counts) {
+                                                    const CacheView& view,
+                                                    std::span<const int64_t> counts) {
   const std::string me = std::string("attention \"") + who + "\": ";
   check(view.kind == CacheViewKind::kDense,
         me + "cannot read a \"" + std::string(to_string(view.kind)) + "\" cache view (dense only)");
   const int64_t batch = q.size(0);
   check(static_cast<int64_t>(view.lengths.size()) == batch,
-        me + "the cache view holds " + std::to_string(view.lengths.size()) + " sequences, q a batch of " +
-            std::to_string(batch));
+        me + "the cache view holds " + std::to_string(view.lengths.size()) +
+            " sequences, q a batch of " + std::to_string(batch));
   check(counts.empty() || static_cast<int64_t>(counts.size()) == batch,
-        me + "counts has " + std::to_string(counts.size()) + " entries for a batch of " + std::to_string(batch));
+        me + "counts has " + std::to_string(counts.size()) + " entries for a batch of " +
+            std::to_string(batch));
   int64_t keys = 0;
   for (size_t b = 0; b < view.lengths.size(); ++b) {
     const int64_t n = counts.empty() ? q.size(2) : counts[b];
@@ -45,14 +47,17 @@ std::pair<at::Tensor, at::Tensor> dense_keys_values(const char* who, const at::T
 }
 
 at::Tensor EagerAttention::prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                   std::span<const int64_t> counts, const AttentionParams& params) const {
+                                   std::span<const int64_t> counts,
+                                   const AttentionParams& params) const {
   check_prefill_inputs("eager", q, k, v, counts);
-  const at::Tensor mask = prefill_mask(q.size(0), q.size(2), counts, params.sliding_window, q.device());
+  const at::Tensor mask =
+      prefill_mask(q.size(0), q.size(2), counts, params.sliding_window, q.device());
   return zero_padding(attend(q, k, v, mask, params.scale), counts);
 }
 
 at::Tensor EagerAttention::decode(const at::Tensor& q, const CacheView& view,
-                                  std::span<const int64_t> counts, const AttentionParams& params) const {
+                                  std::span<const int64_t> counts,
+                                  const AttentionParams& params) const {
   const auto [k, v] = dense_keys_values("eager", q, view, counts);
   const at::Tensor mask =
       decode_mask(view.lengths, counts, q.size(2), k.size(2), params.sliding_window, q.device());

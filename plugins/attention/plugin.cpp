@@ -1,6 +1,6 @@
 // The "attention" plugins eager and sdpa: one library, two dense backends, no options.
-#include "backends.h"
 #include "kivi/plugin/plugin.h"
+#include "backends.h"
 
 namespace {
 

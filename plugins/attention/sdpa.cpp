@@ -22,7 +22,8 @@ at::Tensor masked_sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tenso
 }  // namespace
 
 at::Tensor SdpaAttention::prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                  std::span<const int64_t> counts, const AttentionParams& params) const {
+                                  std::span<const int64_t> counts,
+                                  const AttentionParams& params) const {
   check_prefill_inputs("sdpa", q, k, v, counts);
   const int64_t tokens = q.size(2);
   if (params.sliding_window == 0 && all_equal(counts, tokens)) {
@@ -30,12 +31,14 @@ at::Tensor SdpaAttention::prefill(const at::Tensor& q, const at::Tensor& k, cons
     return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, params.scale,
                                             /*enable_gqa=*/true);
   }
-  const at::Tensor mask = prefill_mask(q.size(0), tokens, counts, params.sliding_window, q.device());
+  const at::Tensor mask =
+      prefill_mask(q.size(0), tokens, counts, params.sliding_window, q.device());
   return zero_padding(masked_sdpa(q, k, v, mask, params.scale), counts);
 }
 
 at::Tensor SdpaAttention::decode(const at::Tensor& q, const CacheView& view,
-                                 std::span<const int64_t> counts, const AttentionParams& params) const {
+                                 std::span<const int64_t> counts,
+                                 const AttentionParams& params) const {
   const auto [k, v] = dense_keys_values("sdpa", q, view, counts);
   const int64_t tokens = q.size(2), keys = k.size(2);
   if (tokens == 1 && all_equal(counts, 1) && all_equal(view.lengths, keys) &&
@@ -44,7 +47,8 @@ at::Tensor SdpaAttention::decode(const at::Tensor& q, const CacheView& view,
     return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/false, params.scale,
                                             /*enable_gqa=*/true);
   }
-  const at::Tensor mask = decode_mask(view.lengths, counts, tokens, keys, params.sliding_window, q.device());
+  const at::Tensor mask =
+      decode_mask(view.lengths, counts, tokens, keys, params.sliding_window, q.device());
   return zero_padding(masked_sdpa(q, k, v, mask, params.scale), counts);
 }
 

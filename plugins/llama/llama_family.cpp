@@ -11,7 +11,8 @@ class LlamaFamily final : public kivi::ModelFamily {
  public:
   std::vector<std::string> architectures() const override { return {"LlamaForCausalLM"}; }
 
-  std::unique_ptr<kivi::CausalLM> build(const kivi::ModelConfig& config, kivi::WeightSource& weights,
+  std::unique_ptr<kivi::CausalLM> build(const kivi::ModelConfig& config,
+                                        kivi::WeightSource& weights,
                                         const kivi::ModelOptions& options) const override {
     kivi::DecoderSpec spec;
     spec.qkv_bias = config.attention_bias;

@@ -13,8 +13,8 @@ std::vector<int64_t> sliding_windows(const kivi::ModelConfig& c) {
   std::vector<int64_t> windows(c.num_hidden_layers, 0);
   if (!c.use_sliding_window) return windows;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const bool sliding = c.layer_types.empty() ? l >= c.max_window_layers
-                                               : c.layer_types[l] == "sliding_attention";
+    const bool sliding =
+        c.layer_types.empty() ? l >= c.max_window_layers : c.layer_types[l] == "sliding_attention";
     if (sliding) windows[l] = c.sliding_window;
   }
   return windows;
@@ -24,7 +24,8 @@ class Qwen2Family final : public kivi::ModelFamily {
  public:
   std::vector<std::string> architectures() const override { return {"Qwen2ForCausalLM"}; }
 
-  std::unique_ptr<kivi::CausalLM> build(const kivi::ModelConfig& config, kivi::WeightSource& weights,
+  std::unique_ptr<kivi::CausalLM> build(const kivi::ModelConfig& config,
+                                        kivi::WeightSource& weights,
                                         const kivi::ModelOptions& options) const override {
     kivi::DecoderSpec spec;
     spec.qkv_bias = true;

@@ -28,7 +28,8 @@ std::string resolve_model_family(const Registry& registry, const ModelConfig& co
 }
 
 LoadedModel load_model(const Registry& registry, const std::filesystem::path& folder,
-                       const ModelOptions& options, const std::string& weight_format, uint64_t seed) {
+                       const ModelOptions& options, const std::string& weight_format,
+                       uint64_t seed) {
   const ModelConfig config = load_model_config(folder);
   LoadedModel loaded;
   loaded.family_name = resolve_model_family(registry, config);

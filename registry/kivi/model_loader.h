@@ -26,7 +26,7 @@ struct LoadedModel {
 // Reads <folder>/config.json, resolves the family and builds the model from `weight_format`
 // ("safetensors" from the folder, or "dummy" random weights with `seed`).
 LoadedModel load_model(const Registry& registry, const std::filesystem::path& folder,
-                       const ModelOptions& options, const std::string& weight_format = "safetensors",
-                       uint64_t seed = 0);
+                       const ModelOptions& options,
+                       const std::string& weight_format = "safetensors", uint64_t seed = 0);
 
 }  // namespace kivi

@@ -25,11 +25,15 @@ namespace {
 // Not std::filesystem::remove_all: libtorch.so exports a broken copy of it.
 void remove_tree(const fs::path& dir) {
   ::nftw(
-      dir.c_str(), [](const char* path, const struct stat*, int, struct FTW*) { return ::remove(path); }, 16,
+      dir.c_str(),
+      [](const char* path, const struct stat*, int, struct FTW*) { return ::remove(path); }, 16,
       FTW_DEPTH | FTW_PHYS);
 }
 
-std::string run(const std::string& command, int* status) {
+// Runs the built kivi-host with --config `toml`; stdout and stderr together.
+std::string run_host(const fs::path& toml, int* status) {
+  const std::string command =
+      (kivi::test::build_dir() / "bin" / "kivi-host").string() + " --config " + toml.string();
   std::string output;
   FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
   REQUIRE(pipe != nullptr);
@@ -41,7 +45,8 @@ std::string run(const std::string& command, int* status) {
 
 }  // namespace
 
-TEST_CASE("kivi-host generate runs a checkpoint folder and matches the reference", "[host][model]") {
+TEST_CASE("kivi-host generate runs a checkpoint folder and matches the reference",
+          "[host][model]") {
   const std::string attention = GENERATE(as<std::string>{}, "eager", "sdpa");
   const fs::path model = kivi::test::fixtures_dir() / "models" / "llama-gqa-llama3";
   const kivi::SafetensorsFile ref(model / "reference.safetensors");
@@ -49,11 +54,13 @@ TEST_CASE("kivi-host generate runs a checkpoint folder and matches the reference
   const at::Tensor lengths = ref.tensor("prompt_lengths");
   const at::Tensor greedy = ref.tensor("greedy_ids");
 
-  const fs::path dir = fs::temp_directory_path() / ("kivi-host-model-" + std::to_string(::getpid()));
+  const fs::path dir =
+      fs::temp_directory_path() / ("kivi-host-model-" + std::to_string(::getpid()));
   fs::create_directories(dir);
   std::ofstream toml(dir / "run.toml");
   toml << "mode = \"generate\"\n[model]\npath = \"" << model.string() << "\"\ndtype = \"float32\"\n"
-       << "device = \"cpu\"\n[attention]\nbackend = \"" << attention << "\"\n[cache]\nbackend = \"fp32\"\n"
+       << "device = \"cpu\"\n[attention]\nbackend = \"" << attention
+       << "\"\n[cache]\nbackend = \"fp32\"\n"
        << "[generate]\nmax_new_tokens = 32\ntop = 3\nprompt_ids = [";
   for (int64_t b = 0; b < prompts.size(0); ++b) {
     const at::Tensor ids = prompts[b].narrow(0, 0, lengths[b].item<int64_t>());
@@ -65,16 +72,18 @@ TEST_CASE("kivi-host generate runs a checkpoint folder and matches the reference
   toml.close();
 
   int status = 0;
-  const std::string output = run((kivi::test::build_dir() / "bin" / "kivi-host").string() + " --config " +
-                                     (dir / "run.toml").string(), &status);
+  const std::string output = run_host(dir / "run.toml", &status);
   remove_tree(dir);
   INFO(output);
   REQUIRE(status == 0);
-  CHECK_THAT(output, Contains("family llama") && Contains("attention " + attention) && Contains("cache fp32"));
+  CHECK_THAT(output, Contains("family llama") && Contains("attention " + attention) &&
+                         Contains("cache fp32"));
   for (int64_t b = 0; b < prompts.size(0); ++b) {
     // The first greedy token is also the top next-token candidate.
-    CHECK_THAT(output, Contains("prompt " + std::to_string(b) + " (" + std::to_string(lengths[b].item<int64_t>()) +
-                                " tokens): next-token top 3: " + std::to_string(greedy[b][0].item<int64_t>()) + " ("));
+    CHECK_THAT(output, Contains("prompt " + std::to_string(b) + " (" +
+                                std::to_string(lengths[b].item<int64_t>()) +
+                                " tokens): next-token top 3: " +
+                                std::to_string(greedy[b][0].item<int64_t>()) + " ("));
     // The host stops a sequence at its first eos token (2 or 3 in this config).
     std::string expected = "prompt " + std::to_string(b) + " greedy:";
     bool eos = false;
@@ -93,12 +102,13 @@ TEST_CASE("kivi-host generate: an unknown architecture is a clear error", "[host
   std::ofstream(dir / "m" / "config.json")
       << R"({"architectures": ["FooForCausalLM"], "vocab_size": 8, "hidden_size": 8, "intermediate_size": 8,)"
       << R"( "num_hidden_layers": 1, "num_attention_heads": 2})";
-  std::ofstream(dir / "run.toml") << "mode = \"generate\"\n[model]\npath = \"m\"\n[generate]\nprompt_ids = [1, 2]\n";
+  std::ofstream(dir / "run.toml")
+      << "mode = \"generate\"\n[model]\npath = \"m\"\n[generate]\nprompt_ids = [1, 2]\n";
   int status = 0;
-  const std::string output =
-      run((kivi::test::build_dir() / "bin" / "kivi-host").string() + " --config " + (dir / "run.toml").string(), &status);
+  const std::string output = run_host(dir / "run.toml", &status);
   remove_tree(dir);
   INFO(output);
   CHECK(status != 0);
-  CHECK_THAT(output, Contains("config.json") && Contains("FooForCausalLM") && Contains("LlamaForCausalLM"));
+  CHECK_THAT(output,
+             Contains("config.json") && Contains("FooForCausalLM") && Contains("LlamaForCausalLM"));
 }

@@ -24,14 +24,23 @@ namespace {
 const std::string kFixture = "llama2-mha";
 
 // A copy of the fixture's config and weights, with the weights passed through `edit`.
-void copy_fixture(const fs::path& to,
-                  const std::function<void(std::vector<std::pair<std::string, at::Tensor>>&)>& edit) {
+void copy_fixture(
+    const fs::path& to,
+    const std::function<void(std::vector<std::pair<std::string, at::Tensor>>&)>& edit) {
   fs::copy_file(test::model_fixture(kFixture) / "config.json", to / "config.json");
   const SafetensorsFile file(test::model_fixture(kFixture) / "model.safetensors");
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& name : file.names()) tensors.emplace_back(name, file.tensor(name).clone());
   edit(tensors);
   test::write_safetensors(to / "model.safetensors", tensors);
+}
+
+// Replaces the first `from` in <folder>/config.json with `to`.
+void edit_config(const fs::path& folder, const std::string& from, const std::string& to) {
+  std::ifstream in(folder / "config.json");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  text.replace(text.find(from), from.size(), to);
+  std::ofstream(folder / "config.json") << text;
 }
 
 LoadedModel load(const fs::path& folder) {
@@ -45,13 +54,15 @@ LoadedModel load(const fs::path& folder) {
 TEST_CASE("bad checkpoint: no weights in the folder", "[model][bad]") {
   test::TempDir dir("ckpt-none");
   fs::copy_file(test::model_fixture(kFixture) / "config.json", dir.path / "config.json");
-  CHECK_THROWS_WITH(load(dir.path), Contains(dir.path.string()) && Contains("no model.safetensors"));
+  CHECK_THROWS_WITH(load(dir.path),
+                    Contains(dir.path.string()) && Contains("no model.safetensors"));
 }
 
 TEST_CASE("bad checkpoint: a truncated safetensors file", "[model][bad]") {
   test::TempDir dir("ckpt-truncated");
   copy_fixture(dir.path, [](auto&) {});
-  fs::resize_file(dir.path / "model.safetensors", fs::file_size(dir.path / "model.safetensors") - 100);
+  fs::resize_file(dir.path / "model.safetensors",
+                  fs::file_size(dir.path / "model.safetensors") - 100);
   CHECK_THROWS_WITH(load(dir.path), Contains((dir.path / "model.safetensors").string()) &&
                                         Contains("past the end") && Contains("tensor \""));
 }
@@ -59,10 +70,12 @@ TEST_CASE("bad checkpoint: a truncated safetensors file", "[model][bad]") {
 TEST_CASE("bad checkpoint: a missing tensor", "[model][bad]") {
   test::TempDir dir("ckpt-missing");
   copy_fixture(dir.path, [](auto& tensors) {
-    std::erase_if(tensors, [](const auto& t) { return t.first == "model.layers.1.mlp.down_proj.weight"; });
+    std::erase_if(tensors,
+                  [](const auto& t) { return t.first == "model.layers.1.mlp.down_proj.weight"; });
   });
-  CHECK_THROWS_WITH(load(dir.path), Contains(dir.path.string()) &&
-                                        Contains("\"model.layers.1.mlp.down_proj.weight\" is missing"));
+  CHECK_THROWS_WITH(load(dir.path),
+                    Contains(dir.path.string()) &&
+                        Contains("\"model.layers.1.mlp.down_proj.weight\" is missing"));
 }
 
 TEST_CASE("bad checkpoint: a tensor of the wrong shape", "[model][bad]") {
@@ -79,10 +92,7 @@ TEST_CASE("bad checkpoint: a tensor of the wrong shape", "[model][bad]") {
 TEST_CASE("bad checkpoint: an architecture no family builds", "[model][bad]") {
   test::TempDir dir("ckpt-arch");
   copy_fixture(dir.path, [](auto&) {});
-  std::ifstream in(dir.path / "config.json");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  text.replace(text.find("LlamaForCausalLM"), 16, "FooForCausalLM");
-  std::ofstream(dir.path / "config.json") << text;
+  edit_config(dir.path, "LlamaForCausalLM", "FooForCausalLM");
   CHECK_THROWS_WITH(load(dir.path), Contains((dir.path / "config.json").string()) &&
                                         Contains("\"FooForCausalLM\"") &&
                                         Contains("LlamaForCausalLM (llama)") &&
@@ -92,10 +102,7 @@ TEST_CASE("bad checkpoint: an architecture no family builds", "[model][bad]") {
 TEST_CASE("bad checkpoint: an unsupported rope type", "[model][bad]") {
   test::TempDir dir("ckpt-rope");
   copy_fixture(dir.path, [](auto&) {});
-  std::ifstream in(dir.path / "config.json");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  text.replace(text.find("\"linear\""), 8, "\"longrope\"");
-  std::ofstream(dir.path / "config.json") << text;
+  edit_config(dir.path, "\"linear\"", "\"longrope\"");
   CHECK_THROWS_WITH(load(dir.path), Contains((dir.path / "config.json").string()) &&
                                         Contains("rope_scaling.type") && Contains("longrope"));
 }

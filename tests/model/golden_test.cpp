@@ -16,15 +16,17 @@
 using namespace kivi;
 using namespace kivi::test;
 
-TEST_CASE("golden: CPU float32 logits and greedy continuations match transformers", "[model][golden]") {
+TEST_CASE("golden: CPU float32 logits and greedy continuations match transformers",
+          "[model][golden]") {
   const std::string fixture = GENERATE(from_range(model_fixture_names()));
   const std::string attention = GENERATE(as<std::string>{}, "eager", "sdpa");
   INFO("fixture " << fixture << ", attention " << attention
                   << " (fixtures: tools/fixtures/make_model_fixtures.py)");
   auto loaded = load_fixture_model(fixture, attention, at::kFloat, at::kCPU);
   const GoldenResult r = run_golden(*loaded.model, fixture, "fp32");
-  std::cout << "golden cpu float32 " << fixture << " " << attention << ": prefill " << r.prefill_max_diff
-            << ", decode " << r.decode_max_diff << ", chunk " << r.chunk_max_diff << "\n";
+  std::cout << "golden cpu float32 " << fixture << " " << attention << ": prefill "
+            << r.prefill_max_diff << ", decode " << r.decode_max_diff << ", chunk "
+            << r.chunk_max_diff << "\n";
   CHECK(r.prefill_max_diff <= 1e-4);
   CHECK(r.decode_max_diff <= 1e-4);
   CHECK(r.chunk_max_diff <= 1e-4);
@@ -37,18 +39,37 @@ TEST_CASE("golden: CPU float32 logits and greedy continuations match transformer
 TEST_CASE("golden: debug taps name every stage and see the returned logits", "[model][taps]") {
   auto loaded = load_fixture_model("qwen2-bias-gqa7", "eager", at::kFloat, at::kCPU);
   std::map<std::string, at::Tensor> taps;
-  loaded.model->set_tap([&](const std::string& name, const at::Tensor& t) { taps[name] = t.clone(); });
+  loaded.model->set_tap(
+      [&](const std::string& name, const at::Tensor& t) { taps[name] = t.clone(); });
   const auto ref = load_reference("qwen2-bias-gqa7");
   auto factory = model_registry().create<KVCacheFactory>("fp32");
   auto cache = factory->create(loaded.model->cache_geometry(1));
   const at::Tensor ids = ref.at("prompt_ids").narrow(0, 0, 1).narrow(1, 0, 7);
-  const at::Tensor logits = loaded.model->forward(ids, at::arange(7, at::kLong).view({1, 7}), {}, *cache);
-  for (const char* name : {"embed", "layer0.attn_norm", "layer0.q", "layer0.k", "layer0.v", "layer0.attn",
-                           "layer0.attn_out", "layer0.mlp_norm", "layer0.mlp_out", "layer1.out",
-                           "final_norm", "logits"}) {
+  const at::Tensor logits =
+      loaded.model->forward(ids, at::arange(7, at::kLong).view({1, 7}), {}, *cache);
+  for (const char* name : {"embed", "layer0.attn_norm", "layer0.q", "layer0.k", "layer0.v",
+                           "layer0.attn", "layer0.attn_out", "layer0.mlp_norm", "layer0.mlp_out",
+                           "layer1.out", "final_norm", "logits"}) {
     INFO(name);
     CHECK(taps.count(name) == 1);
   }
   CHECK(taps.at("layer0.q").sizes() == at::IntArrayRef({1, 14, 7, 8}));
   CHECK(at::equal(taps.at("logits"), logits));
+}
+
+// The half-precision bounds of the GPU test (gpu_golden_test.cpp), checked on the CPU too, so
+// that CI sees them hold wherever it runs.
+TEST_CASE("golden: CPU half precision stays within the GPU test's bounds", "[model][golden]") {
+  const std::string fixture = GENERATE(from_range(model_fixture_names()));
+  const auto dtype = GENERATE(at::kHalf, at::kBFloat16);
+  const double bound = half_precision_bound(dtype);
+  INFO("fixture " << fixture << ", " << c10::toString(dtype));
+  auto loaded = load_fixture_model(fixture, "sdpa", dtype, at::kCPU);
+  const GoldenResult r = run_golden(*loaded.model, fixture, dtype == at::kHalf ? "fp16" : "bf16");
+  std::cout << "golden cpu " << c10::toString(dtype) << " " << fixture << " sdpa: prefill "
+            << r.prefill_max_diff << ", decode " << r.decode_max_diff << ", chunk "
+            << r.chunk_max_diff << ", greedy agreeing " << greedy_agreement(r) << "\n";
+  CHECK(r.prefill_max_diff <= bound);
+  CHECK(r.decode_max_diff <= bound);
+  CHECK(r.chunk_max_diff <= bound);
 }

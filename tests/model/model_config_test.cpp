@@ -58,7 +58,8 @@ TEST_CASE("model config: the fixtures' config.json files", "[model][config]") {
   CHECK(load_model_config(test::model_fixture("qwen2-bias-gqa7")).torch_dtype == at::kHalf);
 }
 
-TEST_CASE("model config: defaults and the transformers 5 rope_parameters format", "[model][config]") {
+TEST_CASE("model config: defaults and the transformers 5 rope_parameters format",
+          "[model][config]") {
   const ModelConfig c = parse_model_config(with(""), "a/config.json");
   CHECK(c.num_key_value_heads == 4);
   CHECK(c.head_dim == 4);
@@ -66,19 +67,24 @@ TEST_CASE("model config: defaults and the transformers 5 rope_parameters format"
   CHECK(c.rope.theta == 10000.0);
   CHECK_FALSE(c.tie_word_embeddings);
   const ModelConfig p = parse_model_config(
-      with(R"("rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 500.0})"), "b/config.json");
+      with(R"("rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 500.0})"),
+      "b/config.json");
   CHECK(p.rope.type == "linear");
   CHECK(p.rope.factor == 2.0);
   CHECK(p.rope.theta == 500.0);
-  CHECK(parse_model_config(with(R"("rope_scaling": null, "rope_theta": 7.0)"), "c").rope.theta == 7.0);
+  CHECK(parse_model_config(with(R"("rope_scaling": null, "rope_theta": 7.0)"), "c").rope.theta ==
+        7.0);
 }
 
 TEST_CASE("model config: bad fields are errors naming the file and field", "[model][config][bad]") {
-  CHECK_THROWS_WITH(parse_model_config(with(R"("rope_scaling": {"rope_type": "yarn", "factor": 4.0})"), "m/config.json"),
-                    Contains("m/config.json") && Contains("rope_scaling.rope_type") && Contains("yarn") &&
-                        Contains("llama3"));
-  CHECK_THROWS_WITH(parse_model_config(with(R"("rope_scaling": {"type": "linear"})"), "m/config.json"),
-                    Contains("rope_scaling.factor"));
+  CHECK_THROWS_WITH(
+      parse_model_config(with(R"("rope_scaling": {"rope_type": "yarn", "factor": 4.0})"),
+                         "m/config.json"),
+      Contains("m/config.json") && Contains("rope_scaling.rope_type") && Contains("yarn") &&
+          Contains("llama3"));
+  CHECK_THROWS_WITH(
+      parse_model_config(with(R"("rope_scaling": {"type": "linear"})"), "m/config.json"),
+      Contains("rope_scaling.factor"));
   CHECK_THROWS_WITH(parse_model_config(with(R"("num_key_value_heads": 3)"), "m/config.json"),
                     Contains("num_key_value_heads") && Contains("3"));
   CHECK_THROWS_WITH(parse_model_config(with(R"("hidden_act": "gelu")"), "m/config.json"),
@@ -91,7 +97,8 @@ TEST_CASE("model config: bad fields are errors naming the file and field", "[mod
                     Contains("m/config.json") && Contains("malformed JSON"));
   CHECK_THROWS_WITH(parse_model_config(R"({"vocab_size": 3})", "m/config.json"),
                     Contains("hidden_size") && Contains("required"));
-  CHECK_THROWS_WITH(load_model_config("/nonexistent/model"), Contains("/nonexistent/model/config.json"));
+  CHECK_THROWS_WITH(load_model_config("/nonexistent/model"),
+                    Contains("/nonexistent/model/config.json"));
 }
 
 TEST_CASE("rotary: inverse frequencies of the scaling variants", "[model][rope]") {

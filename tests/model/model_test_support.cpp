@@ -4,8 +4,8 @@
 
 #include <ATen/ATen.h>
 
-#include "kivi/cache/kv_cache.h"
 #include "kivi/attention/attention.h"
+#include "kivi/cache/kv_cache.h"
 #include "kivi/model/safetensors.h"
 #include "kivi/plugin/plugin.h"
 #include "test_paths.h"
@@ -18,12 +18,14 @@ KIVI_DECLARE_PLUGIN(kivi_fp_cache);
 namespace kivi::test {
 
 const std::vector<std::string>& model_fixture_names() {
-  static const std::vector<std::string> names = {"llama-gqa-llama3", "llama-tied-hd64", "llama2-mha",
-                                                 "qwen2-bias-gqa7", "qwen2-tied"};
+  static const std::vector<std::string> names = {"llama-gqa-llama3", "llama-tied-hd64",
+                                                 "llama2-mha", "qwen2-bias-gqa7", "qwen2-tied"};
   return names;
 }
 
-std::filesystem::path model_fixture(const std::string& name) { return fixtures_dir() / "models" / name; }
+std::filesystem::path model_fixture(const std::string& name) {
+  return fixtures_dir() / "models" / name;
+}
 
 const Registry& model_registry() {
   static Registry* registry = [] {
@@ -71,13 +73,30 @@ at::Tensor step(CausalLM& model, KVCache& cache, const at::Tensor& tokens /* [B,
 
 }  // namespace
 
-GoldenResult run_golden(CausalLM& model, const std::string& fixture, const std::string& cache_name) {
+double half_precision_bound(at::ScalarType dtype) {
+  return dtype == at::kHalf ? 0.05 : 0.4;
+}
+
+std::string greedy_agreement(const GoldenResult& r) {
+  size_t agree = 0, total = 0;
+  for (size_t b = 0; b < r.greedy.size(); ++b) {
+    size_t i = 0;
+    while (i < r.greedy[b].size() && r.greedy[b][i] == r.greedy_reference[b][i]) ++i;
+    agree += i;
+    total += r.greedy[b].size();
+  }
+  return std::to_string(agree) + "/" + std::to_string(total);
+}
+
+GoldenResult run_golden(CausalLM& model, const std::string& fixture,
+                        const std::string& cache_name) {
   const auto ref = load_reference(fixture);
   const at::Tensor prompt_ids = ref.at("prompt_ids");  // [B, Tmax]
   const std::vector<int64_t> lengths = to_vector(ref.at("prompt_lengths"));
   const at::Tensor decode_ids = ref.at("decode_ids");  // [B, S]
   const int64_t batch = prompt_ids.size(0), tmax = prompt_ids.size(1), steps = decode_ids.size(1);
-  const at::Tensor positions = at::arange(tmax, at::kLong).unsqueeze(0).expand({batch, tmax}).contiguous();
+  const at::Tensor positions =
+      at::arange(tmax, at::kLong).unsqueeze(0).expand({batch, tmax}).contiguous();
   auto factory = model_registry().create<KVCacheFactory>(cache_name);
   auto diff = [](const at::Tensor& a, const at::Tensor& b) {
     return (a.to(at::kCPU, at::kFloat) - b).abs().max().item<double>();
@@ -88,20 +107,22 @@ GoldenResult run_golden(CausalLM& model, const std::string& fixture, const std::
   auto cache = factory->create(model.cache_geometry(batch));
   const at::Tensor prefill = model.forward(prompt_ids, positions, lengths, *cache);  // [B, Tmax, V]
   for (int64_t b = 0; b < batch; ++b)
-    result.prefill_max_diff = std::max(
-        result.prefill_max_diff, diff(prefill[b].narrow(0, 0, lengths[b]),
-                                      ref.at("prefill_logits")[b].narrow(0, 0, lengths[b])));
+    result.prefill_max_diff = std::max(result.prefill_max_diff,
+                                       diff(prefill[b].narrow(0, 0, lengths[b]),
+                                            ref.at("prefill_logits")[b].narrow(0, 0, lengths[b])));
   for (int64_t s = 0; s < steps; ++s) {
     const at::Tensor logits = step(model, *cache, decode_ids.narrow(1, s, 1).contiguous());
-    result.decode_max_diff =
-        std::max(result.decode_max_diff, diff(logits.squeeze(1), ref.at("decode_logits").select(1, s)));
+    result.decode_max_diff = std::max(
+        result.decode_max_diff, diff(logits.squeeze(1), ref.at("decode_logits").select(1, s)));
   }
 
   // The same decode tokens as one chunk of S after the prompt (decode with T > 1).
   auto chunk_cache = factory->create(model.cache_geometry(batch));
   model.forward(prompt_ids, positions, lengths, *chunk_cache);
-  at::Tensor chunk_positions = at::tensor(lengths, at::kLong).view({batch, 1}) + at::arange(steps, at::kLong);
-  const at::Tensor chunk = model.forward(decode_ids, chunk_positions, {}, *chunk_cache);  // [B, S, V]
+  at::Tensor chunk_positions =
+      at::tensor(lengths, at::kLong).view({batch, 1}) + at::arange(steps, at::kLong);
+  const at::Tensor chunk =
+      model.forward(decode_ids, chunk_positions, {}, *chunk_cache);  // [B, S, V]
   result.chunk_max_diff = diff(chunk, ref.at("decode_logits"));
 
   // Greedy: the argmax after the prompt, then each chosen token fed back.
@@ -145,7 +166,8 @@ void write_safetensors(const std::filesystem::path& file,
     const at::Tensor t = tensor.to(at::kCPU).contiguous();
     const size_t begin = data.size();
     data.append(static_cast<const char*>(t.data_ptr()), t.nbytes());
-    header[name] = {{"dtype", names.at(t.scalar_type())}, {"shape", t.sizes().vec()},
+    header[name] = {{"dtype", names.at(t.scalar_type())},
+                    {"shape", t.sizes().vec()},
                     {"data_offsets", {begin, data.size()}}};
   }
   std::string text = header.dump();
@@ -156,7 +178,8 @@ void write_safetensors(const std::filesystem::path& file,
   out << text << data;
 }
 
-void write_raw_safetensors(const std::filesystem::path& file, const std::string& header, size_t data_bytes) {
+void write_raw_safetensors(const std::filesystem::path& file, const std::string& header,
+                           size_t data_bytes) {
   std::ofstream out(file, std::ios::binary);
   const uint64_t n = header.size();
   for (int i = 0; i < 8; ++i) out.put(static_cast<char>((n >> (8 * i)) & 0xff));
@@ -167,7 +190,8 @@ void remove_tree(const std::filesystem::path& dir) {
   // Not std::filesystem::remove_all: the torch wheel's libtorch.so exports its own broken
   // copy of that symbol, which crashes when it wins symbol resolution.
   ::nftw(
-      dir.c_str(), [](const char* path, const struct stat*, int, struct FTW*) { return ::remove(path); }, 16,
+      dir.c_str(),
+      [](const char* path, const struct stat*, int, struct FTW*) { return ::remove(path); }, 16,
       FTW_DEPTH | FTW_PHYS);
 }
 
@@ -178,6 +202,8 @@ TempDir::TempDir(const std::string& tag)
   std::filesystem::create_directories(path);
 }
 
-TempDir::~TempDir() { remove_tree(path); }
+TempDir::~TempDir() {
+  remove_tree(path);
+}
 
 }  // namespace kivi::test

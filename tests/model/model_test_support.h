@@ -37,6 +37,14 @@ struct GoldenResult {
   std::vector<std::vector<int64_t>> greedy_reference;
 };
 
+// Max |logit diff| allowed for a model run in `dtype` (float16 or bfloat16) against the
+// float32 reference.
+double half_precision_bound(at::ScalarType dtype);
+
+// "agreeing/total": greedy tokens equal to the reference before each sequence's first
+// divergence, summed over the batch.
+std::string greedy_agreement(const GoldenResult& r);
+
 // Runs a fixture's prompts (one right-padded batch) and decode steps through `model` with a
 // fresh cache of plugin `cache_name` per phase, and compares with the reference.
 GoldenResult run_golden(CausalLM& model, const std::string& fixture, const std::string& cache_name);
@@ -49,7 +57,8 @@ namespace kivi::test {
 void write_safetensors(const std::filesystem::path& file,
                        const std::vector<std::pair<std::string, at::Tensor>>& tensors);
 // Writes `header` (JSON text) with its length prefix, then `data_bytes` zero bytes.
-void write_raw_safetensors(const std::filesystem::path& file, const std::string& header, size_t data_bytes);
+void write_raw_safetensors(const std::filesystem::path& file, const std::string& header,
+                           size_t data_bytes);
 // Removes a folder and everything in it (missing is fine).
 void remove_tree(const std::filesystem::path& dir);
 // A fresh empty folder under the temp directory, removed by the destructor.

@@ -19,8 +19,8 @@ namespace {
 
 struct LayerWeights {
   at::Tensor input_norm, post_attention_norm;  // [hidden]
-  at::Tensor qkv, qkv_bias;          // [(q_heads + 2 kv_heads) * head_dim, hidden], [...] or undefined
-  at::Tensor o, o_bias;              // [hidden, q_heads * head_dim]
+  at::Tensor qkv, qkv_bias;  // [(q_heads + 2 kv_heads) * head_dim, hidden], [...] or undefined
+  at::Tensor o, o_bias;      // [hidden, q_heads * head_dim]
   at::Tensor gate_up, gate_up_bias;  // [2 * intermediate, hidden]
   at::Tensor down, down_bias;        // [hidden, intermediate]
   int64_t sliding_window = 0;
@@ -34,8 +34,13 @@ class DecoderLM final : public CausalLM {
   const ModelConfig& config() const override { return config_; }
   const ModelOptions& options() const override { return options_; }
   CacheGeometry cache_geometry(int64_t max_batch, int64_t max_tokens) const override {
-    return CacheGeometry{config_.num_hidden_layers, config_.num_key_value_heads, config_.head_dim,
-                         max_batch, max_tokens, options_.dtype, options_.device};
+    return CacheGeometry{config_.num_hidden_layers,
+                         config_.num_key_value_heads,
+                         config_.head_dim,
+                         max_batch,
+                         max_tokens,
+                         options_.dtype,
+                         options_.device};
   }
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& positions,
                      std::span<const int64_t> counts, KVCache& cache) override;
@@ -63,7 +68,8 @@ DecoderLM::DecoderLM(const ModelConfig& config, const DecoderSpec& spec, WeightS
     : config_(config),
       options_(options),
       rotary_(config.rope, config.head_dim, config.max_position_embeddings) {
-  check(options_.attention != nullptr, "model: ModelOptions.attention is required (an attention backend)");
+  check(options_.attention != nullptr,
+        "model: ModelOptions.attention is required (an attention backend)");
   c10::InferenceMode guard;
   const auto opts = at::TensorOptions().dtype(options_.dtype).device(options_.device);
   const int64_t hidden = config.hidden_size, inter = config.intermediate_size;
@@ -74,12 +80,14 @@ DecoderLM::DecoderLM(const ModelConfig& config, const DecoderSpec& spec, WeightS
   };
   // Loads `base`.weight [out, in] and, when `with_bias`, `base`.bias [out].
   auto linear = [&](const std::string& base, int64_t out, int64_t in, bool with_bias) {
-    return std::pair{load(base + ".weight", {out, in}), with_bias ? load(base + ".bias", {out}) : at::Tensor()};
+    return std::pair{load(base + ".weight", {out, in}),
+                     with_bias ? load(base + ".bias", {out}) : at::Tensor()};
   };
 
   embed_tokens_ = load(spec.embed_tokens, {config.vocab_size, hidden});
   final_norm_ = load(spec.final_norm, {hidden});
-  lm_head_ = spec.tie_word_embeddings ? embed_tokens_ : load(spec.lm_head, {config.vocab_size, hidden});
+  lm_head_ =
+      spec.tie_word_embeddings ? embed_tokens_ : load(spec.lm_head, {config.vocab_size, hidden});
 
   for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
     auto name = [&](const std::string& pattern) { return layer_name(pattern, l); };
@@ -106,8 +114,8 @@ DecoderLM::DecoderLM(const ModelConfig& config, const DecoderSpec& spec, WeightS
 void DecoderLM::check_inputs(const at::Tensor& input_ids, const at::Tensor& positions,
                              std::span<const int64_t> counts, const KVCache& cache) const {
   check(input_ids.dim() == 2 && input_ids.scalar_type() == at::kLong,
-        "model forward: input_ids must be [batch, tokens] int64, got " + shape_string(input_ids.sizes()) +
-            " " + c10::toString(input_ids.scalar_type()));
+        "model forward: input_ids must be [batch, tokens] int64, got " +
+            shape_string(input_ids.sizes()) + " " + c10::toString(input_ids.scalar_type()));
   check(positions.sizes() == input_ids.sizes() && positions.scalar_type() == at::kLong,
         "model forward: positions must be int64 of the shape of input_ids " +
             shape_string(input_ids.sizes()) + ", got " + shape_string(positions.sizes()));
@@ -117,18 +125,21 @@ void DecoderLM::check_inputs(const at::Tensor& input_ids, const at::Tensor& posi
             std::to_string(batch) + " (one per row) or none");
   for (int64_t c : counts)
     check(c >= 0 && c <= tokens, "model forward: a count of " + std::to_string(c) +
-                                     " valid tokens is outside [0, " + std::to_string(tokens) + "]");
+                                     " valid tokens is outside [0, " + std::to_string(tokens) +
+                                     "]");
   const CacheGeometry& g = cache.geometry();
   const CacheGeometry want = cache_geometry(batch, g.max_tokens);
-  check(g.max_batch == batch && g.num_layers == want.num_layers && g.num_kv_heads == want.num_kv_heads &&
-            g.head_dim == want.head_dim && g.dtype == want.dtype && g.device == want.device,
+  check(g.max_batch == batch && g.num_layers == want.num_layers &&
+            g.num_kv_heads == want.num_kv_heads && g.head_dim == want.head_dim &&
+            g.dtype == want.dtype && g.device == want.device,
         "model forward: the cache's geometry (batch " + std::to_string(g.max_batch) + ", layers " +
-            std::to_string(g.num_layers) + ", kv heads " + std::to_string(g.num_kv_heads) + ", head_dim " +
-            std::to_string(g.head_dim) + ", " + c10::toString(g.dtype) + " on " + g.device.str() +
-            ") does not fit this model and batch (batch " + std::to_string(batch) + ", layers " +
-            std::to_string(want.num_layers) + ", kv heads " + std::to_string(want.num_kv_heads) +
-            ", head_dim " + std::to_string(want.head_dim) + ", " + c10::toString(want.dtype) + " on " +
-            want.device.str() + "); make it with CausalLM::cache_geometry");
+            std::to_string(g.num_layers) + ", kv heads " + std::to_string(g.num_kv_heads) +
+            ", head_dim " + std::to_string(g.head_dim) + ", " + c10::toString(g.dtype) + " on " +
+            g.device.str() + ") does not fit this model and batch (batch " + std::to_string(batch) +
+            ", layers " + std::to_string(want.num_layers) + ", kv heads " +
+            std::to_string(want.num_kv_heads) + ", head_dim " + std::to_string(want.head_dim) +
+            ", " + c10::toString(want.dtype) + " on " + want.device.str() +
+            "); make it with CausalLM::cache_geometry");
 }
 
 at::Tensor DecoderLM::forward(const at::Tensor& input_ids, const at::Tensor& positions,
@@ -153,13 +164,18 @@ at::Tensor DecoderLM::forward(const at::Tensor& input_ids, const at::Tensor& pos
     const std::string prefix = "layer" + std::to_string(l) + ".";
     const at::Tensor x = rms_norm(h, w.input_norm, config_.rms_norm_eps);
     tap(prefix + "attn_norm", x);
-    const at::Tensor qkv = at::linear(x, w.qkv, w.qkv_bias);  // [B, T, (heads + 2 kv_heads) * head_dim]
+    const at::Tensor qkv =
+        at::linear(x, w.qkv, w.qkv_bias);         // [B, T, (heads + 2 kv_heads) * head_dim]
     auto split = [&](int64_t start, int64_t n) {  // -> [B, n, T, head_dim]
-      return qkv.narrow(-1, start * head_dim, n * head_dim).view({batch, tokens, n, head_dim}).transpose(1, 2);
+      return qkv.narrow(-1, start * head_dim, n * head_dim)
+          .view({batch, tokens, n, head_dim})
+          .transpose(1, 2);
     };
-    const at::Tensor q = apply_rotary(split(0, heads), cos, sin);      // [B, heads, T, head_dim]
-    const at::Tensor k = apply_rotary(split(heads, kv_heads), cos, sin);  // [B, kv_heads, T, head_dim]
-    const at::Tensor v = split(heads + kv_heads, kv_heads).contiguous();  // [B, kv_heads, T, head_dim]
+    const at::Tensor q = apply_rotary(split(0, heads), cos, sin);  // [B, heads, T, head_dim]
+    const at::Tensor k =
+        apply_rotary(split(heads, kv_heads), cos, sin);  // [B, kv_heads, T, head_dim]
+    const at::Tensor v =
+        split(heads + kv_heads, kv_heads).contiguous();  // [B, kv_heads, T, head_dim]
     tap(prefix + "q", q);
     tap(prefix + "k", k);
     tap(prefix + "v", v);
@@ -196,8 +212,9 @@ std::unique_ptr<CausalLM> build_decoder_lm(const ModelConfig& config, const Deco
                                            WeightSource& weights, const ModelOptions& options) {
   check(spec.sliding_window.empty() ||
             static_cast<int64_t>(spec.sliding_window.size()) == config.num_hidden_layers,
-        "model: the family's sliding_window list has " + std::to_string(spec.sliding_window.size()) +
-            " entries for " + std::to_string(config.num_hidden_layers) + " layers");
+        "model: the family's sliding_window list has " +
+            std::to_string(spec.sliding_window.size()) + " entries for " +
+            std::to_string(config.num_hidden_layers) + " layers");
   return std::make_unique<DecoderLM>(config, spec, weights, options);
 }
 

@@ -10,8 +10,9 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   return weight * (x32 * at::rsqrt(variance + eps)).to(x.scalar_type());
 }
 
-at::Tensor gated_silu_mlp(const at::Tensor& x, const at::Tensor& gate_up, const at::Tensor& gate_up_bias,
-                          const at::Tensor& down, const at::Tensor& down_bias) {
+at::Tensor gated_silu_mlp(const at::Tensor& x, const at::Tensor& gate_up,
+                          const at::Tensor& gate_up_bias, const at::Tensor& down,
+                          const at::Tensor& down_bias) {
   const at::Tensor both = at::linear(x, gate_up, gate_up_bias);  // [..., 2 * intermediate]
   const int64_t inter = both.size(-1) / 2;
   const at::Tensor hidden = at::silu(both.narrow(-1, 0, inter)) * both.narrow(-1, inter, inter);

@@ -12,7 +12,8 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 
 // LlamaMLP with the gate and up projections fused at load time:
 //   down(silu(gate(x)) * up(x)); gate_up: [2 * intermediate, hidden] (gate rows first).
-at::Tensor gated_silu_mlp(const at::Tensor& x, const at::Tensor& gate_up, const at::Tensor& gate_up_bias,
-                          const at::Tensor& down, const at::Tensor& down_bias);
+at::Tensor gated_silu_mlp(const at::Tensor& x, const at::Tensor& gate_up,
+                          const at::Tensor& gate_up_bias, const at::Tensor& down,
+                          const at::Tensor& down_bias);
 
 }  // namespace kivi

@@ -39,7 +39,8 @@ class Fields {
   }
   [[noreturn]] void fail(const std::string& key, const std::string& expected) const {
     const std::string found = object_.contains(key) ? object_.at(key).dump() : "nothing";
-    throw Error(source_ + ": field \"" + prefix_ + key + "\" is " + found + ", expected " + expected);
+    throw Error(source_ + ": field \"" + prefix_ + key + "\" is " + found + ", expected " +
+                expected);
   }
   int64_t integer(const std::string& key, std::optional<int64_t> fallback = std::nullopt) const {
     if (!has(key)) {
@@ -118,8 +119,10 @@ RopeConfig read_rope(const json& root, const Fields& top, const std::string& sou
   // Older configs: rope_scaling (null when unscaled). transformers 5: rope_parameters, which
   // also carries rope_theta.
   std::string key;
-  if (top.has("rope_scaling")) key = "rope_scaling";
-  else if (top.has("rope_parameters")) key = "rope_parameters";
+  if (top.has("rope_scaling"))
+    key = "rope_scaling";
+  else if (top.has("rope_parameters"))
+    key = "rope_parameters";
   if (key.empty()) return rope;
   const json& table = root.at(key);
   if (!table.is_object()) top.fail(key, "an object with \"rope_type\" (or \"type\")");
@@ -170,8 +173,8 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   c.num_attention_heads = f.positive("num_attention_heads");
   c.num_key_value_heads = f.positive("num_key_value_heads", c.num_attention_heads);
   if (c.num_attention_heads % c.num_key_value_heads != 0)
-    f.fail("num_key_value_heads", "a divisor of num_attention_heads = " +
-                                      std::to_string(c.num_attention_heads));
+    f.fail("num_key_value_heads",
+           "a divisor of num_attention_heads = " + std::to_string(c.num_attention_heads));
   if (f.has("head_dim")) {
     c.head_dim = f.positive("head_dim");
   } else {
@@ -198,10 +201,9 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     f.fail("sliding_window", "a positive integer (use_sliding_window is true)");
   c.max_window_layers = f.integer("max_window_layers", c.num_hidden_layers);
   c.layer_types = f.strings("layer_types");
-  if (!c.layer_types.empty() &&
-      static_cast<int64_t>(c.layer_types.size()) != c.num_hidden_layers)
-    f.fail("layer_types", "one entry per layer (num_hidden_layers = " +
-                              std::to_string(c.num_hidden_layers) + ")");
+  if (!c.layer_types.empty() && static_cast<int64_t>(c.layer_types.size()) != c.num_hidden_layers)
+    f.fail("layer_types",
+           "one entry per layer (num_hidden_layers = " + std::to_string(c.num_hidden_layers) + ")");
   for (const auto& t : c.layer_types)
     if (t != "full_attention" && t != "sliding_attention")
       f.fail("layer_types", "entries \"full_attention\" or \"sliding_attention\"");
@@ -209,8 +211,9 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   const std::string dtype = f.string("torch_dtype", f.string("dtype", ""));
   if (!dtype.empty()) {
     c.torch_dtype = parse_dtype_name(dtype);
-    if (!c.torch_dtype) f.fail(f.has("torch_dtype") ? "torch_dtype" : "dtype",
-                               "\"float32\", \"float16\" or \"bfloat16\"");
+    if (!c.torch_dtype)
+      f.fail(f.has("torch_dtype") ? "torch_dtype" : "dtype",
+             "\"float32\", \"float16\" or \"bfloat16\"");
   }
   c.bos_token_id = f.token_id("bos_token_id");
   c.eos_token_ids = f.token_ids("eos_token_id");

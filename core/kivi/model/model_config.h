@@ -19,16 +19,16 @@ namespace kivi {
 struct RopeConfig {
   std::string type = "default";  // default | linear | dynamic | llama3
   double theta = 10000.0;
-  double factor = 1.0;            // linear, dynamic, llama3
-  double low_freq_factor = 1.0;   // llama3
-  double high_freq_factor = 4.0;  // llama3
+  double factor = 1.0;                           // linear, dynamic, llama3
+  double low_freq_factor = 1.0;                  // llama3
+  double high_freq_factor = 4.0;                 // llama3
   int64_t original_max_position_embeddings = 0;  // llama3 (defaults to max_position_embeddings)
   double partial_rotary_factor = 1.0;            // fraction of head_dim that is rotated
 };
 
 struct ModelConfig {
-  std::filesystem::path folder;  // where config.json was read ("" when parsed from text)
-  std::string source;            // config.json path, for messages
+  std::filesystem::path folder;            // where config.json was read ("" when parsed from text)
+  std::string source;                      // config.json path, for messages
   std::vector<std::string> architectures;  // e.g. {"LlamaForCausalLM"}
   std::string model_type;                  // e.g. "llama", "qwen2"
 
@@ -67,8 +67,8 @@ struct ModelConfig {
     double temperature = 1.0;
     double top_p = 1.0;
     int64_t top_k = 50;
-    int64_t max_length = 0;       // 0 = not given
-    int64_t max_new_tokens = 0;   // 0 = not given
+    int64_t max_length = 0;      // 0 = not given
+    int64_t max_new_tokens = 0;  // 0 = not given
     double repetition_penalty = 1.0;
   } generation;
 };

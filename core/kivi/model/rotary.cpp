@@ -29,10 +29,11 @@ at::Tensor llama3_inv_freq(const RopeConfig& r, int64_t dim) {
   // Long wavelengths (low frequencies) are divided by factor; short ones are kept.
   at::Tensor scaled = at::where(wavelen > low_wavelen, inv_freq / r.factor, inv_freq);
   // In between: interpolate with a smooth factor in [0, 1].
-  const at::Tensor smooth =
-      (wavelen.reciprocal() * old_context - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+  const at::Tensor smooth = (wavelen.reciprocal() * old_context - r.low_freq_factor) /
+                            (r.high_freq_factor - r.low_freq_factor);
   const at::Tensor smoothed = (1 - smooth) * scaled / r.factor + smooth * scaled;
-  const at::Tensor medium = at::logical_not(wavelen < high_wavelen) * at::logical_not(wavelen > low_wavelen);
+  const at::Tensor medium =
+      at::logical_not(wavelen < high_wavelen) * at::logical_not(wavelen > low_wavelen);
   return at::where(medium, smoothed, scaled);
 }
 
@@ -60,7 +61,8 @@ at::Tensor RotaryEmbedding::inv_freq(int64_t seq_len) const {
   const at::Tensor len = at::scalar_tensor(seq_len, at::kLong);
   const at::Tensor grown =
       (len * rope_.factor / static_cast<double>(max_positions_) - (rope_.factor - 1))
-          .pow(static_cast<double>(dim_) / static_cast<double>(dim_ - 2)) * rope_.theta;
+          .pow(static_cast<double>(dim_) / static_cast<double>(dim_ - 2)) *
+      rope_.theta;
   return at::pow(grown, exponents(dim_)).reciprocal() * 1.0;
 }
 

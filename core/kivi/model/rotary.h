@@ -3,6 +3,11 @@
 // llama3 (per-band: high frequencies kept, low divided by factor, the middle smoothed). The
 // inverse frequencies are computed with the same float32 tensor operations as the reference,
 // so cos/sin agree to the last bit. All these types have attention scaling 1.
+//
+// Dynamic scaling is computed per call from each row's largest position, without the
+// reference's cached state; for the usual monotone prefill-then-decode this is the same
+// (the reference recomputes whenever the length grows past max_position_embeddings, and keys
+// already in the cache keep the rotation they were stored with, here as there).
 #pragma once
 
 #include <cstdint>

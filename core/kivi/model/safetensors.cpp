@@ -20,7 +20,7 @@ namespace {
 
 std::optional<at::ScalarType> dtype_of(const std::string& name) {
   static const std::map<std::string, at::ScalarType> table = {
-      {"F64", at::kDouble}, {"F32", at::kFloat}, {"F16", at::kHalf}, {"BF16", at::kBFloat16},
+      {"F64", at::kDouble}, {"F32", at::kFloat}, {"F16", at::kHalf},  {"BF16", at::kBFloat16},
       {"I64", at::kLong},   {"I32", at::kInt},   {"I16", at::kShort}, {"I8", at::kChar},
       {"U8", at::kByte},    {"BOOL", at::kBool}};
   auto it = table.find(name);
@@ -54,7 +54,8 @@ MappedFile::MappedFile(const std::filesystem::path& file) : path_(file) {
     if (p == MAP_FAILED) {
       const int e = errno;
       ::close(fd);
-      throw Error(file.string() + ": cannot mmap " + std::to_string(size_) + " bytes: " + std::strerror(e));
+      throw Error(file.string() + ": cannot mmap " + std::to_string(size_) +
+                  " bytes: " + std::strerror(e));
     }
     data_ = static_cast<uint8_t*>(p);
   }
@@ -102,32 +103,39 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path)
     SafetensorsEntry e;
     const auto& dtype = info["dtype"];
     const auto parsed = dtype.is_string() ? dtype_of(dtype.get<std::string>()) : std::nullopt;
-    check(parsed.has_value(), what + ": unsupported dtype " + dtype.dump() +
-                                  ", expected one of F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL");
+    check(parsed.has_value(),
+          what + ": unsupported dtype " + dtype.dump() +
+              ", expected one of F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL");
     e.dtype = *parsed;
     check(info["shape"].is_array(), what + ": shape " + info["shape"].dump() + " is not a list");
     uint64_t numel = 1;
     for (const auto& d : info["shape"]) {
       check(d.is_number_unsigned() || (d.is_number_integer() && d.get<int64_t>() >= 0),
-            what + ": shape " + info["shape"].dump() + " has a dimension that is not a non-negative integer");
+            what + ": shape " + info["shape"].dump() +
+                " has a dimension that is not a non-negative integer");
       const uint64_t dim = d.get<uint64_t>();
-      check(dim == 0 || numel <= (uint64_t{1} << 62) / dim, what + ": shape " + info["shape"].dump() + " is too large");
+      check(dim == 0 || numel <= (uint64_t{1} << 62) / dim,
+            what + ": shape " + info["shape"].dump() + " is too large");
       numel *= dim;
       e.shape.push_back(static_cast<int64_t>(dim));
     }
     const auto& off = info["data_offsets"];
-    check(off.is_array() && off.size() == 2 && off[0].is_number_unsigned() && off[1].is_number_unsigned(),
-          what + ": data_offsets " + off.dump() + " must be two non-negative integers [begin, end]");
+    check(
+        off.is_array() && off.size() == 2 && off[0].is_number_unsigned() &&
+            off[1].is_number_unsigned(),
+        what + ": data_offsets " + off.dump() + " must be two non-negative integers [begin, end]");
     e.begin = off[0].get<uint64_t>();
     e.end = off[1].get<uint64_t>();
     check(e.begin <= e.end, what + ": data_offsets " + off.dump() + " has begin after end");
-    check(e.end <= data_size, what + ": data_offsets " + off.dump() + " reach past the end of the data (" +
-                                  std::to_string(data_size) + " bytes after the header; the file is truncated or the header lies)");
+    check(e.end <= data_size,
+          what + ": data_offsets " + off.dump() + " reach past the end of the data (" +
+              std::to_string(data_size) +
+              " bytes after the header; the file is truncated or the header lies)");
     const uint64_t expected = numel * c10::elementSize(e.dtype);
     check(e.end - e.begin == expected,
           what + ": data_offsets " + off.dump() + " span " + std::to_string(e.end - e.begin) +
-              " bytes, but dtype " + dtype.get<std::string>() + " x shape " + shape_string(e.shape) +
-              " needs " + std::to_string(expected));
+              " bytes, but dtype " + dtype.get<std::string>() + " x shape " +
+              shape_string(e.shape) + " needs " + std::to_string(expected));
     if (e.end > e.begin) ranges.emplace_back(e.begin, name);
     entries_.emplace(name, std::move(e));
   }
@@ -162,7 +170,8 @@ at::Tensor SafetensorsFile::tensor(const std::string& name) const {
     return copy;
   }
   auto keep_alive = file_;
-  return at::from_blob(data, e.shape, [keep_alive](void*) {}, options);
+  return at::from_blob(
+      data, e.shape, [keep_alive](void*) {}, options);
 }
 
 }  // namespace kivi

@@ -35,8 +35,9 @@ SafetensorsWeights::SafetensorsWeights(const fs::path& folder) : folder_(folder)
       check(file.is_string(), index.string() + ": weight_map[\"" + name + "\"] is " + file.dump() +
                                   ", expected a file name");
       const std::string shard = file.get<std::string>();
-      check(fs::path(shard).filename() == shard,
-            index.string() + ": weight_map[\"" + name + "\"] = \"" + shard + "\" is not a file in the folder");
+      check(fs::path(shard).filename() == shard, index.string() + ": weight_map[\"" + name +
+                                                     "\"] = \"" + shard +
+                                                     "\" is not a file in the folder");
       if (!by_file.count(shard)) {
         files_.push_back(std::make_unique<SafetensorsFile>(folder / shard));
         by_file[shard] = files_.back().get();
@@ -50,22 +51,27 @@ SafetensorsWeights::SafetensorsWeights(const fs::path& folder) : folder_(folder)
     files_.push_back(std::make_unique<SafetensorsFile>(single));
     for (const auto& name : files_.back()->names()) where_[name] = files_.back().get();
   } else {
-    throw Error(folder.string() + ": no model.safetensors or model.safetensors.index.json (expected a "
+    throw Error(folder.string() +
+                ": no model.safetensors or model.safetensors.index.json (expected a "
                 "Hugging Face checkpoint folder)");
   }
 }
 
 SafetensorsWeights::~SafetensorsWeights() = default;
 
-bool SafetensorsWeights::contains(const std::string& name) const { return where_.count(name) > 0; }
+bool SafetensorsWeights::contains(const std::string& name) const {
+  return where_.count(name) > 0;
+}
 
 at::Tensor SafetensorsWeights::load(const std::string& name, at::IntArrayRef shape,
                                     const at::TensorOptions& options) {
   auto it = where_.find(name);
   if (it == where_.end()) {
     std::string files;
-    for (const auto& f : files_) files += (files.empty() ? "" : ", ") + f->path().filename().string();
-    throw Error(folder_.string() + ": tensor \"" + name + "\" is missing from the checkpoint (" + files + ")");
+    for (const auto& f : files_)
+      files += (files.empty() ? "" : ", ") + f->path().filename().string();
+    throw Error(folder_.string() + ": tensor \"" + name + "\" is missing from the checkpoint (" +
+                files + ")");
   }
   const SafetensorsFile& file = *it->second;
   const SafetensorsEntry& e = file.entry(name);
@@ -93,9 +99,12 @@ at::Tensor DummyWeights::load(const std::string& name, at::IntArrayRef shape,
   }
   const bool is_norm = name.find("norm") != std::string::npos;
   const bool is_bias = name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0;
-  if (shape.size() == 1 && is_norm) out.uniform_(0.8, 1.2, gen);
-  else if (shape.size() == 1 || is_bias) out.normal_(0.0, 0.02, gen);
-  else out.normal_(0.0, 1.0 / std::sqrt(static_cast<double>(shape.back())), gen);
+  if (shape.size() == 1 && is_norm)
+    out.uniform_(0.8, 1.2, gen);
+  else if (shape.size() == 1 || is_bias)
+    out.normal_(0.0, 0.02, gen);
+  else
+    out.normal_(0.0, 1.0 / std::sqrt(static_cast<double>(shape.back())), gen);
   return out.to(options.dtype());
 }
 
@@ -103,7 +112,8 @@ std::unique_ptr<WeightSource> make_weight_source(const std::string& format, cons
                                                  uint64_t seed) {
   if (format == "safetensors") return std::make_unique<SafetensorsWeights>(folder);
   if (format == "dummy") return std::make_unique<DummyWeights>(seed);
-  throw Error("weight format \"" + format + "\" is not known; expected \"safetensors\" or \"dummy\"");
+  throw Error("weight format \"" + format +
+              "\" is not known; expected \"safetensors\" or \"dummy\"");
 }
 
 }  // namespace kivi

@@ -54,7 +54,9 @@ class SafetensorsWeights final : public WeightSource {
 class DummyWeights final : public WeightSource {
  public:
   explicit DummyWeights(uint64_t seed) : seed_(seed) {}
-  std::string describe() const override { return "dummy weights (seed " + std::to_string(seed_) + ")"; }
+  std::string describe() const override {
+    return "dummy weights (seed " + std::to_string(seed_) + ")";
+  }
   bool contains(const std::string&) const override { return true; }
   at::Tensor load(const std::string& name, at::IntArrayRef shape,
                   const at::TensorOptions& options) override;
