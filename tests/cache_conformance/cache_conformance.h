@@ -16,7 +16,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
-#include <catch2/catch.hpp>
+#include "kivi_catch.h"
 
 #include "kivi/cache/kv_cache.h"
 #include "kivi/util/error.h"

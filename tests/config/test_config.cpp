@@ -1,6 +1,6 @@
 // run.toml validation: unknown keys, wrong types and bad values are errors that give
 // file:line:column and the expected form; plugin option errors are mapped back to run.toml.
-#include <catch2/catch.hpp>
+#include "kivi_catch.h"
 
 #include "host_config.h"
 #include "kivi/config/config_table.h"

@@ -1,5 +1,5 @@
 // The CUDA smoke test: a libtorch tensor op on the GPU and a kernel of our own.
-#include <catch2/catch.hpp>
+#include "kivi_catch.h"
 
 #include <ATen/ATen.h>
 

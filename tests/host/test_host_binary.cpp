@@ -1,5 +1,5 @@
 // Runs the real kivi-host binary and checks what it prints, not only its exit code.
-#include <catch2/catch.hpp>
+#include "kivi_catch.h"
 
 #include <array>
 #include <cstdio>

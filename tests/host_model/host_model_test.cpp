@@ -13,9 +13,7 @@
 #include "kivi/model/safetensors.h"
 #include "test_paths.h"
 
-// Last: c10/util/Logging.h defines a glog-style CHECK macro; Catch's must win.
-#undef CHECK
-#include <catch2/catch.hpp>
+#include "kivi_catch.h"  // last: keeps Catch's CHECK over c10's
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;

@@ -3,7 +3,7 @@
 // the cache) and over a dense view, with and without a sliding window.
 #include <limits>
 
-#include <catch2/catch.hpp>
+#include "kivi_catch.h"
 
 #include "kivi/plugin/plugin.h"
 #include "kivi_attention.h"

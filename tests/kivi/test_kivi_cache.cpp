@@ -1,6 +1,6 @@
 // The KIVI cache against the research code's rules: prompt split and decode flushes at every
 // boundary, per-sequence groups in a padded batch, truncate, reorder and memory accounting.
-#include <catch2/catch.hpp>
+#include "kivi_catch.h"
 
 #include "kivi/cache/memory_table.h"
 #include "kivi/plugin/plugin.h"

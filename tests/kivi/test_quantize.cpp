@@ -5,7 +5,7 @@
 #include <iterator>
 
 #include <ATen/ATen.h>
-#include <catch2/catch.hpp>
+#include "kivi_catch.h"
 #include <nlohmann/json.hpp>
 
 #include "quantize.h"

@@ -8,9 +8,7 @@
 #include "kivi/util/error.h"
 #include "model_test_support.h"
 
-// Last: c10/util/Logging.h defines a glog-style CHECK macro; Catch's must win.
-#undef CHECK
-#include <catch2/catch.hpp>
+#include "kivi_catch.h"  // last: keeps Catch's CHECK over c10's
 
 using namespace kivi;
 using Catch::Matchers::Contains;

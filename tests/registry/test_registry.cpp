@@ -1,6 +1,6 @@
 // The registry: a good plugin loads and works; every kind of bad library is refused with a
 // message saying why, and the others still load; loading many times is harmless.
-#include <catch2/catch.hpp>
+#include "kivi_catch.h"
 
 #include <ATen/ATen.h>
 

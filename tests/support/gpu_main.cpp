@@ -1,7 +1,7 @@
 // Main for GPU test executables: without a usable CUDA device, exit 77, which CTest reports
 // as "skipped" (SKIP_RETURN_CODE), so the suite passes cleanly on machines without a GPU.
 #define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
+#include "kivi_catch.h"
 
 #include <cstdio>
 

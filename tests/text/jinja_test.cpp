@@ -1,5 +1,5 @@
 // The Jinja subset: whitespace rules, expressions and the errors for what it does not support.
-#include <catch2/catch.hpp>
+#include "kivi_catch.h"
 
 #include "kivi/text/chat_template.h"
 #include "kivi/util/error.h"

@@ -1,5 +1,5 @@
 // Streaming detokenization on a tiny tokenizer (no shared data needed).
-#include <catch2/catch.hpp>
+#include "kivi_catch.h"
 
 #include "kivi/text/stream_decoder.h"
 #include "tiny_tokenizer.h"

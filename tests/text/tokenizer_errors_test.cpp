@@ -1,6 +1,6 @@
 // Malformed or unsupported tokenizer.json content is a kivi::Error naming the file and what is
 // wrong; the tiny tokenizer also checks the SentencePiece layout without the shared data.
-#include <catch2/catch.hpp>
+#include "kivi_catch.h"
 
 #include <filesystem>
 #include <fstream>

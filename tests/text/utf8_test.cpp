@@ -1,4 +1,4 @@
-#include <catch2/catch.hpp>
+#include "kivi_catch.h"
 
 #include "kivi/text/utf8.h"
 

@@ -3,8 +3,9 @@
 # machine lacks into .gpu-deps/ (git-ignored), which the device tool carries:
 #   .gpu-deps/root/      Debian 12 packages unpacked: toml++ 3.3, Catch2 2.13, PCRE2 10.42
 #                        headers (+ the library they link), utf8proc 2.8 (static), nlohmann-json
-#   .gpu-deps/shared/    the tokenizers and a slice of the corpora from ../shared/data
-#                        (tests skip what is absent)
+#   .gpu-deps/shared/    two of the tokenizers (llama2, qwen2.5) and a slice of each corpus
+#                        from ../shared/data; tests skip what is absent (the device tool
+#                        carries 64 MiB at most, the repository included)
 # The GPU machine has its own Boost, CUDA, cmake, ninja, g++ and torch 2.11.0+cu130.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -21,7 +22,9 @@ shared="$root/../shared/data"
 if [ -d "$shared" ]; then
   rm -rf "$out/shared"
   mkdir -p "$out/shared/data"
-  cp -r "$shared/tokenizers" "$shared/SOURCES.md" "$out/shared/data/"
+  mkdir -p "$out/shared/data/tokenizers"
+  cp -r "$shared/tokenizers/llama2" "$shared/tokenizers/qwen2.5" "$out/shared/data/tokenizers/"
+  cp "$shared/SOURCES.md" "$out/shared/data/"
   mkdir -p "$out/shared/data/corpora"
   for f in "$shared"/corpora/*.txt; do head -c 400000 "$f" > "$out/shared/data/corpora/$(basename "$f")"; done
 fi
