@@ -79,3 +79,30 @@ TEST_CASE("kivi-host rejects bad command lines and missing files clearly", "[hos
   CHECK_THAT(run_host("--bogus").output, Contains("unknown argument \"--bogus\""));
   CHECK(run_host("--plugin-dir").exit_code == 1);
 }
+
+TEST_CASE("kivi-host tokenize encodes, decodes and renders a chat prompt", "[host]") {
+  const auto model = kivi::test::source_dir() / "models" / "kivi-llama-tiny";
+  const Run bundled = run_host("tokenize --config " + write_config("tok-bundled",
+      "[tokenize]\ntokenizer = \"" + model.string() + "\"\ntext = \"It is a truth universally acknowledged\"\n"));
+  CHECK(bundled.exit_code == 0);
+  CHECK_THAT(bundled.output, Contains("ids (") && Contains("decoded: \"<|bos|>It is a truth universally acknowledged\"") &&
+                                 Contains("streamed decode equals the full decode"));
+
+  const auto llama31 = kivi::test::shared_data_dir() / "tokenizers" / "llama3.1";
+  if (!std::filesystem::exists(llama31 / "tokenizer.json")) {
+    WARN("skipped the chat part: " << llama31 << " is absent");
+    return;
+  }
+  const Run chat = run_host("tokenize --config " + write_config("tok-chat",
+      "[tokenize]\ntokenizer = \"" + llama31.string() + "\"\ntext = \"Hello, world!\"\nskip_special_tokens = true\n"
+      "[[tokenize.messages]]\nrole = \"system\"\ncontent = \"Be brief.\"\n"
+      "[[tokenize.messages]]\nrole = \"user\"\ncontent = \"Hi\"\n"));
+  CHECK(chat.exit_code == 0);
+  CHECK_THAT(chat.output, Contains("ids (5): 128000 9906 11 1917 0") && Contains("decoded: \"Hello, world!\""));
+  CHECK_THAT(chat.output, Contains("<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>"));
+
+  const Run bad = run_host("tokenize --config " + write_config("tok-bad",
+      "[tokenize]\ntokenizer = \"" + model.string() + "\"\n[[tokenize.messages]]\nrole = \"robot\"\ncontent = \"x\"\n"));
+  CHECK(bad.exit_code == 1);
+  CHECK_THAT(bad.output, Contains("tokenize.messages.role: \"robot\" is not allowed; expected one of: system, user, assistant"));
+}
