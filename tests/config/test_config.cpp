@@ -23,7 +23,7 @@ TEST_CASE("a valid config is read with its defaults", "[config]") {
   CHECK(config.cache.explicit_choice);
   CHECK_THAT(config.cache.options_toml, Contains("chunk_tokens = 64"));
   CHECK(config.cache.positions.at("chunk_tokens") == "4:1");
-  CHECK(config.attention.name == "sdpa");
+  CHECK(config.attention.name == "kivi");  // reads the default kivi cache and dense ones
   CHECK_FALSE(config.attention.explicit_choice);
   CHECK(config.default_plugin_dir);
 }
