@@ -24,12 +24,12 @@ struct Run {
 const fs::path kModel = fs::path(KIVI_SOURCE_DIR) / "models" / "kivi-llama-tiny";
 const fs::path kText = fs::path(KIVI_SHARED_DATA) / "corpora" / "austen_persuasion.txt";
 
-// Writes run.toml (model section first) and runs kivi-host on it, `input` on stdin.
+// Writes run.toml (the [model] table last) and runs kivi-host on it, `input` on stdin.
 Run run_host(const std::string& name, const std::string& toml, const std::string& input = "") {
   const fs::path dir = fs::temp_directory_path() / ("kivi-modes-" + std::to_string(::getpid()));
   fs::create_directories(dir);
   const fs::path config = dir / (name + ".toml");
-  std::ofstream(config) << "[model]\npath = \"" << kModel.string() << "\"\ndevice = \"cpu\"\n" << toml;
+  std::ofstream(config) << toml << "\n[model]\npath = \"" << kModel.string() << "\"\ndevice = \"cpu\"\n";
   std::string command = (kivi::test::build_dir() / "bin" / "kivi-host").string() + " --config " + config.string();
   if (!input.empty()) {
     std::ofstream(dir / (name + ".in")) << input;
