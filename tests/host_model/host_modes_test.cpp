@@ -161,3 +161,52 @@ TEST_CASE("chat without a chat template is a clear error", "[host]") {
   CHECK(r.status != 0);
   CHECK_THAT(r.output, Contains("needs a tokenizer with a chat template"));
 }
+
+TEST_CASE("chat: a templated conversation streams replies, /stats, /reset and /quit", "[host]") {
+  // A fixture folder: the Llama 3.1 tokenizer with its chat template and a tiny dummy-weight model.
+  const fs::path tokenizer = fs::path(KIVI_SHARED_DATA) / "tokenizers" / "llama3.1";
+  if (!fs::exists(tokenizer / "tokenizer.json")) {
+    WARN("skipped: no tokenizer at " + tokenizer.string());
+    return;
+  }
+  const fs::path dir = fs::temp_directory_path() / ("kivi-chat-model-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "chat_template.jinja"})
+    if (fs::exists(tokenizer / f)) fs::copy_file(tokenizer / f, dir / f, fs::copy_options::overwrite_existing);
+  std::ofstream(dir / "config.json")
+      << R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 128256,)"
+      << R"( "hidden_size": 64, "intermediate_size": 48, "num_hidden_layers": 1, "num_attention_heads": 2,)"
+      << R"( "num_key_value_heads": 1, "head_dim": 32, "max_position_embeddings": 2048, "rope_theta": 500000.0,)"
+      << R"( "rms_norm_eps": 1e-5, "tie_word_embeddings": true, "bos_token_id": 128000, "eos_token_id": 128009})";
+  const fs::path config = dir / "chat.toml";
+  std::ofstream(config) << "mode = \"chat\"\n[model]\npath = \"" << dir.string()
+                        << "\"\nweights = \"dummy\"\ndevice = \"cpu\"\n[generate]\nmax_new_tokens = 4\n"
+                        << "[cache]\nbackend = \"kivi\"\nresidual_length = 32\n";
+  std::ofstream(dir / "in.txt") << "Hello there\n/stats\nHow are you?\n/stats\n/reset\n/stats\n/quit\n";
+  FILE* pipe = ::popen(((kivi::test::build_dir() / "bin" / "kivi-host").string() + " --config " + config.string() +
+                        " < " + (dir / "in.txt").string() + " 2>&1")
+                           .c_str(),
+                       "r");
+  REQUIRE(pipe != nullptr);
+  std::string output;
+  char buffer[4096];
+  while (size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) output.append(buffer, n);
+  const int status = ::pclose(pipe);
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "config.json", "chat.toml", "in.txt"})
+    ::remove((dir / f).c_str());
+  ::remove(dir.c_str());
+  INFO(output);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK_THAT(output, Contains("/stats shows the cache"));
+  // Three /stats: two with the conversation in the cache (growing), one after the reset.
+  std::vector<int64_t> tokens;
+  const std::regex stats(R"(cache: (\d+) tokens)");
+  for (std::sregex_iterator it(output.begin(), output.end(), stats), end; it != end; ++it)
+    tokens.push_back(std::stoll((*it)[1].str()));
+  REQUIRE(tokens.size() == 3);
+  CHECK(tokens[0] > 0);
+  CHECK(tokens[1] > tokens[0]);
+  CHECK(tokens[2] == 0);
+  CHECK_THAT(output, Contains("(conversation reset)"));
+}
