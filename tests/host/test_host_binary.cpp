@@ -4,6 +4,7 @@
 #include <array>
 #include <cstdio>
 #include <fstream>
+#include <regex>
 #include <sys/wait.h>
 
 #include "test_paths.h"
@@ -48,7 +49,9 @@ TEST_CASE("kivi-host --help and --version", "[host]") {
 TEST_CASE("kivi-host plugins lists the full-precision cache from the plugin folder", "[host]") {
   const Run run = run_host("plugins");
   CHECK(run.exit_code == 0);
-  CHECK_THAT(run.output, Contains("kv_cache  fp16") && Contains("lib/kivi/plugins/libkivi-fp-cache.so"));
+  // The name column is as wide as the longest name loaded, so any run of spaces.
+  CHECK(std::regex_search(run.output, std::regex("kv_cache +fp16")));
+  CHECK_THAT(run.output, Contains("lib/kivi/plugins/libkivi-fp-cache.so"));
   // Without the default folder, nothing is loaded.
   const std::string config = write_config("nodefault", "[plugins]\ndefault_dir = false\n");
   const Run none = run_host("plugins --config " + config);
