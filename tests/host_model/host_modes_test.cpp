@@ -89,6 +89,15 @@ TEST_CASE("generate: defaults (kivi 2/2), streaming, sampling and stop strings",
   CHECK(again.output == r.output);  // seeded: the same text
 }
 
+TEST_CASE("generate: beam search prints the best hypothesis with its text and score", "[host]") {
+  const Run r = run_host("gen-beam", "mode = \"generate\"\n[generate]\nprompts = [\"It is a truth\"]\n"
+                                     "max_new_tokens = 8\nnum_beams = 3\nlength_penalty = 1.0\n");
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  CHECK_THAT(r.output, Contains("beam score -") && Contains("(best of 3 hypotheses)"));
+  CHECK(line_with(r.output, "text 0: ").size() > std::string("text 0: ").size());
+}
+
 TEST_CASE("generate: invalid sampling values are clear errors", "[host]") {
   const Run r = run_host("gen-bad", "mode = \"generate\"\n[generate]\nprompts = [\"x\"]\ntemperature = -1\n");
   CHECK(r.status != 0);

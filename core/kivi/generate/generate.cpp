@@ -94,7 +94,14 @@ std::vector<Generation> generate(CausalLM& model, KVCache& cache, const std::vec
   for (size_t b = 0; b < prompts.size(); ++b) check_prompt(prompts[b], b, context, model.config().vocab_size);
   if (options.num_beams > 1) {
     check(batch == 1, "generate: beam search runs one prompt at a time (got " + std::to_string(batch) + ")");
-    return beam_search(model, cache, prompts[0], options);
+    std::vector<Generation> beams = beam_search(model, cache, prompts[0], options);
+    if (text)
+      for (Generation& g : beams) {
+        auto stream = text();
+        for (int64_t token : g.tokens) g.text += stream->step(token);
+        g.text += stream->flush();
+      }
+    return beams;
   }
   check(cache.geometry().max_batch == batch,
         "generate: the cache holds " + std::to_string(cache.geometry().max_batch) + " sequences, the batch has " +
