@@ -51,7 +51,7 @@ ModelChoice read_model(ConfigTable& top, const fs::path& base) {
 }
 
 // prompt_ids = [1, 2, 3] (one prompt) or [[1, 2], [3, 4, 5]] (a batch of prompts).
-GenerateChoice read_generate(ConfigTable& top) {
+GenerateChoice read_generate(ConfigTable& top, const fs::path& base) {
   GenerateChoice generate;
   const toml::table* raw = top.raw_table("generate");
   ConfigTable table = top.sub("generate");
@@ -80,10 +80,81 @@ GenerateChoice read_generate(ConfigTable& top) {
     else
       generate.prompt_ids.push_back(read_list(*ids));
   }
+  generate.prompts = table.get_string_list("prompts", {});
+  if (const std::string file = table.get_string("prompt_file", ""); !file.empty())
+    generate.prompt_file = fs::path(file).is_absolute() ? fs::path(file) : (base / file).lexically_normal();
+  generate.add_special_tokens = table.get_bool("add_special_tokens", generate.add_special_tokens);
   generate.max_new_tokens = table.get_int_in("max_new_tokens", generate.max_new_tokens, 0, 1 << 20);
-  generate.top = table.get_int_in("top", generate.top, 0, 1000);
+  // Ranges are checked by kivi::generate::validate, with the field and value in the message.
+  generate.temperature = table.get_double("temperature", generate.temperature);
+  generate.top_k = table.get_int_in("top_k", generate.top_k, INT64_MIN, INT64_MAX);
+  generate.top_p = table.get_double("top_p", generate.top_p);
+  generate.min_p = table.get_double("min_p", generate.min_p);
+  generate.repetition_penalty = table.get_double("repetition_penalty", generate.repetition_penalty);
+  generate.seed = table.get_int_in("seed", generate.seed, 0, INT64_MAX);
+  generate.stop = table.get_string_list("stop", {});
+  generate.num_beams = table.get_int_in("num_beams", generate.num_beams, 1, 256);
+  generate.length_penalty = table.get_double("length_penalty", generate.length_penalty);
+  generate.context = table.get_int_in("context", generate.context, 0, int64_t{1} << 24);
+  generate.stream = table.get_bool("stream", generate.stream);
+  generate.cache_stats = table.get_bool("cache_stats", generate.cache_stats);
   table.finish();
   return generate;
+}
+
+// [[compare.variants]] name = "...", cache = {backend = "...", ...}, attention = "kivi" (or a
+// table with backend and options). A variant without cache/attention takes the top-level ones.
+CompareChoice read_compare(ConfigTable& top, const PluginChoice& cache, const PluginChoice& attention) {
+  CompareChoice choice;
+  const toml::table* raw = top.raw_table("compare");
+  ConfigTable table = top.sub("compare");
+  if (!raw) return choice;
+  table.mark_used("variants");
+  const toml::array* list = raw->get_as<toml::array>("variants");
+  if (!list || list->size() < 2)
+    table.fail("variants", "expected two or more [[compare.variants]] tables (name, cache, attention)");
+  for (size_t i = 0; i < list->size(); ++i) {
+    const toml::table* v = (*list)[i].as_table();
+    if (!v) table.fail("variants", "expected tables, got " + describe_toml((*list)[i]));
+    ConfigTable vt(*v, top.source(), "compare.variants[" + std::to_string(i) + "]");
+    CompareVariant variant;
+    variant.name = vt.require_string("name");
+    for (const auto& other : choice.variants)
+      if (other.name == variant.name) vt.fail("name", "\"" + variant.name + "\" is used by two variants");
+    variant.cache = cache;
+    if (v->contains("cache")) variant.cache = read_plugin_choice(vt, "cache", cache.name);
+    variant.attention = attention;
+    if (const toml::node* a = v->get("attention"); a && a->is_string()) {
+      variant.attention = PluginChoice{vt.get_string("attention", attention.name), "", {}, true};
+    } else if (a) {
+      variant.attention = read_plugin_choice(vt, "attention", attention.name);
+    }
+    vt.finish();
+    choice.variants.push_back(std::move(variant));
+  }
+  table.finish();
+  return choice;
+}
+
+PerplexityChoice read_perplexity(ConfigTable& top, const fs::path& base) {
+  PerplexityChoice choice;
+  const toml::table* raw = top.raw_table("perplexity");
+  ConfigTable table = top.sub("perplexity");
+  if (!raw) return choice;
+  const fs::path text(table.require_string("text"));
+  choice.text = text.is_absolute() ? text : (base / text).lexically_normal();
+  choice.context = table.get_int_in("context", choice.context, 2, int64_t{1} << 24);
+  choice.stride = table.get_int_in("stride", choice.stride, 0, int64_t{1} << 24);
+  if (choice.stride >= choice.context)
+    table.fail("stride", "stride = " + std::to_string(choice.stride) + " must be below context = " +
+                             std::to_string(choice.context) + " (each window predicts at most context - 1 tokens)");
+  choice.max_windows = table.get_int_in("max_windows", choice.max_windows, 0, int64_t{1} << 30);
+  choice.max_tokens = table.get_int_in("max_tokens", choice.max_tokens, 0, int64_t{1} << 40);
+  choice.chunk = table.get_int_in("chunk", choice.chunk, 0, int64_t{1} << 24);
+  choice.progress = table.get_bool("progress", choice.progress);
+  choice.cache_stats = table.get_bool("cache_stats", choice.cache_stats);
+  table.finish();
+  return choice;
 }
 
 }  // namespace
@@ -158,7 +229,18 @@ HostConfig parse_host_config(const toml::table& root, const std::string& source)
   }
   memory.finish();
   config.model = read_model(top, base);
-  config.generate = read_generate(top);
+  config.generate = read_generate(top, base);
+  config.perplexity = read_perplexity(top, base);
+  config.compare = read_compare(top, config.cache, config.attention);
+  ConfigTable bench = top.sub("bench");
+  BenchChoice& b = config.bench;
+  b.batch = bench.get_int_in("batch", b.batch, 1, 4096);
+  b.prompt_tokens = bench.get_int_in("prompt_tokens", b.prompt_tokens, 1, int64_t{1} << 24);
+  b.decode_tokens = bench.get_int_in("decode_tokens", b.decode_tokens, 1, int64_t{1} << 24);
+  b.warmup = bench.get_int_in("warmup", b.warmup, 0, 1000);
+  b.repeats = bench.get_int_in("repeats", b.repeats, 1, 1000);
+  b.seed = bench.get_int_in("seed", b.seed, 0, INT64_MAX);
+  bench.finish();
   config.tokenize = read_tokenize(top, base);
 
   ConfigTable output = top.sub("output");

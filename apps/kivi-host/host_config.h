@@ -44,11 +44,38 @@ struct ModelChoice {
   int64_t seed = 0;                   // dummy weights
 };
 
-// [generate]: prompts as token ids (until the tokenizer library lands) and greedy decoding.
+// [generate]: prompts as text (tokenized with the model folder's tokenizer) or token ids, the
+// sampling and stopping options, and what to print. Also read by chat and compare.
 struct GenerateChoice {
-  std::vector<std::vector<int64_t>> prompt_ids;  // one prompt, or a batch
-  int64_t max_new_tokens = 16;
-  int64_t top = 5;  // how many next-token candidates to print after each prompt
+  std::vector<std::string> prompts;              // text prompts
+  std::filesystem::path prompt_file;             // one prompt per line (relative to run.toml)
+  std::vector<std::vector<int64_t>> prompt_ids;  // or token ids: one prompt, or a batch
+  bool add_special_tokens = true;                // encode prompts with BOS etc.
+  int64_t max_new_tokens = 32;
+  double temperature = 0.0;  // 0 = greedy
+  int64_t top_k = 0;
+  double top_p = 1.0;
+  double min_p = 0.0;
+  double repetition_penalty = 1.0;
+  int64_t seed = 0;
+  std::vector<std::string> stop;  // stop strings
+  int64_t num_beams = 1;
+  double length_penalty = 1.0;
+  int64_t context = 0;      // 0 = the model's max_position_embeddings
+  bool stream = false;      // print tokens as they come (one prompt at a time)
+  bool cache_stats = false; // print the cache's memory statistics after the run
+};
+
+// [perplexity]: sliding-window perplexity of a text file.
+struct PerplexityChoice {
+  std::filesystem::path text;  // relative to run.toml
+  int64_t context = 2048;      // tokens per window, BOS included
+  int64_t stride = 0;          // new tokens per window; 0 = context - 1 (non-overlapping)
+  int64_t max_windows = 0;     // 0 = all
+  int64_t max_tokens = 0;      // use only the first max_tokens text tokens; 0 = all
+  int64_t chunk = 256;         // tokens per forward pass; later passes read the cache (0 = whole window)
+  bool progress = true;        // progress bar on stderr
+  bool cache_stats = false;
 };
 
 // [tokenize]: encode/decode text and render a chat prompt with a checkpoint's tokenizer.
@@ -61,18 +88,45 @@ struct TokenizeChoice {
   bool add_generation_prompt = true;
 };
 
+// [[compare.variants]]: a named cache and attention choice; compare runs each on the same
+// [perplexity] text and [generate] prompts and sets them against the first.
+struct CompareVariant {
+  std::string name;
+  PluginChoice cache;
+  PluginChoice attention;
+};
+
+struct CompareChoice {
+  std::vector<CompareVariant> variants;
+};
+
+// [bench]: prefill and decode throughput on random tokens.
+struct BenchChoice {
+  int64_t batch = 1;
+  int64_t prompt_tokens = 512;
+  int64_t decode_tokens = 64;
+  int64_t warmup = 1;
+  int64_t repeats = 5;
+  int64_t seed = 0;
+};
+
 struct HostConfig {
   std::filesystem::path file;  // run.toml ("" when built from defaults)
   std::string mode = "check";
   std::vector<std::filesystem::path> plugin_dirs;  // [plugins] dirs, relative to run.toml
   bool default_plugin_dir = true;                  // [plugins] default_dir
-  PluginChoice cache{"fp16", "", {}, false};              // [cache] backend + options
-  PluginChoice attention{"sdpa", "", {}, false};          // [attention] backend + options
+  // The research code's default cache (kivi, 2-bit keys and values, group 32, residual 128; the
+  // plugin's own defaults) and the attention backend that reads its views.
+  PluginChoice cache{"kivi", "", {}, false};              // [cache] backend + options
+  PluginChoice attention{"kivi", "", {}, false};          // [attention] backend + options
   std::string json_output;                         // [output] json: also write results here
   MemoryPlan memory;                               // [memory]
   ModelChoice model;                               // [model]
   GenerateChoice generate;                         // [generate]
   TokenizeChoice tokenize;                         // [tokenize]
+  PerplexityChoice perplexity;                     // [perplexity]
+  CompareChoice compare;                           // [compare]
+  BenchChoice bench;                               // [bench]
 };
 
 // The modes kivi-host knows, in the order --help lists them.

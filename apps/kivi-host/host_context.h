@@ -31,5 +31,9 @@ int run_check_mode(HostContext& context);
 int run_tokenize_mode(HostContext& context);
 int run_memory_mode(HostContext& context);
 int run_generate_mode(HostContext& context);
+int run_perplexity_mode(HostContext& context);
+int run_compare_mode(HostContext& context);
+int run_bench_mode(HostContext& context);
+int run_chat_mode(HostContext& context);
 
 }  // namespace kivi::host

@@ -11,9 +11,13 @@ using ModeFn = std::function<int(HostContext&)>;
 
 const std::map<std::string, ModeFn>& mode_table() {
   static const std::map<std::string, ModeFn> modes = {
+      {"bench", run_bench_mode},
+      {"chat", run_chat_mode},
       {"check", run_check_mode},
+      {"compare", run_compare_mode},
       {"memory", run_memory_mode},
       {"generate", run_generate_mode},
+      {"perplexity", run_perplexity_mode},
       {"plugins", run_plugins_mode},
       {"tokenize", run_tokenize_mode},
   };

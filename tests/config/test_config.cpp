@@ -23,7 +23,7 @@ TEST_CASE("a valid config is read with its defaults", "[config]") {
   CHECK(config.cache.explicit_choice);
   CHECK_THAT(config.cache.options_toml, Contains("chunk_tokens = 64"));
   CHECK(config.cache.positions.at("chunk_tokens") == "4:1");
-  CHECK(config.attention.name == "sdpa");
+  CHECK(config.attention.name == "kivi");  // reads the default kivi cache and dense ones
   CHECK_FALSE(config.attention.explicit_choice);
   CHECK(config.default_plugin_dir);
 }
@@ -43,7 +43,7 @@ TEST_CASE("malformed TOML names the file, line and column", "[config]") {
 
 TEST_CASE("unknown keys are errors listing the known ones", "[config]") {
   CHECK_THROWS_WITH(parse("mode = \"check\"\nmodel_path = \"x\"\n"),
-                    Contains("run.toml:2:1: model_path: unknown key; expected one of: attention, cache,"));
+                    Contains("run.toml:2:1: model_path: unknown key; expected one of: attention, bench, cache,"));
   CHECK_THROWS_WITH(parse("[plugins]\ndir = [\"x\"]\n"),
                     Contains("run.toml:2:1: plugins.dir: unknown key") && Contains("default_dir, dirs"));
   CHECK_THROWS_WITH(parse("[output]\njsn = \"x\"\n"), Contains("output.jsn: unknown key"));
@@ -51,7 +51,7 @@ TEST_CASE("unknown keys are errors listing the known ones", "[config]") {
 
 TEST_CASE("wrong types and bad values say what was expected", "[config]") {
   CHECK_THROWS_WITH(parse("mode = 3\n"), Contains("run.toml:1:8: mode: expected a string, got an integer 3"));
-  CHECK_THROWS_WITH(parse("mode = \"serv\"\n"), Contains("mode: \"serv\" is not allowed; expected one of: check,"));
+  CHECK_THROWS_WITH(parse("mode = \"serv\"\n"), Contains("mode: \"serv\" is not allowed; expected one of: bench, chat, check,"));
   CHECK_THROWS_WITH(parse("[plugins]\ndirs = \"x\"\n"), Contains("plugins.dirs: expected an array of strings"));
   CHECK_THROWS_WITH(parse("[plugins]\ndirs = [\"x\", 2]\n"), Contains("element 1 is an integer 2"));
   CHECK_THROWS_WITH(parse("[plugins]\ndefault_dir = \"yes\"\n"), Contains("expected true or false"));

@@ -1,0 +1,46 @@
+// What the model-running modes share: the [model] checkpoint built with an attention backend,
+// a cache factory, the tokenizer from the same folder, and the cache statistics printout.
+#pragma once
+
+#include <iosfwd>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "host_context.h"
+#include "kivi/generate/generate.h"
+#include "kivi/model_loader.h"
+#include "kivi/text/tokenizer.h"
+
+namespace kivi::host {
+
+struct ModelSession {
+  ModelConfig config;
+  LoadedModel loaded;
+  std::shared_ptr<KVCacheFactory> cache_factory;
+  std::string cache_name;
+  std::string attention_name;
+  std::optional<text::Tokenizer> tokenizer;  // when the folder has tokenizer.json
+  CausalLM& model() { return *loaded.model; }
+};
+
+// Builds the [model] with `cache` and `attention` (the config's own, or a compare variant's;
+// `table` names where their options came from, for messages). Checks that the attention can
+// read the cache's views.
+ModelSession open_model_session(const HostContext& context, const PluginChoice& cache,
+                                const PluginChoice& attention, const std::string& table = "cache");
+
+// "model: <path> (family llama, 6 layers, vocab 4096), float32 on cpu, attention kivi, cache kivi"
+std::string describe(const ModelSession& session);
+
+// The cache's get_cache_info-style statistics: tokens, quantized and residual tokens, bytes by
+// component and average bits per stored K/V element.
+void print_cache_stats(std::ostream& out, const KVCache& cache);
+
+// [generate] as generation options (eos ids from the model config and the tokenizer).
+generate::GenerateOptions generate_options(const HostConfig& config, const ModelSession& session);
+
+// A TextStream over the session's tokenizer (empty factory without one).
+generate::TextStreamFactory text_streams(const ModelSession& session);
+
+}  // namespace kivi::host
