@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Sets up everything (tools/setup.sh) and runs the main job on the bundled default config.
+# Sets up everything (tools/setup.sh) and runs the main job on the bundled default: text
+# generation with the KIVI-2 cache, then fp32 vs KIVI-4 vs KIVI-2 on held-out text.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/tools/setup.sh"
 build_dir=${KIVI_BUILD_DIR:-build}
-printf '\n==> kivi-host --config configs/default.toml\n'
 cd "$root"
-"$build_dir/bin/kivi-host" plugins
-"$build_dir/bin/kivi-host" --config configs/default.toml
+printf '\n==> kivi-host --config configs/demo-generate.toml   (bundled tiny Llama, KIVI-2 cache)\n'
+"$build_dir/bin/kivi-host" --config configs/demo-generate.toml
+printf '\n==> kivi-host --config configs/demo-compare.toml    (fp32 vs KIVI-4 vs KIVI-2 on held-out text)\n'
+"$build_dir/bin/kivi-host" --config configs/demo-compare.toml
