@@ -43,8 +43,9 @@ cmake_args=(-G Ninja -DKIVI_PYTHON="$root/.venv/bin/python")
 [ "${KIVI_SANITIZE:-0}" = "1" ] && cmake_args+=(-DKIVI_SANITIZE=ON)
 if [ ! -f "$build_dir/build.ninja" ] || [ "${KIVI_SANITIZE:-0}" = "1" ]; then
   step "configuring $build_dir"
-  cmake -S . -B "$build_dir" "${cmake_args[@]}" > "$build_dir.configure.log" 2>&1 ||
-    { cat "$build_dir.configure.log"; exit 1; }
+  mkdir -p "$build_dir"
+  cmake -S . -B "$build_dir" "${cmake_args[@]}" > "$build_dir/configure.log" 2>&1 ||
+    { cat "$build_dir/configure.log"; exit 1; }
 fi
 step "building $build_dir ($(nproc) jobs)"
 cmake --build "$build_dir" -j "$(nproc)"
