@@ -11,6 +11,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// Paths in run.toml are relative to the file's folder.
+fs::path relative_to(const fs::path& base, const std::string& path) {
+  const fs::path p(path);
+  return p.is_absolute() ? p : (base / p).lexically_normal();
+}
+
 // Reads a plugin table: `backend` names the plugin, every other key is the plugin's option.
 PluginChoice read_plugin_choice(ConfigTable& parent, const std::string& key, const std::string& fallback) {
   PluginChoice choice;
@@ -40,8 +46,7 @@ ModelChoice read_model(ConfigTable& top, const fs::path& base) {
   model.present = top.raw_table("model") != nullptr;
   ConfigTable table = top.sub("model");
   if (!model.present) return model;
-  const fs::path path(table.require_string("path"));
-  model.path = path.is_absolute() ? path : (base / path).lexically_normal();
+  model.path = relative_to(base, table.require_string("path"));
   model.dtype = table.get_choice("dtype", model.dtype, {"auto", "float32", "float16", "bfloat16"});
   model.device = table.get_choice("device", model.device, {"auto", "cpu", "cuda"});
   model.weights = table.get_choice("weights", model.weights, {"safetensors", "dummy"});
@@ -82,7 +87,7 @@ GenerateChoice read_generate(ConfigTable& top, const fs::path& base) {
   }
   generate.prompts = table.get_string_list("prompts", {});
   if (const std::string file = table.get_string("prompt_file", ""); !file.empty())
-    generate.prompt_file = fs::path(file).is_absolute() ? fs::path(file) : (base / file).lexically_normal();
+    generate.prompt_file = relative_to(base, file);
   generate.add_special_tokens = table.get_bool("add_special_tokens", generate.add_special_tokens);
   generate.max_new_tokens = table.get_int_in("max_new_tokens", generate.max_new_tokens, 0, 1 << 20);
   // Ranges are checked by kivi::generate::validate, with the field and value in the message.
@@ -141,8 +146,7 @@ PerplexityChoice read_perplexity(ConfigTable& top, const fs::path& base) {
   const toml::table* raw = top.raw_table("perplexity");
   ConfigTable table = top.sub("perplexity");
   if (!raw) return choice;
-  const fs::path text(table.require_string("text"));
-  choice.text = text.is_absolute() ? text : (base / text).lexically_normal();
+  choice.text = relative_to(base, table.require_string("text"));
   choice.context = table.get_int_in("context", choice.context, 2, int64_t{1} << 24);
   choice.stride = table.get_int_in("stride", choice.stride, 0, int64_t{1} << 24);
   if (choice.stride >= choice.context)
@@ -166,8 +170,7 @@ TokenizeChoice read_tokenize(ConfigTable& top, const fs::path& base) {
   const toml::table* raw = top.raw_table("tokenize");
   ConfigTable table = top.sub("tokenize");
   if (!raw) return choice;
-  const fs::path path(table.require_string("tokenizer"));
-  choice.tokenizer = path.is_absolute() ? path : (base / path).lexically_normal();
+  choice.tokenizer = relative_to(base, table.require_string("tokenizer"));
   choice.text = table.get_string("text", "");
   choice.add_special_tokens = table.get_bool("add_special_tokens", choice.add_special_tokens);
   choice.skip_special_tokens = table.get_bool("skip_special_tokens", choice.skip_special_tokens);
@@ -200,8 +203,7 @@ HostConfig parse_host_config(const toml::table& root, const std::string& source)
 
   ConfigTable plugins = top.sub("plugins");
   for (const std::string& dir : plugins.get_string_list("dirs", {})) {
-    fs::path p(dir);
-    config.plugin_dirs.push_back(p.is_absolute() ? p : (base / p).lexically_normal());
+    config.plugin_dirs.push_back(relative_to(base, dir));
   }
   config.default_plugin_dir = plugins.get_bool("default_dir", true);
   plugins.finish();
