@@ -1,11 +1,14 @@
 #include "kivi_attention.h"
 
+#include <algorithm>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <utility>
 
 #include <ATen/ATen.h>
 
+#include "cuda_ops.h"
 #include "kivi/util/error.h"
 #include "kivi_read.h"
 
@@ -68,6 +71,25 @@ std::vector<int64_t> row_counts(std::span<const int64_t> counts, int64_t batch, 
   return out;
 }
 
+// Prefill on the GPU: causal SDPA (its flash kernels take GQA directly), one call when no row
+// is padded, else one per row over its own tokens.
+at::Tensor sdpa_prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                        const std::vector<int64_t>& rows, const AttentionParams& params) {
+  const int64_t tokens = q.size(2);
+  if (std::all_of(rows.begin(), rows.end(), [&](int64_t n) { return n == tokens; }))
+    return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, params.scale,
+                                            /*enable_gqa=*/true);
+  at::Tensor out = at::zeros_like(q);  // padded positions stay zero
+  for (size_t b = 0; b < rows.size(); ++b) {
+    if (rows[b] == 0) continue;
+    const int64_t i = static_cast<int64_t>(b), n = rows[b];
+    auto own = [&](const at::Tensor& t) { return t.narrow(0, i, 1).narrow(2, 0, n); };
+    own(out).copy_(at::scaled_dot_product_attention(own(q), own(k), own(v), {}, 0.0, true,
+                                                    params.scale, true));
+  }
+  return out;
+}
+
 }  // namespace
 
 at::Tensor KiviAttention::prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -75,6 +97,7 @@ at::Tensor KiviAttention::prefill(const at::Tensor& q, const at::Tensor& k, cons
                                   const AttentionParams& params) const {
   const int64_t batch = q.size(0), tokens = q.size(2);
   const std::vector<int64_t> rows = row_counts(counts, batch, tokens);
+  if (q.is_cuda() && params.sliding_window == 0) return sdpa_prefill(q, k, v, rows, params);
   at::Tensor out = at::zeros_like(q);  // padded rows stay zero
   for (int64_t b = 0; b < batch; ++b) {
     if (rows[b] == 0) continue;
@@ -104,13 +127,21 @@ at::Tensor KiviAttention::decode(const at::Tensor& q, const CacheView& view,
   } else {
     kv_heads = view.dense.k.size(1);
   }
+  for (int64_t b = 0; b < batch; ++b)
+    check(rows[b] <= view.lengths[b],
+          "kivi attention: row " + std::to_string(b) + " has " + std::to_string(rows[b]) +
+              " new tokens but the cache holds " + std::to_string(view.lengths[b]) +
+              " (append before decode)");
+  // On the GPU, a decode step (one token per row) reads the packed cache in one fused kernel;
+  // chunks and sliding windows take the blocked path below, which runs there too.
+  if (q.is_cuda() && view.kind == CacheViewKind::kKivi)
+    if (std::optional<at::Tensor> fused =
+            cuda_decode_attention(q, view.kivi, view.lengths, rows, params))
+      return *fused;
   at::Tensor out = at::zeros_like(q);
   for (int64_t b = 0; b < batch; ++b) {
     if (rows[b] == 0) continue;
     const int64_t length = view.lengths[b];
-    check(rows[b] <= length, "kivi attention: row " + std::to_string(b) + " has " +
-                                 std::to_string(rows[b]) + " new tokens but the cache holds " +
-                                 std::to_string(length) + " (append before decode)");
     BlockReader read = [&](int64_t p0, int64_t p1) {
       if (view.kind == CacheViewKind::kKivi)
         return std::make_pair(read_keys(view.kivi, b, p0, p1, at::kFloat),

@@ -3,6 +3,9 @@
 // time, with an online softmax across blocks (running max, sum and output), in float32.
 // Prefill is plain causal attention over the prompt's own full-precision K/V, as in KIVI,
 // through the same block loop.
+// On the GPU: prefill goes through SDPA (flash kernels), and a decode step (one token per row,
+// no sliding window) through the fused kernel in cuda/, which reads the packed codes directly;
+// chunks over a filled cache take the blocked loop, which runs on the GPU as ATen ops.
 #pragma once
 
 #include "kivi/attention/attention.h"

@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include "kivi/cache/cache_checks.h"
+#include "cuda_ops.h"
 #include "kivi/util/error.h"
 #include "kivi_read.h"
 #include "quantize.h"
@@ -110,20 +111,29 @@ void KiviCache::for_rows(const Layer& s, std::span<const int64_t> counts, Fn fn)
 
 void KiviCache::store_keys(Layer& s, Rows rows, int64_t group0, const at::Tensor& x) {
   KiviParts& p = s.parts;
+  const int64_t groups = x.size(2) / options_.group_size;
+  at::Tensor codes = p.key_codes.narrow(0, rows.b0, rows.n).narrow(2, group0, groups);
+  at::Tensor scale = p.key_scale.narrow(0, rows.b0, rows.n).narrow(2, group0, groups);
+  at::Tensor min = p.key_min.narrow(0, rows.b0, rows.n).narrow(2, group0, groups);
+  // On the GPU one kernel writes the codes in place; elsewhere ATen computes the same.
+  if (cuda_store_keys(x, options_.group_size, options_.k_bits, codes, scale, min)) return;
   const PackedKeys q = quantize_keys(x, options_.group_size, options_.k_bits);
-  const int64_t groups = q.codes.size(2);
-  p.key_codes.narrow(0, rows.b0, rows.n).narrow(2, group0, groups).copy_(q.codes);
-  p.key_scale.narrow(0, rows.b0, rows.n).narrow(2, group0, groups).copy_(q.scale);
-  p.key_min.narrow(0, rows.b0, rows.n).narrow(2, group0, groups).copy_(q.min);
+  codes.copy_(q.codes);
+  scale.copy_(q.scale);
+  min.copy_(q.min);
 }
 
 void KiviCache::store_values(Layer& s, Rows rows, int64_t pos0, const at::Tensor& x) {
   KiviParts& p = s.parts;
-  const PackedValues q = quantize_values(x, options_.group_size, options_.v_bits);
   const int64_t tokens = x.size(2);
-  p.value_codes.narrow(0, rows.b0, rows.n).narrow(2, pos0, tokens).copy_(q.codes);
-  p.value_scale.narrow(0, rows.b0, rows.n).narrow(2, pos0, tokens).copy_(q.scale);
-  p.value_min.narrow(0, rows.b0, rows.n).narrow(2, pos0, tokens).copy_(q.min);
+  at::Tensor codes = p.value_codes.narrow(0, rows.b0, rows.n).narrow(2, pos0, tokens);
+  at::Tensor scale = p.value_scale.narrow(0, rows.b0, rows.n).narrow(2, pos0, tokens);
+  at::Tensor min = p.value_min.narrow(0, rows.b0, rows.n).narrow(2, pos0, tokens);
+  if (cuda_store_values(x, options_.group_size, options_.v_bits, codes, scale, min)) return;
+  const PackedValues q = quantize_values(x, options_.group_size, options_.v_bits);
+  codes.copy_(q.codes);
+  scale.copy_(q.scale);
+  min.copy_(q.min);
 }
 
 at::Tensor KiviCache::value_window(const Layer& s, Rows rows, int64_t p0, int64_t p1) const {

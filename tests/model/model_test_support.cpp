@@ -14,6 +14,7 @@ KIVI_DECLARE_PLUGIN(kivi_llama);
 KIVI_DECLARE_PLUGIN(kivi_qwen2);
 KIVI_DECLARE_PLUGIN(kivi_attention);
 KIVI_DECLARE_PLUGIN(kivi_fp_cache);
+KIVI_DECLARE_PLUGIN(kivi_kivi_cache);
 
 namespace kivi::test {
 
@@ -34,6 +35,7 @@ const Registry& model_registry() {
     r->add_static(kivi_plugin_descriptor_kivi_qwen2());
     r->add_static(kivi_plugin_descriptor_kivi_attention());
     r->add_static(kivi_plugin_descriptor_kivi_fp_cache());
+    r->add_static(kivi_plugin_descriptor_kivi_kivi_cache());
     return r;
   }();
   return *registry;
@@ -88,8 +90,8 @@ std::string greedy_agreement(const GoldenResult& r) {
   return std::to_string(agree) + "/" + std::to_string(total);
 }
 
-GoldenResult run_golden(CausalLM& model, const std::string& fixture,
-                        const std::string& cache_name) {
+GoldenResult run_golden(CausalLM& model, const std::string& fixture, const std::string& cache_name,
+                        const std::string& cache_options) {
   const auto ref = load_reference(fixture);
   const at::Tensor prompt_ids = ref.at("prompt_ids");  // [B, Tmax]
   const std::vector<int64_t> lengths = to_vector(ref.at("prompt_lengths"));
@@ -97,7 +99,7 @@ GoldenResult run_golden(CausalLM& model, const std::string& fixture,
   const int64_t batch = prompt_ids.size(0), tmax = prompt_ids.size(1), steps = decode_ids.size(1);
   const at::Tensor positions =
       at::arange(tmax, at::kLong).unsqueeze(0).expand({batch, tmax}).contiguous();
-  auto factory = model_registry().create<KVCacheFactory>(cache_name);
+  auto factory = model_registry().create<KVCacheFactory>(cache_name, cache_options);
   auto diff = [](const at::Tensor& a, const at::Tensor& b) {
     return (a.to(at::kCPU, at::kFloat) - b).abs().max().item<double>();
   };

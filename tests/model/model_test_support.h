@@ -20,7 +20,7 @@ namespace kivi::test {
 const std::vector<std::string>& model_fixture_names();
 std::filesystem::path model_fixture(const std::string& name);
 
-// A registry holding kivi_llama, kivi_qwen2, kivi_attention and kivi_fp_cache.
+// A registry holding kivi_llama, kivi_qwen2, kivi_attention, kivi_fp_cache and kivi_kivi_cache.
 const Registry& model_registry();
 
 // reference.safetensors of a fixture, by tensor name (CPU copies).
@@ -46,8 +46,10 @@ double half_precision_bound(at::ScalarType dtype);
 std::string greedy_agreement(const GoldenResult& r);
 
 // Runs a fixture's prompts (one right-padded batch) and decode steps through `model` with a
-// fresh cache of plugin `cache_name` per phase, and compares with the reference.
-GoldenResult run_golden(CausalLM& model, const std::string& fixture, const std::string& cache_name);
+// fresh cache of plugin `cache_name` (with `cache_options`, TOML) per phase, and compares with
+// the reference.
+GoldenResult run_golden(CausalLM& model, const std::string& fixture, const std::string& cache_name,
+                        const std::string& cache_options = "");
 
 }  // namespace kivi::test
 

@@ -1,0 +1,110 @@
+// The one dispatch site of the fused decode attention: runtime sizes become template constants
+// here, and the combinations it serves are named in its errors. Also the split-combining kernel.
+#include <algorithm>
+
+#include "decode_attention.cuh"
+
+namespace kivi::kivi_cache::cuda {
+namespace {
+
+constexpr const char* kValidCombinations =
+    "the fused kivi decode kernel serves dtype fp16, bf16 or fp32; head_dim 64 or 128; "
+    "q_heads / kv_heads from 1 to 8; group_size a multiple of 32 that divides head_dim; "
+    "key and value bits 2, 4, 8 or 16";
+
+// Rounds the GQA ratio up to the instantiated register tile.
+int rep_tile(int rep) {
+  return rep <= 1 ? 1 : rep <= 2 ? 2 : rep <= 4 ? 4 : 8;
+}
+
+// Combines the splits of (row b, query head hq): grid (q_heads, rows), block D threads.
+template <class T>
+__global__ void combine_splits_kernel(DecodeAttention a) {
+  const int hq = blockIdx.x, b = blockIdx.y, d = threadIdx.x;
+  DecodeWorkspace ws(a.workspace, a.rows, a.q_heads, a.dim, a.splits);
+  const int64_t first = (int64_t{b} * a.q_heads + hq) * a.splits;
+  float m_all = -INFINITY;
+  for (int s = 0; s < a.splits; ++s) m_all = fmaxf(m_all, ws.max[first + s]);
+  float total = 0.0f, out = 0.0f;
+  if (m_all != -INFINITY) {
+    for (int s = 0; s < a.splits; ++s) {
+      const float weight = exp2f(ws.max[first + s] - m_all);
+      total += ws.sum[first + s] * weight;
+      out += ws.acc[(first + s) * a.dim + d] * weight;
+    }
+  }
+  // An idle row (no visible token) outputs zeros, as the other backends do for padded rows.
+  static_cast<T*>(a.out)[(int64_t{b} * a.q_heads + hq) * a.dim + d] =
+      from_float<T>(total > 0.0f ? out / total : 0.0f);
+}
+
+template <class T, int DIM>
+void launch_for_rep(const DecodeAttention& a, int tiles_per_split, cudaStream_t stream) {
+  switch (rep_tile(a.q_heads / a.kv_heads)) {
+    case 1: return launch_decode<T, DIM, 1>(a, tiles_per_split, stream);
+    case 2: return launch_decode<T, DIM, 2>(a, tiles_per_split, stream);
+    case 4: return launch_decode<T, DIM, 4>(a, tiles_per_split, stream);
+    default: return launch_decode<T, DIM, 8>(a, tiles_per_split, stream);
+  }
+}
+
+}  // namespace
+
+bool decode_supported(DType, int dim, int q_heads, int kv_heads, int group_size, int k_bits,
+                      int v_bits, std::string* why) {
+  auto bits_ok = [](int bits) { return bits == 2 || bits == 4 || bits == 8 || bits == 16; };
+  const bool ok = (dim == 64 || dim == 128) && kv_heads > 0 && q_heads % kv_heads == 0 &&
+                  q_heads / kv_heads >= 1 && q_heads / kv_heads <= 8 && group_size > 0 &&
+                  group_size % 32 == 0 && dim % group_size == 0 && bits_ok(k_bits) &&
+                  bits_ok(v_bits);
+  if (!ok && why)
+    *why = "head_dim " + std::to_string(dim) + ", " + std::to_string(q_heads) + " query / " +
+           std::to_string(kv_heads) + " kv heads, group_size " + std::to_string(group_size) +
+           ", bits " + std::to_string(k_bits) + "/" + std::to_string(v_bits) + ": " +
+           kValidCombinations;
+  return ok;
+}
+
+int decode_splits(int rows, int kv_heads, int max_length, int sm_count) {
+  const int tiles = std::max(1, (max_length + kTile - 1) / kTile);
+  const int blocks = std::max(1, rows * kv_heads);
+  // About four blocks per multiprocessor, each with at least one tile per warp.
+  const int wanted = std::max(1, (4 * sm_count + blocks - 1) / blocks);
+  const int most = std::max(1, tiles / kDecodeWarps);
+  return std::min(wanted, most);
+}
+
+int64_t decode_workspace_floats(int rows, int q_heads, int dim, int splits) {
+  return int64_t{rows} * q_heads * splits * (dim + 2);
+}
+
+std::string launch_decode_attention(const DecodeAttention& a, cudaStream_t stream) {
+  std::string why;
+  if (!decode_supported(a.dtype, a.dim, a.q_heads, a.kv_heads, a.group_size, a.k_bits, a.v_bits,
+                        &why))
+    return "kivi decode attention: " + why;
+  if (a.rows < 1 || a.rows > kMaxDecodeRows || a.splits < 1)
+    return "kivi decode attention: " + std::to_string(a.rows) + " rows and " +
+           std::to_string(a.splits) + " splits: expected 1 to " +
+           std::to_string(kMaxDecodeRows) + " rows per launch and at least one split";
+  int max_length = 0;
+  for (int b = 0; b < a.rows; ++b) {
+    max_length = std::max(max_length, a.length[b]);
+    if (a.key_quantized[b] % kTile != 0)
+      return "kivi decode attention: row " + std::to_string(b) + " has " +
+             std::to_string(a.key_quantized[b]) + " quantized keys, not a multiple of 32";
+  }
+  const int tiles = (max_length + kTile - 1) / kTile;
+  const int tiles_per_split = std::max(1, (tiles + a.splits - 1) / a.splits);
+  with_dtype(a.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if (a.dim == 64)
+      launch_for_rep<T, 64>(a, tiles_per_split, stream);
+    else
+      launch_for_rep<T, 128>(a, tiles_per_split, stream);
+    combine_splits_kernel<T><<<dim3(a.q_heads, a.rows), a.dim, 0, stream>>>(a);
+  });
+  return launch_error("kivi decode attention");
+}
+
+}  // namespace kivi::kivi_cache::cuda

@@ -1,0 +1,108 @@
+// The KIVI cache's CUDA kernels, as plain C++: structs of pointers and strides (in elements),
+// no libtorch, so the .cu files compile quickly and any caller can drive them. cuda_ops.cpp
+// turns ATen tensors into these structs.
+//
+// Layout of the packed cache: core/kivi/cache/kivi_view.h. Storage dtypes: fp16, bf16, fp32.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <cuda_runtime_api.h>
+
+namespace kivi::kivi_cache::cuda {
+
+enum class DType { kHalf, kBFloat16, kFloat };
+const char* dtype_name(DType dtype);
+
+// ---- Quantize and pack on append ------------------------------------------------------------
+
+// A 4-d strided tensor [n, H, T, D] (elements of `dtype`) that the flush reads.
+struct Strided4 {
+  const void* data = nullptr;
+  int64_t stride[4] = {0, 0, 0, 0};
+};
+
+// Keys: x [n, H, groups * G, D] -> per channel d and token group g, G codes packed along tokens
+// into codes[i, h, g, d, 0 .. G * bits / 32) and scale/min[i, h, g, d].
+struct KeyFlush {
+  DType dtype = DType::kHalf;
+  int n = 0, heads = 0, groups = 0, dim = 0, group_size = 32, bits = 2;
+  Strided4 x;
+  int32_t* codes = nullptr;  // at group 0 of the destination
+  int64_t codes_stride[4];   // [n, H, groups, D] strides; the Wk words of a channel are contiguous
+  void* scale = nullptr;
+  void* min = nullptr;
+  int64_t scale_stride[4];  // shared by scale and min: [n, H, groups, D]
+};
+// Values: x [n, H, T, D] -> per token, D / G groups of G channels: codes[i, h, t, 0 .. D*bits/32)
+// and scale/min[i, h, t, 0 .. D / G).
+struct ValueFlush {
+  DType dtype = DType::kHalf;
+  int n = 0, heads = 0, tokens = 0, dim = 0, group_size = 32, bits = 2;
+  Strided4 x;
+  int32_t* codes = nullptr;  // at token 0 of the destination
+  int64_t codes_stride[3];   // [n, H, T]; words of a token contiguous
+  void* scale = nullptr;
+  void* min = nullptr;
+  int64_t scale_stride[3];  // [n, H, T]; groups of a token contiguous
+};
+// Both compute exactly the quantizer of quantize.h (same per-op rounding in the storage dtype).
+// They return an empty string or the error (unsupported arguments, a failed launch).
+std::string launch_key_flush(const KeyFlush& args, cudaStream_t stream);
+std::string launch_value_flush(const ValueFlush& args, cudaStream_t stream);
+
+// ---- Fused decode attention -----------------------------------------------------------------
+
+// Rows of one launch; a larger batch is launched in slices of this many rows.
+inline constexpr int kMaxDecodeRows = 64;
+
+// One new query token per row attending over everything the row holds: positions [0, kq) from
+// the packed keys, [kq, L) from the key residual (slot p - kq); positions [0, vq) from the
+// packed values, [vq, L) from the value ring (slot p % value_slots). A row with L = 0 writes 0.
+struct DecodeAttention {
+  DType dtype = DType::kHalf;
+  int rows = 0, q_heads = 0, kv_heads = 0, dim = 0;
+  int group_size = 32, k_bits = 2, v_bits = 2;  // 16 bits: that side is all residual
+  float scale = 1.0f;                           // softmax scale
+
+  const void* q = nullptr;  // [rows, q_heads, 1, D]
+  int64_t q_stride[3];      // [rows, q_heads, (token)]: element strides; D contiguous
+  void* out = nullptr;      // [rows, q_heads, D] contiguous, storage dtype
+
+  const int32_t* key_codes = nullptr;  // [B, H, groups, D, Wk]
+  const void* key_scale = nullptr;     // [B, H, groups, D]
+  const void* key_min = nullptr;
+  const void* key_residual = nullptr;  // [B, H, key_slots, D]
+  const int32_t* value_codes = nullptr;  // [B, H, tokens, Wv]
+  const void* value_scale = nullptr;     // [B, H, tokens, D / G]
+  const void* value_min = nullptr;
+  const void* value_residual = nullptr;  // [B, H, value_slots, D]
+  int64_t key_codes_stride[2] = {0, 0};  // [B, H]; within a head [groups, D, Wk] contiguous
+  int64_t key_scale_stride[2] = {0, 0};  // [B, H]; within a head [groups, D] (scale and min)
+  int64_t key_residual_stride[2] = {0, 0};  // [B, H]; within a head [slots, D]
+  int64_t value_codes_stride[2] = {0, 0};   // [B, H]; within a head [tokens, Wv]
+  int64_t value_scale_stride[2] = {0, 0};   // [B, H]; within a head [tokens, D / G]
+  int64_t value_residual_stride[2] = {0, 0};
+  int value_slots = 1;
+
+  int length[kMaxDecodeRows];         // L per row (0: idle row)
+  int key_quantized[kMaxDecodeRows];  // kq per row, a multiple of 32
+  int value_quantized[kMaxDecodeRows];
+
+  // Float workspace for the split-sequence partial results: see decode_workspace_floats().
+  float* workspace = nullptr;
+  int splits = 1;
+};
+
+// Whether the fused kernel serves these settings; otherwise `why` names the valid combinations.
+bool decode_supported(DType dtype, int dim, int q_heads, int kv_heads, int group_size, int k_bits,
+                      int v_bits, std::string* why);
+// Splits of the sequence per (row, kv head) that fill `sm_count` multiprocessors for the
+// longest row, and the workspace they need.
+int decode_splits(int rows, int kv_heads, int max_length, int sm_count);
+int64_t decode_workspace_floats(int rows, int q_heads, int dim, int splits);
+// The dispatch site: runtime sizes -> template constants. Empty string or the error.
+std::string launch_decode_attention(const DecodeAttention& args, cudaStream_t stream);
+
+}  // namespace kivi::kivi_cache::cuda

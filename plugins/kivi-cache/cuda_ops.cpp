@@ -1,0 +1,218 @@
+#include "cuda_ops.h"
+
+#ifdef KIVI_CACHE_WITH_CUDA
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+
+#include "cuda/kivi_kernels.h"
+#include "kivi/util/error.h"
+#endif
+
+namespace kivi::kivi_cache {
+
+#ifndef KIVI_CACHE_WITH_CUDA
+
+bool cuda_kernels_built() { return false; }
+bool cuda_store_keys(const at::Tensor&, int64_t, int64_t, at::Tensor, at::Tensor, at::Tensor) {
+  return false;
+}
+bool cuda_store_values(const at::Tensor&, int64_t, int64_t, at::Tensor, at::Tensor, at::Tensor) {
+  return false;
+}
+std::optional<at::Tensor> cuda_decode_attention(const at::Tensor&, const KiviParts&,
+                                                const std::vector<int64_t>&,
+                                                std::span<const int64_t>, const AttentionParams&,
+                                                std::string* why, const at::Tensor&) {
+  if (why) *why = "the kivi-cache plugin was built without CUDA";
+  return std::nullopt;
+}
+
+#else
+
+namespace {
+
+std::optional<cuda::DType> kernel_dtype(at::ScalarType type) {
+  switch (type) {
+    case at::kHalf: return cuda::DType::kHalf;
+    case at::kBFloat16: return cuda::DType::kBFloat16;
+    case at::kFloat: return cuda::DType::kFloat;
+    default: return std::nullopt;
+  }
+}
+
+bool on_gpu(std::initializer_list<const at::Tensor*> tensors) {
+  for (const at::Tensor* t : tensors)
+    if (!t->defined() || !t->is_cuda()) return false;
+  return true;
+}
+
+template <size_t N>
+void copy_strides(const at::Tensor& t, int64_t (&out)[N]) {
+  for (size_t i = 0; i < N; ++i) out[i] = t.stride(static_cast<int64_t>(i));
+}
+
+void raise_if(const std::string& error) {
+  check(error.empty(), error);
+}
+
+// The fused kernel reads 16-byte vectors from these.
+bool aligned16(const at::Tensor& t) {
+  return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+}
+
+}  // namespace
+
+bool cuda_kernels_built() { return true; }
+
+bool cuda_store_keys(const at::Tensor& x, int64_t group_size, int64_t bits, at::Tensor codes,
+                     at::Tensor scale, at::Tensor min) {
+  const auto dtype = kernel_dtype(x.scalar_type());
+  if (!dtype || !on_gpu({&x, &codes, &scale, &min}) || scale.scalar_type() != x.scalar_type() ||
+      codes.stride(4) != 1)
+    return false;
+  cuda::KeyFlush a;
+  a.dtype = *dtype;
+  a.n = static_cast<int>(x.size(0));
+  a.heads = static_cast<int>(x.size(1));
+  a.groups = static_cast<int>(x.size(2) / group_size);
+  a.dim = static_cast<int>(x.size(3));
+  a.group_size = static_cast<int>(group_size);
+  a.bits = static_cast<int>(bits);
+  a.x.data = x.data_ptr();
+  copy_strides(x, a.x.stride);
+  a.codes = codes.data_ptr<int32_t>();
+  copy_strides(codes, a.codes_stride);
+  a.scale = scale.data_ptr();
+  a.min = min.data_ptr();
+  copy_strides(scale, a.scale_stride);
+  check(min.strides() == scale.strides(), "kivi cache: key scale and min strides differ");
+  raise_if(cuda::launch_key_flush(a, at::cuda::getCurrentCUDAStream()));
+  return true;
+}
+
+bool cuda_store_values(const at::Tensor& x, int64_t group_size, int64_t bits, at::Tensor codes,
+                       at::Tensor scale, at::Tensor min) {
+  const auto dtype = kernel_dtype(x.scalar_type());
+  if (!dtype || !on_gpu({&x, &codes, &scale, &min}) || scale.scalar_type() != x.scalar_type() ||
+      codes.stride(3) != 1 || scale.stride(3) != 1)
+    return false;
+  cuda::ValueFlush a;
+  a.dtype = *dtype;
+  a.n = static_cast<int>(x.size(0));
+  a.heads = static_cast<int>(x.size(1));
+  a.tokens = static_cast<int>(x.size(2));
+  a.dim = static_cast<int>(x.size(3));
+  a.group_size = static_cast<int>(group_size);
+  a.bits = static_cast<int>(bits);
+  a.x.data = x.data_ptr();
+  copy_strides(x, a.x.stride);
+  a.codes = codes.data_ptr<int32_t>();
+  copy_strides(codes, a.codes_stride);
+  a.scale = scale.data_ptr();
+  a.min = min.data_ptr();
+  copy_strides(scale, a.scale_stride);
+  check(min.strides() == scale.strides(), "kivi cache: value scale and min strides differ");
+  raise_if(cuda::launch_value_flush(a, at::cuda::getCurrentCUDAStream()));
+  return true;
+}
+
+std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviParts& parts,
+                                                const std::vector<int64_t>& lengths,
+                                                std::span<const int64_t> counts,
+                                                const AttentionParams& params, std::string* why,
+                                                const at::Tensor& into) {
+  auto refuse = [&](const std::string& reason) -> std::optional<at::Tensor> {
+    if (why) *why = reason;
+    return std::nullopt;
+  };
+  const auto dtype = kernel_dtype(q.scalar_type());
+  if (!q.is_cuda() || !dtype) return refuse("queries are not fp16/bf16/fp32 on a GPU");
+  if (q.size(2) != 1) return refuse("more than one new token per row (a chunk)");
+  if (params.sliding_window > 0) return refuse("a sliding window");
+  if (q.stride(3) != 1) return refuse("queries are not contiguous along head_dim");
+  const at::Tensor& kr = parts.key_residual;
+  const at::Tensor& vr = parts.value_residual;
+  if (!on_gpu({&kr, &vr}) || kr.scalar_type() != q.scalar_type() || !aligned16(kr) ||
+      !aligned16(vr))
+    return refuse("the cache is not on the GPU in the queries' dtype");
+  const bool keys_packed = parts.k_bits < 16, values_packed = parts.v_bits < 16;
+  if ((keys_packed && !on_gpu({&parts.key_codes, &parts.key_scale, &parts.key_min})) ||
+      (values_packed && !on_gpu({&parts.value_codes, &parts.value_scale, &parts.value_min})))
+    return refuse("the packed cache is not on the GPU");
+  const int batch = static_cast<int>(q.size(0)), q_heads = static_cast<int>(q.size(1)),
+            dim = static_cast<int>(q.size(3)), kv_heads = static_cast<int>(kr.size(1));
+  std::string reason;
+  if (!cuda::decode_supported(*dtype, dim, q_heads, kv_heads, static_cast<int>(parts.group_size),
+                              static_cast<int>(parts.k_bits), static_cast<int>(parts.v_bits),
+                              &reason))
+    return refuse(reason);
+
+  at::Tensor out = into.defined() ? into : at::empty({batch, q_heads, 1, dim}, q.options());
+  check(out.sizes() == q.sizes() && out.is_contiguous() && out.scalar_type() == q.scalar_type() &&
+            out.device() == q.device(),
+        "kivi decode attention: the output buffer must be a contiguous tensor like q");
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const int sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  for (int b0 = 0; b0 < batch; b0 += cuda::kMaxDecodeRows) {
+    const int rows = std::min(cuda::kMaxDecodeRows, batch - b0);
+    cuda::DecodeAttention a;
+    a.dtype = *dtype;
+    a.rows = rows;
+    a.q_heads = q_heads;
+    a.kv_heads = kv_heads;
+    a.dim = dim;
+    a.group_size = static_cast<int>(parts.group_size);
+    a.k_bits = static_cast<int>(parts.k_bits);
+    a.v_bits = static_cast<int>(parts.v_bits);
+    a.scale = static_cast<float>(params.scale);
+    const at::Tensor q_rows = q.narrow(0, b0, rows);
+    a.q = q_rows.data_ptr();
+    copy_strides(q_rows, a.q_stride);
+    a.out = out.narrow(0, b0, rows).data_ptr();
+    auto rows_of = [&](const at::Tensor& t) { return t.defined() ? t.narrow(0, b0, rows) : t; };
+    const at::Tensor kc = rows_of(parts.key_codes), ks = rows_of(parts.key_scale),
+                     km = rows_of(parts.key_min), k_res = rows_of(kr),
+                     vc = rows_of(parts.value_codes), vs = rows_of(parts.value_scale),
+                     vm = rows_of(parts.value_min), v_res = rows_of(vr);
+    if (keys_packed) {
+      a.key_codes = kc.data_ptr<int32_t>();
+      a.key_scale = ks.data_ptr();
+      a.key_min = km.data_ptr();
+      copy_strides(kc, a.key_codes_stride);
+      copy_strides(ks, a.key_scale_stride);
+    }
+    if (values_packed) {
+      a.value_codes = vc.data_ptr<int32_t>();
+      a.value_scale = vs.data_ptr();
+      a.value_min = vm.data_ptr();
+      copy_strides(vc, a.value_codes_stride);
+      copy_strides(vs, a.value_scale_stride);
+    }
+    a.key_residual = k_res.data_ptr();
+    a.value_residual = v_res.data_ptr();
+    copy_strides(k_res, a.key_residual_stride);
+    copy_strides(v_res, a.value_residual_stride);
+    a.value_slots = static_cast<int>(vr.size(2));
+    int max_length = 0;
+    for (int r = 0; r < rows; ++r) {
+      const int64_t b = b0 + r;
+      const bool active = counts.empty() || counts[b] > 0;
+      check(lengths[b] < (int64_t{1} << 30), "kivi decode attention: sequence too long");
+      a.length[r] = active ? static_cast<int>(lengths[b]) : 0;
+      a.key_quantized[r] = static_cast<int>(parts.key_quantized[b]);
+      a.value_quantized[r] = static_cast<int>(parts.value_quantized[b]);
+      max_length = std::max(max_length, a.length[r]);
+    }
+    a.splits = cuda::decode_splits(rows, kv_heads, max_length, sm_count);
+    at::Tensor workspace =
+        at::empty({cuda::decode_workspace_floats(rows, q_heads, dim, a.splits)},
+                  q.options().dtype(at::kFloat));
+    a.workspace = workspace.data_ptr<float>();
+    raise_if(cuda::launch_decode_attention(a, stream));
+  }
+  return out;
+}
+
+#endif
+
+}  // namespace kivi::kivi_cache
