@@ -10,6 +10,7 @@
 
 #include "kivi/attention/attention.h"
 #include "kivi/cache/kv_cache.h"
+#include "kivi/model/gguf_weights.h"
 #include "kivi/text/stream_decoder.h"
 #include "tokenizer_loading.h"
 
@@ -66,12 +67,13 @@ ModelSession open_model_session(const HostContext& context, const PluginChoice& 
         file + ": attention backend \"" + attention.name + "\" cannot read the \"" +
             to_string(session.cache_factory->view_kind()) + "\" views of cache \"" + cache.name +
             "\" (the kivi attention reads both kinds)");
-  session.config = load_model_config(cfg.model.path);
+  session.config = load_checkpoint_config(cfg.model.path);
   options.device = pick_device(cfg.model.device);
   options.dtype = pick_dtype(cfg.model.dtype, session.config, options.device);
   session.loaded = load_model(context.registry, cfg.model.path, options, cfg.model.weights,
                               static_cast<uint64_t>(cfg.model.seed));
-  if (fs::is_regular_file(cfg.model.path / "tokenizer.json")) session.tokenizer = load_tokenizer(cfg.model.path);
+  if (fs::is_regular_file(cfg.model.path / "tokenizer.json") || is_gguf_file(cfg.model.path))
+    session.tokenizer = load_tokenizer(cfg.model.path);
   return session;
 }
 

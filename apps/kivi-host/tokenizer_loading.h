@@ -1,5 +1,5 @@
 // Finds a checkpoint's tokenizer: a folder holding tokenizer.json (with tokenizer_config.json
-// and chat_template.jinja when present), or a tokenizer.json file.
+// and chat_template.jinja when present), a tokenizer.json file, or a GGUF file's metadata.
 #pragma once
 
 #include <filesystem>

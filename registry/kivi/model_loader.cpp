@@ -1,5 +1,6 @@
 #include "kivi/model_loader.h"
 
+#include "kivi/model/gguf_weights.h"
 #include "kivi/model/weight_source.h"
 #include "kivi/util/error.h"
 
@@ -27,14 +28,25 @@ std::string resolve_model_family(const Registry& registry, const ModelConfig& co
               (known.empty() ? std::string("none (no model_family plugins are loaded)") : known));
 }
 
+ModelConfig load_checkpoint_config(const std::filesystem::path& folder_or_gguf) {
+  if (is_gguf_file(folder_or_gguf)) return gguf_model_config(GgufFile(folder_or_gguf));
+  return load_model_config(folder_or_gguf);
+}
+
 LoadedModel load_model(const Registry& registry, const std::filesystem::path& folder,
                        const ModelOptions& options, const std::string& weight_format,
                        uint64_t seed) {
-  const ModelConfig config = load_model_config(folder);
+  std::shared_ptr<const GgufFile> gguf;
+  if (is_gguf_file(folder)) gguf = std::make_shared<const GgufFile>(folder);
+  const ModelConfig config = gguf ? gguf_model_config(*gguf) : load_model_config(folder);
   LoadedModel loaded;
   loaded.family_name = resolve_model_family(registry, config);
   loaded.family = registry.create<ModelFamily>(loaded.family_name);
-  auto weights = make_weight_source(weight_format, folder, seed);
+  std::unique_ptr<WeightSource> weights;
+  if (gguf && weight_format == "safetensors")  // the default format: the file's own tensors
+    weights = std::make_unique<GgufWeights>(gguf, config);
+  else
+    weights = make_weight_source(weight_format, folder, seed);
   loaded.model = loaded.family->build(config, *weights, options);
   return loaded;
 }

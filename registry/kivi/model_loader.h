@@ -23,8 +23,12 @@ struct LoadedModel {
   std::unique_ptr<CausalLM> model;
 };
 
+// A checkpoint's config: <folder>/config.json, or the metadata of a .gguf file.
+ModelConfig load_checkpoint_config(const std::filesystem::path& folder_or_gguf);
+
 // Reads <folder>/config.json, resolves the family and builds the model from `weight_format`
-// ("safetensors" from the folder, or "dummy" random weights with `seed`).
+// ("safetensors" from the folder, or "dummy" random weights with `seed`). `folder` may also be
+// a GGUF file: its metadata is the config and its tensors the weights (unless "dummy").
 LoadedModel load_model(const Registry& registry, const std::filesystem::path& folder,
                        const ModelOptions& options,
                        const std::string& weight_format = "safetensors", uint64_t seed = 0);

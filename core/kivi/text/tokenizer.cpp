@@ -87,8 +87,16 @@ Tokenizer Tokenizer::from_file(const std::filesystem::path& tokenizer_json,
       from_json(read_json_file(tokenizer_json, "tokenizer.json"), tokenizer_json.string());
   if (tokenizer_config) {
     tokenizer.apply_config(read_json_file(*tokenizer_config, "tokenizer config"),
-                           *tokenizer_config);
+                           tokenizer_config->string(),
+                           tokenizer_config->parent_path() / "chat_template.jinja");
   }
+  return tokenizer;
+}
+
+Tokenizer Tokenizer::from_json(const nlohmann::json& tokenizer_json,
+                               const nlohmann::json& tokenizer_config, const std::string& source) {
+  Tokenizer tokenizer = from_json(tokenizer_json, source);
+  tokenizer.apply_config(tokenizer_config, source + " (tokenizer config)", std::nullopt);
   return tokenizer;
 }
 
@@ -141,9 +149,10 @@ void Tokenizer::build_byte_level_table() {
   }
 }
 
-void Tokenizer::apply_config(const nlohmann::json& config, const std::filesystem::path& path) {
-  const std::string where = path.string() + ":";
-  if (!config.is_object()) throw Error(path.string() + ": expected a JSON object at the top level");
+void Tokenizer::apply_config(const nlohmann::json& config, const std::string& source,
+                             const std::optional<std::filesystem::path>& jinja) {
+  const std::string where = source + ":";
+  if (!config.is_object()) throw Error(source + ": expected a JSON object at the top level");
   if (config.contains("added_tokens_decoder")) {
     const auto& decoder = config["added_tokens_decoder"];
     if (!decoder.is_object()) throw Error(where + " added_tokens_decoder: expected an object");
@@ -166,9 +175,8 @@ void Tokenizer::apply_config(const nlohmann::json& config, const std::filesystem
     if (!token->empty() && !token_to_id(*token))
       throw Error(where + " the special token '" + *token + "' is not in the vocabulary");
   }
-  const auto jinja = path.parent_path() / "chat_template.jinja";
-  if (std::filesystem::exists(jinja)) {
-    impl_->chat_template = read_text_file(jinja, "chat template");
+  if (jinja && std::filesystem::exists(*jinja)) {
+    impl_->chat_template = read_text_file(*jinja, "chat template");
   } else if (config.contains("chat_template")) {
     const auto& value = config["chat_template"];
     if (value.is_string()) {

@@ -27,6 +27,10 @@ class Tokenizer {
                              const std::optional<std::filesystem::path>& tokenizer_config = {});
   // The same from parsed JSON; `source` names it in error messages.
   static Tokenizer from_json(const nlohmann::json& tokenizer_json, const std::string& source);
+  // The same with a tokenizer_config.json given as parsed JSON too (e.g. made from GGUF
+  // metadata); no chat_template.jinja is looked for.
+  static Tokenizer from_json(const nlohmann::json& tokenizer_json,
+                             const nlohmann::json& tokenizer_config, const std::string& source);
 
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;
@@ -60,7 +64,9 @@ class Tokenizer {
   struct Impl;
   explicit Tokenizer(std::unique_ptr<Impl> impl);
   void build_byte_level_table();
-  void apply_config(const nlohmann::json& config, const std::filesystem::path& path);
+  // `jinja`: a chat_template.jinja that takes precedence over the config's template, if it exists.
+  void apply_config(const nlohmann::json& config, const std::string& source,
+                    const std::optional<std::filesystem::path>& jinja);
   std::unique_ptr<Impl> impl_;
 };
 
