@@ -192,6 +192,28 @@ TokenizeChoice read_tokenize(ConfigTable& top, const fs::path& base) {
   return choice;
 }
 
+ServeChoice read_serve(ConfigTable& top, const fs::path& base) {
+  ServeChoice s;
+  ConfigTable table = top.sub("serve");
+  s.host = table.get_string("host", s.host);
+  s.port = table.get_int_in("port", s.port, 0, 65535);
+  s.model_name = table.get_string("model_name", s.model_name);
+  s.max_batch = table.get_int_in("max_batch", s.max_batch, 1, 4096);
+  s.max_queue = table.get_int_in("max_queue", s.max_queue, 1, 1 << 20);
+  s.prefill_chunk = table.get_int_in("prefill_chunk", s.prefill_chunk, 1, int64_t{1} << 24);
+  s.context = table.get_int_in("context", s.context, 0, int64_t{1} << 24);
+  s.default_max_tokens = table.get_int_in("default_max_tokens", s.default_max_tokens, 0, int64_t{1} << 24);
+  s.max_n = table.get_int_in("max_n", s.max_n, 1, 1024);
+  s.max_logprobs = table.get_int_in("max_logprobs", s.max_logprobs, 0, 1024);
+  s.max_body_bytes = table.get_int_in("max_body_bytes", s.max_body_bytes, 1024, int64_t{1} << 32);
+  s.max_connections = table.get_int_in("max_connections", s.max_connections, 1, 1 << 16);
+  s.read_timeout_ms = table.get_int_in("read_timeout_ms", s.read_timeout_ms, 100, 3600 * 1000);
+  if (const std::string file = table.get_string("chat_template", ""); !file.empty())
+    s.chat_template = relative_to(base, file);
+  table.finish();
+  return s;
+}
+
 }  // namespace
 
 HostConfig parse_host_config(const toml::table& root, const std::string& source) {
@@ -244,6 +266,7 @@ HostConfig parse_host_config(const toml::table& root, const std::string& source)
   b.seed = bench.get_int_in("seed", b.seed, 0, INT64_MAX);
   bench.finish();
   config.tokenize = read_tokenize(top, base);
+  config.serve = read_serve(top, base);
 
   ConfigTable output = top.sub("output");
   config.json_output = output.get_string("json", "");

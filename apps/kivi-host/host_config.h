@@ -110,6 +110,24 @@ struct BenchChoice {
   int64_t seed = 0;
 };
 
+// [serve]: the OpenAI-compatible HTTP server (docs/server.md).
+struct ServeChoice {
+  std::string host = "127.0.0.1";  // loopback unless asked otherwise
+  int64_t port = 8000;              // 0 = any free port (printed at start)
+  std::string model_name;           // the "model" clients send; "" = the model folder's name
+  int64_t max_batch = 8;            // cache rows: sequences decoded together
+  int64_t max_queue = 64;           // sequences waiting for a row; beyond, 503
+  int64_t prefill_chunk = 512;      // prompt tokens a row feeds per forward pass
+  int64_t context = 0;              // tokens per sequence; 0 = max_position_embeddings
+  int64_t default_max_tokens = 16;  // completions without max_tokens
+  int64_t max_n = 16;               // n per request
+  int64_t max_logprobs = 20;        // logprobs / top_logprobs
+  int64_t max_body_bytes = 8 << 20;
+  int64_t max_connections = 256;
+  int64_t read_timeout_ms = 30000;
+  std::filesystem::path chat_template;  // a Jinja file (relative to run.toml); "" = the tokenizer's
+};
+
 struct HostConfig {
   std::filesystem::path file;  // run.toml ("" when built from defaults)
   std::string mode = "check";
@@ -127,6 +145,7 @@ struct HostConfig {
   PerplexityChoice perplexity;                     // [perplexity]
   CompareChoice compare;                           // [compare]
   BenchChoice bench;                               // [bench]
+  ServeChoice serve;                               // [serve]
 };
 
 // The modes kivi-host knows, in the order --help lists them.

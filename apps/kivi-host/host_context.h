@@ -35,5 +35,6 @@ int run_perplexity_mode(HostContext& context);
 int run_compare_mode(HostContext& context);
 int run_bench_mode(HostContext& context);
 int run_chat_mode(HostContext& context);
+int run_serve_mode(HostContext& context);
 
 }  // namespace kivi::host

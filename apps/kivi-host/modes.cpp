@@ -19,6 +19,7 @@ const std::map<std::string, ModeFn>& mode_table() {
       {"generate", run_generate_mode},
       {"perplexity", run_perplexity_mode},
       {"plugins", run_plugins_mode},
+      {"serve", run_serve_mode},
       {"tokenize", run_tokenize_mode},
   };
   return modes;

@@ -1,0 +1,127 @@
+#include "serve/api_server.h"
+
+#include <memory>
+
+#include "serve/api_response.h"
+
+namespace kivi::serve {
+namespace {
+using nlohmann::json;
+
+void send_json(HttpConnection& conn, int status, const json& body) {
+  conn.send(status, "application/json", body.dump(-1, ' ', false, json::error_handler_t::replace));
+}
+
+void send_error(HttpConnection& conn, const ApiError& e) {
+  conn.send(e.status, "application/json", json_error_body(e.status, e.message, e.type));
+}
+
+}  // namespace
+
+void ApiServer::handle(const HttpRequest& request, HttpConnection& conn) {
+  const std::string& path = request.path;
+  const bool get = request.method == "GET", post = request.method == "POST";
+  try {
+    if (path == "/health" || path == "/v1/models") {
+      if (!get) throw ApiError{405, path + " takes GET, not " + request.method};
+      if (path == "/health") {
+        const SchedulerStats s = scheduler_.stats();
+        send_json(conn, 200, {{"status", "ok"}, {"model", model_.name}, {"max_batch", s.max_batch},
+                              {"active", s.active}, {"queued", s.queued}, {"completed", s.completed},
+                              {"steps", s.steps}, {"cache_tokens", s.cache_tokens}, {"cache_bytes", s.cache_bytes}});
+      } else {
+        const json entry = {{"id", model_.name}, {"object", "model"}, {"created", 0}, {"owned_by", "kivi"},
+                            {"max_model_len", model_.context}};
+        send_json(conn, 200, {{"object", "list"}, {"data", json::array({entry})}});
+      }
+    } else if (path == "/v1/completions" || path == "/v1/chat/completions") {
+      if (!post) throw ApiError{405, path + " takes POST, not " + request.method};
+      completions(request, conn, path == "/v1/chat/completions");
+    } else {
+      throw ApiError{404, "no endpoint " + path + " (there are /v1/completions, /v1/chat/completions, "
+                                                   "/v1/models and /health)",
+                     "not_found"};
+    }
+  } catch (const ApiError& e) {
+    if (!conn.responded()) send_error(conn, e);
+  }
+}
+
+void ApiServer::completions(const HttpRequest& http, HttpConnection& conn, bool chat) {
+  json body;
+  try {
+    body = json::parse(http.body);
+  } catch (const json::parse_error& e) {
+    throw ApiError{400, std::string("the body is not valid JSON: ") + e.what()};
+  }
+  const CompletionRequest request = parse_completion_request(body, model_, limits_, chat);
+
+  // One job per prompt and sample; sequence i of a prompt samples with seed + i.
+  auto channel = std::make_shared<JobChannel>();
+  std::vector<JobSpec> jobs;
+  for (size_t p = 0; p < request.prompts.size(); ++p)
+    for (int64_t i = 0; i < request.n; ++i) {
+      JobSpec job;
+      job.prompt = request.prompts[p];
+      job.sampling = request.sampling;
+      job.seed = request.seed + static_cast<uint64_t>(i);
+      job.max_new_tokens = request.max_tokens;
+      if (!request.ignore_eos) job.eos_ids = model_.eos_ids;
+      job.stop_strings = request.stop;
+      job.logprobs = request.logprobs;
+      job.prompt_logprobs = request.echo && request.logprobs >= 0;
+      job.index = static_cast<int64_t>(p) * request.n + i;
+      job.channel = channel;
+      jobs.push_back(std::move(job));
+    }
+  const size_t total = jobs.size();
+  if (!scheduler_.submit(std::move(jobs)))
+    throw ApiError{503, "the server is busy: its queue is full; retry later", "server_overloaded"};
+
+  const ResponseFormat format(model_, request);
+  std::vector<ChoiceResult> results(total);
+  if (request.stream) {
+    bool ok = conn.begin_stream(200, "text/event-stream");
+    if (request.chat || request.echo)
+      for (size_t i = 0; i < total && ok; ++i) ok = conn.write(ResponseFormat::sse(format.opening(static_cast<int64_t>(i))));
+    if (!ok) return channel->cancel();
+  }
+  // Worker events until every choice is done; a client that left cancels its rows.
+  for (size_t done = 0; done < total;) {
+    std::vector<JobEvent> events = channel->pop(100);
+    if (events.empty() && conn.peer_closed()) return channel->cancel();
+    for (JobEvent& e : events) {
+      ChoiceResult& c = results[static_cast<size_t>(e.index)];
+      bool ok = true;
+      switch (e.kind) {
+        case JobEvent::Kind::kError:
+          channel->cancel();
+          if (request.stream) conn.write(ResponseFormat::sse(json::parse(json_error_body(e.status, e.text, "server_error"))));
+          else send_error(conn, ApiError{e.status, e.text, "server_error"});
+          return;
+        case JobEvent::Kind::kPromptScores:
+          c.prompt_scores = std::move(e.scores);
+          break;
+        case JobEvent::Kind::kToken:
+          c.text += e.text;
+          if (e.token >= 0) c.tokens.push_back(e.token);
+          if (e.score) c.scores.push_back(*e.score);
+          if (request.stream && (!e.text.empty() || e.score)) ok = conn.write(ResponseFormat::sse(format.token(e.index, e)));
+          break;
+        case JobEvent::Kind::kDone:
+          c.finish_reason = e.finish_reason;
+          c.completion_tokens = e.completion_tokens;
+          c.done = true;
+          ++done;
+          if (request.stream) ok = conn.write(ResponseFormat::sse(format.closing(e.index, e.finish_reason)));
+          break;
+      }
+      if (!ok) return channel->cancel();
+    }
+  }
+  if (!request.stream) return send_json(conn, 200, format.full(results));
+  if (request.include_usage) conn.write(ResponseFormat::sse(format.usage_chunk(results)));
+  conn.write("data: [DONE]\n\n");
+}
+
+}  // namespace kivi::serve

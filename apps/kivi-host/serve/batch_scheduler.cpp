@@ -1,0 +1,261 @@
+#include "serve/batch_scheduler.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include "kivi/cache/kv_cache.h"
+#include "kivi/generate/text_stops.h"
+#include "kivi/model/causal_lm.h"
+#include "kivi/util/error.h"
+
+namespace kivi::serve {
+
+void JobChannel::push(JobEvent event) {
+  {
+    std::lock_guard lock(mutex_);
+    events_.push_back(std::move(event));
+  }
+  ready_.notify_all();
+}
+
+std::vector<JobEvent> JobChannel::pop(int timeout_ms) {
+  std::unique_lock lock(mutex_);
+  ready_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return !events_.empty(); });
+  std::vector<JobEvent> out(std::make_move_iterator(events_.begin()), std::make_move_iterator(events_.end()));
+  events_.clear();
+  return out;
+}
+
+// One cache row and the request sequence it serves.
+struct BatchScheduler::Row {
+  std::optional<JobSpec> job;
+  size_t fed = 0;  // prompt tokens already in the cache
+  std::optional<generate::Sampler> sampler;
+  std::unique_ptr<generate::TextStream> stream;
+  std::optional<generate::TextStops> stops;
+  std::vector<int64_t> history;  // prompt + generated, for the repetition penalty
+  std::vector<TokenScore> prompt_scores;
+  int64_t generated = 0;
+  int64_t next = 0;  // the token this row feeds at the next decode step
+
+  bool busy() const { return job.has_value(); }
+  bool prefilling() const { return fed < job->prompt.size(); }
+  void push(JobEvent e) const {
+    e.index = job->index;
+    job->channel->push(std::move(e));
+  }
+};
+
+namespace {
+
+// The log-probability of `token` and the `k` most likely tokens, from one row of log-probs.
+TokenScore score_of(const at::Tensor& logprobs, int64_t token, int64_t k) {
+  TokenScore s;
+  s.token = token;
+  s.logprob = logprobs[token].item<double>();
+  if (k > 0) {
+    const auto [values, ids] = at::topk(logprobs, std::min<int64_t>(k, logprobs.size(0)));
+    const at::Tensor v = values.to(at::kDouble).contiguous(), i = ids.contiguous();
+    for (int64_t j = 0; j < v.size(0); ++j) s.top.emplace_back(i.data_ptr<int64_t>()[j], v.data_ptr<double>()[j]);
+  }
+  return s;
+}
+
+}  // namespace
+
+BatchScheduler::BatchScheduler(CausalLM& model, std::unique_ptr<KVCache> cache, generate::TextStreamFactory text,
+                               SchedulerOptions options)
+    : model_(model), cache_(std::move(cache)), text_(std::move(text)), options_(options),
+      max_batch_(cache_->geometry().max_batch) {
+  check(max_batch_ >= 1, "serve: the cache needs at least one row");
+  check(options_.prefill_chunk >= 1, "serve: prefill_chunk must be >= 1");
+  stats_.max_batch = max_batch_;
+  worker_ = std::thread([this] { run(); });
+}
+
+BatchScheduler::~BatchScheduler() { stop(); }
+
+bool BatchScheduler::submit(std::vector<JobSpec> jobs) {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_ || static_cast<int64_t>(queue_.size() + jobs.size()) > options_.max_queue) return false;
+    for (JobSpec& j : jobs) queue_.push_back(std::move(j));
+    stats_.queued = static_cast<int64_t>(queue_.size());
+  }
+  wake_.notify_all();
+  return true;
+}
+
+void BatchScheduler::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (worker_.joinable()) worker_.join();
+}
+
+SchedulerStats BatchScheduler::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+void BatchScheduler::admit(std::vector<Row>& rows) {
+  std::lock_guard lock(mutex_);
+  for (Row& row : rows) {
+    if (row.busy()) continue;
+    while (!queue_.empty() && queue_.front().channel->cancelled()) queue_.pop_front();
+    if (queue_.empty()) break;
+    row = Row{};
+    row.job = std::move(queue_.front());
+    queue_.pop_front();
+    row.sampler.emplace(row.job->sampling, row.job->seed);
+    if (text_) row.stream = text_();
+    row.stops.emplace(row.job->stop_strings);
+    row.history = row.job->prompt;
+  }
+  stats_.queued = static_cast<int64_t>(queue_.size());
+}
+
+void BatchScheduler::run() {
+  std::vector<Row> rows(static_cast<size_t>(max_batch_));
+  auto release = [&](Row& row, size_t b) {
+    row = Row{};
+    cache_->truncate(0, static_cast<int64_t>(b));
+  };
+  for (;;) {
+    {
+      std::unique_lock lock(mutex_);
+      const bool busy = std::any_of(rows.begin(), rows.end(), [](const Row& r) { return r.busy(); });
+      wake_.wait(lock, [&] { return stopping_ || !queue_.empty() || busy; });
+      if (stopping_) break;
+    }
+    for (size_t b = 0; b < rows.size(); ++b)
+      if (rows[b].busy() && rows[b].job->channel->cancelled()) release(rows[b], b);
+    admit(rows);
+    try {
+      step(rows);
+    } catch (const std::exception& e) {
+      // A failed forward pass (out of memory, a bug) fails the batch it ran, not the server.
+      for (Row& row : rows)
+        if (row.busy()) row.push({.kind = JobEvent::Kind::kError, .text = std::string("generation failed: ") + e.what()});
+      for (Row& row : rows) row = Row{};
+      cache_->reset();
+    }
+    std::lock_guard lock(mutex_);
+    stats_.active = std::count_if(rows.begin(), rows.end(), [](const Row& r) { return r.busy(); });
+    const MemoryStats m = cache_->memory();
+    stats_.cache_tokens = m.tokens;
+    stats_.cache_bytes = m.total();
+  }
+  // Shutting down: whatever is still running or queued gets an answer.
+  std::lock_guard lock(mutex_);
+  const JobEvent bye{.kind = JobEvent::Kind::kError, .text = "the server is shutting down", .status = 503};
+  for (Row& row : rows)
+    if (row.busy()) row.push(bye);
+  for (JobSpec& job : queue_) {
+    JobEvent e = bye;
+    e.index = job.index;
+    job.channel->push(std::move(e));
+  }
+  queue_.clear();
+}
+
+void BatchScheduler::step(std::vector<Row>& rows) {
+  c10::InferenceMode guard;
+  const int64_t batch = max_batch_;
+  // What each row feeds: a chunk of its prompt, its last sampled token, or nothing.
+  std::vector<int64_t> counts(batch, 0);
+  for (int64_t b = 0; b < batch; ++b) {
+    const Row& row = rows[b];
+    if (!row.busy()) continue;
+    counts[b] = row.prefilling() ? std::min<int64_t>(options_.prefill_chunk, row.job->prompt.size() - row.fed) : 1;
+  }
+  const int64_t tokens = *std::max_element(counts.begin(), counts.end());
+  if (tokens == 0) return;
+  at::Tensor ids = at::zeros({batch, tokens}, at::kLong);
+  at::Tensor positions = at::zeros({batch, tokens}, at::kLong);
+  auto id_at = ids.accessor<int64_t, 2>();
+  auto pos_at = positions.accessor<int64_t, 2>();
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t start = cache_->length(b);
+    for (int64_t t = 0; t < tokens; ++t) pos_at[b][t] = start + t;
+    for (int64_t t = 0; t < counts[b]; ++t)
+      id_at[b][t] = rows[b].prefilling() ? rows[b].job->prompt[rows[b].fed + t] : rows[b].next;
+  }
+  const at::Device device = model_.options().device;
+  const at::Tensor logits = model_.forward(ids.to(device), positions.to(device), counts, *cache_);  // [B, T, V]
+
+  // Prompt scores (echo), and which rows sample a token now (from their last fed position).
+  std::vector<int64_t> sample_rows, sample_at;
+  for (int64_t b = 0; b < batch; ++b) {
+    Row& row = rows[b];
+    if (!row.busy()) continue;
+    if (row.prefilling()) {
+      const auto& prompt = row.job->prompt;
+      if (row.job->prompt_logprobs) {
+        // Position t predicts prompt token fed + t + 1 (the last prompt position predicts the
+        // first new token, which is scored when it is sampled).
+        const int64_t scored = std::min<int64_t>(counts[b], static_cast<int64_t>(prompt.size() - row.fed) - 1);
+        if (scored > 0) {
+          const at::Tensor lp = at::log_softmax(logits[b].narrow(0, 0, scored).to(at::kFloat), -1).to(at::kCPU);
+          for (int64_t t = 0; t < scored; ++t)
+            row.prompt_scores.push_back(score_of(lp[t], prompt[row.fed + t + 1], std::max<int64_t>(row.job->logprobs, 0)));
+        }
+      }
+      row.fed += counts[b];
+      if (row.prefilling()) continue;
+      if (row.job->prompt_logprobs)
+        row.push({.kind = JobEvent::Kind::kPromptScores, .scores = std::move(row.prompt_scores)});
+    }
+    sample_rows.push_back(b);
+    sample_at.push_back(counts[b] - 1);
+  }
+  if (sample_rows.empty()) return;
+  const at::Tensor chosen = logits.index({at::tensor(sample_rows, at::kLong).to(logits.device()),
+                                          at::tensor(sample_at, at::kLong).to(logits.device())})
+                                .to(at::kCPU, at::kFloat);  // [R, V]
+  for (size_t r = 0; r < sample_rows.size(); ++r) {
+    const int64_t b = sample_rows[r];
+    Row& row = rows[b];
+    const JobSpec& job = *row.job;
+    auto finish = [&](const std::string& reason, bool flush) {
+      if (flush && row.stream) {
+        const std::string rest = row.stops->finish(row.stream->flush());
+        if (!rest.empty()) row.push({.kind = JobEvent::Kind::kToken, .text = rest});
+      }
+      row.push({.kind = JobEvent::Kind::kDone, .finish_reason = reason,
+                .prompt_tokens = static_cast<int64_t>(job.prompt.size()), .completion_tokens = row.generated});
+      row = Row{};
+      cache_->truncate(0, b);
+      std::lock_guard lock(mutex_);
+      ++stats_.completed;
+    };
+    if (row.generated >= job.max_new_tokens) {  // max_tokens 0: the prompt was only scored
+      finish("length", true);
+      continue;
+    }
+    const at::Tensor row_logits = chosen[static_cast<int64_t>(r)];
+    const int64_t token = row.sampler->next(row_logits, row.history);
+    JobEvent event{.kind = JobEvent::Kind::kToken, .token = token};
+    if (job.logprobs >= 0) event.score = score_of(at::log_softmax(row_logits, -1), token, job.logprobs);
+    row.history.push_back(token);
+    ++row.generated;
+    bool stopped = false;
+    if (row.stream) std::tie(event.text, stopped) = row.stops->add(row.stream->step(token));
+    row.push(std::move(event));
+    const bool eos = std::find(job.eos_ids.begin(), job.eos_ids.end(), token) != job.eos_ids.end();
+    if (stopped) finish("stop", false);
+    else if (eos) finish("stop", true);
+    else if (row.generated >= job.max_new_tokens) finish("length", true);
+    else if (options_.context > 0 && cache_->length(b) >= options_.context) finish("length", true);
+    else row.next = token;
+  }
+  std::lock_guard lock(mutex_);
+  ++stats_.steps;
+}
+
+}  // namespace kivi::serve

@@ -1,0 +1,127 @@
+// Continuous batching: one KV cache of `max_batch` rows and one worker thread that owns the
+// model and the cache. A request takes a free row; its prompt is fed in chunks (other rows feed
+// their one decode token in the same forward pass, or nothing), then it decodes with the running
+// batch, and when it finishes its row is truncated to 0 and given to the next request. Requests
+// that find no free row wait in a bounded queue; submit() refuses beyond the bound (the HTTP
+// layer answers 503). The scheduler knows nothing of HTTP: results go to a JobChannel that the
+// request's thread reads.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "kivi/generate/generate.h"
+
+namespace kivi {
+class CausalLM;
+class KVCache;
+}  // namespace kivi
+
+namespace kivi::serve {
+
+// A token with its log-probability under the model (log_softmax of the raw logits) and the
+// `top` most likely alternatives at that position.
+struct TokenScore {
+  int64_t token = 0;
+  double logprob = 0;
+  std::vector<std::pair<int64_t, double>> top;
+};
+
+struct JobEvent {
+  enum class Kind { kPromptScores, kToken, kDone, kError };
+  Kind kind;
+  int64_t index = 0;                // which of the request's sequences (n, several prompts)
+  std::vector<TokenScore> scores;   // kPromptScores: prompt tokens 1.. (token 0 has none)
+  int64_t token = -1;               // kToken
+  std::string text;                 // kToken: the text it completes (stop strings held back); kError: message
+  std::optional<TokenScore> score;  // kToken, when logprobs were asked for
+  std::string finish_reason;        // kDone: "stop" (EOS or stop string) or "length"
+  int64_t prompt_tokens = 0, completion_tokens = 0;  // kDone
+  int status = 500;                 // kError
+};
+
+// Events of one request (all its sequences) from the worker to the request's thread.
+class JobChannel {
+ public:
+  void push(JobEvent event);
+  // Waits up to `timeout_ms` for events; returns those that came (possibly none).
+  std::vector<JobEvent> pop(int timeout_ms);
+  // The request's thread gives up (client gone): the worker frees the rows at its next step.
+  void cancel() { cancelled_ = true; }
+  bool cancelled() const { return cancelled_.load(); }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<JobEvent> events_;
+  std::atomic<bool> cancelled_{false};
+};
+
+struct JobSpec {
+  std::vector<int64_t> prompt;  // non-empty token ids
+  generate::SamplingOptions sampling;
+  uint64_t seed = 0;
+  int64_t max_new_tokens = 16;
+  std::vector<int64_t> eos_ids;
+  std::vector<std::string> stop_strings;
+  int64_t logprobs = -1;         // < 0: none; k >= 0: each token's logprob and the top k
+  bool prompt_logprobs = false;  // score the prompt tokens too (echo)
+  int64_t index = 0;
+  std::shared_ptr<JobChannel> channel;
+};
+
+struct SchedulerOptions {
+  int64_t max_queue = 64;       // jobs waiting for a row; more are refused
+  int64_t prefill_chunk = 512;  // prompt tokens a row feeds per forward pass
+  int64_t context = 0;          // tokens per row (prompt + generated); a row that reaches it stops
+};
+
+struct SchedulerStats {
+  int64_t max_batch = 0, active = 0, queued = 0, completed = 0, steps = 0;
+  int64_t cache_tokens = 0, cache_bytes = 0;
+};
+
+class BatchScheduler {
+ public:
+  // `model` and `text` must outlive the scheduler; the cache is the scheduler's.
+  BatchScheduler(CausalLM& model, std::unique_ptr<KVCache> cache, generate::TextStreamFactory text,
+                 SchedulerOptions options);
+  ~BatchScheduler();  // stop()s
+
+  // Queues the jobs (all or none: a request's sequences are never split). False when the queue
+  // lacks room for all of them or the scheduler is stopping.
+  bool submit(std::vector<JobSpec> jobs);
+  // Ends the worker; jobs still queued or running get a 503 error event.
+  void stop();
+  SchedulerStats stats() const;
+  int64_t max_batch() const { return max_batch_; }
+
+ private:
+  struct Row;
+  void run();
+  void step(std::vector<Row>& rows);
+  void admit(std::vector<Row>& rows);
+
+  CausalLM& model_;
+  std::unique_ptr<KVCache> cache_;
+  generate::TextStreamFactory text_;
+  SchedulerOptions options_;
+  int64_t max_batch_;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<JobSpec> queue_;
+  bool stopping_ = false;
+  SchedulerStats stats_;  // guarded by mutex_ (the worker publishes after each step)
+  std::thread worker_;
+};
+
+}  // namespace kivi::serve

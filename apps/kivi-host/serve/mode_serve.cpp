@@ -1,0 +1,76 @@
+// `kivi-host serve`: the [model] behind an OpenAI-compatible HTTP API ([serve] host, port,
+// max_batch, ...; docs/server.md). Requests are batched continuously through one cache of the
+// configured backend, so a KIVI cache's smaller rows turn into more concurrent sequences.
+// Runs until SIGINT or SIGTERM; then running requests get a 503 and the server exits 0.
+#include <csignal>
+#include <fstream>
+#include <ostream>
+#include <sstream>
+
+#include "host_context.h"
+#include "kivi/cache/kv_cache.h"
+#include "model_session.h"
+#include "serve/api_server.h"
+
+namespace kivi::host {
+namespace {
+
+std::atomic<bool> g_stop{false};
+extern "C" void on_stop_signal(int) { g_stop = true; }
+
+serve::ServedModel served_model(const HostConfig& cfg, const ModelSession& session, int64_t context) {
+  serve::ServedModel m;
+  m.name = cfg.serve.model_name.empty() ? session.config.folder.filename().string() : cfg.serve.model_name;
+  if (m.name.empty()) m.name = cfg.model.path.filename().string();
+  m.tokenizer = session.tokenizer ? &*session.tokenizer : nullptr;
+  std::string source = m.tokenizer ? m.tokenizer->chat_template() : "";
+  if (!cfg.serve.chat_template.empty()) {
+    std::ifstream in(cfg.serve.chat_template);
+    check(in.good(), cfg.file.string() + ": [serve] chat_template: cannot open " + cfg.serve.chat_template.string());
+    std::ostringstream text;
+    text << in.rdbuf();
+    source = text.str();
+  }
+  if (!source.empty()) m.chat.emplace(source);
+  if (m.tokenizer) m.template_variables = {{"bos_token", m.tokenizer->bos_token()}, {"eos_token", m.tokenizer->eos_token()}};
+  m.eos_ids = generate_options(cfg, session).eos_ids;  // the model's and the tokenizer's
+  m.context = context;
+  m.vocab_size = session.config.vocab_size;
+  return m;
+}
+
+}  // namespace
+
+int run_serve_mode(HostContext& context) {
+  const HostConfig& cfg = context.config;
+  const ServeChoice& s = cfg.serve;
+  ModelSession session = open_model_session(context, cfg.cache, cfg.attention);
+  CausalLM& model = session.model();
+  generate::GenerateOptions limits;
+  limits.context = s.context;
+  const int64_t ctx = generate::context_length(model, limits);
+  check(ctx > 0, cfg.file.string() + ": [serve] context: the model declares no max_position_embeddings; set one");
+
+  serve::BatchScheduler scheduler(model, session.cache_factory->create(model.cache_geometry(s.max_batch)),
+                                  text_streams(session), {s.max_queue, s.prefill_chunk, ctx});
+  serve::ApiServer api(served_model(cfg, session, ctx), scheduler,
+                       {s.max_n, /*max_prompts=*/s.max_queue, s.max_logprobs, s.default_max_tokens});
+  serve::HttpServer server(s.host, static_cast<int>(s.port),
+                           {16 * 1024, static_cast<size_t>(s.max_body_bytes), static_cast<int>(s.max_connections),
+                            static_cast<int>(s.read_timeout_ms)},
+                           [&api](const serve::HttpRequest& r, serve::HttpConnection& c) { api.handle(r, c); });
+
+  std::signal(SIGPIPE, SIG_IGN);
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+  const std::string host = s.host.find(':') != std::string::npos ? "[" + s.host + "]" : s.host;
+  context.out << describe(session) << "\nserve: max_batch " << s.max_batch << ", queue " << s.max_queue
+              << ", context " << ctx << "\nserve: listening on http://" << host << ":" << server.port() << std::endl;
+  server.run(g_stop);
+  context.out << "serve: stopping" << std::endl;
+  scheduler.stop();
+  server.drain(5000);
+  return 0;
+}
+
+}  // namespace kivi::host
