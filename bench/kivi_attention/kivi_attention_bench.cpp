@@ -1,0 +1,246 @@
+// Decode attention alone, on the GPU: the fused KIVI kernel over the packed cache against
+// at::scaled_dot_product_attention over an fp16 cache holding the same tokens, one layer.
+// Each case is timed with CUDA events after warm-up, with the L2 cache flushed before every
+// timed launch; the median is reported with the bytes the kernel must read, the GB/s that
+// implies, and that as a fraction of the device's copy bandwidth measured in the same run.
+//
+//   kivi_attention_bench [--batches 1,16] [--contexts 4096,32768] [--extra 1x131072]
+//                        [--bits 2,4] [--q-heads 32] [--kv-heads 8] [--head-dim 128]
+//                        [--reps 40] [--json out.json]
+// Defaults: Llama-3.1-8B's attention shapes (32 query heads, 8 kv heads, head_dim 128).
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <cuda_runtime_api.h>
+#include <torch/cuda.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cuda_ops.h"
+#include "kivi_cache.h"
+
+using namespace kivi;
+using namespace kivi::kivi_cache;
+
+namespace {
+
+struct Settings {
+  std::vector<int64_t> batches = {1, 16};
+  std::vector<int64_t> contexts = {4096, 32768};
+  std::vector<std::pair<int64_t, int64_t>> extra;  // (batch, context) cases beyond the grid
+  std::vector<int64_t> bits = {2, 4};
+  int64_t q_heads = 32, kv_heads = 8, head_dim = 128, reps = 40;
+  std::string json;
+};
+
+std::vector<int64_t> parse_list(const std::string& text) {
+  std::vector<int64_t> out;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) out.push_back(std::stoll(item));
+  return out;
+}
+
+Settings parse_args(int argc, char** argv) {
+  Settings s;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (i + 1 >= argc) throw std::runtime_error("missing value after " + arg);
+    const std::string value = argv[++i];
+    if (arg == "--batches") s.batches = parse_list(value);
+    else if (arg == "--contexts") s.contexts = parse_list(value);
+    else if (arg == "--bits") s.bits = parse_list(value);
+    else if (arg == "--q-heads") s.q_heads = std::stoll(value);
+    else if (arg == "--kv-heads") s.kv_heads = std::stoll(value);
+    else if (arg == "--head-dim") s.head_dim = std::stoll(value);
+    else if (arg == "--reps") s.reps = std::stoll(value);
+    else if (arg == "--json") s.json = value;
+    else if (arg == "--extra") {
+      std::stringstream in(value);
+      for (std::string item; std::getline(in, item, ',');) {
+        const size_t x = item.find('x');
+        if (x == std::string::npos) throw std::runtime_error("--extra expects BxL items: " + item);
+        s.extra.emplace_back(std::stoll(item.substr(0, x)), std::stoll(item.substr(x + 1)));
+      }
+    } else {
+      throw std::runtime_error("unknown argument " + arg);
+    }
+  }
+  return s;
+}
+
+// Median time in microseconds of fn(), each launch timed alone with the L2 flushed before it.
+double median_us(const std::function<void()>& fn, int64_t reps, at::Tensor& scratch) {
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  for (int i = 0; i < 5; ++i) fn();  // warm-up
+  std::vector<double> times;
+  for (int64_t i = 0; i < reps; ++i) {
+    scratch.add_(1);  // evicts the L2 (scratch is larger than it)
+    cudaEventRecord(start, stream);
+    fn();
+    cudaEventRecord(stop, stream);
+    cudaEventSynchronize(stop);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, start, stop);
+    times.push_back(ms * 1000.0);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+// Device-to-device copy bandwidth, counting bytes read and written (GB/s).
+double copy_bandwidth(at::Tensor& scratch) {
+  const int64_t bytes = int64_t{2} << 30;
+  at::Tensor src = at::empty({bytes}, at::TensorOptions().dtype(at::kByte).device(at::kCUDA)).fill_(1);
+  at::Tensor dst = at::empty_like(src);
+  const double us = median_us([&] { dst.copy_(src); }, 10, scratch);
+  return 2.0 * static_cast<double>(bytes) / (us * 1e3);
+}
+
+// Bytes the fused kernel must read for one layer: the packed codes, scales and minima below
+// each row's quantized counts, the residual tokens above them, the queries and the output.
+double kivi_bytes(const KiviParts& p, const std::vector<int64_t>& lengths, int64_t kv_heads,
+                  int64_t dim, int64_t q_heads) {
+  double total = 0;
+  const double half = 2.0, groups_per_token = static_cast<double>(dim) / static_cast<double>(p.group_size);
+  for (size_t b = 0; b < lengths.size(); ++b) {
+    const double kq = static_cast<double>(p.key_quantized[b]), vq = static_cast<double>(p.value_quantized[b]);
+    const double length = static_cast<double>(lengths[b]);
+    double per_head = 0;
+    if (p.k_bits < 16) per_head += kq * dim * p.k_bits / 8.0 + kq / p.group_size * dim * 2 * half;
+    per_head += (length - kq) * dim * half;
+    if (p.v_bits < 16) per_head += vq * dim * p.v_bits / 8.0 + vq * groups_per_token * 2 * half;
+    per_head += (length - vq) * dim * half;
+    total += per_head * kv_heads + 2.0 * q_heads * dim * half;
+  }
+  return total;
+}
+
+struct Row {
+  int64_t batch, context;
+  double fp16_cache_mb, sdpa_us, sdpa_gbs;
+  std::vector<double> kivi_us, kivi_gbs, kivi_fraction, speedup, kivi_mb;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  const Settings s = parse_args(argc, argv);
+  if (!torch::cuda::is_available()) {
+    std::printf("no CUDA device: nothing to measure\n");
+    return 0;
+  }
+  const auto* props = at::cuda::getCurrentDeviceProperties();
+  at::Tensor scratch = at::zeros({int64_t{256} << 20}, at::TensorOptions().dtype(at::kByte).device(at::kCUDA));
+  const double copy_gbs = copy_bandwidth(scratch);
+  std::printf("device: %s, %d SMs; copy bandwidth (read + write) %.0f GB/s\n", props->name,
+              props->multiProcessorCount, copy_gbs);
+  std::printf("shapes: %lld query heads, %lld kv heads, head_dim %lld, one layer; fp16 storage; "
+              "KIVI group 32, residual 128\n",
+              (long long)s.q_heads, (long long)s.kv_heads, (long long)s.head_dim);
+
+  std::vector<std::pair<int64_t, int64_t>> cases;
+  for (int64_t b : s.batches)
+    for (int64_t l : s.contexts) cases.emplace_back(b, l);
+  cases.insert(cases.end(), s.extra.begin(), s.extra.end());
+
+  std::vector<Row> rows;
+  const auto half = at::TensorOptions().dtype(at::kHalf).device(at::kCUDA);
+  for (const auto& [batch, context] : cases) {
+    Row row{batch, context};
+    at::Tensor k = at::randn({batch, s.kv_heads, context, s.head_dim}, half);
+    at::Tensor v = at::randn({batch, s.kv_heads, context, s.head_dim}, half);
+    const at::Tensor q = at::randn({batch, s.q_heads, 1, s.head_dim}, half);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(s.head_dim));
+    const double fp16_bytes = 2.0 * static_cast<double>(k.nbytes()) + 2.0 * q.nbytes();
+    row.fp16_cache_mb = 2.0 * static_cast<double>(k.nbytes()) / 1e6;
+    row.sdpa_us = median_us(
+        [&] { at::scaled_dot_product_attention(q, k, v, {}, 0.0, false, scale, /*enable_gqa=*/true); },
+        s.reps, scratch);
+    row.sdpa_gbs = fp16_bytes / (row.sdpa_us * 1e3);
+
+    for (int64_t bits : s.bits) {
+      CacheGeometry g;
+      g.num_layers = 1;
+      g.num_kv_heads = s.kv_heads;
+      g.head_dim = s.head_dim;
+      g.max_batch = batch;
+      g.max_tokens = context;
+      g.dtype = at::kHalf;
+      g.device = at::Device(at::kCUDA, 0);
+      KiviOptions o;
+      o.k_bits = bits;
+      o.v_bits = bits;
+      KiviCache cache(g, o);
+      cache.append(0, k, v);
+      const CacheView view = cache.view(0);
+      AttentionParams params;
+      params.scale = scale;
+      std::string why;
+      if (!cuda_decode_attention(q, view.kivi, view.lengths, {}, params, &why))
+        throw std::runtime_error("the fused kernel cannot serve this case: " + why);
+      const double us = median_us(
+          [&] { cuda_decode_attention(q, view.kivi, view.lengths, {}, params); }, s.reps, scratch);
+      const double bytes = kivi_bytes(view.kivi, view.lengths, s.kv_heads, s.head_dim, s.q_heads);
+      row.kivi_us.push_back(us);
+      row.kivi_gbs.push_back(bytes / (us * 1e3));
+      row.kivi_fraction.push_back(bytes / (us * 1e3) / copy_gbs);
+      row.speedup.push_back(row.sdpa_us / us);
+      row.kivi_mb.push_back(static_cast<double>(cache.memory().total()) / 1e6);
+    }
+    rows.push_back(row);
+    std::fprintf(stderr, "measured batch %lld x context %lld\n", (long long)batch, (long long)context);
+  }
+
+  std::printf("\n| batch | context | fp16 cache MB | SDPA fp16 us | SDPA GB/s |");
+  for (int64_t bits : s.bits)
+    std::printf(" KIVI-%lld MB | KIVI-%lld us | GB/s | of copy bw | vs SDPA |", (long long)bits,
+                (long long)bits);
+  std::printf("\n|---|---|---|---|---|");
+  for (size_t i = 0; i < s.bits.size(); ++i) std::printf("---|---|---|---|---|");
+  std::printf("\n");
+  for (const Row& r : rows) {
+    std::printf("| %lld | %lld | %.0f | %.1f | %.0f |", (long long)r.batch, (long long)r.context,
+                r.fp16_cache_mb, r.sdpa_us, r.sdpa_gbs);
+    for (size_t i = 0; i < s.bits.size(); ++i)
+      std::printf(" %.0f | %.1f | %.0f | %.0f%% | %.2fx |", r.kivi_mb[i], r.kivi_us[i],
+                  r.kivi_gbs[i], 100.0 * r.kivi_fraction[i], r.speedup[i]);
+    std::printf("\n");
+  }
+
+  if (!s.json.empty()) {
+    std::ofstream out(s.json);
+    out << "{\n  \"device\": \"" << props->name << "\",\n  \"copy_bandwidth_gbs\": " << copy_gbs
+        << ",\n  \"q_heads\": " << s.q_heads << ", \"kv_heads\": " << s.kv_heads
+        << ", \"head_dim\": " << s.head_dim << ",\n  \"cases\": [\n";
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const Row& r = rows[i];
+      out << "    {\"batch\": " << r.batch << ", \"context\": " << r.context
+          << ", \"fp16_cache_mb\": " << r.fp16_cache_mb << ", \"sdpa_us\": " << r.sdpa_us
+          << ", \"sdpa_gbs\": " << r.sdpa_gbs << ", \"kivi\": [";
+      for (size_t j = 0; j < s.bits.size(); ++j)
+        out << (j ? ", " : "") << "{\"bits\": " << s.bits[j] << ", \"cache_mb\": " << r.kivi_mb[j]
+            << ", \"us\": " << r.kivi_us[j] << ", \"gbs\": " << r.kivi_gbs[j]
+            << ", \"fraction_of_copy\": " << r.kivi_fraction[j] << ", \"speedup_vs_sdpa\": "
+            << r.speedup[j] << "}";
+      out << "]}" << (i + 1 < rows.size() ? "," : "") << "\n";
+    }
+    out << "  ]\n}\n";
+    std::printf("\nwrote %s\n", s.json.c_str());
+  }
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "kivi_attention_bench: %s\n", e.what());
+  return 1;
+}
