@@ -2,13 +2,16 @@
 
 Also runs `kivi-host generate` for reference results. Used by the serve tests (run by CTest
 with the project's venv python; see CMakeLists.txt)."""
+import argparse
 import json
 import os
 import re
 import subprocess
 import tempfile
+import sys
 import threading
 import time
+import unittest
 import urllib.request
 
 SKIP = 77  # CTest's SKIP_RETURN_CODE for these tests
@@ -85,3 +88,12 @@ def generate_reference(kivi_host, model, prompts, max_new_tokens, extra=""):
         assert ids, out
         results.append([int(t) for t in ids.group(1).split()])
     return results
+
+
+def run_tests(module):
+    """Sets module.ARGS from --kivi-host and --source, then runs the module's unittest cases."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--kivi-host", required=True)
+    parser.add_argument("--source", required=True, help="the repository root")
+    module.ARGS, rest = parser.parse_known_args()
+    unittest.main(module=module, argv=[sys.argv[0]] + rest, verbosity=2)

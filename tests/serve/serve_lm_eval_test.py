@@ -8,14 +8,13 @@ is answered, accuracy beats chance, and one answer's log-likelihood equals a dir
 
     python serve_lm_eval_test.py --kivi-host build/bin/kivi-host --source .
 """
-import argparse
 import json
 import os
 import sys
 import tempfile
 import unittest
 
-from serve_harness import SKIP, Server
+from serve_harness import SKIP, Server, run_tests
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -84,8 +83,4 @@ class LmEvalTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--kivi-host", required=True)
-    parser.add_argument("--source", required=True, help="the repository root")
-    ARGS, rest = parser.parse_known_args()
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    run_tests(sys.modules[__name__])

@@ -6,7 +6,6 @@ negative max_tokens, a client that disconnects mid-stream, a full queue).
 
     python serve_openai_test.py --kivi-host build/bin/kivi-host --source .
 """
-import argparse
 import concurrent.futures
 import json
 import os
@@ -16,7 +15,7 @@ import threading
 import time
 import unittest
 
-from serve_harness import SKIP, Server, generate_reference
+from serve_harness import SKIP, Server, run_tests, generate_reference
 
 try:
     import openai
@@ -250,8 +249,4 @@ class LimitsTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--kivi-host", required=True)
-    parser.add_argument("--source", required=True, help="the repository root")
-    ARGS, rest = parser.parse_known_args()
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    run_tests(sys.modules[__name__])
