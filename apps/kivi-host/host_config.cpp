@@ -201,6 +201,7 @@ ServeChoice read_serve(ConfigTable& top, const fs::path& base) {
   s.max_batch = table.get_int_in("max_batch", s.max_batch, 1, 4096);
   s.max_queue = table.get_int_in("max_queue", s.max_queue, 1, 1 << 20);
   s.prefill_chunk = table.get_int_in("prefill_chunk", s.prefill_chunk, 1, int64_t{1} << 24);
+  s.step_tokens = table.get_int_in("step_tokens", s.step_tokens, 1, int64_t{1} << 30);
   s.context = table.get_int_in("context", s.context, 0, int64_t{1} << 24);
   s.default_max_tokens = table.get_int_in("default_max_tokens", s.default_max_tokens, 0, int64_t{1} << 24);
   s.max_n = table.get_int_in("max_n", s.max_n, 1, 1024);

@@ -118,6 +118,7 @@ struct ServeChoice {
   int64_t max_batch = 8;            // cache rows: sequences decoded together
   int64_t max_queue = 64;           // sequences waiting for a row; beyond, 503
   int64_t prefill_chunk = 512;      // prompt tokens a row feeds per forward pass
+  int64_t step_tokens = 8192;       // rows x tokens per forward pass (bounds the logits' memory)
   int64_t context = 0;              // tokens per sequence; 0 = max_position_embeddings
   int64_t default_max_tokens = 16;  // completions without max_tokens
   int64_t max_n = 16;               // n per request

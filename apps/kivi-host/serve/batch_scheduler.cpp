@@ -72,6 +72,7 @@ BatchScheduler::BatchScheduler(CausalLM& model, std::unique_ptr<KVCache> cache, 
       max_batch_(cache_->geometry().max_batch) {
   check(max_batch_ >= 1, "serve: the cache needs at least one row");
   check(options_.prefill_chunk >= 1, "serve: prefill_chunk must be >= 1");
+  chunk_ = std::max<int64_t>(1, std::min(options_.prefill_chunk, options_.step_tokens / max_batch_));
   stats_.max_batch = max_batch_;
   worker_ = std::thread([this] { run(); });
 }
@@ -172,7 +173,7 @@ void BatchScheduler::step(std::vector<Row>& rows) {
   for (int64_t b = 0; b < batch; ++b) {
     const Row& row = rows[b];
     if (!row.busy()) continue;
-    counts[b] = row.prefilling() ? std::min<int64_t>(options_.prefill_chunk, row.job->prompt.size() - row.fed) : 1;
+    counts[b] = row.prefilling() ? std::min<int64_t>(chunk_, row.job->prompt.size() - row.fed) : 1;
   }
   const int64_t tokens = *std::max_element(counts.begin(), counts.end());
   if (tokens == 0) return;

@@ -82,6 +82,9 @@ struct JobSpec {
 struct SchedulerOptions {
   int64_t max_queue = 64;       // jobs waiting for a row; more are refused
   int64_t prefill_chunk = 512;  // prompt tokens a row feeds per forward pass
+  // Every pass runs all max_batch rows padded to its longest row, and its logits are
+  // [max_batch, tokens, vocab]: a pass feeds at most step_tokens / max_batch tokens per row.
+  int64_t step_tokens = 8192;
   int64_t context = 0;          // tokens per row (prompt + generated); a row that reaches it stops
 };
 
@@ -116,6 +119,7 @@ class BatchScheduler {
   generate::TextStreamFactory text_;
   SchedulerOptions options_;
   int64_t max_batch_;
+  int64_t chunk_;  // prompt tokens per row and pass
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<JobSpec> queue_;

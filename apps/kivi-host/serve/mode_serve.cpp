@@ -52,7 +52,7 @@ int run_serve_mode(HostContext& context) {
   check(ctx > 0, cfg.file.string() + ": [serve] context: the model declares no max_position_embeddings; set one");
 
   serve::BatchScheduler scheduler(model, session.cache_factory->create(model.cache_geometry(s.max_batch)),
-                                  text_streams(session), {s.max_queue, s.prefill_chunk, ctx});
+                                  text_streams(session), {s.max_queue, s.prefill_chunk, s.step_tokens, ctx});
   serve::ApiServer api(served_model(cfg, session, ctx), scheduler,
                        {s.max_n, /*max_prompts=*/s.max_queue, s.max_logprobs, s.default_max_tokens});
   serve::HttpServer server(s.host, static_cast<int>(s.port),
