@@ -184,6 +184,40 @@ class ServeTest(unittest.TestCase):
             self.client.completions.create(model="nope", prompt="a")
         self.assertEqual(self.complete("Anne", max_tokens=3, temperature=0).usage.completion_tokens, 3)
 
+    def raw(self, data, read=True):
+        """Sends raw bytes on a new connection; returns the whole reply (up to close)."""
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=30) as s:
+            s.sendall(data)
+            reply = b""
+            while read:
+                part = s.recv(65536)
+                if not part:
+                    break
+                reply += part
+            return reply
+
+    def test_http_level_errors(self):
+        def status(reply):
+            return int(reply.split(b" ", 2)[1])
+        self.assertEqual(status(self.raw(b"NONSENSE\r\n\r\n")), 400)
+        self.assertEqual(status(self.raw(b"GET /health HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n")), 431)
+        self.assertEqual(status(self.raw(b"POST /v1/completions HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n")), 413)
+        self.assertEqual(status(self.raw(b"POST /v1/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")), 411)
+        self.assertEqual(status(self.raw(b"GET /v1/completions HTTP/1.1\r\n\r\n")), 405)
+        body = json.dumps({"prompt": "Anne", "max_tokens": 2, "temperature": 0}).encode()
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=30) as c:  # curl's way
+            c.sendall(b"POST /v1/completions HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: " +
+                      str(len(body)).encode() + b"\r\n\r\n")
+            self.assertEqual(c.recv(100), b"HTTP/1.1 100 Continue\r\n\r\n")
+            c.sendall(body)
+            reply = b"".join(iter(lambda: c.recv(65536), b""))
+        self.assertTrue(reply.startswith(b"HTTP/1.1 200 OK"), reply[:100])
+        self.assertIn(b'"completion_tokens":2', reply)
+        code, reply = self.server.post("/v1/completions", json.dumps({"prompt": ["a"] * 9, "n": 8}))
+        self.assertEqual(code, 400)
+        self.assertIn("72 sequences", reply["error"]["message"])
+        self.assertEqual(self.server.get("/health")["status"], "ok")
+
     def test_client_disconnect_mid_stream_frees_its_row(self):
         body = json.dumps({"prompt": "Anne", "max_tokens": 3000, "stream": True, "ignore_eos": True,
                            "temperature": 0})

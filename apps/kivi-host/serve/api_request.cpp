@@ -130,9 +130,6 @@ void read_prompts(const json& body, const ServedModel& model, const ApiLimits& l
       else if (item.is_array()) add_ids(item, where);
       else fail(where + ": expected a string or an array of token ids, got " + type_name(item));
     }
-  if (static_cast<int64_t>(r.prompts.size()) > limits.max_prompts)
-    fail("prompt: at most " + std::to_string(limits.max_prompts) + " prompts per request, got " +
-         std::to_string(r.prompts.size()));
 }
 
 // "messages": [{"role": ..., "content": "..." or [{"type": "text", "text": "..."}]}], rendered
@@ -190,6 +187,9 @@ CompletionRequest parse_completion_request(const json& body, const ServedModel& 
   if (chat) read_messages(body, model, r);
   else read_prompts(body, model, limits, r);
   r.n = get_int(body, "n", 1, 1, limits.max_n);
+  if (static_cast<int64_t>(r.prompts.size()) * r.n > limits.max_sequences)  // could never be queued
+    fail("the request asks for " + std::to_string(r.prompts.size() * r.n) + " sequences (prompts x n); this server " +
+         "takes at most " + std::to_string(limits.max_sequences) + " per request ([serve] max_queue)");
   if (const json* b = field(body, "best_of"); b && get_int(body, "best_of", 1, 1, limits.max_n) != r.n)
     fail("best_of is not supported (only equal to n)");
   r.sampling.temperature = get_number(body, "temperature", 1.0);

@@ -35,7 +35,7 @@ struct ServedModel {
 
 struct ApiLimits {
   int64_t max_n = 16;             // sequences per prompt
-  int64_t max_prompts = 64;       // prompts in one completions request
+  int64_t max_sequences = 64;     // prompts x n in one request (the scheduler's queue bound)
   int64_t max_logprobs = 20;      // logprobs / top_logprobs
   int64_t default_max_tokens = 16;  // completions without max_tokens (OpenAI's default)
 };

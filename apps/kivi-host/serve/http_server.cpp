@@ -43,12 +43,13 @@ struct BadRequest {
 std::string read_head(int fd, const HttpLimits& limits, std::string& buffer) {
   char chunk[8192];
   for (;;) {
-    if (const size_t end = buffer.find("\r\n\r\n"); end != std::string::npos) {
+    const size_t end = buffer.find("\r\n\r\n");
+    if (end != std::string::npos && end <= limits.max_header_bytes) {
       std::string head = buffer.substr(0, end);
       buffer.erase(0, end + 4);
       return head;
     }
-    if (buffer.size() > limits.max_header_bytes)
+    if (std::min(end, buffer.size()) > limits.max_header_bytes)
       throw BadRequest{431, "request headers larger than " + std::to_string(limits.max_header_bytes) + " bytes"};
     const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
     if (n == 0) throw BadRequest{0, "closed"};
@@ -114,6 +115,20 @@ void read_body(int fd, const HttpLimits& limits, HttpRequest& request, std::stri
     buffer.append(chunk, static_cast<size_t>(n));
   }
   request.body = buffer.substr(0, length);
+}
+
+// Ends our side, then reads (briefly, boundedly) what the client still sends: closing a socket
+// with unread input makes the kernel send a reset, which can destroy the response in flight.
+void linger_close(int fd) {
+  ::shutdown(fd, SHUT_WR);
+  timeval brief{0, 200 * 1000};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &brief, sizeof brief);
+  char sink[8192];
+  for (size_t total = 0; total < 256 * 1024;) {
+    const ssize_t n = ::recv(fd, sink, sizeof sink, 0);
+    if (n <= 0) break;
+    total += static_cast<size_t>(n);
+  }
 }
 
 }  // namespace
@@ -251,7 +266,10 @@ void HttpServer::serve_connection(int fd) {
     request = parse_head(read_head(fd, limits_, buffer));
     read_body(fd, limits_, request, buffer, conn);
   } catch (const BadRequest& bad) {
-    if (bad.status != 0) conn.send(bad.status, "application/json", json_error_body(bad.status, bad.message, "invalid_request_error"));
+    if (bad.status != 0) {
+      conn.send(bad.status, "application/json", json_error_body(bad.status, bad.message, "invalid_request_error"));
+      linger_close(fd);
+    }
     return;
   }
   try {
@@ -260,7 +278,7 @@ void HttpServer::serve_connection(int fd) {
   } catch (const std::exception& e) {
     if (!conn.responded()) conn.send(500, "application/json", json_error_body(500, e.what(), "server_error"));
   }
-  ::shutdown(fd, SHUT_WR);
+  linger_close(fd);
 }
 
 }  // namespace kivi::serve

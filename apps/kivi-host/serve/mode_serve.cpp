@@ -54,7 +54,7 @@ int run_serve_mode(HostContext& context) {
   serve::BatchScheduler scheduler(model, session.cache_factory->create(model.cache_geometry(s.max_batch)),
                                   text_streams(session), {s.max_queue, s.prefill_chunk, s.step_tokens, ctx});
   serve::ApiServer api(served_model(cfg, session, ctx), scheduler,
-                       {s.max_n, /*max_prompts=*/s.max_queue, s.max_logprobs, s.default_max_tokens});
+                       {s.max_n, /*max_sequences=*/s.max_queue, s.max_logprobs, s.default_max_tokens});
   serve::HttpServer server(s.host, static_cast<int>(s.port),
                            {16 * 1024, static_cast<size_t>(s.max_body_bytes), static_cast<int>(s.max_connections),
                             static_cast<int>(s.read_timeout_ms)},
