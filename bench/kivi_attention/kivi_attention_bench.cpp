@@ -1,5 +1,6 @@
-// Decode attention alone, on the GPU: the fused KIVI kernel over the packed cache against
-// at::scaled_dot_product_attention over an fp16 cache holding the same tokens, one layer.
+// Decode attention alone, on the GPU: the fused KIVI kernel over the packed cache (tensor-core
+// version, and the CUDA-core one for reference) against at::scaled_dot_product_attention over an
+// fp16 cache holding the same tokens, one layer.
 // Each case is timed with CUDA events after warm-up, with the L2 cache flushed before every
 // timed launch; the median is reported with the bytes the kernel must read, the GB/s that
 // implies, and that as a fraction of the device's copy bandwidth measured in the same run.
@@ -130,7 +131,7 @@ double kivi_bytes(const KiviParts& p, const std::vector<int64_t>& lengths, int64
 struct Row {
   int64_t batch, context;
   double fp16_cache_mb, sdpa_us, sdpa_gbs;
-  std::vector<double> kivi_us, kivi_gbs, kivi_fraction, speedup, kivi_mb;
+  std::vector<double> kivi_us, kivi_gbs, kivi_fraction, speedup, kivi_mb, cores_us;
 };
 
 }  // namespace
@@ -192,7 +193,11 @@ int main(int argc, char** argv) try {
         throw std::runtime_error("the fused kernel cannot serve this case: " + why);
       const double us = median_us(
           [&] { cuda_decode_attention(q, view.kivi, view.lengths, {}, params); }, s.reps, scratch);
+      const double cores_us = median_us(
+          [&] { cuda_decode_attention(q, view.kivi, view.lengths, {}, params, nullptr, {}, true); },
+          s.reps, scratch);
       const double bytes = kivi_bytes(view.kivi, view.lengths, s.kv_heads, s.head_dim, s.q_heads);
+      row.cores_us.push_back(cores_us);
       row.kivi_us.push_back(us);
       row.kivi_gbs.push_back(bytes / (us * 1e3));
       row.kivi_fraction.push_back(bytes / (us * 1e3) / copy_gbs);
@@ -205,17 +210,17 @@ int main(int argc, char** argv) try {
 
   std::printf("\n| batch | context | fp16 cache MB | SDPA fp16 us | SDPA GB/s |");
   for (int64_t bits : s.bits)
-    std::printf(" KIVI-%lld MB | KIVI-%lld us | GB/s | of copy bw | vs SDPA |", (long long)bits,
-                (long long)bits);
+    std::printf(" KIVI-%lld MB | KIVI-%lld us | GB/s | of copy bw | vs SDPA | CUDA-core us |",
+                (long long)bits, (long long)bits);
   std::printf("\n|---|---|---|---|---|");
-  for (size_t i = 0; i < s.bits.size(); ++i) std::printf("---|---|---|---|---|");
+  for (size_t i = 0; i < s.bits.size(); ++i) std::printf("---|---|---|---|---|---|");
   std::printf("\n");
   for (const Row& r : rows) {
     std::printf("| %lld | %lld | %.0f | %.1f | %.0f |", (long long)r.batch, (long long)r.context,
                 r.fp16_cache_mb, r.sdpa_us, r.sdpa_gbs);
     for (size_t i = 0; i < s.bits.size(); ++i)
-      std::printf(" %.0f | %.1f | %.0f | %.0f%% | %.2fx |", r.kivi_mb[i], r.kivi_us[i],
-                  r.kivi_gbs[i], 100.0 * r.kivi_fraction[i], r.speedup[i]);
+      std::printf(" %.0f | %.1f | %.0f | %.0f%% | %.2fx | %.1f |", r.kivi_mb[i], r.kivi_us[i],
+                  r.kivi_gbs[i], 100.0 * r.kivi_fraction[i], r.speedup[i], r.cores_us[i]);
     std::printf("\n");
   }
 
@@ -233,7 +238,7 @@ int main(int argc, char** argv) try {
         out << (j ? ", " : "") << "{\"bits\": " << s.bits[j] << ", \"cache_mb\": " << r.kivi_mb[j]
             << ", \"us\": " << r.kivi_us[j] << ", \"gbs\": " << r.kivi_gbs[j]
             << ", \"fraction_of_copy\": " << r.kivi_fraction[j] << ", \"speedup_vs_sdpa\": "
-            << r.speedup[j] << "}";
+            << r.speedup[j] << ", \"cuda_cores_us\": " << r.cores_us[j] << "}";
       out << "]}" << (i + 1 < rows.size() ? "," : "") << "\n";
     }
     out << "  ]\n}\n";

@@ -22,7 +22,7 @@ bool cuda_store_values(const at::Tensor&, int64_t, int64_t, at::Tensor, at::Tens
 std::optional<at::Tensor> cuda_decode_attention(const at::Tensor&, const KiviParts&,
                                                 const std::vector<int64_t>&,
                                                 std::span<const int64_t>, const AttentionParams&,
-                                                std::string* why, const at::Tensor&) {
+                                                std::string* why, const at::Tensor&, bool) {
   if (why) *why = "the kivi-cache plugin was built without CUDA";
   return std::nullopt;
 }
@@ -120,7 +120,7 @@ std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviP
                                                 const std::vector<int64_t>& lengths,
                                                 std::span<const int64_t> counts,
                                                 const AttentionParams& params, std::string* why,
-                                                const at::Tensor& into) {
+                                                const at::Tensor& into, bool cuda_cores_only) {
   auto refuse = [&](const std::string& reason) -> std::optional<at::Tensor> {
     if (why) *why = reason;
     return std::nullopt;
@@ -165,6 +165,7 @@ std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviP
     a.k_bits = static_cast<int>(parts.k_bits);
     a.v_bits = static_cast<int>(parts.v_bits);
     a.scale = static_cast<float>(params.scale);
+    a.cuda_cores_only = cuda_cores_only;
     const at::Tensor q_rows = q.narrow(0, b0, rows);
     a.q = q_rows.data_ptr();
     copy_strides(q_rows, a.q_stride);

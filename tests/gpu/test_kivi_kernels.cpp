@@ -1,7 +1,8 @@
 // The KIVI cache's CUDA kernels against references, on fresh random data:
 //   - the flush kernels (quantize + pack into the cache) against the ATen quantizer on the CPU;
-//   - the fused decode attention against (a) the plugin's blocked CPU attention over the same
-//     packed parts and (b) dequantize-then-attend in float64, for 2/4/8/16 bits, head_dim 64
+//   - the fused decode attention (the tensor-core kernel and the CUDA-core one) against (a) the
+//     plugin's blocked CPU attention over the same packed parts and (b) dequantize-then-attend
+//     in float64, for 2/4/8/16 bits, head_dim 64
 //     and 128, GQA ratios 1 to 8, fp16/bf16/fp32, a batch of different lengths with an idle row.
 // Outputs are poisoned (NaN) before each run, so an element the kernel fails to write shows.
 //
@@ -100,7 +101,8 @@ std::string describe(const DecodeCase& c) {
 }
 
 struct DecodeErrors {
-  double vs_blocked = 0, vs_float64 = 0;
+  double vs_blocked = 0, vs_float64 = 0;  // the kernel that serves by default
+  double cores_vs_float64 = 0;            // the CUDA-core kernel
 };
 
 // Builds a cache on the GPU (the flush kernels fill it): prompts of different lengths, three
@@ -135,15 +137,20 @@ DecodeErrors check_decode(const DecodeCase& c) {
   AttentionParams params;
   params.scale = 1.0 / std::sqrt(static_cast<double>(c.dim));
 
-  const at::Tensor poisoned =
-      at::full(q.sizes(), std::numeric_limits<float>::quiet_NaN(), q.options());
-  std::string why;
-  const auto fused = cuda_decode_attention(q, view.kivi, view.lengths, counts, params, &why, poisoned);
-  INFO(why);
-  REQUIRE(fused.has_value());
-  const at::Tensor out = fused->cpu();
-  REQUIRE(out.isnan().sum().item<int64_t>() == 0);
-  if (batch > 2) CHECK(out[2].abs().max().item<double>() == 0.0);  // the idle row
+  auto run_fused = [&](bool cuda_cores_only) {
+    const at::Tensor poisoned =
+        at::full(q.sizes(), std::numeric_limits<float>::quiet_NaN(), q.options());
+    std::string why;
+    const auto fused = cuda_decode_attention(q, view.kivi, view.lengths, counts, params, &why,
+                                             poisoned, cuda_cores_only);
+    INFO(why);
+    REQUIRE(fused.has_value());
+    const at::Tensor out = fused->cpu();
+    REQUIRE(out.isnan().sum().item<int64_t>() == 0);
+    if (batch > 2) CHECK(out[2].abs().max().item<double>() == 0.0);  // the idle row
+    return out;
+  };
+  const at::Tensor out = run_fused(false), cores = run_fused(true);
 
   const KiviParts cpu_parts = parts_on_cpu(view.kivi);
   CacheView cpu_view = view;
@@ -152,7 +159,7 @@ DecodeErrors check_decode(const DecodeCase& c) {
   const at::Tensor exact =
       attend_float64(q, expand_kivi(cpu_parts, view.lengths, at::kDouble), view.lengths, counts,
                      params.scale);
-  return {relative_error(out, blocked), relative_error(out, exact)};
+  return {relative_error(out, blocked), relative_error(out, exact), relative_error(cores, exact)};
 }
 
 }  // namespace
@@ -203,7 +210,7 @@ TEST_CASE("kivi value flush kernel equals the ATen quantizer", "[gpu][kivi]") {
 
 TEST_CASE("fused decode attention: every bit width, head_dim and GQA ratio", "[gpu][kivi]") {
   const auto dtype = GENERATE(at::kHalf, at::kBFloat16);
-  double worst_blocked = 0, worst_exact = 0;
+  double worst_blocked = 0, worst_exact = 0, worst_cores = 0;
   for (int64_t dim : {64, 128})
     for (int64_t rep = 1; rep <= 8; ++rep)
       for (int64_t bits : {2, 4, 8}) {
@@ -212,12 +219,15 @@ TEST_CASE("fused decode attention: every bit width, head_dim and GQA ratio", "[g
         const DecodeErrors e = check_decode(c);
         CHECK(e.vs_blocked <= relative_bound(dtype));
         CHECK(e.vs_float64 <= relative_bound(dtype));
+        CHECK(e.cores_vs_float64 <= relative_bound(dtype));
         worst_blocked = std::max(worst_blocked, e.vs_blocked);
         worst_exact = std::max(worst_exact, e.vs_float64);
+        worst_cores = std::max(worst_cores, e.cores_vs_float64);
       }
   std::cout << "fused decode " << c10::toString(dtype) << ": largest ||out - ref|| / ||ref|| "
             << worst_blocked << " vs the blocked CPU path, " << worst_exact
-            << " vs float64 dequantize-then-attend (48 cases)\n";
+            << " vs float64 dequantize-then-attend (tensor cores), " << worst_cores
+            << " (CUDA cores); 48 cases\n";
 }
 
 TEST_CASE("fused decode attention: mixed and 16-bit sides, groups, no residual, fp32, long rows",
@@ -236,9 +246,10 @@ TEST_CASE("fused decode attention: mixed and 16-bit sides, groups, no residual, 
     INFO(describe(c));
     const DecodeErrors e = check_decode(c);
     std::cout << "fused decode " << describe(c) << ": " << e.vs_blocked << " vs blocked, "
-              << e.vs_float64 << " vs float64\n";
+              << e.vs_float64 << " vs float64 (CUDA cores: " << e.cores_vs_float64 << ")\n";
     CHECK(e.vs_blocked <= relative_bound(c.dtype));
     CHECK(e.vs_float64 <= relative_bound(c.dtype));
+    CHECK(e.cores_vs_float64 <= relative_bound(c.dtype));
   }
 }
 

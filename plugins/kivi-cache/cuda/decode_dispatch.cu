@@ -1,8 +1,10 @@
 // The one dispatch site of the fused decode attention: runtime sizes become template constants
 // here, and the combinations it serves are named in its errors. Also the split-combining kernel.
 #include <algorithm>
+#include <type_traits>
 
 #include "decode_attention.cuh"
+#include "decode_attention_mma.cuh"
 
 namespace kivi::kivi_cache::cuda {
 namespace {
@@ -45,6 +47,29 @@ void launch_for_rep(const DecodeAttention& a, int tiles_per_split, cudaStream_t 
     case 2: return launch_decode<T, DIM, 2>(a, tiles_per_split, stream);
     case 4: return launch_decode<T, DIM, 4>(a, tiles_per_split, stream);
     default: return launch_decode<T, DIM, 8>(a, tiles_per_split, stream);
+  }
+}
+
+// Packed bits as the MMA kernel's template constants (a 16-bit side never reads codes).
+int bits_tile(int bits) {
+  return bits == 16 ? 2 : bits;
+}
+
+template <class T, int DIM, int KB>
+void launch_mma_for_value_bits(const DecodeAttention& a, int tiles_per_split, cudaStream_t stream) {
+  switch (bits_tile(a.v_bits)) {
+    case 2: return launch_decode_mma<T, DIM, KB, 2>(a, tiles_per_split, stream);
+    case 4: return launch_decode_mma<T, DIM, KB, 4>(a, tiles_per_split, stream);
+    default: return launch_decode_mma<T, DIM, KB, 8>(a, tiles_per_split, stream);
+  }
+}
+
+template <class T, int DIM>
+void launch_mma(const DecodeAttention& a, int tiles_per_split, cudaStream_t stream) {
+  switch (bits_tile(a.k_bits)) {
+    case 2: return launch_mma_for_value_bits<T, DIM, 2>(a, tiles_per_split, stream);
+    case 4: return launch_mma_for_value_bits<T, DIM, 4>(a, tiles_per_split, stream);
+    default: return launch_mma_for_value_bits<T, DIM, 8>(a, tiles_per_split, stream);
   }
 }
 
@@ -98,6 +123,16 @@ std::string launch_decode_attention(const DecodeAttention& a, cudaStream_t strea
   const int tiles_per_split = std::max(1, (tiles + a.splits - 1) / a.splits);
   with_dtype(a.dtype, [&](auto tag) {
     using T = decltype(tag);
+    if constexpr (!std::is_same_v<T, float>) {
+      if (!a.cuda_cores_only) {
+        if (a.dim == 64)
+          launch_mma<T, 64>(a, tiles_per_split, stream);
+        else
+          launch_mma<T, 128>(a, tiles_per_split, stream);
+        combine_splits_kernel<T><<<dim3(a.q_heads, a.rows), a.dim, 0, stream>>>(a);
+        return;
+      }
+    }
     if (a.dim == 64)
       launch_for_rep<T, 64>(a, tiles_per_split, stream);
     else

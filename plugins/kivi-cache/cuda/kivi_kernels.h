@@ -93,6 +93,9 @@ struct DecodeAttention {
   // Float workspace for the split-sequence partial results: see decode_workspace_floats().
   float* workspace = nullptr;
   int splits = 1;
+  // fp16/bf16 run on tensor cores (decode_attention_mma.cuh); this forces the CUDA-core kernel
+  // (decode_attention.cuh, which also serves fp32), for tests and benchmarks.
+  bool cuda_cores_only = false;
 };
 
 // Whether the fused kernel serves these settings; otherwise `why` names the valid combinations.
