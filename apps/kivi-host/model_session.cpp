@@ -72,7 +72,9 @@ ModelSession open_model_session(const HostContext& context, const PluginChoice& 
   options.dtype = pick_dtype(cfg.model.dtype, session.config, options.device);
   session.loaded = load_model(context.registry, cfg.model.path, options, cfg.model.weights,
                               static_cast<uint64_t>(cfg.model.seed));
-  if (fs::is_regular_file(cfg.model.path / "tokenizer.json") || is_gguf_file(cfg.model.path))
+  // A GGUF file carries its tokenizer in its metadata, when it has one.
+  const bool gguf_tokenizer = is_gguf_file(cfg.model.path) && GgufFile(cfg.model.path).has("tokenizer.ggml.model");
+  if (fs::is_regular_file(cfg.model.path / "tokenizer.json") || gguf_tokenizer)
     session.tokenizer = load_tokenizer(cfg.model.path);
   return session;
 }

@@ -229,6 +229,7 @@ GgufFile::GgufFile(const std::filesystem::path& file)
 
   data_start_ = (in.pos() + alignment - 1) / alignment * alignment;
   const uint64_t size = file_->size();
+  if (tensors_.empty()) return;  // metadata only (e.g. a vocabulary file): no data section
   check(data_start_ <= size, where + ": truncated GGUF file: the data section would start at " +
                                  std::to_string(data_start_) + ", past the end (" + std::to_string(size) + " bytes)");
   const uint64_t data_bytes = size - data_start_;
