@@ -51,6 +51,21 @@ struct BatchScheduler::Row {
 
 namespace {
 
+template <typename Fill>
+JobEvent event_of(JobEvent::Kind kind, Fill fill) {
+  JobEvent e;
+  e.kind = kind;
+  fill(e);
+  return e;
+}
+
+JobEvent error_event(const std::string& message, int status) {
+  return event_of(JobEvent::Kind::kError, [&](JobEvent& e) {
+    e.text = message;
+    e.status = status;
+  });
+}
+
 // The log-probability of `token` and the `k` most likely tokens, from one row of log-probs.
 TokenScore score_of(const at::Tensor& logprobs, int64_t token, int64_t k) {
   TokenScore s;
@@ -142,7 +157,7 @@ void BatchScheduler::run() {
     } catch (const std::exception& e) {
       // A failed forward pass (out of memory, a bug) fails the batch it ran, not the server.
       for (Row& row : rows)
-        if (row.busy()) row.push({.kind = JobEvent::Kind::kError, .text = std::string("generation failed: ") + e.what()});
+        if (row.busy()) row.push(error_event(std::string("generation failed: ") + e.what(), 500));
       for (Row& row : rows) row = Row{};
       cache_->reset();
     }
@@ -154,7 +169,7 @@ void BatchScheduler::run() {
   }
   // Shutting down: whatever is still running or queued gets an answer.
   std::lock_guard lock(mutex_);
-  const JobEvent bye{.kind = JobEvent::Kind::kError, .text = "the server is shutting down", .status = 503};
+  const JobEvent bye = error_event("the server is shutting down", 503);
   for (Row& row : rows)
     if (row.busy()) row.push(bye);
   for (JobSpec& job : queue_) {
@@ -210,7 +225,7 @@ void BatchScheduler::step(std::vector<Row>& rows) {
       row.fed += counts[b];
       if (row.prefilling()) continue;
       if (row.job->prompt_logprobs)
-        row.push({.kind = JobEvent::Kind::kPromptScores, .scores = std::move(row.prompt_scores)});
+        row.push(event_of(JobEvent::Kind::kPromptScores, [&](JobEvent& e) { e.scores = std::move(row.prompt_scores); }));
     }
     sample_rows.push_back(b);
     sample_at.push_back(counts[b] - 1);
@@ -226,10 +241,13 @@ void BatchScheduler::step(std::vector<Row>& rows) {
     auto finish = [&](const std::string& reason, bool flush) {
       if (flush && row.stream) {
         const std::string rest = row.stops->finish(row.stream->flush());
-        if (!rest.empty()) row.push({.kind = JobEvent::Kind::kToken, .text = rest});
+        if (!rest.empty()) row.push(event_of(JobEvent::Kind::kToken, [&](JobEvent& e) { e.text = rest; }));
       }
-      row.push({.kind = JobEvent::Kind::kDone, .finish_reason = reason,
-                .prompt_tokens = static_cast<int64_t>(job.prompt.size()), .completion_tokens = row.generated});
+      row.push(event_of(JobEvent::Kind::kDone, [&](JobEvent& e) {
+        e.finish_reason = reason;
+        e.prompt_tokens = static_cast<int64_t>(job.prompt.size());
+        e.completion_tokens = row.generated;
+      }));
       row = Row{};
       cache_->truncate(0, b);
       std::lock_guard lock(mutex_);
@@ -241,7 +259,7 @@ void BatchScheduler::step(std::vector<Row>& rows) {
     }
     const at::Tensor row_logits = chosen[static_cast<int64_t>(r)];
     const int64_t token = row.sampler->next(row_logits, row.history);
-    JobEvent event{.kind = JobEvent::Kind::kToken, .token = token};
+    JobEvent event = event_of(JobEvent::Kind::kToken, [&](JobEvent& e) { e.token = token; });
     if (job.logprobs >= 0) event.score = score_of(at::log_softmax(row_logits, -1), token, job.logprobs);
     row.history.push_back(token);
     ++row.generated;

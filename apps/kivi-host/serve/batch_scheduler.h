@@ -38,7 +38,7 @@ struct TokenScore {
 
 struct JobEvent {
   enum class Kind { kPromptScores, kToken, kDone, kError };
-  Kind kind;
+  Kind kind = Kind::kToken;
   int64_t index = 0;                // which of the request's sequences (n, several prompts)
   std::vector<TokenScore> scores;   // kPromptScores: prompt tokens 1.. (token 0 has none)
   int64_t token = -1;               // kToken
