@@ -60,6 +60,13 @@ bool aligned16(const at::Tensor& t) {
   return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
 }
 
+// The tensor-core kernel copies packed rows of every (sequence, head) with 16-byte copies.
+bool rows_aligned16(const at::Tensor& t) {
+  if (!t.defined()) return true;
+  const int64_t size = static_cast<int64_t>(t.element_size());
+  return aligned16(t) && t.stride(0) * size % 16 == 0 && t.stride(1) * size % 16 == 0;
+}
+
 }  // namespace
 
 bool cuda_kernels_built() { return true; }
@@ -166,6 +173,9 @@ std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviP
     a.v_bits = static_cast<int>(parts.v_bits);
     a.scale = static_cast<float>(params.scale);
     a.cuda_cores_only = cuda_cores_only;
+    for (const at::Tensor* t : {&parts.key_codes, &parts.key_scale, &parts.key_min,
+                                &parts.value_codes, &parts.value_scale, &parts.value_min})
+      if (!rows_aligned16(*t)) a.cuda_cores_only = true;
     const at::Tensor q_rows = q.narrow(0, b0, rows);
     a.q = q_rows.data_ptr();
     copy_strides(q_rows, a.q_stride);

@@ -11,7 +11,9 @@
 //           term is one more MMA whose B holds min[t][c] in column c.
 // Residual keys and values enter as plain B operands (A = q, A = P). Two codes come out of a
 // packed word per operation (dual_codes), so unpacking costs about two instructions per code
-// and the dot products cost nothing on the CUDA cores.
+// and the dot products cost nothing on the CUDA cores. Each warp copies its next tile's packed
+// codes, scales and minima into shared memory (cp.async) while it computes the current one, so
+// the loads of a tile are in flight together instead of one dependent round trip after another.
 #pragma once
 
 #include "decode_attention.cuh"
@@ -19,12 +21,29 @@
 
 namespace kivi::kivi_cache::cuda {
 
+// One warp's copy of one tile's packed data in shared memory (byte offsets): the key codes of
+// the tile's 32 tokens per channel [D][KB words], the value codes [32][D * VB / 32 words], the
+// key group's scale and min [D], the tokens' value scales and mins [32][D / group].
+template <int DIM, int KB, int VB>
+struct MmaStage {
+  static constexpr int kGroups = DIM / 32;  // most value channel groups
+  static constexpr int kKeyCodes = 0;
+  static constexpr int kValueCodes = kKeyCodes + 4 * DIM * KB;
+  static constexpr int kKeyScale = kValueCodes + 4 * DIM * VB;
+  static constexpr int kKeyMin = kKeyScale + 2 * DIM;
+  static constexpr int kValueScale = kKeyMin + 2 * DIM;
+  static constexpr int kValueMin = kValueScale + 2 * kTile * kGroups;
+  static constexpr int kBytes = kValueMin + 2 * kTile * kGroups;
+  static constexpr int kBlockBytes = kDecodeWarps * 2 * kBytes;  // two stages per warp
+};
+
 template <class T, int DIM, int KB, int VB>
 __global__ void __launch_bounds__(kDecodeWarps * 32)
     decode_mma_kernel(DecodeAttention a, int tiles_per_split) {
-  constexpr int KT = DIM / 16;          // k-tiles over channels (scores)
-  constexpr int NT = DIM / 8;           // n-tiles over channels (output)
-  constexpr int kMaxGroups = DIM / 32;  // value channel groups (group_size >= 32)
+  using Stage = MmaStage<DIM, KB, VB>;
+  constexpr int KT = DIM / 16;                 // k-tiles over channels (scores)
+  constexpr int NT = DIM / 8;                  // n-tiles over channels (output)
+  constexpr int kMaxGroups = Stage::kGroups;   // value channel groups (group_size >= 32)
   const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   const int rep = a.q_heads / a.kv_heads;
@@ -33,9 +52,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   const int tile_begin = split * tiles_per_split;
   const int tile_end = min(tiles, tile_begin + tiles_per_split);
 
-  __shared__ float acc_s[kDecodeWarps][8 * DIM];  // per warp: rows 0..7 of its output
+  extern __shared__ __align__(16) unsigned char dynamic_smem[];  // per warp: two stages
   __shared__ float max_s[kDecodeWarps][8], sum_s[kDecodeWarps][8];
-
   // The group's query heads as rows 0..7 (zero past rep), exactly as stored: the softmax scale
   // (in base 2) multiplies the float scores instead, so no extra rounding enters the operands.
   __shared__ __align__(16) T q_s[8][DIM];
@@ -59,39 +77,101 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   const T* value_min = static_cast<const T*>(a.value_min) + b * a.value_scale_stride[0] + h * a.value_scale_stride[1];
   const T* value_res = static_cast<const T*>(a.value_residual) + b * a.value_residual_stride[0] + h * a.value_residual_stride[1];
 
+  // Starts copying tile `tile`'s packed data (what is packed of it) into stage `st`.
+  unsigned char* stages = dynamic_smem + warp * 2 * Stage::kBytes;
+  auto issue = [&](int st, int tile) {
+    unsigned char* dst = stages + st * Stage::kBytes;
+    const int p0 = tile * kTile;
+    if (tile < tile_end && p0 < kq) {
+      const int gi = p0 / group, o_tok = p0 % group;
+      const uint32_t* src = key_codes + int64_t{gi} * DIM * k_words + o_tok * KB / 32;
+      if (k_words == KB) {  // group_size 32: the tile is the whole group, one contiguous block
+        for (int i = lane; i < DIM * KB / 4; i += 32) copy_async16(dst + Stage::kKeyCodes + 16 * i, src + 4 * i);
+      } else if constexpr (KB == 2) {
+        for (int d = lane; d < DIM; d += 32) copy_async8(dst + Stage::kKeyCodes + 8 * d, src + d * k_words);
+      } else {
+        for (int i = lane; i < DIM * KB / 4; i += 32) {
+          const int d = i / (KB / 4), part = i % (KB / 4);
+          copy_async16(dst + Stage::kKeyCodes + 16 * i, src + d * k_words + 4 * part);
+        }
+      }
+      for (int i = lane; i < DIM / 8; i += 32) {
+        copy_async16(dst + Stage::kKeyScale + 16 * i, key_scale + int64_t{gi} * DIM + 8 * i);
+        copy_async16(dst + Stage::kKeyMin + 16 * i, key_min + int64_t{gi} * DIM + 8 * i);
+      }
+    }
+    if (tile < tile_end && p0 + kTile <= vq) {
+      const uint32_t* src = value_codes + int64_t{p0} * v_words;
+      for (int i = lane; i < DIM * VB / 4; i += 32) copy_async16(dst + Stage::kValueCodes + 16 * i, src + 4 * i);
+      for (int i = lane; i < 4 * v_groups; i += 32) {  // 32 tokens x v_groups x 2 bytes
+        copy_async16(dst + Stage::kValueScale + 16 * i, value_scale + int64_t{p0} * v_groups + 8 * i);
+        copy_async16(dst + Stage::kValueMin + 16 * i, value_min + int64_t{p0} * v_groups + 8 * i);
+      }
+    }
+    copy_async_commit();
+  };
+
   float m = -INFINITY, l = 0.0f;  // row g: running max (base 2) and this lane's share of the sum
   float o[NT][2], o_min[2] = {0.0f, 0.0f};  // C fragments: row g, channels 8 nt + 2c + {0, 1}
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) o[nt][0] = o[nt][1] = 0.0f;
 
+  int st = 0;
+  issue(st, tile_begin + warp);
   for (int tile = tile_begin + warp; tile < tile_end; tile += kDecodeWarps) {
+    issue(st ^ 1, tile + kDecodeWarps);  // the next tile's copy overlaps this tile's work
+    copy_async_wait<1>();
+    __syncwarp();
+    const unsigned char* stage = stages + st * Stage::kBytes;
     const int p0 = tile * kTile;
+
     // ---- scores: s[nt] = row g, tokens p0 + 8 nt + 2c + {0, 1}
     float s[4][2] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}};
     if (p0 < kq) {
-      // Packed keys: this tile is tokens [o, o + 32) of key group gi.
-      const int gi = p0 / group, o_tok = p0 % group;
-      const T* scale = key_scale + gi * DIM;
-      const T* minimum = key_min + gi * DIM;
-      const uint32_t* codes = key_codes + int64_t{gi} * DIM * k_words + o_tok * KB / 32;
+      const T* scale = reinterpret_cast<const T*>(stage + Stage::kKeyScale);
+      const T* minimum = reinterpret_cast<const T*>(stage + Stage::kKeyMin);
+      const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + Stage::kKeyCodes);
+      // fp16 operands overflow past 65504: scale A = q * scale down by a power of two when a
+      // group's range is that large (a float bias and the float scores are unaffected).
+      float unscale = 1.0f;
+      if constexpr (std::is_same_v<T, __half>) {
+        float largest = 0.0f;
+#pragma unroll
+        for (int kt = 0; kt < KT; ++kt) {
+          const int d0 = 16 * kt + 2 * c;
+          const float2 s01 = pair_to_float2(*reinterpret_cast<const uint32_t*>(scale + d0), T{});
+          const float2 s89 = pair_to_float2(*reinterpret_cast<const uint32_t*>(scale + d0 + 8), T{});
+          const float2 q01 = pair_to_float2(*reinterpret_cast<const uint32_t*>(q_row + d0), T{});
+          const float2 q89 = pair_to_float2(*reinterpret_cast<const uint32_t*>(q_row + d0 + 8), T{});
+          largest = fmaxf(largest, fmaxf(fmaxf(fabsf(q01.x * s01.x), fabsf(q01.y * s01.y)),
+                                         fmaxf(fabsf(q89.x * s89.x), fabsf(q89.y * s89.y))));
+        }
+        largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, 1));
+        largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, 2));
+        if (largest > 16384.0f) unscale = exp2f(ceilf(log2f(largest / 16384.0f)));
+      }
+      const float rescale = 1.0f / unscale;
       float bias = 0.0f;
+      float acc[4][2] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}};
 #pragma unroll 2
       for (int kt = 0; kt < KT; ++kt) {
         const int d0 = 16 * kt + 2 * c;
         // A = q * scale for this key group; the bias q . min in float.
-        const float2 s01 = load_float2(scale + d0), s89 = load_float2(scale + d0 + 8);
-        const float2 m01 = load_float2(minimum + d0), m89 = load_float2(minimum + d0 + 8);
+        const float2 s01 = pair_to_float2(*reinterpret_cast<const uint32_t*>(scale + d0), T{});
+        const float2 s89 = pair_to_float2(*reinterpret_cast<const uint32_t*>(scale + d0 + 8), T{});
+        const float2 m01 = pair_to_float2(*reinterpret_cast<const uint32_t*>(minimum + d0), T{});
+        const float2 m89 = pair_to_float2(*reinterpret_cast<const uint32_t*>(minimum + d0 + 8), T{});
         const float2 q01 = pair_to_float2(*reinterpret_cast<const uint32_t*>(q_row + d0), T{});
         const float2 q89 = pair_to_float2(*reinterpret_cast<const uint32_t*>(q_row + d0 + 8), T{});
-        const uint32_t a0 = pack_pair<T>(q01.x * s01.x, q01.y * s01.y);
-        const uint32_t a2 = pack_pair<T>(q89.x * s89.x, q89.y * s89.y);
+        const uint32_t a0 = pack_pair<T>(q01.x * s01.x * rescale, q01.y * s01.y * rescale);
+        const uint32_t a2 = pack_pair<T>(q89.x * s89.x * rescale, q89.y * s89.y * rescale);
         bias += q01.x * m01.x + q01.y * m01.y + q89.x * m89.x + q89.y * m89.y;
         // The tile's 32 codes of channels d0, d0 + 1, d0 + 8, d0 + 9 (KB words each).
         uint32_t w[4][KB];
-        load_words<KB>(codes + d0 * k_words, w[0]);
-        load_words<KB>(codes + (d0 + 1) * k_words, w[1]);
-        load_words<KB>(codes + (d0 + 8) * k_words, w[2]);
-        load_words<KB>(codes + (d0 + 9) * k_words, w[3]);
+        shared_words<KB>(codes + d0 * KB, w[0]);
+        shared_words<KB>(codes + (d0 + 1) * KB, w[1]);
+        shared_words<KB>(codes + (d0 + 8) * KB, w[2]);
+        shared_words<KB>(codes + (d0 + 9) * KB, w[3]);
 #pragma unroll
         for (int half = 0; half < 2; ++half) {  // tokens [16 half, 16 half + 16)
           const uint32_t x0 = dual_codes<KB>(w[0] + half * KB / 2, g);
@@ -99,9 +179,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
           const uint32_t x8 = dual_codes<KB>(w[2] + half * KB / 2, g);
           const uint32_t x9 = dual_codes<KB>(w[3] + half * KB / 2, g);
           // Low halves: token 16 half + g (n-tile 2 half); high: + 8 (n-tile 2 half + 1).
-          mma_rows8<T>(s[2 * half], a0, a2, codes_to_fragment<T, KB>(__byte_perm(x0, x1, 0x5410)),
+          mma_rows8<T>(acc[2 * half], a0, a2, codes_to_fragment<T, KB>(__byte_perm(x0, x1, 0x5410)),
                        codes_to_fragment<T, KB>(__byte_perm(x8, x9, 0x5410)));
-          mma_rows8<T>(s[2 * half + 1], a0, a2,
+          mma_rows8<T>(acc[2 * half + 1], a0, a2,
                        codes_to_fragment<T, KB>(__byte_perm(x0, x1, 0x7632)),
                        codes_to_fragment<T, KB>(__byte_perm(x8, x9, 0x7632)));
         }
@@ -110,8 +190,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
       bias += __shfl_xor_sync(0xffffffffu, bias, 2);
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt) {
-        s[nt][0] += bias;
-        s[nt][1] += bias;
+        s[nt][0] = acc[nt][0] * unscale + bias;
+        s[nt][1] = acc[nt][1] * unscale + bias;
       }
     } else {
       // Residual keys: slot p - kq; B column g is token p0 + 8 nt + g.
@@ -163,27 +243,36 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
 
     // ---- output: k-tile kt is tokens p0 + 16 kt + [0, 16); this lane's k rows are tokens
     // t[0..1] = 16 kt + 2c + {0, 1} (fragment regs 0) and t[2..3] = + 8 (regs 1).
+    const bool packed = p0 + kTile <= vq;  // every value of the tile is packed (in the stage)
+    const uint32_t* stage_codes = reinterpret_cast<const uint32_t*>(stage + Stage::kValueCodes);
+    const T* stage_scale = reinterpret_cast<const T*>(stage + Stage::kValueScale);
+    const T* stage_min = reinterpret_cast<const T*>(stage + Stage::kValueMin);
 #pragma unroll
     for (int kt = 0; kt < 2; ++kt) {
-      int t[4];
-      t[0] = p0 + 16 * kt + 2 * c;
+      int t[4];  // tile-local token indices
+      t[0] = 16 * kt + 2 * c;
       t[1] = t[0] + 1;
       t[2] = t[0] + 8;
       t[3] = t[0] + 9;
       const float pk[4] = {p[2 * kt][0], p[2 * kt][1], p[2 * kt + 1][0], p[2 * kt + 1][1]};
-      const bool packed = p0 + kTile <= vq;  // every value of the tile is packed
       // Per token and channel group: the factor on P (scale, 1 for a residual token, 0 past
       // the end) and the minimum (0 unless packed).
       float factor[4][kMaxGroups], minimum[4][kMaxGroups];
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        const bool valid = t[i] < length, quantized = t[i] < vq;
+        const int pos = p0 + t[i];
+        const bool valid = pos < length, quantized = pos < vq;
 #pragma unroll
         for (int gr = 0; gr < kMaxGroups; ++gr) {
           const bool here = gr < v_groups;
-          const int64_t at = int64_t{t[i]} * v_groups + gr;
-          factor[i][gr] = !valid || !here ? 0.0f : quantized ? to_float(value_scale[at]) : 1.0f;
-          minimum[i][gr] = valid && quantized && here ? to_float(value_min[at]) : 0.0f;
+          if (packed) {
+            factor[i][gr] = here ? to_float(stage_scale[t[i] * v_groups + gr]) : 0.0f;
+            minimum[i][gr] = here ? to_float(stage_min[t[i] * v_groups + gr]) : 0.0f;
+          } else {
+            const int64_t at = int64_t{pos} * v_groups + gr;
+            factor[i][gr] = !valid || !here ? 0.0f : quantized ? to_float(value_scale[at]) : 1.0f;
+            minimum[i][gr] = valid && quantized && here ? to_float(value_min[at]) : 0.0f;
+          }
         }
       }
       uint32_t a_scaled[kMaxGroups][2];
@@ -211,8 +300,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
           uint32_t e[4];
 #pragma unroll
           for (int i = 0; i < 4; ++i) {
-            uint32_t w[VB / 2 > 0 ? VB / 2 : 1];
-            load_words<VB / 2>(value_codes + int64_t{t[i]} * v_words + mc * (VB / 2), w);
+            uint32_t w[VB / 2];
+            shared_words<VB / 2>(stage_codes + t[i] * v_words + mc * (VB / 2), w);
             e[i] = dual_codes<VB>(w, g);
           }
           lo[0] = codes_to_fragment<T, VB>(__byte_perm(e[0], e[1], 0x5410));
@@ -223,15 +312,16 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
           float v_lo[4], v_hi[4];
 #pragma unroll
           for (int i = 0; i < 4; ++i) {
+            const int pos = p0 + t[i];
             v_lo[i] = v_hi[i] = 0.0f;
-            if (t[i] < length && t[i] < vq) {
-              uint32_t w[VB / 2 > 0 ? VB / 2 : 1];
-              load_words<VB / 2>(value_codes + int64_t{t[i]} * v_words + mc * (VB / 2), w);
+            if (pos < length && pos < vq) {
+              uint32_t w[VB / 2];
+              load_words<VB / 2>(value_codes + int64_t{pos} * v_words + mc * (VB / 2), w);
               const uint32_t e = dual_codes<VB>(w, g);
               v_lo[i] = static_cast<float>(e & 0xFFFFu);
               v_hi[i] = static_cast<float>(e >> 16);
-            } else if (t[i] < length) {
-              const T* v = value_res + int64_t{t[i] % a.value_slots} * DIM + 16 * mc + g;
+            } else if (pos < length) {
+              const T* v = value_res + int64_t{pos % a.value_slots} * DIM + 16 * mc + g;
               v_lo[i] = to_float(v[0]);
               v_hi[i] = to_float(v[8]);
             }
@@ -245,11 +335,17 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
         mma_rows8<T>(o[2 * mc + 1], a_scaled[gr][0], a_scaled[gr][1], hi[0], hi[1]);
       }
     }
+    __syncwarp();  // the stage is refilled two tiles later
+    st ^= 1;
   }
+  copy_async_wait<0>();
 
   // ---- merge: row g's sum over its quad; the min term moved to its channels; warps combined
+  // (their accumulators go where the stages were).
   l += __shfl_xor_sync(0xffffffffu, l, 1);
   l += __shfl_xor_sync(0xffffffffu, l, 2);
+  __syncthreads();
+  float* acc_s = reinterpret_cast<float*>(dynamic_smem) + warp * 8 * DIM;
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
     // o_min holds groups 2c, 2c + 1 of row g; channel 8 nt + 2c is in group 8 nt / group.
@@ -258,8 +354,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
     const float from0 = __shfl_sync(0xffffffffu, o_min[0], source);
     const float from1 = __shfl_sync(0xffffffffu, o_min[1], source);
     const float add = (gr & 1) ? from1 : from0;
-    acc_s[warp][g * DIM + 8 * nt + 2 * c] = o[nt][0] + add;
-    acc_s[warp][g * DIM + 8 * nt + 2 * c + 1] = o[nt][1] + add;
+    acc_s[g * DIM + 8 * nt + 2 * c] = o[nt][0] + add;
+    acc_s[g * DIM + 8 * nt + 2 * c + 1] = o[nt][1] + add;
   }
   if (c == 0) {
     max_s[warp][g] = m;
@@ -267,6 +363,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   }
   __syncthreads();
 
+  const float* all_acc = reinterpret_cast<const float*>(dynamic_smem);
   DecodeWorkspace ws(a.workspace, a.rows, a.q_heads, DIM, a.splits);
   for (int i = threadIdx.x; i < rep * DIM; i += blockDim.x) {
     const int r = i / DIM, d = i % DIM;
@@ -279,7 +376,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
       for (int w = 0; w < kDecodeWarps; ++w) {
         const float weight = exp2f(max_s[w][r] - m_all);
         total += sum_s[w][r] * weight;
-        out += acc_s[w][r * DIM + d] * weight;
+        out += all_acc[(w * 8 + r) * DIM + d] * weight;
       }
     }
     const int64_t slot = (int64_t{b} * a.q_heads + h * rep + r) * a.splits + split;
@@ -293,8 +390,13 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
 
 template <class T, int DIM, int KB, int VB>
 void launch_decode_mma(const DecodeAttention& a, int tiles_per_split, cudaStream_t stream) {
+  constexpr int kBytes = MmaStage<DIM, KB, VB>::kBlockBytes;
+  static_assert(kBytes >= kDecodeWarps * 8 * DIM * 4, "the stages hold the warps' accumulators");
+  static const cudaError_t configured = cudaFuncSetAttribute(
+      decode_mma_kernel<T, DIM, KB, VB>, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
+  (void)configured;  // a failure shows as a launch error
   const dim3 grid(a.splits, a.kv_heads, a.rows);
-  decode_mma_kernel<T, DIM, KB, VB><<<grid, kDecodeWarps * 32, 0, stream>>>(a, tiles_per_split);
+  decode_mma_kernel<T, DIM, KB, VB><<<grid, kDecodeWarps * 32, kBytes, stream>>>(a, tiles_per_split);
 }
 
 #define KIVI_DECLARE_DECODE_MMA_BITS(T, DIM, KB)                                                  \
