@@ -83,6 +83,12 @@ class ServeTest(unittest.TestCase):
         self.assertEqual([c.choices[0].finish_reason for c in chunks if c.choices][-1], full.choices[0].finish_reason)
         self.assertEqual(chunks[-1].usage.completion_tokens, full.usage.completion_tokens)
         self.assertGreater(len(chunks), 3)  # really streamed, token by token
+        # logprobs while streaming: one token per chunk, at the offsets of the whole answer's
+        full = self.complete("Anne", max_tokens=12, temperature=0, logprobs=1)
+        streamed = [c.choices[0].logprobs for c in self.complete("Anne", max_tokens=12, temperature=0, logprobs=1,
+                                                                 stream=True) if c.choices[0].logprobs]
+        self.assertEqual([o for lp in streamed for o in lp.text_offset], full.choices[0].logprobs.text_offset)
+        self.assertEqual([t for lp in streamed for t in lp.tokens], full.choices[0].logprobs.tokens)
 
     def test_stop_strings(self):
         full = self.complete(TEXT[:60], max_tokens=30, temperature=0).choices[0].text

@@ -37,9 +37,8 @@ json ResponseFormat::usage(const std::vector<ChoiceResult>& choices) const {
 
 // Completions logprobs: parallel lists; a position's top_logprobs always holds its own token
 // (as OpenAI's do), so lm-eval's greedy check compares against the true maximum.
-json ResponseFormat::completion_logprobs(const ChoiceResult& choice, int64_t prompt, bool echo) const {
+json ResponseFormat::completion_logprobs(const ChoiceResult& choice, int64_t prompt, bool echo, size_t offset) const {
   json tokens = json::array(), token_logprobs = json::array(), top = json::array(), offsets = json::array();
-  size_t offset = echo ? 0 : request_.prompt_texts[prompt].size();
   auto add = [&](int64_t id, const TokenScore* score) {
     const std::string text = token_text(id);
     tokens.push_back(text);
@@ -95,7 +94,7 @@ json ResponseFormat::full(const std::vector<ChoiceResult>& choices) const {
       }
     } else {
       choice["text"] = (request_.echo ? request_.prompt_texts[prompt] : std::string()) + c.text;
-      choice["logprobs"] = request_.logprobs >= 0 ? completion_logprobs(c, prompt, request_.echo) : json(nullptr);
+      choice["logprobs"] = request_.logprobs >= 0 ? completion_logprobs(c, prompt, request_.echo, request_.echo ? 0 : request_.prompt_texts[prompt].size()) : json(nullptr);
     }
     list.push_back(choice);
   }
@@ -113,7 +112,7 @@ json ResponseFormat::opening(int64_t index) const {
   return chunk;
 }
 
-json ResponseFormat::token(int64_t index, const JobEvent& event) const {
+json ResponseFormat::token(int64_t index, const JobEvent& event, size_t offset) const {
   json chunk = envelope(true);
   json choice = {{"index", index}, {"finish_reason", nullptr}, {"logprobs", nullptr}};
   if (request_.chat) {
@@ -124,7 +123,8 @@ json ResponseFormat::token(int64_t index, const JobEvent& event) const {
     if (event.score) {
       ChoiceResult one;
       one.scores.push_back(*event.score);
-      choice["logprobs"] = completion_logprobs(one, index / request_.n, false);  // this token's lists
+      const int64_t prompt = index / request_.n;  // this token's lists
+      choice["logprobs"] = completion_logprobs(one, prompt, false, request_.prompt_texts[prompt].size() + offset);
     }
   }
   chunk["choices"] = json::array({choice});

@@ -31,7 +31,8 @@ class ResponseFormat {
   // Streamed chunks: the opening one of a choice (chat: the role; completions with echo: the
   // prompt), one per token event, the closing one with finish_reason, and the usage.
   nlohmann::json opening(int64_t index) const;
-  nlohmann::json token(int64_t index, const JobEvent& event) const;
+  // `offset`: bytes of text this choice had before the event (for logprobs' text_offset).
+  nlohmann::json token(int64_t index, const JobEvent& event, size_t offset) const;
   nlohmann::json closing(int64_t index, const std::string& finish_reason) const;
   nlohmann::json usage_chunk(const std::vector<ChoiceResult>& choices) const;
 
@@ -40,7 +41,8 @@ class ResponseFormat {
  private:
   nlohmann::json envelope(bool chunk) const;
   nlohmann::json usage(const std::vector<ChoiceResult>& choices) const;
-  nlohmann::json completion_logprobs(const ChoiceResult& choice, int64_t prompt, bool echo) const;
+  // `offset`: where the first listed token starts in the prompt + completion text.
+  nlohmann::json completion_logprobs(const ChoiceResult& choice, int64_t prompt, bool echo, size_t offset) const;
   nlohmann::json chat_logprob(const TokenScore& score) const;
   std::string token_text(int64_t id) const;
 

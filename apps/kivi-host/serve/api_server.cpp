@@ -103,10 +103,11 @@ void ApiServer::completions(const HttpRequest& http, HttpConnection& conn, bool 
           c.prompt_scores = std::move(e.scores);
           break;
         case JobEvent::Kind::kToken:
+          if (request.stream && (!e.text.empty() || e.score))
+            ok = conn.write(ResponseFormat::sse(format.token(e.index, e, c.text.size())));
           c.text += e.text;
           if (e.token >= 0) c.tokens.push_back(e.token);
           if (e.score) c.scores.push_back(*e.score);
-          if (request.stream && (!e.text.empty() || e.score)) ok = conn.write(ResponseFormat::sse(format.token(e.index, e)));
           break;
         case JobEvent::Kind::kDone:
           c.finish_reason = e.finish_reason;
