@@ -38,8 +38,9 @@ void q4_0(const uint8_t* b, float* out) {
 }
 
 // Q4_1 block (20 bytes): f16 scale d, f16 minimum m, 16 bytes of codes as in Q4_0.
-// x = q * d + m, rounded after the product and after the sum as numpy does (no fused
-// multiply-add: the reference computes (d * qs) + m in two float32 steps).
+// x = q * d + m, rounded after the product and after the sum as numpy does: the reference
+// computes (d * qs) + m in two float32 steps, and the volatile product keeps the compiler from
+// contracting them into one fused multiply-add (which rounds once, on targets that have it).
 void q4_1(const uint8_t* b, float* out) {
   const float d = load_f16(b);
   const float m = load_f16(b + 2);
