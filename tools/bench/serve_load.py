@@ -214,10 +214,13 @@ def main():
                   f"{row['output_tokens_per_s']:.1f} tok/s, TTFT p50 {row['ttft_p50_s']:.3f} s p95 "
                   f"{row['ttft_p95_s']:.3f} s, cache peak {row['peak_cache_bytes'] / 2**20:.1f} MiB"
                   + ("" if row["sustained"] else f"  NOT sustained {row['errors']}"), file=sys.stderr, flush=True)
+            sustained = [r["concurrency"] for r in rows if r["sustained"]]
+            report["caches"][cache] = {"levels": rows, "max_sustained_concurrency": max(sustained) if sustained else 0}
+            if args.json:  # after every level, so a run cut short by a time limit keeps what it measured
+                with open(args.json, "w") as f:
+                    json.dump(report, f, indent=2)
             if args.stop_after_failure and not row["sustained"]:
                 break
-        sustained = [r["concurrency"] for r in rows if r["sustained"]]
-        report["caches"][cache] = {"levels": rows, "max_sustained_concurrency": max(sustained) if sustained else 0}
 
     print(f"\nmodel {args.model}, prompt {args.prompt_tokens} tokens, {args.max_tokens} new tokens, "
           f"sustained = all ok and TTFT p95 <= {args.ttft_slo} s\n")
@@ -230,9 +233,6 @@ def main():
                   f"{r['latency_p50_s']:.3f} | {r['peak_cache_bytes'] / 2**20:.1f} | {'yes' if r['sustained'] else 'no'} |")
     for cache, data in report["caches"].items():
         print(f"\n{cache}: largest sustained concurrency {data['max_sustained_concurrency']}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
 
 
 if __name__ == "__main__":
