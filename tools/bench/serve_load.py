@@ -19,6 +19,7 @@ import json
 import os
 import random
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -180,6 +181,8 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
+    # `timeout` sends SIGTERM: leave through the finally blocks, which stop the server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))
 
     with open(os.path.join(args.model, "config.json")) as f:
         config = json.load(f)
