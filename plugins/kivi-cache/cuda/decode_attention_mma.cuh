@@ -38,7 +38,7 @@ struct MmaStage {
 };
 
 template <class T, int DIM, int KB, int VB>
-__global__ void __launch_bounds__(kDecodeWarps * 32)
+__global__ void __launch_bounds__(kDecodeWarps * 32, 3)
     decode_mma_kernel(DecodeAttention a, int tiles_per_split) {
   using Stage = MmaStage<DIM, KB, VB>;
   constexpr int KT = DIM / 16;                 // k-tiles over channels (scores)
@@ -63,7 +63,13 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
                         : from_float<T>(0.0f);
   }
   __syncthreads();
-  const T* q_row = q_s[g];  // A fragments: channels 16 kt + 2c + {0, 1} and + 8
+  // This lane's A fragments of the queries: row g, channels 16 kt + 2c + {0, 1} and + 8.
+  uint32_t q_frag[KT][2];
+#pragma unroll
+  for (int kt = 0; kt < KT; ++kt) {
+    q_frag[kt][0] = *reinterpret_cast<const uint32_t*>(&q_s[g][16 * kt + 2 * c]);
+    q_frag[kt][1] = *reinterpret_cast<const uint32_t*>(&q_s[g][16 * kt + 2 * c + 8]);
+  }
   const float score_scale = a.scale * 1.4426950408889634f;  // softmax scale * log2(e)
 
   const int group = a.group_size, v_groups = DIM / group;
@@ -131,63 +137,62 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
       const T* scale = reinterpret_cast<const T*>(stage + Stage::kKeyScale);
       const T* minimum = reinterpret_cast<const T*>(stage + Stage::kKeyMin);
       const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + Stage::kKeyCodes);
-      // fp16 operands overflow past 65504: scale A = q * scale down by a power of two when a
-      // group's range is that large (a float bias and the float scores are unaffected).
-      float unscale = 1.0f;
-      if constexpr (std::is_same_v<T, __half>) {
-        float largest = 0.0f;
+      // Scores of this packed tile: A = q * scale (divided by `unscale`), B = codes; the bias
+      // q . min in float.
+      auto packed_scores = [&](float unscale, float (&acc)[4][2], float& bias, float& largest) {
+        const float rescale = 1.0f / unscale;
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) acc[nt][0] = acc[nt][1] = 0.0f;
+        bias = 0.0f;
+        largest = 0.0f;
 #pragma unroll
         for (int kt = 0; kt < KT; ++kt) {
           const int d0 = 16 * kt + 2 * c;
           const float2 s01 = pair_to_float2(*reinterpret_cast<const uint32_t*>(scale + d0), T{});
           const float2 s89 = pair_to_float2(*reinterpret_cast<const uint32_t*>(scale + d0 + 8), T{});
-          const float2 q01 = pair_to_float2(*reinterpret_cast<const uint32_t*>(q_row + d0), T{});
-          const float2 q89 = pair_to_float2(*reinterpret_cast<const uint32_t*>(q_row + d0 + 8), T{});
-          largest = fmaxf(largest, fmaxf(fmaxf(fabsf(q01.x * s01.x), fabsf(q01.y * s01.y)),
-                                         fmaxf(fabsf(q89.x * s89.x), fabsf(q89.y * s89.y))));
-        }
-        largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, 1));
-        largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, 2));
-        if (largest > 16384.0f) unscale = exp2f(ceilf(log2f(largest / 16384.0f)));
-      }
-      const float rescale = 1.0f / unscale;
-      float bias = 0.0f;
-      float acc[4][2] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}};
-#pragma unroll 2
-      for (int kt = 0; kt < KT; ++kt) {
-        const int d0 = 16 * kt + 2 * c;
-        // A = q * scale for this key group; the bias q . min in float.
-        const float2 s01 = pair_to_float2(*reinterpret_cast<const uint32_t*>(scale + d0), T{});
-        const float2 s89 = pair_to_float2(*reinterpret_cast<const uint32_t*>(scale + d0 + 8), T{});
-        const float2 m01 = pair_to_float2(*reinterpret_cast<const uint32_t*>(minimum + d0), T{});
-        const float2 m89 = pair_to_float2(*reinterpret_cast<const uint32_t*>(minimum + d0 + 8), T{});
-        const float2 q01 = pair_to_float2(*reinterpret_cast<const uint32_t*>(q_row + d0), T{});
-        const float2 q89 = pair_to_float2(*reinterpret_cast<const uint32_t*>(q_row + d0 + 8), T{});
-        const uint32_t a0 = pack_pair<T>(q01.x * s01.x * rescale, q01.y * s01.y * rescale);
-        const uint32_t a2 = pack_pair<T>(q89.x * s89.x * rescale, q89.y * s89.y * rescale);
-        bias += q01.x * m01.x + q01.y * m01.y + q89.x * m89.x + q89.y * m89.y;
-        // The tile's 32 codes of channels d0, d0 + 1, d0 + 8, d0 + 9 (KB words each).
-        uint32_t w[4][KB];
-        shared_words<KB>(codes + d0 * KB, w[0]);
-        shared_words<KB>(codes + (d0 + 1) * KB, w[1]);
-        shared_words<KB>(codes + (d0 + 8) * KB, w[2]);
-        shared_words<KB>(codes + (d0 + 9) * KB, w[3]);
+          const float2 m01 = pair_to_float2(*reinterpret_cast<const uint32_t*>(minimum + d0), T{});
+          const float2 m89 = pair_to_float2(*reinterpret_cast<const uint32_t*>(minimum + d0 + 8), T{});
+          const float2 q01 = pair_to_float2(q_frag[kt][0], T{}), q89 = pair_to_float2(q_frag[kt][1], T{});
+          const float x0 = q01.x * s01.x, x1 = q01.y * s01.y, x8 = q89.x * s89.x, x9 = q89.y * s89.y;
+          largest = fmaxf(largest, fmaxf(fmaxf(fabsf(x0), fabsf(x1)), fmaxf(fabsf(x8), fabsf(x9))));
+          const uint32_t a0 = pack_pair<T>(x0 * rescale, x1 * rescale);
+          const uint32_t a2 = pack_pair<T>(x8 * rescale, x9 * rescale);
+          bias += q01.x * m01.x + q01.y * m01.y + q89.x * m89.x + q89.y * m89.y;
+          // The tile's 32 codes of channels d0, d0 + 1, d0 + 8, d0 + 9 (KB words each).
+          uint32_t w[4][KB];
+          shared_words<KB>(codes + d0 * KB, w[0]);
+          shared_words<KB>(codes + (d0 + 1) * KB, w[1]);
+          shared_words<KB>(codes + (d0 + 8) * KB, w[2]);
+          shared_words<KB>(codes + (d0 + 9) * KB, w[3]);
 #pragma unroll
-        for (int half = 0; half < 2; ++half) {  // tokens [16 half, 16 half + 16)
-          const uint32_t x0 = dual_codes<KB>(w[0] + half * KB / 2, g);
-          const uint32_t x1 = dual_codes<KB>(w[1] + half * KB / 2, g);
-          const uint32_t x8 = dual_codes<KB>(w[2] + half * KB / 2, g);
-          const uint32_t x9 = dual_codes<KB>(w[3] + half * KB / 2, g);
-          // Low halves: token 16 half + g (n-tile 2 half); high: + 8 (n-tile 2 half + 1).
-          mma_rows8<T>(acc[2 * half], a0, a2, codes_to_fragment<T, KB>(__byte_perm(x0, x1, 0x5410)),
-                       codes_to_fragment<T, KB>(__byte_perm(x8, x9, 0x5410)));
-          mma_rows8<T>(acc[2 * half + 1], a0, a2,
-                       codes_to_fragment<T, KB>(__byte_perm(x0, x1, 0x7632)),
-                       codes_to_fragment<T, KB>(__byte_perm(x8, x9, 0x7632)));
+          for (int half = 0; half < 2; ++half) {  // tokens [16 half, 16 half + 16)
+            const uint32_t y0 = dual_codes<KB>(w[0] + half * KB / 2, g);
+            const uint32_t y1 = dual_codes<KB>(w[1] + half * KB / 2, g);
+            const uint32_t y8 = dual_codes<KB>(w[2] + half * KB / 2, g);
+            const uint32_t y9 = dual_codes<KB>(w[3] + half * KB / 2, g);
+            // Low halves: token 16 half + g (n-tile 2 half); high: + 8 (n-tile 2 half + 1).
+            mma_rows8<T>(acc[2 * half], a0, a2, codes_to_fragment<T, KB>(__byte_perm(y0, y1, 0x5410)),
+                         codes_to_fragment<T, KB>(__byte_perm(y8, y9, 0x5410)));
+            mma_rows8<T>(acc[2 * half + 1], a0, a2,
+                         codes_to_fragment<T, KB>(__byte_perm(y0, y1, 0x7632)),
+                         codes_to_fragment<T, KB>(__byte_perm(y8, y9, 0x7632)));
+          }
+        }
+        bias += __shfl_xor_sync(0xffffffffu, bias, 1);
+        bias += __shfl_xor_sync(0xffffffffu, bias, 2);
+      };
+      float acc[4][2], bias, largest, unscale = 1.0f;
+      packed_scores(1.0f, acc, bias, largest);
+      if constexpr (std::is_same_v<T, __half>) {
+        // fp16 operands overflow past 65504: when a key group's range makes q * scale that
+        // large (rare), the tile is redone with A scaled down by a power of two.
+        if (__any_sync(0xffffffffu, largest > 16384.0f)) {
+          largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, 1));
+          largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, 2));
+          unscale = largest > 16384.0f ? exp2f(ceilf(log2f(largest / 16384.0f))) : 1.0f;
+          packed_scores(unscale, acc, bias, largest);
         }
       }
-      bias += __shfl_xor_sync(0xffffffffu, bias, 1);
-      bias += __shfl_xor_sync(0xffffffffu, bias, 2);
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt) {
         s[nt][0] = acc[nt][0] * unscale + bias;
@@ -204,8 +209,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
           const int d0 = 16 * kt + 2 * c;
           const uint32_t b0 = p < length ? load_pair(k + d0) : 0u;
           const uint32_t b1 = p < length ? load_pair(k + d0 + 8) : 0u;
-          mma_rows8<T>(s[nt], *reinterpret_cast<const uint32_t*>(q_row + d0),
-                       *reinterpret_cast<const uint32_t*>(q_row + d0 + 8), b0, b1);
+          mma_rows8<T>(s[nt], q_frag[kt][0], q_frag[kt][1], b0, b1);
         }
       }
     }
@@ -262,6 +266,18 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
       for (int i = 0; i < 4; ++i) {
         const int pos = p0 + t[i];
         const bool valid = pos < length, quantized = pos < vq;
+        if (packed && v_groups == kMaxGroups) {  // group_size 32: the token's groups in one load
+#pragma unroll
+          for (int gr = 0; gr < kMaxGroups; gr += 2) {
+            const float2 sc = pair_to_float2(*reinterpret_cast<const uint32_t*>(stage_scale + t[i] * kMaxGroups + gr), T{});
+            const float2 mn = pair_to_float2(*reinterpret_cast<const uint32_t*>(stage_min + t[i] * kMaxGroups + gr), T{});
+            factor[i][gr] = sc.x;
+            factor[i][gr + 1] = sc.y;
+            minimum[i][gr] = mn.x;
+            minimum[i][gr + 1] = mn.y;
+          }
+          continue;
+        }
 #pragma unroll
         for (int gr = 0; gr < kMaxGroups; ++gr) {
           const bool here = gr < v_groups;
