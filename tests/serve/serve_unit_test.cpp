@@ -1,0 +1,219 @@
+// The serve mode's parts without a model: the HTTP server over a real loopback socket (request
+// limits, streamed replies, a client that hangs up) and the request parser's checks, including
+// [serve] in run.toml. Fast and model-free, so sanitizer builds run them too.
+#include "kivi_catch.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "host_config.h"
+#include "kivi/config/config_table.h"
+#include "serve/api_request.h"
+#include "serve/http_server.h"
+
+using Catch::Contains;
+using kivi::serve::ApiError;
+using nlohmann::json;
+
+namespace {
+
+// Sends `request` on a new connection and returns everything the server writes before closing.
+std::string round_trip(int port, const std::string& request) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+  std::string reply;
+  char buffer[4096];
+  for (ssize_t n; (n = ::recv(fd, buffer, sizeof buffer, 0)) > 0;) reply.append(buffer, static_cast<size_t>(n));
+  ::close(fd);
+  return reply;
+}
+
+struct RunningServer {
+  kivi::serve::HttpServer server;
+  std::atomic<bool> stop{false};
+  std::thread thread;
+  RunningServer(kivi::serve::HttpLimits limits, kivi::serve::HttpHandler handler)
+      : server("127.0.0.1", 0, limits, std::move(handler)), thread([this] { server.run(stop); }) {}
+  ~RunningServer() {
+    stop = true;
+    thread.join();
+    server.drain(2000);
+  }
+};
+
+std::string status_line(const std::string& reply) { return reply.substr(0, reply.find("\r\n")); }
+
+}  // namespace
+
+TEST_CASE("http server: requests, limits and streamed replies", "[serve]") {
+  std::atomic<int> abandoned{0};
+  kivi::serve::HttpLimits limits;
+  limits.max_body_bytes = 1000;
+  limits.read_timeout_ms = 500;
+  RunningServer s(limits, [&](const kivi::serve::HttpRequest& r, kivi::serve::HttpConnection& c) {
+    if (r.path == "/stream") {
+      c.begin_stream(200, "text/event-stream");
+      for (int i = 0; i < 3; ++i) c.write("data: " + std::to_string(i) + "\n\n");
+      return;
+    }
+    if (r.path == "/wait") {  // a long job whose client leaves
+      for (int i = 0; i < 100 && !c.peer_closed(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      if (c.peer_closed()) ++abandoned;
+      return;
+    }
+    if (r.path == "/throw") throw std::runtime_error("handler failed");
+    c.send(200, "text/plain", r.method + " " + r.path + " [" + r.body + "] " + r.headers.at("x-key"));
+  });
+  const int port = s.server.port();
+  CHECK(port > 0);
+
+  const std::string ok = round_trip(port, "POST /echo?q=1 HTTP/1.1\r\nX-Key:  v \r\nContent-Length: 5\r\n\r\nhello");
+  CHECK(status_line(ok) == "HTTP/1.1 200 OK");
+  CHECK_THAT(ok, Contains("Content-Length: 20\r\n"));
+  CHECK_THAT(ok, Contains("\r\n\r\nPOST /echo [hello] v"));
+
+  const std::string stream = round_trip(port, "GET /stream HTTP/1.1\r\n\r\n");
+  CHECK_THAT(stream, Contains("Content-Type: text/event-stream"));
+  CHECK_THAT(stream, Contains("data: 0\n\ndata: 1\n\ndata: 2\n\n"));
+
+  CHECK(status_line(round_trip(port, "garbage\r\n\r\n")) == "HTTP/1.1 400 Bad Request");
+  CHECK(status_line(round_trip(port, "GET nothing HTTP/1.1\r\n\r\n")) == "HTTP/1.1 400 Bad Request");
+  CHECK(status_line(round_trip(port, "GET / HTTP/1.1\r\nno colon\r\n\r\n")) == "HTTP/1.1 400 Bad Request");
+  CHECK(status_line(round_trip(port, "POST / HTTP/1.1\r\nContent-Length: 12x\r\n\r\n")) == "HTTP/1.1 400 Bad Request");
+  CHECK(status_line(round_trip(port, "POST / HTTP/1.1\r\nContent-Length: 1001\r\n\r\n")) ==
+        "HTTP/1.1 413 Payload Too Large");
+  CHECK(status_line(round_trip(port, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")) ==
+        "HTTP/1.1 411 Length Required");
+  CHECK(status_line(round_trip(port, "GET / HTTP/1.1\r\nX: " + std::string(20000, 'a') + "\r\n\r\n")) ==
+        "HTTP/1.1 431 Request Header Fields Too Large");
+  // A body that never comes: 408 after read_timeout_ms.
+  CHECK(status_line(round_trip(port, "POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")) == "HTTP/1.1 408 Request Timeout");
+  const std::string failed = round_trip(port, "GET /throw HTTP/1.1\r\n\r\n");
+  CHECK(status_line(failed) == "HTTP/1.1 500 Internal Server Error");
+  CHECK_THAT(failed, Contains("handler failed"));
+
+  // A client that sends its request and hangs up: the handler sees peer_closed().
+  {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    const std::string request = "GET /wait HTTP/1.1\r\n\r\n";
+    ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ::close(fd);
+  }
+  for (int i = 0; i < 100 && abandoned == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  CHECK(abandoned == 1);
+  CHECK(status_line(round_trip(port, "GET /echo HTTP/1.1\r\nX-Key: k\r\n\r\n")) == "HTTP/1.1 200 OK");  // still serving
+}
+
+TEST_CASE("http server: beyond max_connections, 503 at once", "[serve]") {
+  kivi::serve::HttpLimits limits;
+  limits.max_connections = 1;
+  limits.read_timeout_ms = 2000;
+  RunningServer s(limits, [](const kivi::serve::HttpRequest&, kivi::serve::HttpConnection& c) { c.send(200, "text/plain", "ok"); });
+  // The first connection holds the only slot while it sends nothing.
+  const int idle = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(s.server.port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(idle, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  for (int i = 0; i < 100 && s.server.open_connections() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  const std::string busy = round_trip(s.server.port(), "GET / HTTP/1.1\r\n\r\n");
+  CHECK(status_line(busy) == "HTTP/1.1 503 Service Unavailable");
+  CHECK_THAT(busy, Contains("too many open connections"));
+  ::close(idle);
+}
+
+TEST_CASE("api requests: fields are checked with the field, the value and what was expected", "[serve]") {
+  kivi::serve::ServedModel model;
+  model.name = "tiny";
+  model.context = 32;
+  model.vocab_size = 100;
+  model.eos_ids = {1};
+  const kivi::serve::ApiLimits limits;
+  auto parse = [&](const std::string& body) { return kivi::serve::parse_completion_request(json::parse(body), model, limits, false); };
+  auto error = [&](const std::string& body) -> ApiError {
+    try {
+      parse(body);
+    } catch (const ApiError& e) {
+      return e;
+    }
+    FAIL("no error for " << body);
+    return {};
+  };
+
+  const auto r = parse(R"({"model": "tiny", "prompt": [[3, 4], [5]], "n": 2, "max_tokens": 5, "temperature": 0,
+                          "stop": "x", "logprobs": 2, "echo": true, "seed": 9})");
+  CHECK(r.prompts == std::vector<std::vector<int64_t>>{{3, 4}, {5}});
+  CHECK(r.n == 2);
+  CHECK(r.max_tokens == 5);
+  CHECK(r.sampling.temperature == 0);
+  CHECK(r.stop == std::vector<std::string>{"x"});
+  CHECK(r.logprobs == 2);
+  CHECK(r.echo);
+  CHECK(r.seed == 9);
+  CHECK(parse(R"({"prompt": [3]})").max_tokens == 16);         // OpenAI's default
+  CHECK(parse(R"({"prompt": [3]})").sampling.temperature == 1);  // OpenAI's default
+  CHECK(parse(R"({"prompt": [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]})").max_tokens == 14);
+
+  CHECK(error(R"({"prompt": [3], "model": "other"})").status == 404);
+  CHECK_THAT(error(R"({"prompt": [3], "max_tokens": -1})").message, Contains("max_tokens = -1: expected an integer >= 0"));
+  CHECK_THAT(error(R"({"prompt": [3], "max_tokens": 2.5})").message, Contains("max_tokens: expected an integer, got a number"));
+  CHECK_THAT(error(R"({"prompt": [3], "temperature": 3})").message, Contains("temperature"));
+  CHECK_THAT(error(R"({"prompt": [3], "top_p": 0})").message, Contains("top_p"));
+  CHECK_THAT(error(R"({"prompt": [3], "n": 17})").message, Contains("n = 17"));
+  CHECK_THAT(error(R"({"prompt": [3], "logprobs": 21})").message, Contains("logprobs = 21"));
+  CHECK_THAT(error(R"({"prompt": [3], "stop": [""]})").message, Contains("empty stop string"));
+  CHECK_THAT(error(R"({"prompt": [3], "stream": "yes"})").message, Contains("stream: expected true or false"));
+  CHECK_THAT(error(R"({"prompt": [3], "presence_penalty": 0.5})").message, Contains("not supported"));
+  CHECK_THAT(error(R"({"prompt": [100]})").message, Contains("outside the vocabulary"));
+  CHECK_THAT(error(R"({"prompt": "text"})").message, Contains("no tokenizer.json"));
+  CHECK_THAT(error(R"({"prompt": [[3], []]})").message, Contains("prompt[1] is empty"));
+  CHECK_THAT(error(R"({"prompt": [3], "max_tokens": 40})").message, Contains("exceed this model's context of 32"));
+  CHECK_THAT(error(R"({"prompt": [3], "n": 16, "max_tokens": 1, "temperature": 0, "best_of": 2})").message,
+             Contains("best_of"));
+  CHECK_THAT(error(R"([1])").message, Contains("JSON object"));
+  auto chat = [&](const std::string& body) {
+    try {
+      kivi::serve::parse_completion_request(json::parse(body), model, limits, true);
+    } catch (const ApiError& e) {
+      return e.message;
+    }
+    return std::string();
+  };
+  CHECK_THAT(chat(R"({"messages": [{"role": "user", "content": "hi"}]})"), Contains("no chat template"));
+}
+
+TEST_CASE("[serve] in run.toml: defaults, values and bad keys", "[serve]") {
+  auto parse = [](const std::string& text) {
+    return kivi::host::parse_host_config(kivi::ConfigTable::parse_text(text, "run.toml"), "run.toml");
+  };
+  const auto defaults = parse("mode = \"serve\"\n");
+  CHECK(defaults.serve.host == "127.0.0.1");
+  CHECK(defaults.serve.port == 8000);
+  CHECK(defaults.serve.max_batch == 8);
+  const auto set = parse("mode = \"serve\"\n[serve]\nport = 0\nmax_batch = 3\nmax_queue = 5\nchat_template = \"t.jinja\"\n");
+  CHECK(set.serve.port == 0);
+  CHECK(set.serve.max_batch == 3);
+  CHECK(set.serve.max_queue == 5);
+  CHECK(set.serve.chat_template.filename() == "t.jinja");
+  CHECK_THROWS_WITH(parse("[serve]\nport = 70000\n"), Contains("port"));
+  CHECK_THROWS_WITH(parse("[serve]\nmax_batch = 0\n"), Contains("max_batch"));
+  CHECK_THROWS_WITH(parse("[serve]\nmax_bach = 4\n"), Contains("unknown key"));
+}
