@@ -23,14 +23,20 @@ using nlohmann::json;
 
 namespace {
 
-// Sends `request` on a new connection and returns everything the server writes before closing.
-std::string round_trip(int port, const std::string& request) {
+// A connected socket to 127.0.0.1:port.
+int connect_loopback(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  return fd;
+}
+
+// Sends `request` on a new connection and returns everything the server writes before closing.
+std::string round_trip(int port, const std::string& request) {
+  const int fd = connect_loopback(port);
   ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
   std::string reply;
   char buffer[4096];
@@ -105,12 +111,7 @@ TEST_CASE("http server: requests, limits and streamed replies", "[serve]") {
 
   // A client that sends its request and hangs up: the handler sees peer_closed().
   {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    const int fd = connect_loopback(port);
     const std::string request = "GET /wait HTTP/1.1\r\n\r\n";
     ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -127,12 +128,7 @@ TEST_CASE("http server: beyond max_connections, 503 at once", "[serve]") {
   limits.read_timeout_ms = 2000;
   RunningServer s(limits, [](const kivi::serve::HttpRequest&, kivi::serve::HttpConnection& c) { c.send(200, "text/plain", "ok"); });
   // The first connection holds the only slot while it sends nothing.
-  const int idle = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(s.server.port()));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::connect(idle, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  const int idle = connect_loopback(s.server.port());
   for (int i = 0; i < 100 && s.server.open_connections() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   const std::string busy = round_trip(s.server.port(), "GET / HTTP/1.1\r\n\r\n");
   CHECK(status_line(busy) == "HTTP/1.1 503 Service Unavailable");
