@@ -69,8 +69,10 @@ def perplexity(model, tokenizer, text, context=2048, max_windows=None, batch_siz
 
 
 def load(folder, device="cpu", dtype=torch.float32):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(folder)
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+    # tokenizer.json as written (what the model was trained on and kivi-host reads):
+    # AutoTokenizer builds Qwen2Tokenizer for a qwen2 folder, whose pre-tokenizer differs.
+    tok = PreTrainedTokenizerFast.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
     return model, tok
 
