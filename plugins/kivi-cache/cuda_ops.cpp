@@ -4,6 +4,9 @@
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "cuda/kivi_kernels.h"
 #include "kivi/util/error.h"
 #endif
@@ -65,6 +68,23 @@ bool rows_aligned16(const at::Tensor& t) {
   if (!t.defined()) return true;
   const int64_t size = static_cast<int64_t>(t.element_size());
   return aligned16(t) && t.stride(0) * size % 16 == 0 && t.stride(1) * size % 16 == 0;
+}
+
+// Element (b0, 0, ...) of t.
+void* row_pointer(const at::Tensor& t, int64_t b0) {
+  return static_cast<char*>(t.data_ptr()) + b0 * t.stride(0) * static_cast<int64_t>(t.element_size());
+}
+
+// Scratch floats for the split partials, kept per thread and device and grown as needed:
+// launches on one stream are ordered, so a buffer can serve every layer and step.
+float* workspace(const at::Tensor& like, int64_t floats) {
+  thread_local std::vector<at::Tensor> buffers;
+  const int64_t device = like.device().index();
+  if (static_cast<int64_t>(buffers.size()) <= device) buffers.resize(device + 1);
+  at::Tensor& buffer = buffers[device];
+  if (!buffer.defined() || buffer.numel() < floats)
+    buffer = at::empty({std::max<int64_t>(floats, int64_t{1} << 20)}, like.options().dtype(at::kFloat));
+  return buffer.data_ptr<float>();
 }
 
 }  // namespace
@@ -176,33 +196,28 @@ std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviP
     for (const at::Tensor* t : {&parts.key_codes, &parts.key_scale, &parts.key_min,
                                 &parts.value_codes, &parts.value_scale, &parts.value_min})
       if (!rows_aligned16(*t)) a.cuda_cores_only = true;
-    const at::Tensor q_rows = q.narrow(0, b0, rows);
-    a.q = q_rows.data_ptr();
-    copy_strides(q_rows, a.q_stride);
-    a.out = out.narrow(0, b0, rows).data_ptr();
-    auto rows_of = [&](const at::Tensor& t) { return t.defined() ? t.narrow(0, b0, rows) : t; };
-    const at::Tensor kc = rows_of(parts.key_codes), ks = rows_of(parts.key_scale),
-                     km = rows_of(parts.key_min), k_res = rows_of(kr),
-                     vc = rows_of(parts.value_codes), vs = rows_of(parts.value_scale),
-                     vm = rows_of(parts.value_min), v_res = rows_of(vr);
+    // Raw pointers at row b0 (no narrow(): a decode step is short and host time shows in it).
+    a.q = row_pointer(q, b0);
+    copy_strides(q, a.q_stride);
+    a.out = row_pointer(out, b0);
     if (keys_packed) {
-      a.key_codes = kc.data_ptr<int32_t>();
-      a.key_scale = ks.data_ptr();
-      a.key_min = km.data_ptr();
-      copy_strides(kc, a.key_codes_stride);
-      copy_strides(ks, a.key_scale_stride);
+      a.key_codes = static_cast<const int32_t*>(row_pointer(parts.key_codes, b0));
+      a.key_scale = row_pointer(parts.key_scale, b0);
+      a.key_min = row_pointer(parts.key_min, b0);
+      copy_strides(parts.key_codes, a.key_codes_stride);
+      copy_strides(parts.key_scale, a.key_scale_stride);
     }
     if (values_packed) {
-      a.value_codes = vc.data_ptr<int32_t>();
-      a.value_scale = vs.data_ptr();
-      a.value_min = vm.data_ptr();
-      copy_strides(vc, a.value_codes_stride);
-      copy_strides(vs, a.value_scale_stride);
+      a.value_codes = static_cast<const int32_t*>(row_pointer(parts.value_codes, b0));
+      a.value_scale = row_pointer(parts.value_scale, b0);
+      a.value_min = row_pointer(parts.value_min, b0);
+      copy_strides(parts.value_codes, a.value_codes_stride);
+      copy_strides(parts.value_scale, a.value_scale_stride);
     }
-    a.key_residual = k_res.data_ptr();
-    a.value_residual = v_res.data_ptr();
-    copy_strides(k_res, a.key_residual_stride);
-    copy_strides(v_res, a.value_residual_stride);
+    a.key_residual = row_pointer(kr, b0);
+    a.value_residual = row_pointer(vr, b0);
+    copy_strides(kr, a.key_residual_stride);
+    copy_strides(vr, a.value_residual_stride);
     a.value_slots = static_cast<int>(vr.size(2));
     int max_length = 0;
     for (int r = 0; r < rows; ++r) {
@@ -215,10 +230,7 @@ std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviP
       max_length = std::max(max_length, a.length[r]);
     }
     a.splits = cuda::decode_splits(rows, kv_heads, max_length, sm_count);
-    at::Tensor workspace =
-        at::empty({cuda::decode_workspace_floats(rows, q_heads, dim, a.splits)},
-                  q.options().dtype(at::kFloat));
-    a.workspace = workspace.data_ptr<float>();
+    a.workspace = workspace(q, cuda::decode_workspace_floats(rows, q_heads, dim, a.splits));
     raise_if(cuda::launch_decode_attention(a, stream));
   }
   return out;
