@@ -3,6 +3,7 @@
 # model with dummy weights (bf16, made on the GPU; no checkpoint is needed) through
 # `kivi-host bench`, for the full-precision bf16 cache and KIVI-2/-4, at batch 1 and 16 with a
 # 4K context (4032-token prompts + 64 decode steps). Output: $OUT/e2e.txt.
+# E2E_BATCHES and E2E_CACHES (e.g. "bf16 kivi:2") narrow the grid.
 set -uo pipefail
 build=${KIVI_GPU_BUILD:-build-gpu}
 logs=${OUT:-gpu-logs}
@@ -20,12 +21,17 @@ cat > "$work/llama-3.1-8b/config.json" <<'JSON'
 JSON
 : > "$logs/e2e.txt"
 for batch in ${E2E_BATCHES:-1 16}; do
-  for cache in "bf16" "kivi:2" "kivi:4"; do
+  for cache in ${E2E_CACHES:-bf16 kivi:2 kivi:4}; do
     backend=${cache%%:*}
     {
       printf 'mode = "bench"\n[model]\npath = "%s"\nweights = "dummy"\n' "$work/llama-3.1-8b"
       printf '[cache]\nbackend = "%s"\n' "$backend"
-      [ "$backend" = kivi ] && printf 'k_bits = %s\nv_bits = %s\n' "${cache#*:}" "${cache#*:}"
+      # The full-precision cache is read by SDPA (its fused kernels), KIVI by the kivi backend.
+      if [ "$backend" = kivi ]; then
+        printf 'k_bits = %s\nv_bits = %s\n[attention]\nbackend = "kivi"\n' "${cache#*:}" "${cache#*:}"
+      else
+        printf '[attention]\nbackend = "sdpa"\n'
+      fi
       printf '[bench]\nbatch = %s\nprompt_tokens = 4032\ndecode_tokens = 64\nwarmup = 1\nrepeats = 2\n' "$batch"
     } > "$work/bench.toml"
     echo "==> batch $batch, cache $cache" >> "$logs/e2e.txt"
