@@ -2,6 +2,9 @@
 size (SDPA over fp16 against the fused KIVI-2/KIVI-4 kernels), and the bandwidth each reaches.
 
     python tools/bench/plot_attention.py docs/data/attention-h200.json docs/images/attention-h200.png
+
+Needs matplotlib (pip install matplotlib==3.10.7), which requirements.txt leaves out: the build
+and the tests do not need it.
 """
 import json
 import sys
