@@ -1,4 +1,6 @@
-// The fused KIVI decode attention kernel (flash-decoding over the packed cache).
+// The fused KIVI decode attention kernel on CUDA cores (flash-decoding over the packed cache):
+// it serves fp32 storage and is the reference that decode_attention_mma.cuh (fp16, bf16 on
+// tensor cores) is tested and timed against. Its warp helpers and workspace layout are shared.
 //
 // Grid: (splits, kv_heads, rows); a block of kWarps warps handles one kv head of one row over
 // one contiguous range of the sequence, in tiles of 32 tokens (a tile never straddles the
