@@ -182,7 +182,8 @@ TEST_CASE("kivi key flush kernel equals the ATen quantizer", "[gpu][kivi]") {
   CHECK(at::equal(scale.cpu(), ref.scale));
   CHECK(at::equal(min.cpu(), ref.min));
   const auto [fraction, largest] = code_mismatch(codes, ref.codes, bits);
-  INFO("codes differing: " << fraction << ", by at most " << largest);
+  std::cout << "flush " << c10::toString(dtype) << " bits " << bits << " group " << group
+            << ": codes differing from the ATen quantizer " << fraction << ", by at most " << largest << "\n";
   CHECK(fraction <= 1e-3);  // a value on a rounding boundary may land one code over
   CHECK(largest <= 1);
 }
@@ -203,7 +204,8 @@ TEST_CASE("kivi value flush kernel equals the ATen quantizer", "[gpu][kivi]") {
   CHECK(at::equal(scale.cpu(), ref.scale));
   CHECK(at::equal(min.cpu(), ref.min));
   const auto [fraction, largest] = code_mismatch(codes, ref.codes, bits);
-  INFO("codes differing: " << fraction << ", by at most " << largest);
+  std::cout << "flush " << c10::toString(dtype) << " bits " << bits << " group " << group
+            << ": codes differing from the ATen quantizer " << fraction << ", by at most " << largest << "\n";
   CHECK(fraction <= 1e-3);
   CHECK(largest <= 1);
 }
