@@ -4,8 +4,8 @@
 
 #include <ATen/ATen.h>
 
-#include "kivi/cache/cache_checks.h"
 #include "cuda_ops.h"
+#include "kivi/cache/cache_checks.h"
 #include "kivi/util/error.h"
 #include "kivi_read.h"
 #include "quantize.h"
