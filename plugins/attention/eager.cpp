@@ -1,7 +1,7 @@
 #include <ATen/ATen.h>
 
 #include "backends.h"
-#include "dense_masks.h"
+#include "kivi/attention/dense_masks.h"
 #include "kivi/util/error.h"
 
 namespace kivi::attention {

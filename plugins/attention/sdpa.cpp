@@ -1,7 +1,7 @@
 #include <ATen/ATen.h>
 
 #include "backends.h"
-#include "dense_masks.h"
+#include "kivi/attention/dense_masks.h"
 
 namespace kivi::attention {
 namespace {
@@ -12,28 +12,13 @@ bool all_equal(std::span<const int64_t> values, int64_t value) {
   return true;
 }
 
-// With a mask, kv heads are expanded here (the fused GQA path takes no mask on every kernel).
-at::Tensor masked_sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                       const at::Tensor& mask, double scale) {
-  return at::scaled_dot_product_attention(q, expand_kv(k, q.size(1)), expand_kv(v, q.size(1)), mask,
-                                          0.0, /*is_causal=*/false, scale);
-}
-
 }  // namespace
 
 at::Tensor SdpaAttention::prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                   std::span<const int64_t> counts,
                                   const AttentionParams& params) const {
   check_prefill_inputs("sdpa", q, k, v, counts);
-  const int64_t tokens = q.size(2);
-  if (params.sliding_window == 0 && all_equal(counts, tokens)) {
-    // No padding, no window: the plain causal case that flash kernels take.
-    return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, params.scale,
-                                            /*enable_gqa=*/true);
-  }
-  const at::Tensor mask =
-      prefill_mask(q.size(0), tokens, counts, params.sliding_window, q.device());
-  return zero_padding(masked_sdpa(q, k, v, mask, params.scale), counts);
+  return sdpa_prefill(q, k, v, counts, params);
 }
 
 at::Tensor SdpaAttention::decode(const at::Tensor& q, const CacheView& view,

@@ -1,6 +1,5 @@
 #include "kivi_attention.h"
 
-#include <algorithm>
 #include <functional>
 #include <limits>
 #include <optional>
@@ -9,6 +8,7 @@
 #include <ATen/ATen.h>
 
 #include "cuda_ops.h"
+#include "kivi/attention/dense_masks.h"
 #include "kivi/util/error.h"
 #include "kivi_read.h"
 
@@ -71,25 +71,6 @@ std::vector<int64_t> row_counts(std::span<const int64_t> counts, int64_t batch, 
   return out;
 }
 
-// Prefill on the GPU: causal SDPA (its flash kernels take GQA directly), one call when no row
-// is padded, else one per row over its own tokens.
-at::Tensor sdpa_prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                        const std::vector<int64_t>& rows, const AttentionParams& params) {
-  const int64_t tokens = q.size(2);
-  if (std::all_of(rows.begin(), rows.end(), [&](int64_t n) { return n == tokens; }))
-    return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, params.scale,
-                                            /*enable_gqa=*/true);
-  at::Tensor out = at::zeros_like(q);  // padded positions stay zero
-  for (size_t b = 0; b < rows.size(); ++b) {
-    if (rows[b] == 0) continue;
-    const int64_t i = static_cast<int64_t>(b), n = rows[b];
-    auto own = [&](const at::Tensor& t) { return t.narrow(0, i, 1).narrow(2, 0, n); };
-    own(out).copy_(at::scaled_dot_product_attention(own(q), own(k), own(v), {}, 0.0, true,
-                                                    params.scale, true));
-  }
-  return out;
-}
-
 }  // namespace
 
 at::Tensor KiviAttention::prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -97,7 +78,8 @@ at::Tensor KiviAttention::prefill(const at::Tensor& q, const at::Tensor& k, cons
                                   const AttentionParams& params) const {
   const int64_t batch = q.size(0), tokens = q.size(2);
   const std::vector<int64_t> rows = row_counts(counts, batch, tokens);
-  if (q.is_cuda() && params.sliding_window == 0) return sdpa_prefill(q, k, v, rows, params);
+  // On the GPU, SDPA's flash kernels (the "sdpa" backend's prefill, shared through the core).
+  if (q.is_cuda()) return attention::sdpa_prefill(q, k, v, counts, params);
   at::Tensor out = at::zeros_like(q);  // padded rows stay zero
   for (int64_t b = 0; b < batch; ++b) {
     if (rows[b] == 0) continue;

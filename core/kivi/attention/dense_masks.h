@@ -1,5 +1,6 @@
-// What both dense attention backends share: which key each query may see (causal, padding,
-// sliding window), for prefill over new tokens and for decode over a cache, and GQA expansion.
+// What the attention backends share: which key each query may see (causal, padding, sliding
+// window), for prefill over new tokens and for decode over a cache, GQA expansion, and prefill
+// through SDPA (the "sdpa" backend, and the "kivi" backend on the GPU).
 #pragma once
 
 #include <cstdint>
@@ -7,6 +8,8 @@
 #include <vector>
 
 #include <ATen/Tensor.h>
+
+#include "kivi/attention/attention.h"
 
 namespace kivi::attention {
 
@@ -36,5 +39,16 @@ std::vector<int64_t> resolve_counts(std::span<const int64_t> counts, int64_t bat
 // Checks q/k/v shapes for prefill (names the backend in messages).
 void check_prefill_inputs(const char* who, const at::Tensor& q, const at::Tensor& k,
                           const at::Tensor& v, std::span<const int64_t> counts);
+
+// SDPA under a boolean mask [B, 1, T, S]; kv heads are expanded first (the fused GQA path does
+// not take a mask on every kernel). q: [B, Hq, T, D]; k, v: [B, H, S, D].
+at::Tensor masked_sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                       const at::Tensor& mask, double scale);
+
+// Attention::prefill through at::scaled_dot_product_attention: one causal call (flash kernels
+// take GQA directly) when no row is padded and there is no window, else under prefill_mask();
+// padded rows come back zero.
+at::Tensor sdpa_prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                        std::span<const int64_t> counts, const AttentionParams& params);
 
 }  // namespace kivi::attention

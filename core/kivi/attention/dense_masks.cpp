@@ -1,4 +1,4 @@
-#include "dense_masks.h"
+#include "kivi/attention/dense_masks.h"
 
 #include <ATen/ATen.h>
 
@@ -89,6 +89,27 @@ void check_prefill_inputs(const char* who, const at::Tensor& q, const at::Tensor
   check(counts.empty() || static_cast<int64_t>(counts.size()) == q.size(0),
         me + "counts has " + std::to_string(counts.size()) + " entries for a batch of " +
             std::to_string(q.size(0)));
+}
+
+at::Tensor masked_sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                       const at::Tensor& mask, double scale) {
+  return at::scaled_dot_product_attention(q, expand_kv(k, q.size(1)), expand_kv(v, q.size(1)), mask,
+                                          0.0, /*is_causal=*/false, scale);
+}
+
+at::Tensor sdpa_prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                        std::span<const int64_t> counts, const AttentionParams& params) {
+  const int64_t tokens = q.size(2);
+  bool padded = false;
+  for (int64_t c : counts) padded = padded || c != tokens;
+  if (params.sliding_window == 0 && !padded) {
+    // No padding, no window: the plain causal case that flash kernels take.
+    return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, params.scale,
+                                            /*enable_gqa=*/true);
+  }
+  const at::Tensor mask =
+      prefill_mask(q.size(0), tokens, counts, params.sliding_window, q.device());
+  return zero_padding(masked_sdpa(q, k, v, mask, params.scale), counts);
 }
 
 }  // namespace kivi::attention
