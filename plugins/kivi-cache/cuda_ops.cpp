@@ -91,17 +91,21 @@ float* workspace(const at::Tensor& like, int64_t floats) {
 
 bool cuda_kernels_built() { return true; }
 
-bool cuda_store_keys(const at::Tensor& x, int64_t group_size, int64_t bits, at::Tensor codes,
-                     at::Tensor scale, at::Tensor min) {
+namespace {
+
+// What both flushes take: x [n, H, T, D] in the storage dtype and the destination views of the
+// codes, scales and minima (cuda::KeyFlush or cuda::ValueFlush). False: they cannot serve it.
+template <class Flush>
+bool fill_flush(Flush& a, const at::Tensor& x, int64_t group_size, int64_t bits,
+                const at::Tensor& codes, const at::Tensor& scale, const at::Tensor& min) {
   const auto dtype = kernel_dtype(x.scalar_type());
+  // Codes of a channel (keys) or a token (values), and a token's groups, must be contiguous.
   if (!dtype || !on_gpu({&x, &codes, &scale, &min}) || scale.scalar_type() != x.scalar_type() ||
-      codes.stride(4) != 1)
+      min.strides() != scale.strides() || codes.stride(-1) != 1 || scale.stride(-1) != 1)
     return false;
-  cuda::KeyFlush a;
   a.dtype = *dtype;
   a.n = static_cast<int>(x.size(0));
   a.heads = static_cast<int>(x.size(1));
-  a.groups = static_cast<int>(x.size(2) / group_size);
   a.dim = static_cast<int>(x.size(3));
   a.group_size = static_cast<int>(group_size);
   a.bits = static_cast<int>(bits);
@@ -112,33 +116,25 @@ bool cuda_store_keys(const at::Tensor& x, int64_t group_size, int64_t bits, at::
   a.scale = scale.data_ptr();
   a.min = min.data_ptr();
   copy_strides(scale, a.scale_stride);
-  check(min.strides() == scale.strides(), "kivi cache: key scale and min strides differ");
+  return true;
+}
+
+}  // namespace
+
+bool cuda_store_keys(const at::Tensor& x, int64_t group_size, int64_t bits, at::Tensor codes,
+                     at::Tensor scale, at::Tensor min) {
+  cuda::KeyFlush a;
+  if (!fill_flush(a, x, group_size, bits, codes, scale, min)) return false;
+  a.groups = static_cast<int>(x.size(2) / group_size);
   raise_if(cuda::launch_key_flush(a, at::cuda::getCurrentCUDAStream()));
   return true;
 }
 
 bool cuda_store_values(const at::Tensor& x, int64_t group_size, int64_t bits, at::Tensor codes,
                        at::Tensor scale, at::Tensor min) {
-  const auto dtype = kernel_dtype(x.scalar_type());
-  if (!dtype || !on_gpu({&x, &codes, &scale, &min}) || scale.scalar_type() != x.scalar_type() ||
-      codes.stride(3) != 1 || scale.stride(3) != 1)
-    return false;
   cuda::ValueFlush a;
-  a.dtype = *dtype;
-  a.n = static_cast<int>(x.size(0));
-  a.heads = static_cast<int>(x.size(1));
+  if (!fill_flush(a, x, group_size, bits, codes, scale, min)) return false;
   a.tokens = static_cast<int>(x.size(2));
-  a.dim = static_cast<int>(x.size(3));
-  a.group_size = static_cast<int>(group_size);
-  a.bits = static_cast<int>(bits);
-  a.x.data = x.data_ptr();
-  copy_strides(x, a.x.stride);
-  a.codes = codes.data_ptr<int32_t>();
-  copy_strides(codes, a.codes_stride);
-  a.scale = scale.data_ptr();
-  a.min = min.data_ptr();
-  copy_strides(scale, a.scale_stride);
-  check(min.strides() == scale.strides(), "kivi cache: value scale and min strides differ");
   raise_if(cuda::launch_value_flush(a, at::cuda::getCurrentCUDAStream()));
   return true;
 }
@@ -178,6 +174,11 @@ std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviP
   check(out.sizes() == q.sizes() && out.is_contiguous() && out.scalar_type() == q.scalar_type() &&
             out.device() == q.device(),
         "kivi decode attention: the output buffer must be a contiguous tensor like q");
+  // The tensor-core kernel copies rows with 16-byte copies; unaligned storage takes the other.
+  bool cores_only = cuda_cores_only;
+  for (const at::Tensor* t : {&parts.key_codes, &parts.key_scale, &parts.key_min,
+                              &parts.value_codes, &parts.value_scale, &parts.value_min})
+    cores_only = cores_only || !rows_aligned16(*t);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const int sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   for (int b0 = 0; b0 < batch; b0 += cuda::kMaxDecodeRows) {
@@ -192,10 +193,7 @@ std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviP
     a.k_bits = static_cast<int>(parts.k_bits);
     a.v_bits = static_cast<int>(parts.v_bits);
     a.scale = static_cast<float>(params.scale);
-    a.cuda_cores_only = cuda_cores_only;
-    for (const at::Tensor* t : {&parts.key_codes, &parts.key_scale, &parts.key_min,
-                                &parts.value_codes, &parts.value_scale, &parts.value_min})
-      if (!rows_aligned16(*t)) a.cuda_cores_only = true;
+    a.cuda_cores_only = cores_only;
     // Raw pointers at row b0 (no narrow(): a decode step is short and host time shows in it).
     a.q = row_pointer(q, b0);
     copy_strides(q, a.q_stride);
