@@ -51,6 +51,7 @@ ModelChoice read_model(ConfigTable& top, const fs::path& base) {
   model.device = table.get_choice("device", model.device, {"auto", "cpu", "cuda"});
   model.weights = table.get_choice("weights", model.weights, {"safetensors", "dummy"});
   model.seed = table.get_int_in("seed", 0, 0, int64_t{1} << 62);
+  model.cuda_graphs = table.get_bool("cuda_graphs", model.cuda_graphs);
   table.finish();
   return model;
 }
@@ -265,6 +266,8 @@ HostConfig parse_host_config(const toml::table& root, const std::string& source)
   b.warmup = bench.get_int_in("warmup", b.warmup, 0, 1000);
   b.repeats = bench.get_int_in("repeats", b.repeats, 1, 1000);
   b.seed = bench.get_int_in("seed", b.seed, 0, INT64_MAX);
+  b.fill = bench.get_choice("fill", b.fill, {"prefill", "random"});
+  b.find_max_batch = bench.get_bool("find_max_batch", b.find_max_batch);
   bench.finish();
   config.tokenize = read_tokenize(top, base);
   config.serve = read_serve(top, base);

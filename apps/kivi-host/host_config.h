@@ -42,6 +42,7 @@ struct ModelChoice {
   std::string device = "auto";        // auto | cpu | cuda
   std::string weights = "safetensors";  // safetensors | dummy (random, from config.json alone)
   int64_t seed = 0;                   // dummy weights
+  bool cuda_graphs = true;            // decode steps on CUDA replay captured graphs
 };
 
 // [generate]: prompts as text (tokenized with the model folder's tokenizer) or token ids, the
@@ -108,6 +109,8 @@ struct BenchChoice {
   int64_t warmup = 1;
   int64_t repeats = 5;
   int64_t seed = 0;
+  std::string fill = "prefill";  // prefill (random prompts) | random (K/V straight into the cache)
+  bool find_max_batch = false;   // search the largest batch up to `batch` instead of timing
 };
 
 // [serve]: the OpenAI-compatible HTTP server (docs/server.md).

@@ -70,6 +70,7 @@ ModelSession open_model_session(const HostContext& context, const PluginChoice& 
   session.config = load_checkpoint_config(cfg.model.path);
   options.device = pick_device(cfg.model.device);
   options.dtype = pick_dtype(cfg.model.dtype, session.config, options.device);
+  options.cuda_graphs = cfg.model.cuda_graphs;
   session.loaded = load_model(context.registry, cfg.model.path, options, cfg.model.weights,
                               static_cast<uint64_t>(cfg.model.seed));
   // A GGUF file carries its tokenizer in its metadata, when it has one.

@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
 # Run ON the GPU machine after build-and-test.sh: end-to-end decode of a Llama-3.1-8B-shaped
 # model with dummy weights (bf16, made on the GPU; no checkpoint is needed) through
-# `kivi-host bench`, for the full-precision bf16 cache and KIVI-2/-4, at batch 1 and 16 with a
-# 4K context (4032-token prompts + 64 decode steps). Output: $OUT/e2e.txt.
-# E2E_BATCHES and E2E_CACHES (e.g. "bf16 kivi:2") narrow the grid.
+# `kivi-host bench`, for the full-precision bf16 cache (read by SDPA) and KIVI-2/-4 (the fused
+# kernels):
+#   - decode tokens/s and peak device memory at batch {1, 16, 64} x context {4K, 32K}: the
+#     cache is filled with random K/V ([bench] fill = "random"), then 64 greedy steps;
+#   - batch 1 at 1K, 8K, 64K and 128K (minus the 64 decoded) context too, for the plots;
+#   - the same without CUDA graphs at batch 1 and 16, 4K (what the graphs buy);
+#   - the largest batch that fits at 32K context, per cache.
+# A case that runs out of memory is recorded as such. Output: $OUT/e2e.txt (the log) and
+# $OUT/e2e.json (one entry per case, from each run's [output] json).
+# E2E_BATCHES, E2E_CONTEXTS, E2E_CACHES (e.g. "bf16 kivi:2") narrow the grid; E2E_PARTS picks
+# among "grid sweep nographs fit" (all by default); E2E_JSON names the JSON (default e2e.json);
+# E2E_MODEL swaps in another model folder (a quick check of the script on a small model).
 set -uo pipefail
 build=${KIVI_GPU_BUILD:-build-gpu}
 logs=${OUT:-gpu-logs}
 mkdir -p "$logs"
 work=$(mktemp -d)
-mkdir -p "$work/llama-3.1-8b"
+mkdir -p "$work/llama-3.1-8b" "$work/json"
 # Llama-3.1-8B's published hyperparameters.
 cat > "$work/llama-3.1-8b/config.json" <<'JSON'
 {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 128256, "hidden_size": 4096,
@@ -19,23 +28,67 @@ cat > "$work/llama-3.1-8b/config.json" <<'JSON'
                   "original_max_position_embeddings": 8192, "rope_type": "llama3"},
  "tie_word_embeddings": false, "bos_token_id": 128000, "eos_token_id": 128001, "torch_dtype": "bfloat16"}
 JSON
+cp "$work/llama-3.1-8b/config.json" "$logs/llama-3.1-8b-config.json"
 : > "$logs/e2e.txt"
-for batch in ${E2E_BATCHES:-1 16}; do
-  for cache in ${E2E_CACHES:-bf16 kivi:2 kivi:4}; do
-    backend=${cache%%:*}
-    {
-      printf 'mode = "bench"\n[model]\npath = "%s"\nweights = "dummy"\n' "$work/llama-3.1-8b"
-      printf '[cache]\nbackend = "%s"\n' "$backend"
-      # The full-precision cache is read by SDPA (its fused kernels), KIVI by the kivi backend.
-      if [ "$backend" = kivi ]; then
-        printf 'k_bits = %s\nv_bits = %s\n[attention]\nbackend = "kivi"\n' "${cache#*:}" "${cache#*:}"
-      else
-        printf '[attention]\nbackend = "sdpa"\n'
-      fi
-      printf '[bench]\nbatch = %s\nprompt_tokens = 4032\ndecode_tokens = 64\nwarmup = 1\nrepeats = 2\n' "$batch"
-    } > "$work/bench.toml"
-    echo "==> batch $batch, cache $cache" >> "$logs/e2e.txt"
-    "$build/bin/kivi-host" --config "$work/bench.toml" >> "$logs/e2e.txt" 2>&1 || echo "FAILED" >> "$logs/e2e.txt"
+n=0
+# case_run <cache> <batch> <context> <graphs true|false> <find_max_batch true|false> <decode tokens>
+case_run() {
+  local cache=$1 batch=$2 context=$3 graphs=$4 fit=$5 decode=$6 backend=${1%%:*}
+  n=$((n + 1))
+  local json="$work/json/$(printf '%03d' $n).json"
+  {
+    printf 'mode = "bench"\n[model]\npath = "%s"\nweights = "dummy"\ncuda_graphs = %s\n' "${E2E_MODEL:-$work/llama-3.1-8b}" "$graphs"
+    printf '[cache]\nbackend = "%s"\n' "$backend"
+    if [ "$backend" = kivi ]; then
+      printf 'k_bits = %s\nv_bits = %s\n[attention]\nbackend = "kivi"\n' "${cache#*:}" "${cache#*:}"
+    else
+      printf '[attention]\nbackend = "sdpa"\n'
+    fi
+    printf '[bench]\nbatch = %s\nprompt_tokens = %s\ndecode_tokens = %s\nfill = "random"\n' "$batch" "$context" "$decode"
+    printf 'warmup = 1\nrepeats = 2\nfind_max_batch = %s\n[output]\njson = "%s"\n' "$fit" "$json"
+  } > "$work/bench.toml"
+  echo "==> cache $cache, batch $batch, context $context, cuda_graphs $graphs, find_max_batch $fit" >> "$logs/e2e.txt"
+  if ! "$build/bin/kivi-host" --config "$work/bench.toml" >> "$logs/e2e.txt" 2>&1; then
+    echo "FAILED" >> "$logs/e2e.txt"
+    printf '{"cache_label": "%s", "batch": %s, "context": %s, "cuda_graphs": %s, "failed": true, "oom": %s}\n' \
+      "$cache" "$batch" "$context" "$graphs" \
+      "$(tail -3 "$logs/e2e.txt" | grep -qi 'out of memory' && echo true || echo false)" > "$json"
+  fi
+  # Label the entry with the cache as the grid names it (bf16, kivi:2, ...).
+  python3 - "$json" "$cache" <<'PY'
+import json, sys
+path, label = sys.argv[1], sys.argv[2]
+doc = json.load(open(path))
+doc["cache_label"] = label
+json.dump(doc, open(path, "w"))
+PY
+}
+caches=${E2E_CACHES:-bf16 kivi:2 kivi:4}
+parts=${E2E_PARTS:-grid sweep nographs fit}
+if [[ " $parts " == *" grid "* ]]; then
+  for context in ${E2E_CONTEXTS:-4096 32768}; do
+    for batch in ${E2E_BATCHES:-1 16 64}; do
+      for cache in $caches; do case_run "$cache" "$batch" "$context" true false 64; done
+    done
   done
-done
-cat "$logs/e2e.txt"
+fi
+if [[ " $parts " == *" sweep "* ]]; then  # batch 1 along the context, for the plots
+  for context in 1024 8192 65536 131008; do
+    for cache in $caches; do case_run "$cache" 1 "$context" true false 64; done
+  done
+fi
+if [[ " $parts " == *" nographs "* ]]; then
+  for batch in 1 16; do
+    for cache in $caches; do case_run "$cache" "$batch" 4096 false false 64; done
+  done
+fi
+if [[ " $parts " == *" fit "* ]]; then  # 2 decode steps per try
+  for cache in $caches; do case_run "$cache" 512 32768 false true 2; done
+fi
+python3 - "$work/json" "$logs/${E2E_JSON:-e2e.json}" <<'PY'
+import glob, json, sys
+cases = [json.load(open(p)) for p in sorted(glob.glob(sys.argv[1] + "/*.json"))]
+json.dump({"model": "Llama-3.1-8B shapes, dummy bf16 weights", "cases": cases}, open(sys.argv[2], "w"), indent=1)
+print(f"{len(cases)} cases -> {sys.argv[2]}")
+PY
+grep -E "^==>|^decode|^device memory|^largest|FAILED|rror" "$logs/e2e.txt"

@@ -23,6 +23,9 @@ struct ModelOptions {
   at::ScalarType dtype = at::kFloat;  // weights and activations
   at::Device device = at::kCPU;
   std::shared_ptr<const Attention> attention;  // required: the backend every layer uses
+  // On CUDA, one-token decode steps replay captured graphs between the attentions
+  // (model/decode_graphs.h); off: every op is launched from the host.
+  bool cuda_graphs = true;
 };
 
 // Named debug taps: called with each intermediate as the forward pass makes it, e.g.

@@ -8,6 +8,7 @@
 
 #include "kivi/attention/attention.h"
 #include "kivi/cache/kv_cache.h"
+#include "kivi/model/decode_graphs.h"
 #include "kivi/model/layers.h"
 #include "kivi/model/rotary.h"
 #include "kivi/model/safetensors.h"
@@ -52,6 +53,14 @@ class DecoderLM final : public CausalLM {
   }
   void check_inputs(const at::Tensor& input_ids, const at::Tensor& positions,
                     std::span<const int64_t> counts, const KVCache& cache) const;
+  // The pieces of a forward pass between attentions (shared by the eager path and the
+  // decode graphs). h: [B, T, hidden].
+  at::Tensor embed(const at::Tensor& ids) const;
+  AttentionInputs attention_inputs(int64_t layer, const at::Tensor& h, const at::Tensor& cos,
+                                   const at::Tensor& sin) const;
+  at::Tensor after_attention(int64_t layer, const at::Tensor& h, const at::Tensor& attn) const;
+  at::Tensor logits(const at::Tensor& h) const;
+  std::unique_ptr<DecodeGraphs> make_graphs(int64_t batch);
 
   ModelConfig config_;
   ModelOptions options_;
@@ -61,6 +70,7 @@ class DecoderLM final : public CausalLM {
   at::Tensor lm_head_;       // [vocab, hidden]; the embedding itself when tied
   std::vector<LayerWeights> layers_;
   TapFn tap_;
+  std::unique_ptr<DecodeGraphs> graphs_;  // for the last decode batch size, made on first use
 };
 
 DecoderLM::DecoderLM(const ModelConfig& config, const DecoderSpec& spec, WeightSource& weights,
@@ -147,8 +157,6 @@ at::Tensor DecoderLM::forward(const at::Tensor& input_ids, const at::Tensor& pos
   check_inputs(input_ids, positions, counts, cache);
   c10::InferenceMode guard;
   const int64_t batch = input_ids.size(0), tokens = input_ids.size(1);
-  const int64_t heads = config_.num_attention_heads, kv_heads = config_.num_key_value_heads;
-  const int64_t head_dim = config_.head_dim;
   // KIVI's prefill: a prompt into an empty cache attends over its own full-precision K/V.
   bool prefill = true;
   for (int64_t b = 0; b < batch; ++b) prefill = prefill && cache.length(b) == 0;
@@ -156,54 +164,101 @@ at::Tensor DecoderLM::forward(const at::Tensor& input_ids, const at::Tensor& pos
   const at::Tensor ids = input_ids.to(options_.device);
   const at::Tensor pos = positions.to(options_.device);
   const auto [cos, sin] = rotary_.cos_sin(pos, counts, options_.dtype);  // [B, T, head_dim]
+  auto attend = [&](int64_t l, const AttentionInputs& in) {  // -> [B, heads, T, head_dim]
+    cache.append(l, in.k, in.v, counts);
+    AttentionParams params;
+    params.scale = std::pow(static_cast<double>(config_.head_dim), -0.5);
+    params.sliding_window = layers_[l].sliding_window;
+    return prefill ? options_.attention->prefill(in.q, in.k, in.v, counts, params)
+                   : options_.attention->decode(in.q, cache.view(l), counts, params);
+  };
 
+  if (tokens == 1 && !prefill && !tap_ && options_.cuda_graphs && options_.device.is_cuda() &&
+      DecodeGraphs::available()) {
+    if (!graphs_ || graphs_->shapes().batch != batch) graphs_ = make_graphs(batch);
+    return graphs_->run(ids, cos, sin, attend);
+  }
+
+  at::Tensor h = embed(ids);  // [B, T, hidden]
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
+    const AttentionInputs in = attention_inputs(l, h, cos, sin);
+    h = after_attention(l, h, attend(l, in));
+  }
+  return logits(h);
+}
+
+at::Tensor DecoderLM::embed(const at::Tensor& ids) const {
   at::Tensor h = at::embedding(embed_tokens_, ids);  // [B, T, hidden]
   tap("embed", h);
-  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
-    const LayerWeights& w = layers_[l];
-    const std::string prefix = "layer" + std::to_string(l) + ".";
-    const at::Tensor x = rms_norm(h, w.input_norm, config_.rms_norm_eps);
-    tap(prefix + "attn_norm", x);
-    const at::Tensor qkv =
-        at::linear(x, w.qkv, w.qkv_bias);         // [B, T, (heads + 2 kv_heads) * head_dim]
-    auto split = [&](int64_t start, int64_t n) {  // -> [B, n, T, head_dim]
-      return qkv.narrow(-1, start * head_dim, n * head_dim)
-          .view({batch, tokens, n, head_dim})
-          .transpose(1, 2);
-    };
-    const at::Tensor q = apply_rotary(split(0, heads), cos, sin);  // [B, heads, T, head_dim]
-    const at::Tensor k =
-        apply_rotary(split(heads, kv_heads), cos, sin);  // [B, kv_heads, T, head_dim]
-    const at::Tensor v =
-        split(heads + kv_heads, kv_heads).contiguous();  // [B, kv_heads, T, head_dim]
-    tap(prefix + "q", q);
-    tap(prefix + "k", k);
-    tap(prefix + "v", v);
-    cache.append(l, k, v, counts);
+  return h;
+}
 
-    AttentionParams params;
-    params.scale = std::pow(static_cast<double>(head_dim), -0.5);
-    params.sliding_window = w.sliding_window;
-    const at::Tensor attn = prefill ? options_.attention->prefill(q, k, v, counts, params)
-                                    : options_.attention->decode(q, cache.view(l), counts, params);
-    tap(prefix + "attn", attn);  // [B, heads, T, head_dim]
-    const at::Tensor attn_out =
-        at::linear(attn.transpose(1, 2).reshape({batch, tokens, heads * head_dim}), w.o, w.o_bias);
-    tap(prefix + "attn_out", attn_out);  // [B, T, hidden]
-    h = h + attn_out;
+AttentionInputs DecoderLM::attention_inputs(int64_t l, const at::Tensor& h, const at::Tensor& cos,
+                                            const at::Tensor& sin) const {
+  const LayerWeights& w = layers_[l];
+  const std::string prefix = tap_ ? "layer" + std::to_string(l) + "." : std::string();
+  const int64_t batch = h.size(0), tokens = h.size(1), head_dim = config_.head_dim;
+  const int64_t heads = config_.num_attention_heads, kv_heads = config_.num_key_value_heads;
+  const at::Tensor x = rms_norm(h, w.input_norm, config_.rms_norm_eps);
+  tap(prefix + "attn_norm", x);
+  const at::Tensor qkv = at::linear(x, w.qkv, w.qkv_bias);  // [B, T, (heads + 2 kv_heads) * head_dim]
+  auto split = [&](int64_t start, int64_t n) {               // -> [B, n, T, head_dim]
+    return qkv.narrow(-1, start * head_dim, n * head_dim).view({batch, tokens, n, head_dim}).transpose(1, 2);
+  };
+  AttentionInputs in;
+  in.q = apply_rotary(split(0, heads), cos, sin);             // [B, heads, T, head_dim]
+  in.k = apply_rotary(split(heads, kv_heads), cos, sin);      // [B, kv_heads, T, head_dim]
+  in.v = split(heads + kv_heads, kv_heads).contiguous();      // [B, kv_heads, T, head_dim]
+  tap(prefix + "q", in.q);
+  tap(prefix + "k", in.k);
+  tap(prefix + "v", in.v);
+  return in;
+}
 
-    const at::Tensor y = rms_norm(h, w.post_attention_norm, config_.rms_norm_eps);
-    tap(prefix + "mlp_norm", y);
-    const at::Tensor mlp_out = gated_silu_mlp(y, w.gate_up, w.gate_up_bias, w.down, w.down_bias);
-    tap(prefix + "mlp_out", mlp_out);
-    h = h + mlp_out;
-    tap(prefix + "out", h);
-  }
-  h = rms_norm(h, final_norm_, config_.rms_norm_eps);
-  tap("final_norm", h);
-  at::Tensor logits = at::linear(h, lm_head_).to(at::kFloat);  // [B, T, vocab]
-  tap("logits", logits);
-  return logits;
+at::Tensor DecoderLM::after_attention(int64_t l, const at::Tensor& h, const at::Tensor& attn) const {
+  const LayerWeights& w = layers_[l];
+  const std::string prefix = tap_ ? "layer" + std::to_string(l) + "." : std::string();
+  const int64_t batch = h.size(0), tokens = h.size(1);
+  tap(prefix + "attn", attn);  // [B, heads, T, head_dim]
+  const at::Tensor attn_out =
+      at::linear(attn.transpose(1, 2).reshape({batch, tokens, -1}), w.o, w.o_bias);
+  tap(prefix + "attn_out", attn_out);  // [B, T, hidden]
+  const at::Tensor mid = h + attn_out;
+  const at::Tensor y = rms_norm(mid, w.post_attention_norm, config_.rms_norm_eps);
+  tap(prefix + "mlp_norm", y);
+  const at::Tensor mlp_out = gated_silu_mlp(y, w.gate_up, w.gate_up_bias, w.down, w.down_bias);
+  tap(prefix + "mlp_out", mlp_out);
+  at::Tensor out = mid + mlp_out;
+  tap(prefix + "out", out);
+  return out;
+}
+
+at::Tensor DecoderLM::logits(const at::Tensor& h) const {
+  const at::Tensor normed = rms_norm(h, final_norm_, config_.rms_norm_eps);
+  tap("final_norm", normed);
+  at::Tensor out = at::linear(normed, lm_head_).to(at::kFloat);  // [B, T, vocab]
+  tap("logits", out);
+  return out;
+}
+
+std::unique_ptr<DecodeGraphs> DecoderLM::make_graphs(int64_t batch) {
+  graphs_.reset();  // the old capture's memory goes back first
+  DecodeShapes shapes;
+  shapes.layers = config_.num_hidden_layers;
+  shapes.batch = batch;
+  shapes.q_heads = config_.num_attention_heads;
+  shapes.head_dim = config_.head_dim;
+  shapes.dtype = options_.dtype;
+  shapes.device_index = options_.device.index() < 0 ? 0 : options_.device.index();
+  DecodeStages stages;
+  stages.embed = [this](const at::Tensor& ids) { return embed(ids); };
+  stages.attention_inputs = [this](int64_t l, const at::Tensor& h, const at::Tensor& cos,
+                                   const at::Tensor& sin) { return attention_inputs(l, h, cos, sin); };
+  stages.after_attention = [this](int64_t l, const at::Tensor& h, const at::Tensor& attn) {
+    return after_attention(l, h, attn);
+  };
+  stages.logits = [this](const at::Tensor& h) { return logits(h); };
+  return std::make_unique<DecodeGraphs>(shapes, std::move(stages));
 }
 
 }  // namespace

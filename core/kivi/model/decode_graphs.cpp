@@ -1,0 +1,141 @@
+#include "kivi/model/decode_graphs.h"
+
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include "kivi/model/safetensors.h"
+#include "kivi/util/error.h"
+
+#ifdef KIVI_CORE_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+namespace kivi {
+
+#ifdef KIVI_CORE_WITH_CUDA
+
+struct DecodeGraphs::Impl {
+  DecodeShapes shapes;
+  DecodeStages stages;
+  // Fixed inputs, written before each replay.
+  at::Tensor ids;              // [B, 1] int64
+  at::Tensor cos, sin;         // [B, 1, head_dim]
+  std::vector<at::Tensor> attn;  // per layer: [B, q_heads, 1, head_dim]
+  // What the graphs leave behind, in the graphs' pool.
+  std::vector<AttentionInputs> inputs;  // per layer
+  std::vector<at::Tensor> residual;     // per layer: h entering the layer, [B, 1, hidden]
+  at::Tensor logits;                    // [B, 1, vocab] float32
+  std::vector<std::unique_ptr<at::cuda::CUDAGraph>> graphs;  // layers + 1
+
+  // Piece g: g == 0 embeds; g > 0 finishes layer g - 1; g < layers prepares layer g's
+  // attention, g == layers makes the logits.
+  void piece(int64_t g) {
+    const at::Tensor h =
+        g == 0 ? stages.embed(ids) : stages.after_attention(g - 1, residual[g - 1], attn[g - 1]);
+    if (g < shapes.layers) {
+      inputs[g] = stages.attention_inputs(g, h, cos, sin);
+      residual[g] = h;
+    } else {
+      logits = stages.logits(h);
+    }
+  }
+};
+
+DecodeGraphs::DecodeGraphs(const DecodeShapes& shapes, DecodeStages stages)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.shapes = shapes;
+  m.stages = std::move(stages);
+  c10::InferenceMode inference;
+  const c10::DeviceIndex index = static_cast<c10::DeviceIndex>(shapes.device_index);
+  c10::cuda::CUDAGuard device_guard(index);
+  const auto on_device = at::TensorOptions().device(at::Device(at::kCUDA, index));
+  const auto act = on_device.dtype(shapes.dtype);
+  m.ids = at::zeros({shapes.batch, 1}, on_device.dtype(at::kLong));
+  m.cos = at::ones({shapes.batch, 1, shapes.head_dim}, act);
+  m.sin = at::zeros({shapes.batch, 1, shapes.head_dim}, act);
+  for (int64_t l = 0; l < shapes.layers; ++l)
+    m.attn.push_back(at::zeros({shapes.batch, shapes.q_heads, 1, shapes.head_dim}, act));
+  m.inputs.resize(shapes.layers);
+  m.residual.resize(shapes.layers);
+
+  // Capture needs a stream other than the legacy default one. The fixed inputs must be
+  // written before that stream reads them in the warm-up.
+  at::cuda::device_synchronize();
+  c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, index);
+  {
+    c10::cuda::CUDAStreamGuard stream_guard(side);
+    // Warm-up, uncaptured: creates cuBLAS handles and workspaces and anything else made lazily
+    // on first use, which must not happen inside a capture.
+    for (int64_t g = 0; g <= shapes.layers; ++g) m.piece(g);
+    side.synchronize();
+    const at::cuda::MempoolId_t pool = at::cuda::graph_pool_handle();
+    for (int64_t g = 0; g <= shapes.layers; ++g) {
+      auto graph = std::make_unique<at::cuda::CUDAGraph>();
+      // Thread-local: another thread's unrelated CUDA calls (a server's) do not break it.
+      graph->capture_begin(pool, cudaStreamCaptureModeThreadLocal);
+      try {
+        m.piece(g);
+      } catch (...) {
+        graph->capture_end();
+        throw;
+      }
+      graph->capture_end();
+      m.graphs.push_back(std::move(graph));
+    }
+  }
+  at::cuda::device_synchronize();
+}
+
+DecodeGraphs::~DecodeGraphs() = default;
+
+const DecodeShapes& DecodeGraphs::shapes() const { return impl_->shapes; }
+
+at::Tensor DecodeGraphs::run(const at::Tensor& ids, const at::Tensor& cos, const at::Tensor& sin,
+                             const AttendFn& attend) {
+  Impl& m = *impl_;
+  check(ids.sizes() == m.ids.sizes() && cos.sizes() == m.cos.sizes() && sin.sizes() == m.sin.sizes(),
+        "decode graphs: captured for ids " + shape_string(m.ids.sizes()) + " and cos/sin " +
+            shape_string(m.cos.sizes()) + ", called with " + shape_string(ids.sizes()) + " and " +
+            shape_string(cos.sizes()));
+  c10::InferenceMode inference;
+  c10::cuda::CUDAGuard device_guard(static_cast<c10::DeviceIndex>(m.shapes.device_index));
+  m.ids.copy_(ids);
+  m.cos.copy_(cos);
+  m.sin.copy_(sin);
+  m.graphs[0]->replay();
+  for (int64_t l = 0; l < m.shapes.layers; ++l) {
+    m.attn[l].copy_(attend(l, m.inputs[l]));
+    m.graphs[l + 1]->replay();
+  }
+  return m.logits.clone();
+}
+
+bool DecodeGraphs::available() { return true; }
+
+#else  // no CUDA in this build
+
+struct DecodeGraphs::Impl {
+  DecodeShapes shapes;
+};
+
+DecodeGraphs::DecodeGraphs(const DecodeShapes&, DecodeStages) {
+  throw Error("decode graphs: this build of kivi has no CUDA support");
+}
+DecodeGraphs::~DecodeGraphs() = default;
+const DecodeShapes& DecodeGraphs::shapes() const { return impl_->shapes; }
+at::Tensor DecodeGraphs::run(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                             const AttendFn&) {
+  throw Error("decode graphs: this build of kivi has no CUDA support");
+}
+bool DecodeGraphs::available() { return false; }
+
+#endif
+
+}  // namespace kivi
