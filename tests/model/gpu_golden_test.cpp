@@ -169,6 +169,8 @@ TEST_CASE("gpu decode steps through CUDA graphs equal the launched ops", "[model
   std::cout << "cuda graphs vs launched ops, " << name << " " << c10::toString(dtype) << " cache "
             << backend << ": max |logit diff| over 2 x 200 steps " << worst << "\n";
   // The graphs run the same kernels on the same inputs; only cuBLAS's choice of algorithm for a
-  // captured call could differ, which moves a float32 logit by rounding only.
-  CHECK(worst <= (dtype == at::kFloat ? 1e-3 : 0.05));
+  // captured call can differ, which moves a logit by rounding only: in bfloat16 that is a unit
+  // in the last place, 0.125 for logits of magnitude 16 to 32 (measured on the H200: 0 in seven
+  // of the eight cases, 0.125 in one).
+  CHECK(worst <= (dtype == at::kFloat ? 1e-3 : 0.25));
 }

@@ -48,12 +48,13 @@ case_run() {
     printf 'warmup = 1\nrepeats = 2\nfind_max_batch = %s\n[output]\njson = "%s"\n' "$fit" "$json"
   } > "$work/bench.toml"
   echo "==> cache $cache, batch $batch, context $context, cuda_graphs $graphs, find_max_batch $fit" >> "$logs/e2e.txt"
-  if ! "$build/bin/kivi-host" --config "$work/bench.toml" >> "$logs/e2e.txt" 2>&1; then
-    echo "FAILED" >> "$logs/e2e.txt"
+  if ! "$build/bin/kivi-host" --config "$work/bench.toml" > "$work/case.log" 2>&1; then
+    echo "FAILED" >> "$work/case.log"
     printf '{"cache_label": "%s", "batch": %s, "context": %s, "cuda_graphs": %s, "failed": true, "oom": %s}\n' \
       "$cache" "$batch" "$context" "$graphs" \
-      "$(tail -3 "$logs/e2e.txt" | grep -qi 'out of memory' && echo true || echo false)" > "$json"
+      "$(grep -qi 'out of memory' "$work/case.log" && echo true || echo false)" > "$json"
   fi
+  cat "$work/case.log" >> "$logs/e2e.txt"
   # Label the entry with the cache as the grid names it (bf16, kivi:2, ...).
   python3 - "$json" "$cache" <<'PY'
 import json, sys
