@@ -19,15 +19,8 @@ logs=${OUT:-gpu-logs}
 mkdir -p "$logs"
 work=$(mktemp -d)
 mkdir -p "$work/llama-3.1-8b" "$work/json"
-# Llama-3.1-8B's published hyperparameters.
-cat > "$work/llama-3.1-8b/config.json" <<'JSON'
-{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 128256, "hidden_size": 4096,
- "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
- "head_dim": 128, "max_position_embeddings": 131072, "rope_theta": 500000.0, "rms_norm_eps": 1e-5,
- "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                  "original_max_position_embeddings": 8192, "rope_type": "llama3"},
- "tie_word_embeddings": false, "bos_token_id": 128000, "eos_token_id": 128001, "torch_dtype": "bfloat16"}
-JSON
+# Llama-3.1-8B's published hyperparameters (no weights: [model] weights = "dummy").
+cp "$(dirname "$0")/llama-3.1-8b-config.json" "$work/llama-3.1-8b/config.json"
 cp "$work/llama-3.1-8b/config.json" "$logs/llama-3.1-8b-config.json"
 : > "$logs/e2e.txt"
 n=0
