@@ -15,9 +15,8 @@
 #   optimum-quanto 0.2.7   torch, ninja, numpy, safetensors, huggingface-hub: transformers'
 #                          QuantizedCache backend "quanto", the one that can quantize like KIVI
 #                          (keys per channel, values per token)
-#   hqq 0.2.8.post1        numpy, tqdm, termcolor (+ einops, accelerate, transformers, which its
-#                          KV-cache path does not import): backend "hqq"; PyPI has only its sdist,
-#                          built here into a pure wheel without its optional CUDA kernels
+# The other backend, hqq, is left out: PyPI has only its source, and it cannot group keys per
+# channel (hf_decode_bench.py explains).
 # Left out unless FULL=1 (about 16 MB more), to stay under ~30 MB for four Pythons:
 #   typer and its closure (pydantic-core alone is 2.3 MB per Python): only transformers' command
 #   line (transformers/cli/) imports typer, not `import transformers` nor the models;
@@ -38,7 +37,7 @@ pip=(python3 -m pip)
 common=(transformers==5.17.0 huggingface_hub==1.33.0 tokenizers==0.23.2 safetensors==0.8.0
         packaging==26.4 tqdm==4.70.1 typing_extensions==4.16.0 click==8.5.1 httpx==0.28.1
         httpcore==1.0.9 h11==0.16.0 anyio==4.16.0 idna==3.20 certifi==2026.10.19.post1
-        optimum-quanto==0.2.7 termcolor==3.3.0)
+        optimum-quanto==0.2.7)
 if [ "${FULL:-0}" = 1 ]; then
   common+=(hf-xet==1.8.0 pydantic==2.14.4 annotated-types==0.8.0 typing-inspection==0.4.5
            rich==15.0.0 pygments==2.21.0 markdown-it-py==4.3.0 mdurl==0.1.2 shellingham==1.5.4)
@@ -70,12 +69,6 @@ for v in $pyvers; do
   "${pip[@]}" download -q --no-deps --only-binary=:all: --implementation cp --python-version "$v" \
     "${platforms[@]}" -d "$out" "${reqs[@]}"
 done
-
-# hqq: sdist only on PyPI; DISABLE_CUDA=1 keeps its setup.py from building CUDA kernels.
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-"${pip[@]}" download -q --no-deps --no-binary=:all: -d "$work" hqq==0.2.8.post1
-DISABLE_CUDA=1 "${pip[@]}" wheel -q --no-deps -w "$out" "$work"/hqq-0.2.8.post1.tar.gz
 
 find "$out" -name '*.whl' -printf '  %6k KB  %f\n' | sort -k3
 echo "$(find "$out" -name '*.whl' | wc -l) wheels, $(du -sb "$out" | awk '{printf "%.1f MB", $1 / 1e6}') in $out"

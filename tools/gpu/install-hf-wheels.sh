@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run ON the GPU machine, from the repository root, with .gpu-hf/ carried (made here by
-# tools/gpu/gather-hf-wheels.sh). Installs transformers 5.17.0 and the QuantizedCache backends
+# tools/gpu/gather-hf-wheels.sh). Installs transformers 5.17.0 and the QuantizedCache backend (quanto)
 # into /tmp/hf-py (HF_PY overrides) without network, then checks that they import:
 #   bash tools/gpu/install-hf-wheels.sh && export PYTHONPATH=/tmp/hf-py
 # Of several wheels of one package, it takes the newest whose tags and Requires-Python fit the
@@ -23,7 +23,7 @@ def version(name):
         return "absent"
 print(f"python {sys.version.split()[0]} at {sys.executable}")
 print("already there: " + ", ".join(f"{n} {version(n)}" for n in
-      ("torch", "numpy", "transformers", "optimum-quanto", "hqq", "pip")))
+      ("torch", "numpy", "transformers", "optimum-quanto", "pip")))
 PY
 
 rm -rf "$dest"
@@ -77,7 +77,7 @@ print(f"installed into {dest} with {'pip' if has_pip else 'zipfile'}")
 PY
 
 # The checks: transformers from $dest, with torch and numpy from the interpreter, the compiled
-# wheels, and both QuantizedCache backends as transformers sees them. (quanto compiles its
+# wheels, and the quanto backend as transformers sees it. (quanto compiles its
 # C++/CUDA extension only when first used: hf_decode_bench.py --quanto-unpack.)
 PYTHONPATH="$dest${PYTHONPATH:+:$PYTHONPATH}" "$python" - "$dest" <<'PY'
 import os, sys
@@ -88,13 +88,12 @@ except ImportError:
     sys.exit("install-hf-wheels: this python3 has no numpy; gather with WITH_NUMPY=1 PYVERS=3.X")
 import regex, safetensors, tokenizers, yaml  # the compiled ones
 import torch, transformers
-from transformers.utils import is_hqq_available, is_optimum_quanto_available
-import optimum.quanto
-from hqq.core.quantize import Quantizer  # what QuantizedCache(backend="hqq") imports
+from transformers.utils import is_optimum_quanto_available
+import optimum.quanto  # QuantizedCache(backend="quanto")
 assert os.path.realpath(transformers.__file__).startswith(dest + os.sep), transformers.__file__
-assert is_optimum_quanto_available() and is_hqq_available()
+assert is_optimum_quanto_available()
 print(f"ok: transformers {transformers.__version__} ({os.path.dirname(transformers.__file__)}), "
       f"torch {torch.__version__} (cuda {torch.version.cuda}, available {torch.cuda.is_available()}), "
-      f"numpy {numpy.__version__}, optimum-quanto and hqq import")
+      f"numpy {numpy.__version__}, optimum-quanto imports")
 PY
 echo "use: export PYTHONPATH=$dest"
