@@ -69,8 +69,11 @@ __global__ void rotary_kernel(Rotary a) {
     const float x1 = to_float(x[i]), x2 = to_float(x[i + half]);
     T* out = static_cast<T*>(a.out) + ((b * a.heads + h) * a.tokens + t) * a.dim;
     // rotate_half(x) = cat(-x2, x1)
-    out[i] = from_float<T>(round_to<T>(x1 * to_float(cos[i])) + round_to<T>(-x2 * to_float(sin[i])));
-    out[i + half] = from_float<T>(round_to<T>(x2 * to_float(cos[i + half])) + round_to<T>(x1 * to_float(sin[i + half])));
+    // Explicit roundings (no contraction into an FMA, which float32 would otherwise get).
+    out[i] = from_float<T>(__fadd_rn(round_to<T>(__fmul_rn(x1, to_float(cos[i]))),
+                                     round_to<T>(__fmul_rn(-x2, to_float(sin[i])))));
+    out[i + half] = from_float<T>(__fadd_rn(round_to<T>(__fmul_rn(x2, to_float(cos[i + half]))),
+                                            round_to<T>(__fmul_rn(x1, to_float(sin[i + half])))));
   }
 }
 
