@@ -333,10 +333,11 @@ def main(argv=None):
         for context in args.context:
             for batch in ([None] if args.find_max_batch else args.batch):
                 cases.append(bench_case(args, model, config, base, context, batch))
+                if args.json:  # after every case, so a run stopped by a time limit keeps what it measured
+                    with open(args.json, "w") as f:
+                        json.dump(cases[0] if len(cases) == 1 else {"cases": cases}, f, indent=1)
+                        f.write("\n")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(cases[0] if len(cases) == 1 else {"cases": cases}, f, indent=1)
-            f.write("\n")
         print(f"json: {args.json}")
     return 0
 

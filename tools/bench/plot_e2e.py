@@ -1,7 +1,7 @@
 """Draws the end-to-end decode results (tools/gpu/run-e2e.sh's e2e.json, and optionally
-tools/bench/hf_decode_bench.py's JSON files) into one image of three panels: decode tokens/s
-against context at batch 1, decode tokens/s against batch size (4K and 32K context), and the
-cache's memory per sequence against context.
+tools/bench/hf_decode_bench.py's JSON files) into one image of four panels: decode tokens/s
+against context at batch 1, decode tokens/s against batch size (4K and 32K context), the
+cache's memory per sequence against context, and the largest batch that fits at 32K.
 
     python tools/bench/plot_e2e.py docs/images/e2e-h200.png docs/data/e2e-h200.json [hf.json ...]
 
@@ -18,10 +18,12 @@ from e2e_cases import load, timed  # noqa: E402
 
 
 def main(target, paths):
-    cases = [c for c in load(paths) if c.get("cuda_graphs") is not False and "max_batch" not in c]
+    everything = load(paths)
+    cases = [c for c in everything if c.get("cuda_graphs") is not False and "max_batch" not in c]
+    fits = [c for c in everything if "max_batch" in c]
     labels = sorted({c["label"] for c in cases})
     colors = dict(zip(labels, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    fig, axes = plt.subplots(1, 4, figsize=(22, 4.8), gridspec_kw={"width_ratios": [3, 3, 3, 2]})
 
     for name in labels:
         mine = [c for c in cases if c["label"] == name]
@@ -42,7 +44,12 @@ def main(target, paths):
     axes[0].set(title="Decode at batch 1", xlabel="context (tokens)", ylabel="decode tokens/s")
     axes[1].set(title="Decode against batch size", xlabel="batch", ylabel="decode tokens/s (all sequences)")
     axes[2].set(title="KV cache of one sequence", xlabel="context (tokens)", ylabel="GiB")
-    for ax in axes:
+    bars = axes[3].bar(range(len(fits)), [c["max_batch"] for c in fits],
+                       color=[colors.get(c["label"], "gray") for c in fits])
+    axes[3].bar_label(bars)
+    axes[3].set_xticks(range(len(fits)), [c["label"] for c in fits], rotation=30, ha="right", fontsize=7)
+    axes[3].set(title="Largest batch that fits, 32K context", ylabel="sequences")
+    for ax in axes[:3]:
         ax.set_xscale("log", base=2)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)

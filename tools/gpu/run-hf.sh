@@ -18,11 +18,12 @@ run() {  # run <name> <seconds> <arguments...>
   local name=$1 limit=$2
   shift 2
   echo "==> transformers: $*" >> "$logs/hf.txt"
+  # The JSON is rewritten after every case: a run stopped by its limit keeps what it measured.
   timeout "$limit" "${bench[@]}" "$@" --json "$work/$name.json" >> "$logs/hf.txt" 2>&1 ||
     echo "FAILED or timed out (rc $?): $name" >> "$logs/hf.txt"
 }
 run dynamic 170 --cache dynamic --batch 1,16,64 --context 4096,32768
-run quantized 200 --cache quantized --nbits 2 --batch 1,16,64 --context 4096,32768
+run quantized 320 --cache quantized --nbits 2 --batch 1,16,64 --context 4096,32768
 run dynamic-fit 80 --cache dynamic --context 32768 --find-max-batch 512
 run quantized-fit 120 --cache quantized --nbits 2 --context 32768 --find-max-batch 512
 python3 - "$work" "$logs/e2e-hf.json" <<'PY'
