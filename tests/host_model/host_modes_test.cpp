@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <regex>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -163,6 +164,41 @@ TEST_CASE("bench prints prefill and decode throughput", "[host]") {
   CHECK(std::regex_search(r.output, std::regex(R"(prefill: [0-9.]+ tokens/s)")));
   CHECK(std::regex_search(r.output, std::regex(R"(decode: [0-9.]+ tokens/s)")));
   CHECK_THAT(r.output, Contains("cache: "));
+}
+
+TEST_CASE("bench with a random fill times decode over a filled kivi cache and writes JSON", "[host]") {
+  const fs::path json = fs::temp_directory_path() / ("kivi-bench-" + std::to_string(::getpid()) + ".json");
+  const Run r = run_host("bench-random",
+                         "mode = \"bench\"\n[cache]\nbackend = \"kivi\"\nk_bits = 2\nv_bits = 2\n[bench]\nbatch = 2\n"
+                         "prompt_tokens = 300\ndecode_tokens = 4\nfill = \"random\"\nrepeats = 1\n[output]\njson = \"" +
+                             json.string() + "\"\n");
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  CHECK_THAT(r.output, !Contains("prefill:"));  // nothing was prefilled
+  CHECK(std::regex_search(r.output, std::regex(R"(decode: [0-9.]+ tokens/s .*ms per step)")));
+  // 300 + 4 tokens per row: the 256 oldest quantized, the rest in the residual window.
+  CHECK_THAT(r.output, Contains("cache: 608 tokens (512 quantized, 96 residual)"));
+  std::ifstream in(json);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK_THAT(text, Contains("\"fill\": \"random\"") && Contains("\"context\": 300") &&
+                       Contains("\"prefill_tokens_per_s\": null") && Contains("\"peak_allocated_bytes\""));
+  CHECK(std::regex_search(text, std::regex(R"("decode_tokens_per_s": [1-9][0-9.]*)")));
+  ::remove(json.c_str());
+}
+
+TEST_CASE("bench find_max_batch searches up to the limit and stops there", "[host]") {
+  // On the CPU nothing runs out of device memory, so the search climbs to the limit.
+  const Run r = run_host("bench-fit", "mode = \"bench\"\n[bench]\nbatch = 5\nprompt_tokens = 40\ndecode_tokens = 2\n"
+                                      "fill = \"random\"\nfind_max_batch = true\n");
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  CHECK_THAT(r.output, Contains("batch 4: fits") && Contains("largest batch that fits: 5"));
+}
+
+TEST_CASE("bench: an unknown fill is an error naming the key and the choices", "[host]") {
+  const Run r = run_host("bench-bad", "mode = \"bench\"\n[bench]\nfill = \"sometimes\"\n");
+  CHECK(r.status != 0);
+  CHECK_THAT(r.output, Contains("fill") && Contains("sometimes") && Contains("prefill") && Contains("random"));
 }
 
 TEST_CASE("chat without a chat template is a clear error", "[host]") {
