@@ -258,7 +258,12 @@ std::unique_ptr<DecodeGraphs> DecoderLM::make_graphs(int64_t batch) {
     return after_attention(l, h, attn);
   };
   stages.logits = [this](const at::Tensor& h) { return logits(h); };
-  return std::make_unique<DecodeGraphs>(shapes, std::move(stages));
+  try {
+    return std::make_unique<DecodeGraphs>(shapes, std::move(stages));
+  } catch (const std::exception& e) {
+    throw Error(std::string("model: capturing the decode step's CUDA graphs failed (ModelOptions::cuda_graphs, "
+                            "[model] cuda_graphs = false in run.toml, launches every op instead): ") + e.what());
+  }
 }
 
 }  // namespace

@@ -42,6 +42,7 @@ class RotaryEmbedding {
 };
 
 // x * cos + rotate_half(x) * sin, with x [B, heads, T, head_dim] and cos/sin [B, T, head_dim].
+// On CUDA one fused kernel with the same roundings (model/fused_ops.h).
 at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 
 }  // namespace kivi
