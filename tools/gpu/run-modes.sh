@@ -19,8 +19,9 @@ for mode in generate perplexity compare bench; do
   echo "==> kivi-host $mode (configs/$mode.toml)" | tee -a "$logs/modes.log"
   "$host" --config "$work/$mode.toml" < /dev/null >> "$logs/modes.log" 2>&1 || { status=1; echo "FAILED: $mode" | tee -a "$logs/modes.log"; }
 done
-# chat: SmolLM2 (93 MB) cannot travel (the device tool carries 64 MiB), so a Qwen2 model with
-# dummy weights and the carried Qwen2.5 tokenizer (which has a chat template) stands in.
+# chat: SmolLM2 (98 MB) travels only in parts over several calls (smollm2-parts.sh, then
+# run-smollm2.sh); in this one call a Qwen2 model with dummy weights and the carried Qwen2.5
+# tokenizer (which has a chat template) stands in.
 tok="$root/.gpu-deps/shared/data/tokenizers/qwen2.5"
 if [ -f "$tok/tokenizer.json" ]; then
   chat="$work/chat-model"
