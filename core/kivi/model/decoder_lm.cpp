@@ -77,7 +77,7 @@ DecoderLM::DecoderLM(const ModelConfig& config, const DecoderSpec& spec, WeightS
                      const ModelOptions& options)
     : config_(config),
       options_(options),
-      rotary_(config.rope, config.head_dim, config.max_position_embeddings) {
+      rotary_(config.rope, config.head_dim, config.max_position_embeddings, options.device) {
   check(options_.attention != nullptr,
         "model: ModelOptions.attention is required (an attention backend)");
   c10::InferenceMode guard;

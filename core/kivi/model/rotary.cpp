@@ -40,7 +40,8 @@ at::Tensor llama3_inv_freq(const RopeConfig& r, int64_t dim) {
 
 }  // namespace
 
-RotaryEmbedding::RotaryEmbedding(const RopeConfig& rope, int64_t head_dim, int64_t max_positions)
+RotaryEmbedding::RotaryEmbedding(const RopeConfig& rope, int64_t head_dim, int64_t max_positions,
+                                 at::Device device)
     : rope_(rope), dim_(head_dim), max_positions_(max_positions) {
   if (rope_.type == "default" || rope_.type == "dynamic") {
     // dynamic at start-up: seq_len = max_position_embeddings leaves the base unchanged.
@@ -53,6 +54,7 @@ RotaryEmbedding::RotaryEmbedding(const RopeConfig& rope, int64_t head_dim, int64
     throw Error("rotary embedding: rope type \"" + rope_.type +
                 "\" is not supported; expected default, linear, dynamic or llama3");
   }
+  device_inv_freq_ = base_inv_freq_.to(device);
 }
 
 at::Tensor RotaryEmbedding::inv_freq(int64_t seq_len) const {
@@ -83,9 +85,9 @@ std::pair<at::Tensor, at::Tensor> RotaryEmbedding::cos_sin(const at::Tensor& pos
     }
     inv = at::stack(rows).unsqueeze(1);
   } else {
-    inv = base_inv_freq_.view({1, 1, -1});
+    inv = device_inv_freq_.view({1, 1, -1});
   }
-  inv = inv.to(positions.device());
+  inv = inv.to(positions.device());  // a no-op on the device given at construction
   const at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv;  // [B, T, dim/2]
   const at::Tensor emb = at::cat({freqs, freqs}, -1);                     // [B, T, dim]
   return {emb.cos().to(dtype), emb.sin().to(dtype)};

@@ -22,7 +22,10 @@ namespace kivi {
 
 class RotaryEmbedding {
  public:
-  RotaryEmbedding(const RopeConfig& rope, int64_t head_dim, int64_t max_position_embeddings);
+  // `device`: where cos_sin() will be called, so the decode loop does not copy inv_freq there
+  // every step.
+  RotaryEmbedding(const RopeConfig& rope, int64_t head_dim, int64_t max_position_embeddings,
+                  at::Device device = at::kCPU);
 
   // inv_freq for a sequence whose largest position is seq_len - 1 (only dynamic depends on it).
   at::Tensor inv_freq(int64_t seq_len) const;  // [head_dim / 2] float32, CPU
@@ -38,7 +41,8 @@ class RotaryEmbedding {
   RopeConfig rope_;
   int64_t dim_;
   int64_t max_positions_;
-  at::Tensor base_inv_freq_;  // [dim / 2]: the inv_freq before any dynamic growth
+  at::Tensor base_inv_freq_;  // [dim / 2]: the inv_freq before any dynamic growth (CPU)
+  at::Tensor device_inv_freq_;  // the same on the device given at construction
 };
 
 // x * cos + rotate_half(x) * sin, with x [B, heads, T, head_dim] and cos/sin [B, T, head_dim].
