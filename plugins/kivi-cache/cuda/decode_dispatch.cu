@@ -123,20 +123,22 @@ std::string launch_decode_attention(const DecodeAttention& a, cudaStream_t strea
   const int tiles_per_split = std::max(1, (tiles + a.splits - 1) / a.splits);
   with_dtype(a.dtype, [&](auto tag) {
     using T = decltype(tag);
+    bool on_tensor_cores = false;  // fp16/bf16 unless the CUDA-core kernel is asked for
     if constexpr (!std::is_same_v<T, float>) {
-      if (!a.cuda_cores_only) {
+      on_tensor_cores = !a.cuda_cores_only;
+      if (on_tensor_cores) {
         if (a.dim == 64)
           launch_mma<T, 64>(a, tiles_per_split, stream);
         else
           launch_mma<T, 128>(a, tiles_per_split, stream);
-        combine_splits_kernel<T><<<dim3(a.q_heads, a.rows), a.dim, 0, stream>>>(a);
-        return;
       }
     }
-    if (a.dim == 64)
-      launch_for_rep<T, 64>(a, tiles_per_split, stream);
-    else
-      launch_for_rep<T, 128>(a, tiles_per_split, stream);
+    if (!on_tensor_cores) {
+      if (a.dim == 64)
+        launch_for_rep<T, 64>(a, tiles_per_split, stream);
+      else
+        launch_for_rep<T, 128>(a, tiles_per_split, stream);
+    }
     combine_splits_kernel<T><<<dim3(a.q_heads, a.rows), a.dim, 0, stream>>>(a);
   });
   return launch_error("kivi decode attention");
