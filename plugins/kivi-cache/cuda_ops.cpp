@@ -9,6 +9,7 @@
 
 #include "cuda/kivi_kernels.h"
 #include "kivi/util/error.h"
+#include "tile_order.h"
 #endif
 
 namespace kivi::kivi_cache {
@@ -124,8 +125,14 @@ bool fill_flush(Flush& a, const at::Tensor& x, int64_t group_size, int64_t bits,
 bool cuda_store_keys(const at::Tensor& x, int64_t group_size, int64_t bits, at::Tensor codes,
                      at::Tensor scale, at::Tensor min) {
   cuda::KeyFlush a;
-  if (!fill_flush(a, x, group_size, bits, codes, scale, min)) return false;
+  // A group's D * Wk words must be one contiguous block, staged whole in shared memory.
+  if (codes.stride(3) != codes.size(4) ||
+      !cuda::key_flush_supported(static_cast<int>(x.size(3)), static_cast<int>(group_size),
+                                 static_cast<int>(bits)) ||
+      !fill_flush(a, x, group_size, bits, codes, scale, min))
+    return false;
   a.groups = static_cast<int>(x.size(2) / group_size);
+  a.tile_order = keys_in_tile_order(x.size(3), group_size);
   raise_if(cuda::launch_key_flush(a, at::cuda::getCurrentCUDAStream()));
   return true;
 }
@@ -135,6 +142,7 @@ bool cuda_store_values(const at::Tensor& x, int64_t group_size, int64_t bits, at
   cuda::ValueFlush a;
   if (!fill_flush(a, x, group_size, bits, codes, scale, min)) return false;
   a.tokens = static_cast<int>(x.size(2));
+  a.tile_order = values_in_tile_order(x.size(3));
   raise_if(cuda::launch_value_flush(a, at::cuda::getCurrentCUDAStream()));
   return true;
 }
@@ -181,6 +189,9 @@ std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviP
     cores_only = cores_only || !rows_aligned16(*t);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const int sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const int blocks_per_sm =
+      cuda::decode_blocks_per_sm(*dtype, dim, static_cast<int>(parts.k_bits),
+                                 static_cast<int>(parts.v_bits), cores_only);
   for (int b0 = 0; b0 < batch; b0 += cuda::kMaxDecodeRows) {
     const int rows = std::min(cuda::kMaxDecodeRows, batch - b0);
     cuda::DecodeAttention a;
@@ -227,7 +238,7 @@ std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviP
       a.value_quantized[r] = static_cast<int>(parts.value_quantized[b]);
       max_length = std::max(max_length, a.length[r]);
     }
-    a.splits = cuda::decode_splits(rows, kv_heads, max_length, sm_count);
+    a.splits = cuda::decode_splits(rows, kv_heads, max_length, sm_count, blocks_per_sm);
     a.workspace = workspace(q, cuda::decode_workspace_floats(rows, q_heads, dim, a.splits));
     raise_if(cuda::launch_decode_attention(a, stream));
   }

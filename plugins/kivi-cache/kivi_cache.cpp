@@ -9,6 +9,7 @@
 #include "kivi/util/error.h"
 #include "kivi_read.h"
 #include "quantize.h"
+#include "tile_order.h"
 
 namespace kivi::kivi_cache {
 namespace {
@@ -118,7 +119,9 @@ void KiviCache::store_keys(Layer& s, Rows rows, int64_t group0, const at::Tensor
   // On the GPU one kernel writes the codes in place; elsewhere ATen computes the same.
   if (cuda_store_keys(x, options_.group_size, options_.k_bits, codes, scale, min)) return;
   const PackedKeys q = quantize_keys(x, options_.group_size, options_.k_bits);
-  codes.copy_(q.codes);
+  codes.copy_(keys_in_tile_order(geometry_.head_dim, options_.group_size)
+                  ? keys_to_tile_order(q.codes, options_.k_bits)
+                  : q.codes);
   scale.copy_(q.scale);
   min.copy_(q.min);
 }
@@ -131,7 +134,8 @@ void KiviCache::store_values(Layer& s, Rows rows, int64_t pos0, const at::Tensor
   at::Tensor min = p.value_min.narrow(0, rows.b0, rows.n).narrow(2, pos0, tokens);
   if (cuda_store_values(x, options_.group_size, options_.v_bits, codes, scale, min)) return;
   const PackedValues q = quantize_values(x, options_.group_size, options_.v_bits);
-  codes.copy_(q.codes);
+  codes.copy_(values_in_tile_order(geometry_.head_dim) ? values_to_tile_order(q.codes, options_.v_bits)
+                                                       : q.codes);
   scale.copy_(q.scale);
   min.copy_(q.min);
 }

@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include "quantize.h"
+#include "tile_order.h"
 
 namespace kivi::kivi_cache {
 
@@ -19,7 +20,9 @@ at::Tensor read_keys(const KiviParts& parts, int64_t b, int64_t p0, int64_t p1,
     // Whole groups covering [p0, min(p1, quantized)), then the wanted tokens of them.
     const int64_t end = std::min(p1, quantized);
     const int64_t g0 = p0 / group, g1 = (end + group - 1) / group;
-    at::Tensor keys = dequantize_keys(parts.key_codes[b].narrow(1, g0, g1 - g0).unsqueeze(0),
+    at::Tensor codes = parts.key_codes[b].narrow(1, g0, g1 - g0).unsqueeze(0);
+    if (keys_in_tile_order(codes.size(3), group)) codes = keys_from_tile_order(codes, parts.k_bits);
+    at::Tensor keys = dequantize_keys(codes,
                                       parts.key_scale[b].narrow(1, g0, g1 - g0).unsqueeze(0),
                                       parts.key_min[b].narrow(1, g0, g1 - g0).unsqueeze(0), group,
                                       parts.k_bits, dtype);  // [1, H, (g1 - g0) * G, D]
@@ -42,7 +45,9 @@ at::Tensor read_values(const KiviParts& parts, int64_t b, int64_t p0, int64_t p1
   std::vector<at::Tensor> pieces;
   if (p0 < quantized) {
     const int64_t end = std::min(p1, quantized);
-    at::Tensor values = dequantize_values(parts.value_codes[b].narrow(1, p0, end - p0).unsqueeze(0),
+    at::Tensor codes = parts.value_codes[b].narrow(1, p0, end - p0).unsqueeze(0);
+    if (values_in_tile_order(residual.size(3))) codes = values_from_tile_order(codes, parts.v_bits);
+    at::Tensor values = dequantize_values(codes,
                                           parts.value_scale[b].narrow(1, p0, end - p0).unsqueeze(0),
                                           parts.value_min[b].narrow(1, p0, end - p0).unsqueeze(0),
                                           parts.group_size, parts.v_bits, dtype);

@@ -21,6 +21,7 @@
 #include <cfloat>
 
 #include "device_types.cuh"
+#include "tile_slots.cuh"
 
 namespace kivi::kivi_cache::cuda {
 
@@ -107,7 +108,6 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   }
 
   const int group = a.group_size;
-  const int k_per_word = 32 / a.k_bits, v_per_word = 32 / a.v_bits;
   const int k_words = group * a.k_bits / 32, v_words = DIM * a.v_bits / 32;
   const uint32_t k_mask = (1u << a.k_bits) - 1u, v_mask = (1u << a.v_bits) - 1u;
   const T* key_scale = static_cast<const T*>(a.key_scale) + b * a.key_scale_stride[0] + h * a.key_scale_stride[1];
@@ -143,11 +143,12 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
 #pragma unroll
       for (int r = 0; r < REP; ++r) s[r] = warp_sum(bias[r]);
       __syncwarp();
-      const int32_t* codes = key_codes + int64_t{g} * DIM * k_words + (o + lane) / k_per_word;
-      const int shift = ((o + lane) % k_per_word) * a.k_bits;
+      const int32_t* codes = key_codes + int64_t{g} * DIM * k_words;  // the group's block
 #pragma unroll 8
       for (int d = 0; d < DIM; ++d) {
-        const float code = static_cast<float>((static_cast<uint32_t>(__ldg(codes + d * k_words)) >> shift) & k_mask);
+        int word, bit;
+        key_tile_slot(d, o + lane, DIM, a.k_bits, word, bit);
+        const float code = static_cast<float>((static_cast<uint32_t>(__ldg(codes + word)) >> bit) & k_mask);
 #pragma unroll
         for (int r = 0; r < REP; ++r) s[r] = fmaf(work[d * REP + r], code, s[r]);
       }
@@ -188,13 +189,15 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
       const int pos = p0 + t;
       float v[C];
       if (pos < vq) {
-        const uint32_t word = static_cast<uint32_t>(__ldg(value_codes + int64_t{pos} * v_words + c0 / v_per_word));
-        const int shift = (c0 % v_per_word) * a.v_bits;
+        const int32_t* row = value_codes + int64_t{pos} * v_words;
         const int64_t at = int64_t{pos} * v_groups + c0 / group;
         const float sc = to_float(value_scale[at]), mn = to_float(value_min[at]);
 #pragma unroll
-        for (int c = 0; c < C; ++c)
-          v[c] = fmaf(static_cast<float>((word >> (shift + c * a.v_bits)) & v_mask), sc, mn);
+        for (int c = 0; c < C; ++c) {
+          int word, bit;
+          value_tile_slot(c0 + c, DIM, a.v_bits, word, bit);
+          v[c] = fmaf(static_cast<float>((static_cast<uint32_t>(__ldg(row + word)) >> bit) & v_mask), sc, mn);
+        }
       } else {
         load_floats<T, C>(value_res + int64_t{pos % a.value_slots} * DIM + c0, v);
       }

@@ -1,49 +1,69 @@
-// The fused KIVI decode kernel on tensor cores (fp16 and bf16 storage).
+// The fused KIVI decode kernel on tensor cores (fp16 and bf16 storage), reading the cache's
+// tile order (tile_order.h) so that its inner loop costs about one instruction per code.
 //
-// Same schedule as decode_attention.cuh (grid (splits, kv heads, rows), 4 warps, 32-token tiles,
-// online softmax in base 2, warps merged in shared memory, splits combined by a second kernel),
-// but the arithmetic runs as m16n8k16 MMAs with the GQA group's query heads as rows 0..7:
-//   scores  S[r][t] = sum_d (q[r][d] * scale[g][d]) * code[d][t] + sum_d q[r][d] * min[g][d]:
-//           A = q * scale (per key group, in registers), B = the codes themselves, which are
-//           small integers and exact in fp16/bf16; the bias q . min is added after;
+// Grid (splits, kv heads, rows); 4 warps per block, each taking every fourth 32-token tile of
+// the block's range with an online softmax of its own; warps merge in shared memory and the
+// splits are combined by a second kernel (decode_dispatch.cu). All m16n8k16 MMAs put the GQA
+// group's query heads in rows 0..7:
+//   scores  S[r][t] = sum_d (q[r][d] * scale[d]) * code[d][t] + sum_d q[r][d] * min[d]:
+//           A = q * scale (one HMUL2 per pair, per tile), B = the codes, exact small integers;
+//           the bias q . min is one more MMA whose B holds min in column 0;
 //   output  O[r][d] = sum_t (P[r][t] * scale[t][c]) * code[t][d] + sum_t P[r][t] * min[t][c]
-//           for each value channel group c: A = P * scale (per group), B = the codes; the min
-//           term is one more MMA whose B holds min[t][c] in column c.
-// Residual keys and values enter as plain B operands (A = q, A = P). Two codes come out of a
-// packed word per operation (dual_codes), so unpacking costs about two instructions per code
-// and the dot products cost nothing on the CUDA cores. Each warp copies its next tile's packed
-// codes, scales and minima into shared memory (cp.async) while it computes the current one, so
-// the loads of a tile are in flight together instead of one dependent round trip after another.
+//           for channel group c of d: A = P * scale, B = the codes; the min term is one more MMA
+//           whose B holds min[t][c] in column c.
+// A lane's key codes of a tile are 16-byte words in shared memory that give its B fragments
+// directly; a lane's value codes of two tokens become B fragments with one byte permute. Codes
+// become fp16/bf16 with one LOP3 and one HFMA2 per pair (code_convert.cuh).
+//
+// Memory: each warp keeps kStages tiles in flight, copied with cp.async into its own stages
+// (the packed codes, scales and minima of keys and values), so the loads of several tiles
+// overlap the arithmetic. Residual tokens, and tiles that straddle the value residual, are read
+// straight from global memory by a general path.
 #pragma once
 
+#include "code_convert.cuh"
 #include "decode_attention.cuh"
 #include "mma_fragments.cuh"
+#include "tile_slots.cuh"
 
 namespace kivi::kivi_cache::cuda {
 
-// One warp's copy of one tile's packed data in shared memory (byte offsets): the key codes of
-// the tile's 32 tokens per channel [D][KB words], the value codes [32][D * VB / 32 words], the
-// key group's scale and min [D], the tokens' value scales and mins [32][D / group].
+// One tile's packed data in shared memory (byte offsets): the 32 tokens' key codes in tile order
+// [32 lanes][DIM * KB / 32 words], the key group's scale and min [DIM], the value codes
+// [32 tokens][DIM * VB / 32 words], the tokens' value scales and mins [32][DIM / group].
 template <int DIM, int KB, int VB>
 struct MmaStage {
-  static constexpr int kGroups = DIM / 32;  // most value channel groups
+  static constexpr int kMostGroups = DIM / 32;  // value channel groups (group_size >= 32)
   static constexpr int kKeyCodes = 0;
-  static constexpr int kValueCodes = kKeyCodes + 4 * DIM * KB;
-  static constexpr int kKeyScale = kValueCodes + 4 * DIM * VB;
+  static constexpr int kKeyScale = kKeyCodes + 4 * DIM * KB;
   static constexpr int kKeyMin = kKeyScale + 2 * DIM;
-  static constexpr int kValueScale = kKeyMin + 2 * DIM;
-  static constexpr int kValueMin = kValueScale + 2 * kTile * kGroups;
-  static constexpr int kBytes = kValueMin + 2 * kTile * kGroups;
-  static constexpr int kBlockBytes = kDecodeWarps * 2 * kBytes;  // two stages per warp
+  static constexpr int kValueCodes = kKeyMin + 2 * DIM;
+  static constexpr int kValueScale = kValueCodes + 4 * DIM * VB;
+  static constexpr int kValueMin = kValueScale + 2 * kTile * kMostGroups;
+  static constexpr int kBytes = kValueMin + 2 * kTile * kMostGroups;
+  // Tiles in flight per warp: about 12 KB of them (more bits, fewer tiles).
+  static constexpr int kStages = kBytes <= 3 * 1024 ? 4 : kBytes <= 6 * 1024 ? 3 : 2;
+  static constexpr int kBlockBytes = kDecodeWarps * kStages * kBytes;
 };
 
+// Two T values (at shared or global addresses) as one pair register.
+template <class T>
+__device__ __forceinline__ uint32_t pair_of(const T* lo, const T* hi) {
+  return static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(lo)) |
+         (static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(hi)) << 16);
+}
+
 template <class T, int DIM, int KB, int VB>
-__global__ void __launch_bounds__(kDecodeWarps * 32, 3)
+__global__ void __launch_bounds__(kDecodeWarps * 32)
     decode_mma_kernel(DecodeAttention a, int tiles_per_split) {
   using Stage = MmaStage<DIM, KB, VB>;
-  constexpr int KT = DIM / 16;                 // k-tiles over channels (scores)
-  constexpr int NT = DIM / 8;                  // n-tiles over channels (output)
-  constexpr int kMaxGroups = Stage::kGroups;   // value channel groups (group_size >= 32)
+  constexpr int KT = DIM / 16;                     // k-tiles over channels (scores)
+  constexpr int NT = DIM / 8;                      // n-tiles over channels (output)
+  constexpr int kMostGroups = Stage::kMostGroups;  // 32-channel blocks; value group of block j
+                                                   // is j * 32 / group_size
+  constexpr int kLaneKeyWords = DIM * KB / 32;     // a lane's key code words per tile
+  constexpr int kKeyPer = 16 / KB, kValuePer = 16 / VB;  // code pairs per word half
+  constexpr int kValueChunkBits = DIM * VB / 8;    // one lane's codes of one token
   const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   const int rep = a.q_heads / a.kv_heads;
@@ -52,7 +72,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, 3)
   const int tile_begin = split * tiles_per_split;
   const int tile_end = min(tiles, tile_begin + tiles_per_split);
 
-  extern __shared__ __align__(16) unsigned char dynamic_smem[];  // per warp: two stages
+  extern __shared__ __align__(16) unsigned char dynamic_smem[];  // per warp: kStages stages
   __shared__ float max_s[kDecodeWarps][8], sum_s[kDecodeWarps][8];
   // The group's query heads as rows 0..7 (zero past rep), exactly as stored: the softmax scale
   // (in base 2) multiplies the float scores instead, so no extra rounding enters the operands.
@@ -73,7 +93,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, 3)
   const float score_scale = a.scale * 1.4426950408889634f;  // softmax scale * log2(e)
 
   const int group = a.group_size, v_groups = DIM / group;
-  const int k_words = group * KB / 32, v_words = DIM * VB / 32;
+  const int v_words = DIM * VB / 32;
   const T* key_scale = static_cast<const T*>(a.key_scale) + b * a.key_scale_stride[0] + h * a.key_scale_stride[1];
   const T* key_min = static_cast<const T*>(a.key_min) + b * a.key_scale_stride[0] + h * a.key_scale_stride[1];
   const uint32_t* key_codes = reinterpret_cast<const uint32_t*>(a.key_codes) + b * a.key_codes_stride[0] + h * a.key_codes_stride[1];
@@ -83,24 +103,17 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, 3)
   const T* value_min = static_cast<const T*>(a.value_min) + b * a.value_scale_stride[0] + h * a.value_scale_stride[1];
   const T* value_res = static_cast<const T*>(a.value_residual) + b * a.value_residual_stride[0] + h * a.value_residual_stride[1];
 
-  // Starts copying tile `tile`'s packed data (what is packed of it) into stage `st`.
-  unsigned char* stages = dynamic_smem + warp * 2 * Stage::kBytes;
-  auto issue = [&](int st, int tile) {
-    unsigned char* dst = stages + st * Stage::kBytes;
+  // Starts copying the packed data of this warp's k-th tile into stage k % kStages (one commit
+  // group per call, empty past the range, so the wait counts stay uniform).
+  unsigned char* stages = dynamic_smem + warp * Stage::kStages * Stage::kBytes;
+  auto issue = [&](int k) {
+    const int tile = tile_begin + warp + k * kDecodeWarps;
+    unsigned char* dst = stages + (k % Stage::kStages) * Stage::kBytes;
     const int p0 = tile * kTile;
     if (tile < tile_end && p0 < kq) {
-      const int gi = p0 / group, o_tok = p0 % group;
-      const uint32_t* src = key_codes + int64_t{gi} * DIM * k_words + o_tok * KB / 32;
-      if (k_words == KB) {  // group_size 32: the tile is the whole group, one contiguous block
-        for (int i = lane; i < DIM * KB / 4; i += 32) copy_async16(dst + Stage::kKeyCodes + 16 * i, src + 4 * i);
-      } else if constexpr (KB == 2) {
-        for (int d = lane; d < DIM; d += 32) copy_async8(dst + Stage::kKeyCodes + 8 * d, src + d * k_words);
-      } else {
-        for (int i = lane; i < DIM * KB / 4; i += 32) {
-          const int d = i / (KB / 4), part = i % (KB / 4);
-          copy_async16(dst + Stage::kKeyCodes + 16 * i, src + d * k_words + 4 * part);
-        }
-      }
+      const int gi = p0 / group, tile_in_group = (p0 % group) / kTile;
+      const uint32_t* src = key_codes + int64_t{gi} * DIM * group * KB / 32 + tile_in_group * DIM * KB;
+      for (int i = lane; i < DIM * KB / 4; i += 32) copy_async16(dst + Stage::kKeyCodes + 16 * i, src + 4 * i);
       for (int i = lane; i < DIM / 8; i += 32) {
         copy_async16(dst + Stage::kKeyScale + 16 * i, key_scale + int64_t{gi} * DIM + 8 * i);
         copy_async16(dst + Stage::kKeyMin + 16 * i, key_min + int64_t{gi} * DIM + 8 * i);
@@ -118,97 +131,106 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, 3)
   };
 
   float m = -INFINITY, l = 0.0f;  // row g: running max (base 2) and this lane's share of the sum
-  float o[NT][2], o_min[2] = {0.0f, 0.0f};  // C fragments: row g, channels 8 nt + 2c + {0, 1}
+  float o[NT][2], o_min[2] = {0.0f, 0.0f};  // C fragments: row g, channels 8 nt + 2c + {0, 1};
+                                            // o_min: row g, value groups 2c, 2c + 1
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) o[nt][0] = o[nt][1] = 0.0f;
 
-  int st = 0;
-  issue(st, tile_begin + warp);
-  for (int tile = tile_begin + warp; tile < tile_end; tile += kDecodeWarps) {
-    issue(st ^ 1, tile + kDecodeWarps);  // the next tile's copy overlaps this tile's work
-    copy_async_wait<1>();
+#pragma unroll
+  for (int k = 0; k + 1 < Stage::kStages; ++k) issue(k);
+  int k = 0;
+  for (int tile = tile_begin + warp; tile < tile_end; tile += kDecodeWarps, ++k) {
+    issue(k + Stage::kStages - 1);  // later tiles' copies overlap this tile's work
+    copy_async_wait<Stage::kStages - 1>();
     __syncwarp();
-    const unsigned char* stage = stages + st * Stage::kBytes;
+    const unsigned char* stage = stages + (k % Stage::kStages) * Stage::kBytes;
     const int p0 = tile * kTile;
 
     // ---- scores: s[nt] = row g, tokens p0 + 8 nt + 2c + {0, 1}
     float s[4][2] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}};
     if (p0 < kq) {
-      const T* scale = reinterpret_cast<const T*>(stage + Stage::kKeyScale);
-      const T* minimum = reinterpret_cast<const T*>(stage + Stage::kKeyMin);
-      const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + Stage::kKeyCodes);
-      // Scores of this packed tile: A = q * scale (divided by `unscale`), B = codes; the bias
-      // q . min in float.
-      auto packed_scores = [&](float unscale, float (&acc)[4][2], float& bias, float& largest) {
-        const float rescale = 1.0f / unscale;
+      const uint32_t* scale2 = reinterpret_cast<const uint32_t*>(stage + Stage::kKeyScale);  // channel pairs
+      const uint32_t* min2 = reinterpret_cast<const uint32_t*>(stage + Stage::kKeyMin);
+      const uint4* words = reinterpret_cast<const uint4*>(stage + Stage::kKeyCodes) + lane * (kLaneKeyWords / 4);
+      // acc += (q * scale / unscale) . codes; the bias q . min lands in column 0 of `bias`.
+      // `safe`: A in float, divided by `unscale` (fp16 A would overflow at |q * scale| > 65504).
+      auto packed_scores = [&](bool safe, float unscale, float (&acc)[4][2], float (&bias)[2]) {
 #pragma unroll
         for (int nt = 0; nt < 4; ++nt) acc[nt][0] = acc[nt][1] = 0.0f;
-        bias = 0.0f;
-        largest = 0.0f;
+        bias[0] = bias[1] = 0.0f;
 #pragma unroll
-        for (int kt = 0; kt < KT; ++kt) {
-          const int d0 = 16 * kt + 2 * c;
-          const float2 s01 = pair_to_float2(*reinterpret_cast<const uint32_t*>(scale + d0), T{});
-          const float2 s89 = pair_to_float2(*reinterpret_cast<const uint32_t*>(scale + d0 + 8), T{});
-          const float2 m01 = pair_to_float2(*reinterpret_cast<const uint32_t*>(minimum + d0), T{});
-          const float2 m89 = pair_to_float2(*reinterpret_cast<const uint32_t*>(minimum + d0 + 8), T{});
-          const float2 q01 = pair_to_float2(q_frag[kt][0], T{}), q89 = pair_to_float2(q_frag[kt][1], T{});
-          const float x0 = q01.x * s01.x, x1 = q01.y * s01.y, x8 = q89.x * s89.x, x9 = q89.y * s89.y;
-          largest = fmaxf(largest, fmaxf(fmaxf(fabsf(x0), fabsf(x1)), fmaxf(fabsf(x8), fabsf(x9))));
-          const uint32_t a0 = pack_pair<T>(x0 * rescale, x1 * rescale);
-          const uint32_t a2 = pack_pair<T>(x8 * rescale, x9 * rescale);
-          bias += q01.x * m01.x + q01.y * m01.y + q89.x * m89.x + q89.y * m89.y;
-          // The tile's 32 codes of channels d0, d0 + 1, d0 + 8, d0 + 9 (KB words each).
-          uint32_t w[4][KB];
-          shared_words<KB>(codes + d0 * KB, w[0]);
-          shared_words<KB>(codes + (d0 + 1) * KB, w[1]);
-          shared_words<KB>(codes + (d0 + 8) * KB, w[2]);
-          shared_words<KB>(codes + (d0 + 9) * KB, w[3]);
+        for (int chunk = 0; chunk < kLaneKeyWords / 4; ++chunk) {
+          const uint4 v = words[chunk];
+          const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+          constexpr int kWordsPerKt = 8 / kKeyPer;  // 8 pairs (hi, nt) per k-tile
 #pragma unroll
-          for (int half = 0; half < 2; ++half) {  // tokens [16 half, 16 half + 16)
-            const uint32_t y0 = dual_codes<KB>(w[0] + half * KB / 2, g);
-            const uint32_t y1 = dual_codes<KB>(w[1] + half * KB / 2, g);
-            const uint32_t y8 = dual_codes<KB>(w[2] + half * KB / 2, g);
-            const uint32_t y9 = dual_codes<KB>(w[3] + half * KB / 2, g);
-            // Low halves: token 16 half + g (n-tile 2 half); high: + 8 (n-tile 2 half + 1).
-            mma_rows8<T>(acc[2 * half], a0, a2, codes_to_fragment<T, KB>(__byte_perm(y0, y1, 0x5410)),
-                         codes_to_fragment<T, KB>(__byte_perm(y8, y9, 0x5410)));
-            mma_rows8<T>(acc[2 * half + 1], a0, a2,
-                         codes_to_fragment<T, KB>(__byte_perm(y0, y1, 0x7632)),
-                         codes_to_fragment<T, KB>(__byte_perm(y8, y9, 0x7632)));
+          for (int kk = 0; kk < 4 / kWordsPerKt; ++kk) {
+            const int kt = chunk * (4 / kWordsPerKt) + kk, pair0 = 8 * kt + c;
+            const uint32_t s01 = scale2[pair0], s89 = scale2[pair0 + 4];
+            const uint32_t m01 = min2[pair0], m89 = min2[pair0 + 4];
+            uint32_t a0, a2;
+            if (!safe) {
+              a0 = mul_pair<T>(q_frag[kt][0], s01);
+              a2 = mul_pair<T>(q_frag[kt][1], s89);
+            } else {
+              const float2 q01 = pair_to_float2(q_frag[kt][0], T{}), q89 = pair_to_float2(q_frag[kt][1], T{});
+              const float2 x01 = pair_to_float2(s01, T{}), x89 = pair_to_float2(s89, T{});
+              a0 = pack_pair<T>(q01.x * x01.x / unscale, q01.y * x01.y / unscale);
+              a2 = pack_pair<T>(q89.x * x89.x / unscale, q89.y * x89.y / unscale);
+            }
+            mma_rows8<T>(bias, q_frag[kt][0], q_frag[kt][1], g == 0 ? m01 : 0u, g == 0 ? m89 : 0u);
+            uint32_t pairs[8];  // (hi, nt) at 4 hi + nt
+#pragma unroll
+            for (int j = 0; j < kWordsPerKt; ++j) unpack_halves<T, KB>(w[kk * kWordsPerKt + j], pairs + j * kKeyPer);
+#pragma unroll
+            for (int nt = 0; nt < 4; ++nt) mma_rows8<T>(acc[nt], a0, a2, pairs[nt], pairs[4 + nt]);
           }
         }
-        bias += __shfl_xor_sync(0xffffffffu, bias, 1);
-        bias += __shfl_xor_sync(0xffffffffu, bias, 2);
       };
-      float acc[4][2], bias, largest, unscale = 1.0f;
-      packed_scores(1.0f, acc, bias, largest);
+      float acc[4][2], bias[2], unscale = 1.0f;
+      packed_scores(false, 1.0f, acc, bias);
       if constexpr (std::is_same_v<T, __half>) {
-        // fp16 operands overflow past 65504: when a key group's range makes q * scale that
-        // large (rare), the tile is redone with A scaled down by a power of two.
-        if (__any_sync(0xffffffffu, largest > 16384.0f)) {
-          largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, 1));
-          largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, 2));
+        // q * scale past fp16's range (a key group of huge range; rare): redo the tile with A
+        // scaled down by a power of two.
+        bool bad = false;
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) bad = bad || !isfinite(acc[nt][0]) || !isfinite(acc[nt][1]);
+        if (__any_sync(0xffffffffu, bad)) {
+          float largest = 0.0f;
+          const uint32_t* scale_pairs = reinterpret_cast<const uint32_t*>(stage + Stage::kKeyScale);
+#pragma unroll
+          for (int kt = 0; kt < KT; ++kt) {
+            const float2 q01 = pair_to_float2(q_frag[kt][0], T{}), q89 = pair_to_float2(q_frag[kt][1], T{});
+            const float2 x01 = pair_to_float2(scale_pairs[8 * kt + c], T{});
+            const float2 x89 = pair_to_float2(scale_pairs[8 * kt + c + 4], T{});
+            largest = fmaxf(largest, fmaxf(fmaxf(fabsf(q01.x * x01.x), fabsf(q01.y * x01.y)),
+                                           fmaxf(fabsf(q89.x * x89.x), fabsf(q89.y * x89.y))));
+          }
+#pragma unroll
+          for (int offset = 16; offset > 0; offset >>= 1)
+            largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, offset));
           unscale = largest > 16384.0f ? exp2f(ceilf(log2f(largest / 16384.0f))) : 1.0f;
-          packed_scores(unscale, acc, bias, largest);
+          packed_scores(true, unscale, acc, bias);
         }
       }
+      // Row g's bias sits in column 0: lane (g, 0).
+      const float row_bias = __shfl_sync(0xffffffffu, bias[0], lane & ~3);
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt) {
-        s[nt][0] = acc[nt][0] * unscale + bias;
-        s[nt][1] = acc[nt][1] * unscale + bias;
+        s[nt][0] = acc[nt][0] * unscale + row_bias;
+        s[nt][1] = acc[nt][1] * unscale + row_bias;
       }
     } else {
       // Residual keys: slot p - kq; B column g is token p0 + 8 nt + g.
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt) {
         const int p = p0 + 8 * nt + g;
-        const T* k = key_res + int64_t{p - kq} * DIM;
+        const T* key = key_res + int64_t{p - kq} * DIM;
 #pragma unroll 4
         for (int kt = 0; kt < KT; ++kt) {
           const int d0 = 16 * kt + 2 * c;
-          const uint32_t b0 = p < length ? load_pair(k + d0) : 0u;
-          const uint32_t b1 = p < length ? load_pair(k + d0 + 8) : 0u;
+          const uint32_t b0 = p < length ? load_pair(key + d0) : 0u;
+          const uint32_t b1 = p < length ? load_pair(key + d0 + 8) : 0u;
           mma_rows8<T>(s[nt], q_frag[kt][0], q_frag[kt][1], b0, b1);
         }
       }
@@ -245,114 +267,104 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, 3)
     o_min[0] *= correction;
     o_min[1] *= correction;
 
-    // ---- output: k-tile kt is tokens p0 + 16 kt + [0, 16); this lane's k rows are tokens
-    // t[0..1] = 16 kt + 2c + {0, 1} (fragment regs 0) and t[2..3] = + 8 (regs 1).
+    // ---- output: k-tile kt of the tile is tokens 16 kt + [0, 16); this lane's k rows are
+    // tokens 16 kt + 2c + {0, 1} (fragment regs 0) and + {8, 9} (regs 1).
     const bool packed = p0 + kTile <= vq;  // every value of the tile is packed (in the stage)
-    const uint32_t* stage_codes = reinterpret_cast<const uint32_t*>(stage + Stage::kValueCodes);
     const T* stage_scale = reinterpret_cast<const T*>(stage + Stage::kValueScale);
     const T* stage_min = reinterpret_cast<const T*>(stage + Stage::kValueMin);
+    const uint32_t* stage_codes = reinterpret_cast<const uint32_t*>(stage + Stage::kValueCodes);
 #pragma unroll
     for (int kt = 0; kt < 2; ++kt) {
-      int t[4];  // tile-local token indices
+      int t[4];  // tile-local tokens of this lane's A/B rows
       t[0] = 16 * kt + 2 * c;
       t[1] = t[0] + 1;
       t[2] = t[0] + 8;
       t[3] = t[0] + 9;
-      const float pk[4] = {p[2 * kt][0], p[2 * kt][1], p[2 * kt + 1][0], p[2 * kt + 1][1]};
-      // Per token and channel group: the factor on P (scale, 1 for a residual token, 0 past
-      // the end) and the minimum (0 unless packed).
-      float factor[4][kMaxGroups], minimum[4][kMaxGroups];
+      const uint32_t pa0 = pack_pair<T>(p[2 * kt][0], p[2 * kt][1]);
+      const uint32_t pa2 = pack_pair<T>(p[2 * kt + 1][0], p[2 * kt + 1][1]);
+      uint32_t a_scaled[kMostGroups][2];  // A = P * scale of 32-channel block j's group
+      if (packed) {
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int pos = p0 + t[i];
-        const bool valid = pos < length, quantized = pos < vq;
-        if (packed && v_groups == kMaxGroups) {  // group_size 32: the token's groups in one load
+        for (int j = 0; j < kMostGroups; ++j) {
+          const int gr = j * 32 / group;
+          a_scaled[j][0] = mul_pair<T>(pa0, pair_of(stage_scale + t[0] * v_groups + gr, stage_scale + t[1] * v_groups + gr));
+          a_scaled[j][1] = mul_pair<T>(pa2, pair_of(stage_scale + t[2] * v_groups + gr, stage_scale + t[3] * v_groups + gr));
+        }
+        // The min term: B column g holds the minima of group g (zero past the groups).
+        const bool has_group = g < v_groups;
+        mma_rows8<T>(o_min, pa0, pa2,
+                     has_group ? pair_of(stage_min + t[0] * v_groups + g, stage_min + t[1] * v_groups + g) : 0u,
+                     has_group ? pair_of(stage_min + t[2] * v_groups + g, stage_min + t[3] * v_groups + g) : 0u);
+        // B fragments of channels 8 nt + g for tokens (t0, t1) and (t2, t3), a 16-bit portion
+        // of this lane's run of codes at a time.
+        if constexpr (kValueChunkBits >= 32) {
+          constexpr int kWords = kValueChunkBits / 32;
+          uint32_t w[4][kWords];
 #pragma unroll
-          for (int gr = 0; gr < kMaxGroups; gr += 2) {
-            const float2 sc = pair_to_float2(*reinterpret_cast<const uint32_t*>(stage_scale + t[i] * kMaxGroups + gr), T{});
-            const float2 mn = pair_to_float2(*reinterpret_cast<const uint32_t*>(stage_min + t[i] * kMaxGroups + gr), T{});
-            factor[i][gr] = sc.x;
-            factor[i][gr + 1] = sc.y;
-            minimum[i][gr] = mn.x;
-            minimum[i][gr + 1] = mn.y;
+          for (int i = 0; i < 4; ++i) shared_words<kWords>(stage_codes + t[i] * v_words + g * kWords, w[i]);
+#pragma unroll
+          for (int q = 0; q < 2 * kWords; ++q) {
+            uint32_t lo[kValuePer], hi[kValuePer];
+            unpack_halves<T, VB>(join_halves(w[0][q / 2], w[1][q / 2], q % 2), lo);
+            unpack_halves<T, VB>(join_halves(w[2][q / 2], w[3][q / 2], q % 2), hi);
+#pragma unroll
+            for (int i = 0; i < kValuePer; ++i) {
+              const int nt = q * kValuePer + i;
+              mma_rows8<T>(o[nt], a_scaled[nt / 4][0], a_scaled[nt / 4][1], lo[i], hi[i]);
+            }
           }
-          continue;
+        } else {  // head_dim 64 at 2 bits: the run is one half of word g / 2
+          const bool high = g % 2;
+          uint32_t lo[kValuePer], hi[kValuePer];
+          unpack_halves<T, VB>(join_halves(stage_codes[t[0] * v_words + g / 2], stage_codes[t[1] * v_words + g / 2], high), lo);
+          unpack_halves<T, VB>(join_halves(stage_codes[t[2] * v_words + g / 2], stage_codes[t[3] * v_words + g / 2], high), hi);
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt)
+            mma_rows8<T>(o[nt], a_scaled[nt / 4][0], a_scaled[nt / 4][1], lo[nt], hi[nt]);
+        }
+      } else {
+        // General path, straight from global memory: per token the factor on P (its scale, 1
+        // for a residual token, 0 past the end), its minima, and its values one by one.
+        float pk[4] = {p[2 * kt][0], p[2 * kt][1], p[2 * kt + 1][0], p[2 * kt + 1][1]};
+        float factor[4][kMostGroups], own_min[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int pos = p0 + t[i];
+          const bool valid = pos < length, quantized = pos < vq;
+#pragma unroll
+          for (int j = 0; j < kMostGroups; ++j)
+            factor[i][j] = !valid ? 0.0f : quantized ? to_float(value_scale[int64_t{pos} * v_groups + j * 32 / group]) : 1.0f;
+          own_min[i] = valid && quantized && g < v_groups ? to_float(value_min[int64_t{pos} * v_groups + g]) : 0.0f;
         }
 #pragma unroll
-        for (int gr = 0; gr < kMaxGroups; ++gr) {
-          const bool here = gr < v_groups;
-          if (packed) {
-            factor[i][gr] = here ? to_float(stage_scale[t[i] * v_groups + gr]) : 0.0f;
-            minimum[i][gr] = here ? to_float(stage_min[t[i] * v_groups + gr]) : 0.0f;
-          } else {
-            const int64_t at = int64_t{pos} * v_groups + gr;
-            factor[i][gr] = !valid || !here ? 0.0f : quantized ? to_float(value_scale[at]) : 1.0f;
-            minimum[i][gr] = valid && quantized && here ? to_float(value_min[at]) : 0.0f;
-          }
+        for (int j = 0; j < kMostGroups; ++j) {
+          a_scaled[j][0] = pack_pair<T>(pk[0] * factor[0][j], pk[1] * factor[1][j]);
+          a_scaled[j][1] = pack_pair<T>(pk[2] * factor[2][j], pk[3] * factor[3][j]);
         }
-      }
-      uint32_t a_scaled[kMaxGroups][2];
-#pragma unroll
-      for (int gr = 0; gr < kMaxGroups; ++gr) {
-        a_scaled[gr][0] = pack_pair<T>(pk[0] * factor[0][gr], pk[1] * factor[1][gr]);
-        a_scaled[gr][1] = pack_pair<T>(pk[2] * factor[2][gr], pk[3] * factor[3][gr]);
-      }
-      // The min term: B column g holds min[t][g] (group g; zero past the groups).
-      {
-        auto min_of = [&](int i) {
-          float v = 0.0f;
-#pragma unroll
-          for (int gr = 0; gr < kMaxGroups; ++gr) v = (gr == g) ? minimum[i][gr] : v;
-          return v;
-        };
         mma_rows8<T>(o_min, pack_pair<T>(pk[0], pk[1]), pack_pair<T>(pk[2], pk[3]),
-                     pack_pair<T>(min_of(0), min_of(1)), pack_pair<T>(min_of(2), min_of(3)));
-      }
+                     pack_pair<T>(own_min[0], own_min[1]), pack_pair<T>(own_min[2], own_min[3]));
 #pragma unroll
-      for (int mc = 0; mc < DIM / 16; ++mc) {  // channels [16 mc, 16 mc + 16): n-tiles 2mc, 2mc+1
-        const int gr = 16 * mc / group;
-        uint32_t lo[2], hi[2];  // B regs for n-tile 2mc (channel 16mc + g) and 2mc + 1 (+ 8)
-        if (packed) {
-          uint32_t e[4];
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            uint32_t w[VB / 2];
-            shared_words<VB / 2>(stage_codes + t[i] * v_words + mc * (VB / 2), w);
-            e[i] = dual_codes<VB>(w, g);
-          }
-          lo[0] = codes_to_fragment<T, VB>(__byte_perm(e[0], e[1], 0x5410));
-          lo[1] = codes_to_fragment<T, VB>(__byte_perm(e[2], e[3], 0x5410));
-          hi[0] = codes_to_fragment<T, VB>(__byte_perm(e[0], e[1], 0x7632));
-          hi[1] = codes_to_fragment<T, VB>(__byte_perm(e[2], e[3], 0x7632));
-        } else {
-          float v_lo[4], v_hi[4];
+        for (int nt = 0; nt < NT; ++nt) {
+          const int d = 8 * nt + g;
+          float v[4];
 #pragma unroll
           for (int i = 0; i < 4; ++i) {
             const int pos = p0 + t[i];
-            v_lo[i] = v_hi[i] = 0.0f;
+            v[i] = 0.0f;
             if (pos < length && pos < vq) {
-              uint32_t w[VB / 2];
-              load_words<VB / 2>(value_codes + int64_t{pos} * v_words + mc * (VB / 2), w);
-              const uint32_t e = dual_codes<VB>(w, g);
-              v_lo[i] = static_cast<float>(e & 0xFFFFu);
-              v_hi[i] = static_cast<float>(e >> 16);
+              int word, bit;
+              value_tile_slot(d, DIM, VB, word, bit);
+              v[i] = static_cast<float>((__ldg(value_codes + int64_t{pos} * v_words + word) >> bit) & ((1u << VB) - 1u));
             } else if (pos < length) {
-              const T* v = value_res + int64_t{pos % a.value_slots} * DIM + 16 * mc + g;
-              v_lo[i] = to_float(v[0]);
-              v_hi[i] = to_float(v[8]);
+              v[i] = to_float(value_res[int64_t{pos % a.value_slots} * DIM + d]);
             }
           }
-          lo[0] = pack_pair<T>(v_lo[0], v_lo[1]);
-          lo[1] = pack_pair<T>(v_lo[2], v_lo[3]);
-          hi[0] = pack_pair<T>(v_hi[0], v_hi[1]);
-          hi[1] = pack_pair<T>(v_hi[2], v_hi[3]);
+          mma_rows8<T>(o[nt], a_scaled[nt / 4][0], a_scaled[nt / 4][1], pack_pair<T>(v[0], v[1]),
+                       pack_pair<T>(v[2], v[3]));
         }
-        mma_rows8<T>(o[2 * mc], a_scaled[gr][0], a_scaled[gr][1], lo[0], lo[1]);
-        mma_rows8<T>(o[2 * mc + 1], a_scaled[gr][0], a_scaled[gr][1], hi[0], hi[1]);
       }
     }
-    __syncwarp();  // the stage is refilled two tiles later
-    st ^= 1;
+    __syncwarp();  // the stage is refilled kStages - 1 tiles later
   }
   copy_async_wait<0>();
 
@@ -404,13 +416,27 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, 3)
   }
 }
 
+// Resident blocks per multiprocessor of this instantiation (for choosing the splits).
+template <class T, int DIM, int KB, int VB>
+int decode_mma_occupancy() {
+  constexpr int kBytes = MmaStage<DIM, KB, VB>::kBlockBytes;
+  static const int blocks = [] {
+    cudaFuncSetAttribute(decode_mma_kernel<T, DIM, KB, VB>,
+                         cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_mma_kernel<T, DIM, KB, VB>,
+                                                      kDecodeWarps * 32, kBytes) != cudaSuccess)
+      n = 1;
+    return n > 0 ? n : 1;
+  }();
+  return blocks;
+}
+
 template <class T, int DIM, int KB, int VB>
 void launch_decode_mma(const DecodeAttention& a, int tiles_per_split, cudaStream_t stream) {
   constexpr int kBytes = MmaStage<DIM, KB, VB>::kBlockBytes;
   static_assert(kBytes >= kDecodeWarps * 8 * DIM * 4, "the stages hold the warps' accumulators");
-  static const cudaError_t configured = cudaFuncSetAttribute(
-      decode_mma_kernel<T, DIM, KB, VB>, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
-  (void)configured;  // a failure shows as a launch error
+  (void)decode_mma_occupancy<T, DIM, KB, VB>();  // sets the shared-memory attribute once
   const dim3 grid(a.splits, a.kv_heads, a.rows);
   decode_mma_kernel<T, DIM, KB, VB><<<grid, kDecodeWarps * 32, kBytes, stream>>>(a, tiles_per_split);
 }
@@ -418,7 +444,10 @@ void launch_decode_mma(const DecodeAttention& a, int tiles_per_split, cudaStream
 #define KIVI_DECLARE_DECODE_MMA_BITS(T, DIM, KB)                                                  \
   extern template void launch_decode_mma<T, DIM, KB, 2>(const DecodeAttention&, int, cudaStream_t); \
   extern template void launch_decode_mma<T, DIM, KB, 4>(const DecodeAttention&, int, cudaStream_t); \
-  extern template void launch_decode_mma<T, DIM, KB, 8>(const DecodeAttention&, int, cudaStream_t);
+  extern template void launch_decode_mma<T, DIM, KB, 8>(const DecodeAttention&, int, cudaStream_t); \
+  extern template int decode_mma_occupancy<T, DIM, KB, 2>();                                      \
+  extern template int decode_mma_occupancy<T, DIM, KB, 4>();                                      \
+  extern template int decode_mma_occupancy<T, DIM, KB, 8>();
 #define KIVI_DECLARE_DECODE_MMA(T, DIM) \
   KIVI_DECLARE_DECODE_MMA_BITS(T, DIM, 2) KIVI_DECLARE_DECODE_MMA_BITS(T, DIM, 4) KIVI_DECLARE_DECODE_MMA_BITS(T, DIM, 8)
 KIVI_DECLARE_DECODE_MMA(__half, 64)

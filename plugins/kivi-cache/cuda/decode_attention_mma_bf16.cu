@@ -4,8 +4,9 @@
 
 namespace kivi::kivi_cache::cuda {
 
-#define KIVI_INSTANTIATE_MMA(DIM, KB, VB) \
-  template void launch_decode_mma<__nv_bfloat16, DIM, KB, VB>(const DecodeAttention&, int, cudaStream_t);
+#define KIVI_INSTANTIATE_MMA(DIM, KB, VB)                                                     \
+  template void launch_decode_mma<__nv_bfloat16, DIM, KB, VB>(const DecodeAttention&, int, cudaStream_t); \
+  template int decode_mma_occupancy<__nv_bfloat16, DIM, KB, VB>();
 #define KIVI_INSTANTIATE_MMA_DIM(DIM)                                                          \
   KIVI_INSTANTIATE_MMA(DIM, 2, 2) KIVI_INSTANTIATE_MMA(DIM, 2, 4) KIVI_INSTANTIATE_MMA(DIM, 2, 8) \
   KIVI_INSTANTIATE_MMA(DIM, 4, 2) KIVI_INSTANTIATE_MMA(DIM, 4, 4) KIVI_INSTANTIATE_MMA(DIM, 4, 8) \

@@ -90,13 +90,58 @@ bool decode_supported(DType, int dim, int q_heads, int kv_heads, int group_size,
   return ok;
 }
 
-int decode_splits(int rows, int kv_heads, int max_length, int sm_count) {
+int decode_splits(int rows, int kv_heads, int max_length, int sm_count, int blocks_per_sm) {
   const int tiles = std::max(1, (max_length + kTile - 1) / kTile);
-  const int blocks = std::max(1, rows * kv_heads);
-  // About four blocks per multiprocessor, each with at least one tile per warp.
-  const int wanted = std::max(1, (4 * sm_count + blocks - 1) / blocks);
-  const int most = std::max(1, tiles / kDecodeWarps);
-  return std::min(wanted, most);
+  const int base = std::max(1, rows * kv_heads);
+  const int64_t capacity = int64_t{std::max(1, sm_count)} * std::max(1, blocks_per_sm);
+  // Blocks run in waves of `capacity`; a block's time is its warps' tiles. The cost of s splits
+  // is waves x tiles per warp (plus a little per split for the partials), so a grid that
+  // leaves the last wave half empty loses to one that fills it.
+  const int most = std::max(1, std::min<int>(tiles / kDecodeWarps, 8 * capacity / base + 1));
+  int best = 1;
+  double best_cost = 1e300;
+  for (int s = 1; s <= most; ++s) {
+    const int64_t blocks = int64_t{base} * s;
+    const int64_t waves = (blocks + capacity - 1) / capacity;
+    const int64_t per_warp = (tiles + int64_t{s} * kDecodeWarps - 1) / (int64_t{s} * kDecodeWarps);
+    const double cost = static_cast<double>(waves * per_warp) + 0.02 * s;
+    if (cost < best_cost) {
+      best_cost = cost;
+      best = s;
+    }
+  }
+  return best;
+}
+
+int decode_blocks_per_sm(DType dtype, int dim, int k_bits, int v_bits, bool cuda_cores_only) {
+  if (dtype == DType::kFloat || cuda_cores_only) return 4;
+  int blocks = 1;
+  with_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (!std::is_same_v<T, float>) {
+      auto pick = [&](auto dim_tag) {
+        constexpr int D = decltype(dim_tag)::value;
+        auto for_kb = [&](auto kb_tag) {
+          constexpr int KB = decltype(kb_tag)::value;
+          switch (bits_tile(v_bits)) {
+            case 2: blocks = decode_mma_occupancy<T, D, KB, 2>(); break;
+            case 4: blocks = decode_mma_occupancy<T, D, KB, 4>(); break;
+            default: blocks = decode_mma_occupancy<T, D, KB, 8>(); break;
+          }
+        };
+        switch (bits_tile(k_bits)) {
+          case 2: for_kb(std::integral_constant<int, 2>{}); break;
+          case 4: for_kb(std::integral_constant<int, 4>{}); break;
+          default: for_kb(std::integral_constant<int, 8>{}); break;
+        }
+      };
+      if (dim == 64)
+        pick(std::integral_constant<int, 64>{});
+      else
+        pick(std::integral_constant<int, 128>{});
+    }
+  });
+  return blocks;
 }
 
 int64_t decode_workspace_floats(int rows, int q_heads, int dim, int splits) {

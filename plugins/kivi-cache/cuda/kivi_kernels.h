@@ -23,20 +23,22 @@ struct Strided4 {
   int64_t stride[4] = {0, 0, 0, 0};
 };
 
-// Keys: x [n, H, groups * G, D] -> per channel d and token group g, G codes packed along tokens
-// into codes[i, h, g, d, 0 .. G * bits / 32) and scale/min[i, h, g, d].
+// Keys: x [n, H, groups * G, D] -> per channel d and token group g, the group's D x G codes
+// into the block codes[i, h, g, 0 .. D * G * bits / 32) and scale/min[i, h, g, d].
 struct KeyFlush {
   DType dtype = DType::kHalf;
   int n = 0, heads = 0, groups = 0, dim = 0, group_size = 32, bits = 2;
   Strided4 x;
   int32_t* codes = nullptr;  // at group 0 of the destination
-  int64_t codes_stride[4];   // [n, H, groups, D] strides; the Wk words of a channel are contiguous
+  int64_t codes_stride[3];   // [n, H, groups] strides; a group's D * Wk words are contiguous
   void* scale = nullptr;
   void* min = nullptr;
   int64_t scale_stride[4];  // shared by scale and min: [n, H, groups, D]
+  bool tile_order = true;   // codes in tile order (tile_order.h), else the research packing
 };
 // Values: x [n, H, T, D] -> per token, D / G groups of G channels: codes[i, h, t, 0 .. D*bits/32)
-// and scale/min[i, h, t, 0 .. D / G).
+// and scale/min[i, h, t, 0 .. D / G). Both write the codes in tile order (tile_order.h) unless
+// tile_order is false. They return an empty string or the error.
 struct ValueFlush {
   DType dtype = DType::kHalf;
   int n = 0, heads = 0, tokens = 0, dim = 0, group_size = 32, bits = 2;
@@ -46,9 +48,11 @@ struct ValueFlush {
   void* scale = nullptr;
   void* min = nullptr;
   int64_t scale_stride[3];  // [n, H, T]; groups of a token contiguous
+  bool tile_order = true;
 };
 // Both compute exactly the quantizer of quantize.h (same per-op rounding in the storage dtype).
-// They return an empty string or the error (unsupported arguments, a failed launch).
+// A key group block must fit in 48 KB of shared memory (key_flush_supported).
+bool key_flush_supported(int dim, int group_size, int bits);
 std::string launch_key_flush(const KeyFlush& args, cudaStream_t stream);
 std::string launch_value_flush(const ValueFlush& args, cudaStream_t stream);
 
@@ -101,9 +105,12 @@ struct DecodeAttention {
 // Whether the fused kernel serves these settings; otherwise `why` names the valid combinations.
 bool decode_supported(DType dtype, int dim, int q_heads, int kv_heads, int group_size, int k_bits,
                       int v_bits, std::string* why);
-// Splits of the sequence per (row, kv head) that fill `sm_count` multiprocessors for the
-// longest row, and the workspace they need.
-int decode_splits(int rows, int kv_heads, int max_length, int sm_count);
+// Splits of the sequence per (row, kv head) for the longest row, so that the grid fills
+// `sm_count` multiprocessors holding `blocks_per_sm` blocks each in as few, as full, waves as
+// it can; and the workspace they need.
+int decode_splits(int rows, int kv_heads, int max_length, int sm_count, int blocks_per_sm);
+// Resident blocks per multiprocessor of the kernel that serves these settings.
+int decode_blocks_per_sm(DType dtype, int dim, int k_bits, int v_bits, bool cuda_cores_only);
 int64_t decode_workspace_floats(int rows, int q_heads, int dim, int splits);
 // The dispatch site: runtime sizes -> template constants. Empty string or the error.
 std::string launch_decode_attention(const DecodeAttention& args, cudaStream_t stream);
