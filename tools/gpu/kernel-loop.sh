@@ -5,7 +5,7 @@
 # then runs the kernel tests and the benchmark. Logs go to $OUT.
 #   KIVI_TEST_FILTER   Catch2 test spec for test_kivi_kernels (default: all)
 #   KIVI_BENCH_ARGS    arguments for kivi_attention_bench (default: the issue's grid); "skip"
-#   KIVI_NCU=1         also profile one benchmark case with Nsight Compute
+#   KIVI_NCU_CASES     BxL cases to profile with Nsight Compute (e.g. "1x1024 32x32768")
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -32,10 +32,15 @@ if [ "${KIVI_BENCH_ARGS:-}" != "skip" ]; then
   echo "attention bench rc=$?"
   cat "$logs/attention.txt"
 fi
-if [ "${KIVI_NCU:-0}" = "1" ] && command -v ncu > /dev/null; then
-  ncu --clock-control none -k regex:decode_mma_kernel -c 2 --section SpeedOfLight --section Occupancy \
-      --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
-      "$build/bin/kivi_attention_bench" --batches 32 --contexts 32768 --bits 2 --reps 1 > "$logs/ncu.txt" 2>&1
-  echo "ncu rc=$?"
-  grep -E "Duration|Throughput|Registers|Achieved Occupancy|Theoretical Occupancy|Stall|Warp Cycles|Block Limit|Memory \[%\]|DRAM" "$logs/ncu.txt" | head -60
+# Nsight Compute on the fused kernels of one case per KIVI_NCU_CASES item (BxL), e.g. "1x1024 32x32768".
+if [ -n "${KIVI_NCU_CASES:-}" ] && command -v ncu > /dev/null; then
+  for case in $KIVI_NCU_CASES; do
+    ncu --clock-control none -k regex:"decode_mma_kernel|combine_splits" -c 2 --section SpeedOfLight \
+        --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats \
+        --section MemoryWorkloadAnalysis \
+        "$build/bin/kivi_attention_bench" --batches "${case%x*}" --contexts "${case#*x}" --bits 2 --reps 1 \
+        > "$logs/ncu-$case.txt" 2>&1
+    echo "== ncu $case rc=$?"
+    grep -E "^  [a-z_]+.*\(|Duration|Memory Throughput|DRAM Throughput|Compute \(SM\)|Registers Per|Achieved Occupancy|Theoretical Occupancy|Warp Cycles Per Issued|Block Limit|Grid Size|Issued Warp|No Eligible|Dynamic Shared" "$logs/ncu-$case.txt" | head -60
+  done
 fi
