@@ -3,7 +3,9 @@
 # the kernel test and the attention benchmark, for sm_90a alone, in a folder outside the sent
 # tree (/tmp/kivi-kernels), so a later call on the still-warm machine rebuilds only what changed;
 # then runs the kernel tests and the benchmark. Logs go to $OUT.
-#   KIVI_TEST_FILTER   Catch2 test spec for test_kivi_kernels (default: all)
+#   KIVI_TEST_FILTER   Catch2 test spec for test_kivi_kernels (default: all; "skip": none)
+#   KIVI_KERNEL_BUILD, KIVI_CMAKE_ARGS, KIVI_LOG_TAG: another build folder, configure
+#                      arguments and log-name suffix (to compare build variants in one call)
 #   KIVI_BENCH_ARGS    arguments for kivi_attention_bench (default: the grid); "skip"
 #   KIVI_NCU_CASES     BxL cases to profile with Nsight Compute (e.g. "1x1024 32x32768")
 set -uo pipefail
@@ -11,26 +13,29 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 logs=${OUT:-$root/gpu-logs}
 mkdir -p "$logs"
-build=/tmp/kivi-kernels
+build=${KIVI_KERNEL_BUILD:-/tmp/kivi-kernels}
+tag=${KIVI_LOG_TAG:-}
 deps="$root/.gpu-deps"
 [ -d "$deps/root" ] || { echo "missing .gpu-deps: run tools/gpu/gather-deps.sh here and carry .gpu-deps"; exit 2; }
 if [ ! -f "$build/build.ninja" ]; then
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKIVI_PYTHON="$(command -v python3)" \
-        -DKIVI_CUDA=ON -DKIVI_CUDA_ARCHITECTURES=90a -DCMAKE_PREFIX_PATH="$deps/root/usr" \
-        > "$logs/configure.log" 2>&1 || { tail -40 "$logs/configure.log"; exit 1; }
+        -DKIVI_CUDA=ON -DKIVI_CUDA_ARCHITECTURES=90a -DCMAKE_PREFIX_PATH="$deps/root/usr" ${KIVI_CMAKE_ARGS:-} \
+        > "$logs/configure$tag.log" 2>&1 || { tail -40 "$logs/configure$tag.log"; exit 1; }
 fi
 start=$(date +%s)
-cmake --build "$build" -j "$(nproc)" --target test_kivi_kernels kivi_attention_bench > "$logs/build.log" 2>&1 ||
-  { grep -B2 -A12 "error" "$logs/build.log" | head -80; exit 1; }
+cmake --build "$build" -j "$(nproc)" --target test_kivi_kernels kivi_attention_bench > "$logs/build$tag.log" 2>&1 ||
+  { grep -B2 -A12 "error" "$logs/build$tag.log" | head -80; exit 1; }
 echo "build: OK in $(( $(date +%s) - start )) s"
-"$build/bin/test_kivi_kernels" ${KIVI_TEST_FILTER:-} > "$logs/kernels.txt" 2>&1
-echo "test_kivi_kernels rc=$?"
-grep -E "fused decode|flush|FAILED|failed|passed|with expansion|REQUIRE|CHECK" "$logs/kernels.txt" | head -60
+if [ "${KIVI_TEST_FILTER:-}" != "skip" ]; then
+  "$build/bin/test_kivi_kernels" ${KIVI_TEST_FILTER:-} > "$logs/kernels$tag.txt" 2>&1
+  echo "test_kivi_kernels rc=$?"
+  grep -E "fused decode|FAILED|failed|passed|with expansion|REQUIRE|CHECK" "$logs/kernels$tag.txt" | head -60
+fi
 if [ "${KIVI_BENCH_ARGS:-}" != "skip" ]; then
   "$build/bin/kivi_attention_bench" ${KIVI_BENCH_ARGS:---batches 1,8,16,32 --contexts 1024,4096,8192,32768 --extra 1x131072} \
-      --json "$logs/attention.json" > "$logs/attention.txt" 2>&1
+      --json "$logs/attention$tag.json" > "$logs/attention$tag.txt" 2>&1
   echo "attention bench rc=$?"
-  cat "$logs/attention.txt"
+  grep -v "^measured" "$logs/attention$tag.txt"
 fi
 # Nsight Compute on the fused kernels of one case per KIVI_NCU_CASES item (BxL), e.g. "1x1024 32x32768".
 if [ -n "${KIVI_NCU_CASES:-}" ] && command -v ncu > /dev/null; then
@@ -39,8 +44,8 @@ if [ -n "${KIVI_NCU_CASES:-}" ] && command -v ncu > /dev/null; then
         --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats \
         --section MemoryWorkloadAnalysis \
         "$build/bin/kivi_attention_bench" --batches "${case%x*}" --contexts "${case#*x}" --bits 2 --reps 1 \
-        > "$logs/ncu-$case.txt" 2>&1
+        > "$logs/ncu$tag-$case.txt" 2>&1
     echo "== ncu $case rc=$?"
-    grep -E "^  [a-z_]+.*\(|Duration|Memory Throughput|DRAM Throughput|Compute \(SM\)|Registers Per|Achieved Occupancy|Theoretical Occupancy|Warp Cycles Per Issued|Block Limit|Grid Size|Issued Warp|No Eligible|Dynamic Shared" "$logs/ncu-$case.txt" | head -60
+    grep -E "^  [a-z_]+.*\(|Duration|Memory Throughput|DRAM Throughput|Compute \(SM\)|Registers Per|Achieved Occupancy|Theoretical Occupancy|Warp Cycles Per Issued|Block Limit|Grid Size|Issued Warp|No Eligible|Dynamic Shared" "$logs/ncu$tag-$case.txt" | head -60
   done
 fi

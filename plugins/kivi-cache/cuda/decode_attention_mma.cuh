@@ -17,8 +17,10 @@
 //
 // Memory: each warp keeps kStages tiles in flight, copied with cp.async into its own stages
 // (the packed codes, scales and minima of keys and values), so the loads of several tiles
-// overlap the arithmetic. Residual tokens, and tiles that straddle the value residual, are read
-// straight from global memory by a general path.
+// overlap the arithmetic. Only tiles packed on both sides go through the MMAs; the rest of a
+// row (the residual windows and the tiles they straddle, ~R + 32 tokens) is attended by the
+// whole block of the row's last split on CUDA cores (decode_tail), whose loads are independent
+// of each other, and joins the warps' states in the block merge.
 #pragma once
 
 #include "code_convert.cuh"
@@ -27,6 +29,11 @@
 #include "tile_slots.cuh"
 
 namespace kivi::kivi_cache::cuda {
+
+// Blocks per multiprocessor the register allocation must allow (more blocks, fewer registers).
+#ifndef KIVI_DECODE_MIN_BLOCKS
+#define KIVI_DECODE_MIN_BLOCKS 1
+#endif
 
 // One tile's packed data in shared memory (byte offsets): the 32 tokens' key codes in tile order
 // [32 lanes][DIM * KB / 32 words], the key group's scale and min [DIM], the value codes
@@ -53,14 +60,134 @@ __device__ __forceinline__ uint32_t pair_of(const T* lo, const T* hi) {
          (static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(hi)) << 16);
 }
 
+// Where a row's data lives, for the tail.
+template <class T>
+struct RowView {
+  const uint32_t* key_codes;
+  const T *key_scale, *key_min, *key_res;
+  const uint32_t* value_codes;
+  const T *value_scale, *value_min, *value_res;
+  int length, kq, vq, group, group_log2, k_bits, v_bits, value_slots;
+};
+
+// Key channel d of position p, as float: packed (tile order) below kq, residual above.
+template <class T, int DIM>
+__device__ __forceinline__ float tail_key(const RowView<T>& r, int p, int d) {
+  if (p >= r.kq) return to_float(r.key_res[int64_t{p - r.kq} * DIM + d]);
+  const int gi = p >> r.group_log2;
+  int word, bit;
+  key_tile_slot(d, p & (r.group - 1), DIM, r.k_bits, word, bit);
+  const uint32_t code = (__ldg(r.key_codes + int64_t{gi} * DIM * (r.group * r.k_bits / 32) + word) >> bit) &
+                        ((1u << r.k_bits) - 1u);
+  return fmaf(static_cast<float>(code), to_float(r.key_scale[int64_t{gi} * DIM + d]),
+              to_float(r.key_min[int64_t{gi} * DIM + d]));
+}
+// Value channel d of position p: packed below vq, the residual ring above.
+template <class T, int DIM>
+__device__ __forceinline__ float tail_value(const RowView<T>& r, int p, int d) {
+  if (p >= r.vq) return to_float(r.value_res[int64_t{p % r.value_slots} * DIM + d]);
+  int word, bit;
+  value_tile_slot(d, DIM, r.v_bits, word, bit);
+  const uint32_t code = (__ldg(r.value_codes + int64_t{p} * (DIM * r.v_bits / 32) + word) >> bit) &
+                        ((1u << r.v_bits) - 1u);
+  const int64_t at = int64_t{p} * (DIM >> r.group_log2) + (d >> r.group_log2);
+  return fmaf(static_cast<float>(code), to_float(r.value_scale[at]), to_float(r.value_min[at]));
+}
+
+// Attention of the block's query heads (q_s rows 0..rep-1) over positions [begin, end) on CUDA
+// cores, 128 positions at a time with an online softmax; every load is independent of the
+// others, so a chunk costs about one memory round trip. Leaves the (max, sum) per row in
+// max_out/sum_out and the unnormalized output [8][DIM] in acc_out (rows past rep: -inf, 0).
+template <class T, int DIM>
+__device__ void decode_tail(const RowView<T>& row, int rep, float score_scale, const T (*q_s)[DIM],
+                            int begin, int end, float* scores_s /* [8][128] */, float* max_out,
+                            float* sum_out, float* acc_out) {
+  constexpr int kChunk = kDecodeWarps * 32;
+  constexpr int kRowsPerThread = 8 * DIM / kChunk;  // (row, channel) pairs a thread accumulates
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  __shared__ float chunk_max[8], chunk_scale[8], warp_part[kDecodeWarps][8];
+  float acc[kRowsPerThread];
+#pragma unroll
+  for (int i = 0; i < kRowsPerThread; ++i) acc[i] = 0.0f;
+  float m_run = -INFINITY, l_run = 0.0f;  // thread r < 8 keeps row r's running max and sum
+  for (int c0 = begin; c0 < end; c0 += kChunk) {
+    const int p = c0 + tid;
+    // Scores of position p for every query head (scaled, base 2).
+    float s[8];
+#pragma unroll
+    for (int r = 0; r < 8; ++r) s[r] = 0.0f;
+    if (p < end) {
+#pragma unroll 8
+      for (int d = 0; d < DIM; ++d) {
+        const float k = tail_key<T, DIM>(row, p, d);
+#pragma unroll
+        for (int r = 0; r < 8; ++r) s[r] = fmaf(to_float(q_s[r][d]), k, s[r]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 8; ++r) {
+      s[r] = p < end && r < rep ? s[r] * score_scale : -INFINITY;
+      scores_s[r * kChunk + tid] = s[r];
+      const float w = warp_max(s[r]);
+      if (lane == 0) warp_part[warp][r] = w;
+    }
+    __syncthreads();
+    if (tid < 8) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int w = 0; w < kDecodeWarps; ++w) mx = fmaxf(mx, warp_part[w][tid]);
+      const float m_new = fmaxf(m_run, mx);
+      chunk_scale[tid] = m_new == -INFINITY ? 1.0f : exp2f(m_run - m_new);
+      chunk_max[tid] = m_new;
+      m_run = m_new;
+    }
+    __syncthreads();
+    // Probabilities in place, and their sums per row.
+#pragma unroll
+    for (int r = 0; r < 8; ++r) {
+      const float x = scores_s[r * kChunk + tid];
+      const float prob = x == -INFINITY ? 0.0f : exp2f(x - chunk_max[r]);
+      scores_s[r * kChunk + tid] = prob;
+      const float w = warp_sum(prob);
+      if (lane == 0) warp_part[warp][r] = w;
+    }
+    __syncthreads();
+    if (tid < 8) {
+      float sum = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kDecodeWarps; ++w) sum += warp_part[w][tid];
+      l_run = l_run * chunk_scale[tid] + sum;
+    }
+    // Output: thread takes channel d = tid % DIM of rows tid / DIM + k * (kChunk / DIM).
+    const int d = tid % DIM, r0 = tid / DIM;
+#pragma unroll
+    for (int i = 0; i < kRowsPerThread; ++i) acc[i] *= chunk_scale[r0 + i * (kChunk / DIM)];
+    const int count = min(kChunk, end - c0);
+#pragma unroll 4
+    for (int t = 0; t < count; ++t) {
+      const float v = tail_value<T, DIM>(row, c0 + t, d);
+#pragma unroll
+      for (int i = 0; i < kRowsPerThread; ++i)
+        acc[i] = fmaf(scores_s[(r0 + i * (kChunk / DIM)) * kChunk + t], v, acc[i]);
+    }
+    __syncthreads();  // scores_s and the chunk's shared values are rewritten next
+  }
+  const int d = tid % DIM, r0 = tid / DIM;
+#pragma unroll
+  for (int i = 0; i < kRowsPerThread; ++i) acc_out[(r0 + i * (kChunk / DIM)) * DIM + d] = acc[i];
+  if (tid < 8) {
+    max_out[tid] = m_run;
+    sum_out[tid] = l_run;
+  }
+}
+
 template <class T, int DIM, int KB, int VB>
-__global__ void __launch_bounds__(kDecodeWarps * 32)
+__global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
     decode_mma_kernel(DecodeAttention a, int tiles_per_split) {
   using Stage = MmaStage<DIM, KB, VB>;
   constexpr int KT = DIM / 16;                     // k-tiles over channels (scores)
   constexpr int NT = DIM / 8;                      // n-tiles over channels (output)
-  constexpr int kMostGroups = Stage::kMostGroups;  // 32-channel blocks; value group of block j
-                                                   // is j * 32 / group_size
+  constexpr int kMostGroups = Stage::kMostGroups;  // 32-channel blocks of the output
   constexpr int kLaneKeyWords = DIM * KB / 32;     // a lane's key code words per tile
   constexpr int kKeyPer = 16 / KB, kValuePer = 16 / VB;  // code pairs per word half
   constexpr int kValueChunkBits = DIM * VB / 8;    // one lane's codes of one token
@@ -68,12 +195,17 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   const int rep = a.q_heads / a.kv_heads;
   const int length = a.length[b], kq = a.key_quantized[b], vq = a.value_quantized[b];
-  const int tiles = (length + kTile - 1) / kTile;
+  // Tiles packed on both sides go through the MMAs; [packed_end, length) is the tail.
+  const int packed_end = min(kq, vq / kTile * kTile);
   const int tile_begin = split * tiles_per_split;
-  const int tile_end = min(tiles, tile_begin + tiles_per_split);
+  const int tile_end = min(packed_end / kTile, tile_begin + tiles_per_split);
+  // group_size: a power of two from 32 to DIM (decode_supported), so shifts replace divisions.
+  const int group = a.group_size, group_log2 = __ffs(group) - 1, v_groups = DIM >> group_log2;
+  const int block_group_shift = group_log2 - 5;  // 32-channel block j is in value group j >> this
 
   extern __shared__ __align__(16) unsigned char dynamic_smem[];  // per warp: kStages stages
-  __shared__ float max_s[kDecodeWarps][8], sum_s[kDecodeWarps][8];
+  // Merge state of the 4 warps and (slot 4) the tail.
+  __shared__ float max_s[kDecodeWarps + 1][8], sum_s[kDecodeWarps + 1][8];
   // The group's query heads as rows 0..7 (zero past rep), exactly as stored: the softmax scale
   // (in base 2) multiplies the float scores instead, so no extra rounding enters the operands.
   __shared__ __align__(16) T q_s[8][DIM];
@@ -92,16 +224,24 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   }
   const float score_scale = a.scale * 1.4426950408889634f;  // softmax scale * log2(e)
 
-  const int group = a.group_size, v_groups = DIM / group;
   const int v_words = DIM * VB / 32;
-  const T* key_scale = static_cast<const T*>(a.key_scale) + b * a.key_scale_stride[0] + h * a.key_scale_stride[1];
-  const T* key_min = static_cast<const T*>(a.key_min) + b * a.key_scale_stride[0] + h * a.key_scale_stride[1];
-  const uint32_t* key_codes = reinterpret_cast<const uint32_t*>(a.key_codes) + b * a.key_codes_stride[0] + h * a.key_codes_stride[1];
-  const T* key_res = static_cast<const T*>(a.key_residual) + b * a.key_residual_stride[0] + h * a.key_residual_stride[1];
-  const uint32_t* value_codes = reinterpret_cast<const uint32_t*>(a.value_codes) + b * a.value_codes_stride[0] + h * a.value_codes_stride[1];
-  const T* value_scale = static_cast<const T*>(a.value_scale) + b * a.value_scale_stride[0] + h * a.value_scale_stride[1];
-  const T* value_min = static_cast<const T*>(a.value_min) + b * a.value_scale_stride[0] + h * a.value_scale_stride[1];
-  const T* value_res = static_cast<const T*>(a.value_residual) + b * a.value_residual_stride[0] + h * a.value_residual_stride[1];
+  RowView<T> row;
+  row.key_scale = static_cast<const T*>(a.key_scale) + b * a.key_scale_stride[0] + h * a.key_scale_stride[1];
+  row.key_min = static_cast<const T*>(a.key_min) + b * a.key_scale_stride[0] + h * a.key_scale_stride[1];
+  row.key_codes = reinterpret_cast<const uint32_t*>(a.key_codes) + b * a.key_codes_stride[0] + h * a.key_codes_stride[1];
+  row.key_res = static_cast<const T*>(a.key_residual) + b * a.key_residual_stride[0] + h * a.key_residual_stride[1];
+  row.value_codes = reinterpret_cast<const uint32_t*>(a.value_codes) + b * a.value_codes_stride[0] + h * a.value_codes_stride[1];
+  row.value_scale = static_cast<const T*>(a.value_scale) + b * a.value_scale_stride[0] + h * a.value_scale_stride[1];
+  row.value_min = static_cast<const T*>(a.value_min) + b * a.value_scale_stride[0] + h * a.value_scale_stride[1];
+  row.value_res = static_cast<const T*>(a.value_residual) + b * a.value_residual_stride[0] + h * a.value_residual_stride[1];
+  row.length = length;
+  row.kq = kq;
+  row.vq = vq;
+  row.group = group;
+  row.group_log2 = group_log2;
+  row.k_bits = a.k_bits;
+  row.v_bits = a.v_bits;
+  row.value_slots = a.value_slots;
 
   // Starts copying the packed data of this warp's k-th tile into stage k % kStages (one commit
   // group per call, empty past the range, so the wait counts stay uniform).
@@ -109,22 +249,21 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   auto issue = [&](int k) {
     const int tile = tile_begin + warp + k * kDecodeWarps;
     unsigned char* dst = stages + (k % Stage::kStages) * Stage::kBytes;
-    const int p0 = tile * kTile;
-    if (tile < tile_end && p0 < kq) {
-      const int gi = p0 / group, tile_in_group = (p0 % group) / kTile;
-      const uint32_t* src = key_codes + int64_t{gi} * DIM * group * KB / 32 + tile_in_group * DIM * KB;
+    if (tile < tile_end) {
+      const int p0 = tile * kTile, gi = p0 >> group_log2, tile_in_group = (p0 & (group - 1)) / kTile;
+      const uint32_t* src = row.key_codes + (int64_t{gi} << group_log2) * (DIM * KB / 32) + tile_in_group * DIM * KB;
+#pragma unroll
       for (int i = lane; i < DIM * KB / 4; i += 32) copy_async16(dst + Stage::kKeyCodes + 16 * i, src + 4 * i);
-      for (int i = lane; i < DIM / 8; i += 32) {
-        copy_async16(dst + Stage::kKeyScale + 16 * i, key_scale + int64_t{gi} * DIM + 8 * i);
-        copy_async16(dst + Stage::kKeyMin + 16 * i, key_min + int64_t{gi} * DIM + 8 * i);
+      if (lane < DIM / 8) {
+        copy_async16(dst + Stage::kKeyScale + 16 * lane, row.key_scale + int64_t{gi} * DIM + 8 * lane);
+        copy_async16(dst + Stage::kKeyMin + 16 * lane, row.key_min + int64_t{gi} * DIM + 8 * lane);
       }
-    }
-    if (tile < tile_end && p0 + kTile <= vq) {
-      const uint32_t* src = value_codes + int64_t{p0} * v_words;
-      for (int i = lane; i < DIM * VB / 4; i += 32) copy_async16(dst + Stage::kValueCodes + 16 * i, src + 4 * i);
-      for (int i = lane; i < 4 * v_groups; i += 32) {  // 32 tokens x v_groups x 2 bytes
-        copy_async16(dst + Stage::kValueScale + 16 * i, value_scale + int64_t{p0} * v_groups + 8 * i);
-        copy_async16(dst + Stage::kValueMin + 16 * i, value_min + int64_t{p0} * v_groups + 8 * i);
+      const uint32_t* values = row.value_codes + int64_t{p0} * v_words;
+#pragma unroll
+      for (int i = lane; i < DIM * VB / 4; i += 32) copy_async16(dst + Stage::kValueCodes + 16 * i, values + 4 * i);
+      if (lane < 4 * v_groups) {  // 32 tokens x v_groups x 2 bytes
+        copy_async16(dst + Stage::kValueScale + 16 * lane, row.value_scale + int64_t{p0} * v_groups + 8 * lane);
+        copy_async16(dst + Stage::kValueMin + 16 * lane, row.value_min + int64_t{p0} * v_groups + 8 * lane);
       }
     }
     copy_async_commit();
@@ -144,11 +283,10 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
     copy_async_wait<Stage::kStages - 1>();
     __syncwarp();
     const unsigned char* stage = stages + (k % Stage::kStages) * Stage::kBytes;
-    const int p0 = tile * kTile;
 
     // ---- scores: s[nt] = row g, tokens p0 + 8 nt + 2c + {0, 1}
-    float s[4][2] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}};
-    if (p0 < kq) {
+    float s[4][2];
+    {
       const uint32_t* scale2 = reinterpret_cast<const uint32_t*>(stage + Stage::kKeyScale);  // channel pairs
       const uint32_t* min2 = reinterpret_cast<const uint32_t*>(stage + Stage::kKeyMin);
       const uint4* words = reinterpret_cast<const uint4*>(stage + Stage::kKeyCodes) + lane * (kLaneKeyWords / 4);
@@ -167,7 +305,6 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
           for (int kk = 0; kk < 4 / kWordsPerKt; ++kk) {
             const int kt = chunk * (4 / kWordsPerKt) + kk, pair0 = 8 * kt + c;
             const uint32_t s01 = scale2[pair0], s89 = scale2[pair0 + 4];
-            const uint32_t m01 = min2[pair0], m89 = min2[pair0 + 4];
             uint32_t a0, a2;
             if (!safe) {
               a0 = mul_pair<T>(q_frag[kt][0], s01);
@@ -178,7 +315,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
               a0 = pack_pair<T>(q01.x * x01.x / unscale, q01.y * x01.y / unscale);
               a2 = pack_pair<T>(q89.x * x89.x / unscale, q89.y * x89.y / unscale);
             }
-            mma_rows8<T>(bias, q_frag[kt][0], q_frag[kt][1], g == 0 ? m01 : 0u, g == 0 ? m89 : 0u);
+            mma_rows8<T>(bias, q_frag[kt][0], q_frag[kt][1], g == 0 ? min2[pair0] : 0u,
+                         g == 0 ? min2[pair0 + 4] : 0u);
             uint32_t pairs[8];  // (hi, nt) at 4 hi + nt
 #pragma unroll
             for (int j = 0; j < kWordsPerKt; ++j) unpack_halves<T, KB>(w[kk * kWordsPerKt + j], pairs + j * kKeyPer);
@@ -197,57 +335,34 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
         for (int nt = 0; nt < 4; ++nt) bad = bad || !isfinite(acc[nt][0]) || !isfinite(acc[nt][1]);
         if (__any_sync(0xffffffffu, bad)) {
           float largest = 0.0f;
-          const uint32_t* scale_pairs = reinterpret_cast<const uint32_t*>(stage + Stage::kKeyScale);
 #pragma unroll
           for (int kt = 0; kt < KT; ++kt) {
             const float2 q01 = pair_to_float2(q_frag[kt][0], T{}), q89 = pair_to_float2(q_frag[kt][1], T{});
-            const float2 x01 = pair_to_float2(scale_pairs[8 * kt + c], T{});
-            const float2 x89 = pair_to_float2(scale_pairs[8 * kt + c + 4], T{});
+            const float2 x01 = pair_to_float2(scale2[8 * kt + c], T{});
+            const float2 x89 = pair_to_float2(scale2[8 * kt + c + 4], T{});
             largest = fmaxf(largest, fmaxf(fmaxf(fabsf(q01.x * x01.x), fabsf(q01.y * x01.y)),
                                            fmaxf(fabsf(q89.x * x89.x), fabsf(q89.y * x89.y))));
           }
-#pragma unroll
-          for (int offset = 16; offset > 0; offset >>= 1)
-            largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, offset));
+          largest = warp_max(largest);
           unscale = largest > 16384.0f ? exp2f(ceilf(log2f(largest / 16384.0f))) : 1.0f;
           packed_scores(true, unscale, acc, bias);
         }
       }
-      // Row g's bias sits in column 0: lane (g, 0).
+      // Row g's bias sits in column 0: lane (g, 0). Every token of the tile is valid.
       const float row_bias = __shfl_sync(0xffffffffu, bias[0], lane & ~3);
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt) {
-        s[nt][0] = acc[nt][0] * unscale + row_bias;
-        s[nt][1] = acc[nt][1] * unscale + row_bias;
-      }
-    } else {
-      // Residual keys: slot p - kq; B column g is token p0 + 8 nt + g.
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-        const int p = p0 + 8 * nt + g;
-        const T* key = key_res + int64_t{p - kq} * DIM;
-#pragma unroll 4
-        for (int kt = 0; kt < KT; ++kt) {
-          const int d0 = 16 * kt + 2 * c;
-          const uint32_t b0 = p < length ? load_pair(key + d0) : 0u;
-          const uint32_t b1 = p < length ? load_pair(key + d0 + 8) : 0u;
-          mma_rows8<T>(s[nt], q_frag[kt][0], q_frag[kt][1], b0, b1);
-        }
+        s[nt][0] = (acc[nt][0] * unscale + row_bias) * score_scale;
+        s[nt][1] = (acc[nt][1] * unscale + row_bias) * score_scale;
       }
     }
 
     // ---- online softmax of row g over the tile
-    float tile_max = -INFINITY;
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        s[nt][j] = p0 + 8 * nt + 2 * c + j < length ? s[nt][j] * score_scale : -INFINITY;
-        tile_max = fmaxf(tile_max, s[nt][j]);
-      }
+    float tile_max = fmaxf(fmaxf(fmaxf(s[0][0], s[0][1]), fmaxf(s[1][0], s[1][1])),
+                           fmaxf(fmaxf(s[2][0], s[2][1]), fmaxf(s[3][0], s[3][1])));
     tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
     tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-    const float m_new = fmaxf(m, tile_max);  // finite: token p0 is valid
+    const float m_new = fmaxf(m, tile_max);
     const float correction = exp2f(m - m_new);
     m = m_new;
     float p[4][2];
@@ -269,7 +384,6 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
 
     // ---- output: k-tile kt of the tile is tokens 16 kt + [0, 16); this lane's k rows are
     // tokens 16 kt + 2c + {0, 1} (fragment regs 0) and + {8, 9} (regs 1).
-    const bool packed = p0 + kTile <= vq;  // every value of the tile is packed (in the stage)
     const T* stage_scale = reinterpret_cast<const T*>(stage + Stage::kValueScale);
     const T* stage_min = reinterpret_cast<const T*>(stage + Stage::kValueMin);
     const uint32_t* stage_codes = reinterpret_cast<const uint32_t*>(stage + Stage::kValueCodes);
@@ -283,101 +397,67 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
       const uint32_t pa0 = pack_pair<T>(p[2 * kt][0], p[2 * kt][1]);
       const uint32_t pa2 = pack_pair<T>(p[2 * kt + 1][0], p[2 * kt + 1][1]);
       uint32_t a_scaled[kMostGroups][2];  // A = P * scale of 32-channel block j's group
-      if (packed) {
 #pragma unroll
-        for (int j = 0; j < kMostGroups; ++j) {
-          const int gr = j * 32 / group;
-          a_scaled[j][0] = mul_pair<T>(pa0, pair_of(stage_scale + t[0] * v_groups + gr, stage_scale + t[1] * v_groups + gr));
-          a_scaled[j][1] = mul_pair<T>(pa2, pair_of(stage_scale + t[2] * v_groups + gr, stage_scale + t[3] * v_groups + gr));
-        }
-        // The min term: B column g holds the minima of group g (zero past the groups).
-        const bool has_group = g < v_groups;
-        mma_rows8<T>(o_min, pa0, pa2,
-                     has_group ? pair_of(stage_min + t[0] * v_groups + g, stage_min + t[1] * v_groups + g) : 0u,
-                     has_group ? pair_of(stage_min + t[2] * v_groups + g, stage_min + t[3] * v_groups + g) : 0u);
-        // B fragments of channels 8 nt + g for tokens (t0, t1) and (t2, t3), a 16-bit portion
-        // of this lane's run of codes at a time.
-        if constexpr (kValueChunkBits >= 32) {
-          constexpr int kWords = kValueChunkBits / 32;
-          uint32_t w[4][kWords];
+      for (int j = 0; j < kMostGroups; ++j) {
+        const int gr = j >> block_group_shift;
+        a_scaled[j][0] = mul_pair<T>(pa0, pair_of(stage_scale + t[0] * v_groups + gr, stage_scale + t[1] * v_groups + gr));
+        a_scaled[j][1] = mul_pair<T>(pa2, pair_of(stage_scale + t[2] * v_groups + gr, stage_scale + t[3] * v_groups + gr));
+      }
+      // The min term: B column g holds the minima of group g (zero past the groups).
+      const bool has_group = g < v_groups;
+      mma_rows8<T>(o_min, pa0, pa2,
+                   has_group ? pair_of(stage_min + t[0] * v_groups + g, stage_min + t[1] * v_groups + g) : 0u,
+                   has_group ? pair_of(stage_min + t[2] * v_groups + g, stage_min + t[3] * v_groups + g) : 0u);
+      // B fragments of channels 8 nt + g for tokens (t0, t1) and (t2, t3), a 16-bit portion
+      // of this lane's run of codes at a time.
+      if constexpr (kValueChunkBits >= 32) {
+        constexpr int kWords = kValueChunkBits / 32;
+        uint32_t w[4][kWords];
 #pragma unroll
-          for (int i = 0; i < 4; ++i) shared_words<kWords>(stage_codes + t[i] * v_words + g * kWords, w[i]);
+        for (int i = 0; i < 4; ++i) shared_words<kWords>(stage_codes + t[i] * v_words + g * kWords, w[i]);
 #pragma unroll
-          for (int q = 0; q < 2 * kWords; ++q) {
-            uint32_t lo[kValuePer], hi[kValuePer];
-            unpack_halves<T, VB>(join_halves(w[0][q / 2], w[1][q / 2], q % 2), lo);
-            unpack_halves<T, VB>(join_halves(w[2][q / 2], w[3][q / 2], q % 2), hi);
-#pragma unroll
-            for (int i = 0; i < kValuePer; ++i) {
-              const int nt = q * kValuePer + i;
-              mma_rows8<T>(o[nt], a_scaled[nt / 4][0], a_scaled[nt / 4][1], lo[i], hi[i]);
-            }
-          }
-        } else {  // head_dim 64 at 2 bits: the run is one half of word g / 2
-          const bool high = g % 2;
+        for (int q = 0; q < 2 * kWords; ++q) {
           uint32_t lo[kValuePer], hi[kValuePer];
-          unpack_halves<T, VB>(join_halves(stage_codes[t[0] * v_words + g / 2], stage_codes[t[1] * v_words + g / 2], high), lo);
-          unpack_halves<T, VB>(join_halves(stage_codes[t[2] * v_words + g / 2], stage_codes[t[3] * v_words + g / 2], high), hi);
+          unpack_halves<T, VB>(join_halves(w[0][q / 2], w[1][q / 2], q % 2), lo);
+          unpack_halves<T, VB>(join_halves(w[2][q / 2], w[3][q / 2], q % 2), hi);
 #pragma unroll
-          for (int nt = 0; nt < NT; ++nt)
-            mma_rows8<T>(o[nt], a_scaled[nt / 4][0], a_scaled[nt / 4][1], lo[nt], hi[nt]);
-        }
-      } else {
-        // General path, straight from global memory: per token the factor on P (its scale, 1
-        // for a residual token, 0 past the end), its minima, and its values one by one.
-        float pk[4] = {p[2 * kt][0], p[2 * kt][1], p[2 * kt + 1][0], p[2 * kt + 1][1]};
-        float factor[4][kMostGroups], own_min[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int pos = p0 + t[i];
-          const bool valid = pos < length, quantized = pos < vq;
-#pragma unroll
-          for (int j = 0; j < kMostGroups; ++j)
-            factor[i][j] = !valid ? 0.0f : quantized ? to_float(value_scale[int64_t{pos} * v_groups + j * 32 / group]) : 1.0f;
-          own_min[i] = valid && quantized && g < v_groups ? to_float(value_min[int64_t{pos} * v_groups + g]) : 0.0f;
-        }
-#pragma unroll
-        for (int j = 0; j < kMostGroups; ++j) {
-          a_scaled[j][0] = pack_pair<T>(pk[0] * factor[0][j], pk[1] * factor[1][j]);
-          a_scaled[j][1] = pack_pair<T>(pk[2] * factor[2][j], pk[3] * factor[3][j]);
-        }
-        mma_rows8<T>(o_min, pack_pair<T>(pk[0], pk[1]), pack_pair<T>(pk[2], pk[3]),
-                     pack_pair<T>(own_min[0], own_min[1]), pack_pair<T>(own_min[2], own_min[3]));
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-          const int d = 8 * nt + g;
-          float v[4];
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            const int pos = p0 + t[i];
-            v[i] = 0.0f;
-            if (pos < length && pos < vq) {
-              int word, bit;
-              value_tile_slot(d, DIM, VB, word, bit);
-              v[i] = static_cast<float>((__ldg(value_codes + int64_t{pos} * v_words + word) >> bit) & ((1u << VB) - 1u));
-            } else if (pos < length) {
-              v[i] = to_float(value_res[int64_t{pos % a.value_slots} * DIM + d]);
-            }
+          for (int i = 0; i < kValuePer; ++i) {
+            const int nt = q * kValuePer + i;
+            mma_rows8<T>(o[nt], a_scaled[nt / 4][0], a_scaled[nt / 4][1], lo[i], hi[i]);
           }
-          mma_rows8<T>(o[nt], a_scaled[nt / 4][0], a_scaled[nt / 4][1], pack_pair<T>(v[0], v[1]),
-                       pack_pair<T>(v[2], v[3]));
         }
+      } else {  // head_dim 64 at 2 bits: the run is one half of word g / 2
+        const bool high = g % 2;
+        uint32_t lo[kValuePer], hi[kValuePer];
+        unpack_halves<T, VB>(join_halves(stage_codes[t[0] * v_words + g / 2], stage_codes[t[1] * v_words + g / 2], high), lo);
+        unpack_halves<T, VB>(join_halves(stage_codes[t[2] * v_words + g / 2], stage_codes[t[3] * v_words + g / 2], high), hi);
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+          mma_rows8<T>(o[nt], a_scaled[nt / 4][0], a_scaled[nt / 4][1], lo[nt], hi[nt]);
       }
     }
     __syncwarp();  // the stage is refilled kStages - 1 tiles later
   }
   copy_async_wait<0>();
+  __syncthreads();  // every warp is done with its stages: the shared memory is free
+
+  // ---- the tail, by the whole block of the row's last split (merge slot kDecodeWarps)
+  float* acc_all = reinterpret_cast<float*>(dynamic_smem);  // [kDecodeWarps + 1][8][DIM]
+  const bool has_tail = split == a.splits - 1 && packed_end < length;
+  if (has_tail) {
+    decode_tail<T, DIM>(row, rep, score_scale, q_s, packed_end, length,
+                        acc_all + (kDecodeWarps + 1) * 8 * DIM, max_s[kDecodeWarps],
+                        sum_s[kDecodeWarps], acc_all + kDecodeWarps * 8 * DIM);
+  }
 
   // ---- merge: row g's sum over its quad; the min term moved to its channels; warps combined
-  // (their accumulators go where the stages were).
   l += __shfl_xor_sync(0xffffffffu, l, 1);
   l += __shfl_xor_sync(0xffffffffu, l, 2);
-  __syncthreads();
-  float* acc_s = reinterpret_cast<float*>(dynamic_smem) + warp * 8 * DIM;
+  float* acc_s = acc_all + warp * 8 * DIM;
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
-    // o_min holds groups 2c, 2c + 1 of row g; channel 8 nt + 2c is in group 8 nt / group.
-    const int gr = 8 * nt / group;
+    // o_min holds groups 2c, 2c + 1 of row g; channel 8 nt + 2c is in group (8 nt) >> log2.
+    const int gr = (8 * nt) >> group_log2;
     const int source = (lane & ~3) | (gr >> 1);
     const float from0 = __shfl_sync(0xffffffffu, o_min[0], source);
     const float from1 = __shfl_sync(0xffffffffu, o_min[1], source);
@@ -391,20 +471,18 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   }
   __syncthreads();
 
-  const float* all_acc = reinterpret_cast<const float*>(dynamic_smem);
+  const int states = has_tail ? kDecodeWarps + 1 : kDecodeWarps;
   DecodeWorkspace ws(a.workspace, a.rows, a.q_heads, DIM, a.splits);
   for (int i = threadIdx.x; i < rep * DIM; i += blockDim.x) {
     const int r = i / DIM, d = i % DIM;
     float m_all = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < kDecodeWarps; ++w) m_all = fmaxf(m_all, max_s[w][r]);
+    for (int w = 0; w < states; ++w) m_all = fmaxf(m_all, max_s[w][r]);
     float total = 0.0f, out = 0.0f;
     if (m_all != -INFINITY) {
-#pragma unroll
-      for (int w = 0; w < kDecodeWarps; ++w) {
+      for (int w = 0; w < states; ++w) {
         const float weight = exp2f(max_s[w][r] - m_all);
         total += sum_s[w][r] * weight;
-        out += all_acc[(w * 8 + r) * DIM + d] * weight;
+        out += acc_all[(w * 8 + r) * DIM + d] * weight;
       }
     }
     const int64_t slot = (int64_t{b} * a.q_heads + h * rep + r) * a.splits + split;
@@ -435,7 +513,8 @@ int decode_mma_occupancy() {
 template <class T, int DIM, int KB, int VB>
 void launch_decode_mma(const DecodeAttention& a, int tiles_per_split, cudaStream_t stream) {
   constexpr int kBytes = MmaStage<DIM, KB, VB>::kBlockBytes;
-  static_assert(kBytes >= kDecodeWarps * 8 * DIM * 4, "the stages hold the warps' accumulators");
+  static_assert(kBytes >= ((kDecodeWarps + 1) * 8 * DIM + 8 * kDecodeWarps * 32) * 4,
+                "the stages hold the merge's accumulators and the tail's scores");
   (void)decode_mma_occupancy<T, DIM, KB, VB>();  // sets the shared-memory attribute once
   const dim3 grid(a.splits, a.kv_heads, a.rows);
   decode_mma_kernel<T, DIM, KB, VB><<<grid, kDecodeWarps * 32, kBytes, stream>>>(a, tiles_per_split);
