@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <utility>
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
@@ -133,7 +134,15 @@ void BatchScheduler::admit(std::vector<Row>& rows) {
     row.stops.emplace(row.job->stop_strings);
     row.history = row.job->prompt;
   }
+  publish_locked(rows);
+}
+
+void BatchScheduler::publish_locked(const std::vector<Row>& rows) {
+  stats_.active = std::count_if(rows.begin(), rows.end(), [](const Row& r) { return r.busy(); });
   stats_.queued = static_cast<int64_t>(queue_.size());
+  const MemoryStats m = cache_->memory();
+  stats_.cache_tokens = m.tokens;
+  stats_.cache_bytes = m.total();
 }
 
 void BatchScheduler::run() {
@@ -156,16 +165,19 @@ void BatchScheduler::run() {
       step(rows);
     } catch (const std::exception& e) {
       // A failed forward pass (out of memory, a bug) fails the batch it ran, not the server.
+      // The rows are freed and published before the errors go out (see finish() in step()).
+      std::vector<Row> failed;
       for (Row& row : rows)
-        if (row.busy()) row.push(error_event(std::string("generation failed: ") + e.what(), 500));
-      for (Row& row : rows) row = Row{};
+        if (row.busy()) failed.push_back(std::exchange(row, Row{}));
       cache_->reset();
+      {
+        std::lock_guard lock(mutex_);
+        publish_locked(rows);
+      }
+      for (const Row& row : failed) row.push(error_event(std::string("generation failed: ") + e.what(), 500));
     }
     std::lock_guard lock(mutex_);
-    stats_.active = std::count_if(rows.begin(), rows.end(), [](const Row& r) { return r.busy(); });
-    const MemoryStats m = cache_->memory();
-    stats_.cache_tokens = m.tokens;
-    stats_.cache_bytes = m.total();
+    publish_locked(rows);
   }
   // Shutting down: whatever is still running or queued gets an answer.
   std::lock_guard lock(mutex_);
@@ -238,20 +250,26 @@ void BatchScheduler::step(std::vector<Row>& rows) {
     const int64_t b = sample_rows[r];
     Row& row = rows[b];
     const JobSpec& job = *row.job;
+    // The row is freed and /health's counts updated before kDone goes out: a client that has
+    // its whole response must find the server idle (active 0) when it asks next.
     auto finish = [&](const std::string& reason, bool flush) {
       if (flush && row.stream) {
         const std::string rest = row.stops->finish(row.stream->flush());
         if (!rest.empty()) row.push(event_of(JobEvent::Kind::kToken, [&](JobEvent& e) { e.text = rest; }));
       }
-      row.push(event_of(JobEvent::Kind::kDone, [&](JobEvent& e) {
+      JobEvent done = event_of(JobEvent::Kind::kDone, [&](JobEvent& e) {
         e.finish_reason = reason;
         e.prompt_tokens = static_cast<int64_t>(job.prompt.size());
         e.completion_tokens = row.generated;
-      }));
-      row = Row{};
+      });
+      const Row finished = std::exchange(row, Row{});
       cache_->truncate(0, b);
-      std::lock_guard lock(mutex_);
-      ++stats_.completed;
+      {
+        std::lock_guard lock(mutex_);
+        ++stats_.completed;
+        publish_locked(rows);
+      }
+      finished.push(std::move(done));
     };
     if (row.generated >= job.max_new_tokens) {  // max_tokens 0: the prompt was only scored
       finish("length", true);

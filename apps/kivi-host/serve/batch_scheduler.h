@@ -113,6 +113,8 @@ class BatchScheduler {
   void run();
   void step(std::vector<Row>& rows);
   void admit(std::vector<Row>& rows);
+  // Copies the rows' and the queue's state into stats_ (mutex_ held).
+  void publish_locked(const std::vector<Row>& rows);
 
   CausalLM& model_;
   std::unique_ptr<KVCache> cache_;
@@ -124,7 +126,8 @@ class BatchScheduler {
   std::condition_variable wake_;
   std::deque<JobSpec> queue_;
   bool stopping_ = false;
-  SchedulerStats stats_;  // guarded by mutex_ (the worker publishes after each step)
+  SchedulerStats stats_;  // guarded by mutex_; the worker publishes after each step, and when a
+                          // row is freed before its last event goes out
   std::thread worker_;
 };
 
