@@ -23,7 +23,7 @@ int run_plugins_mode(HostContext& context) {
         << std::setw(version_w + 2) << p.version << p.file << "\n";
   out << plugins.size() << " plugins loaded";
   if (!context.registry.refused().empty())
-    out << ", " << context.registry.refused().size() << " libraries refused (see warnings)";
+    out << ", " << context.registry.refused().size() << " refused (libraries, or duplicate names; see warnings)";
   out << "\n";
   return 0;
 }

@@ -14,7 +14,7 @@ void load_plugins(HostContext& context) {
       context.err << "warning: default plugin folder " << dir.string() << " does not exist\n";
   }
   for (const auto& refused : context.registry.refused())
-    context.err << "warning: plugin " << refused.file << " refused: " << refused.reason << "\n";
+    context.err << "warning: plugin library " << refused.file << ": " << refused.reason << "\n";
 }
 
 std::shared_ptr<KVCacheFactory> make_cache_factory(const HostContext& context) {

@@ -4,6 +4,7 @@
 #include <array>
 #include <cstring>
 #include <deque>
+#include <fstream>
 #include <mutex>
 #include <sstream>
 
@@ -24,6 +25,18 @@ std::deque<boost::dll::shared_library>& loaded_libraries() {
 std::mutex& load_mutex() {
   static std::mutex m;
   return m;
+}
+
+// dlopen of a file that is not ELF fails with errno-style messages ("Bad file descriptor") that
+// do not say what is wrong; the first bytes do.
+std::string not_elf_reason(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return "cannot be read";
+  char magic[4] = {};
+  in.read(magic, sizeof magic);
+  if (in.gcount() == 4 && std::memcmp(magic, "\x7f" "ELF", 4) == 0) return "";
+  return "not a shared library: the file does not start with the ELF magic bytes (is it text, or a "
+         "linker script?)";
 }
 
 bool looks_like_shared_library(const fs::path& file) {
@@ -62,6 +75,7 @@ bool Registry::refuse(const std::string& file, const std::string& reason) {
 
 bool Registry::load_file(const fs::path& file) {
   std::lock_guard<std::mutex> lock(load_mutex());
+  if (const std::string reason = not_elf_reason(file); !reason.empty()) return refuse(file.string(), reason);
   boost::dll::shared_library library;
   boost::dll::fs::error_code ec;
   // rtld_local: plugins do not see each other's symbols; they share the core through libkivi_core.
@@ -90,8 +104,11 @@ bool Registry::add_static(const kivi_plugin_v1* d, const std::string& origin) {
   if (theirs != build_fingerprint())
     return refuse(origin, "build fingerprint differs; rebuild the plugin against this kivi.\n"
                           "    plugin: " + theirs + "\n    kivi:   " + build_fingerprint());
-  // Check every factory before registering any, so a library is taken whole or not at all.
+  // Check every factory before registering any, so a broken library is taken not at all. A
+  // factory whose (kind, name) is already registered is skipped alone: the library's others
+  // still register, and the refusal names the file whose factory stays in use.
   std::vector<Entry> pending;
+  std::vector<std::string> duplicates;
   for (uint32_t i = 0; i < d->factory_count; ++i) {
     const kivi_factory_v1& f = d->factories[i];
     const std::string label = std::string(f.kind ? f.kind : "?") + "/" + (f.name ? f.name : "?");
@@ -100,11 +117,14 @@ bool Registry::add_static(const kivi_plugin_v1* d, const std::string& origin) {
     if (!is_known_kind(f.kind))
       return refuse(origin, "factory " + label + " has unknown kind; expected kv_cache, attention or model_family");
     const auto key = std::make_pair(std::string(f.kind), std::string(f.name));
-    if (auto it = entries_.find(key); it != entries_.end())
-      return refuse(origin, "duplicate plugin " + label + ": already provided by " + it->second.info.file);
     for (const Entry& p : pending)
       if (p.info.kind == key.first && p.info.name == key.second)
         return refuse(origin, "duplicate plugin " + label + " within the library");
+    if (auto it = entries_.find(key); it != entries_.end()) {
+      duplicates.push_back("duplicate plugin " + label + " skipped: " + it->second.info.file +
+                           " provides it and was loaded first; that one is used");
+      continue;
+    }
     pending.push_back({PluginInfo{f.kind, f.name, f.summary ? f.summary : "", d->library ? d->library : "?",
                                   d->version ? d->version : "?", origin},
                        &f});
@@ -113,7 +133,8 @@ bool Registry::add_static(const kivi_plugin_v1* d, const std::string& origin) {
     auto key = std::make_pair(e.info.kind, e.info.name);
     entries_.emplace(std::move(key), std::move(e));
   }
-  return true;
+  for (const std::string& reason : duplicates) refuse(origin, reason);
+  return !pending.empty() || duplicates.empty();
 }
 
 std::vector<PluginInfo> Registry::list() const {

@@ -1,7 +1,8 @@
 // The plugin registry: finds plugin libraries at run time (Boost.DLL), checks their handshake
 // and keeps their factories by (kind, name). Libraries stay loaded for the life of the process
 // (objects they made may outlive the registry). A library that fails any check is refused
-// with a message saying why, and the others still load.
+// with a message saying why, and the others still load. A factory whose (kind, name) is
+// already registered is refused alone (the first one loaded stays in use), not its library.
 #pragma once
 
 #include <filesystem>
@@ -43,7 +44,8 @@ class Registry {
   // Loads every shared library in `dir` (not recursive), in name order. Refusals are recorded
   // (refused()) and do not stop the others. A missing folder is an error.
   void load_dir(const std::filesystem::path& dir);
-  // Loads one library; returns false and records the reason if refused.
+  // Loads one library; returns false and records the reason if refused (true if at least one
+  // of its factories registered; skipped duplicates are recorded in refused() either way).
   bool load_file(const std::filesystem::path& file);
   // Registers a descriptor linked into this program (tests); same checks as a library.
   bool add_static(const kivi_plugin_v1* descriptor, const std::string& origin = "<static>");

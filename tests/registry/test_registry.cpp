@@ -66,12 +66,15 @@ TEST_CASE("bad libraries are refused with a reason and the rest still load", "[r
 
   CHECK_THAT(refusal_for(registry, "kivi-test-no_entry"),
              Catch::Contains("does not export 'kivi_plugin_entry'"));
+  // A text file named .so: said so, not dlopen's "Bad file descriptor".
   CHECK_THAT(refusal_for(registry, "libkivi-not-a-library.so"),
-             Catch::Contains("not a loadable shared library"));
+             Catch::Contains("not a shared library") && Catch::Contains("ELF"));
 
+  // Only the clashing factory of the drop-in is refused, naming the file that stays in use.
   const std::string duplicate = refusal_for(registry, "kivi-test-duplicate");
-  CHECK_THAT(duplicate, Catch::Contains("duplicate plugin kv_cache/fp16") &&
-                            Catch::Contains("libkivi-fp-cache.so"));
+  CHECK_THAT(duplicate, Catch::Contains("duplicate plugin kv_cache/fp16 skipped") &&
+                            Catch::Contains("libkivi-fp-cache.so") && Catch::Contains("that one is used"));
+  CHECK(registry.contains("kv_cache", "fp16-dropin"));
 
   // Everything good still works, including the library whose create() throws.
   CHECK(registry.contains("kv_cache", "throwing"));
@@ -79,6 +82,23 @@ TEST_CASE("bad libraries are refused with a reason and the rest still load", "[r
   use_fp16_cache(registry);
   CHECK_THROWS_WITH(registry.create<kivi::KVCacheFactory>("throwing"),
                     Catch::Contains("this plugin always fails to create"));
+}
+
+TEST_CASE("a drop-in folder loaded first keeps its duplicate, and the built-in library loses only that name",
+          "[registry]") {
+  kivi::Registry registry;
+  registry.load_dir(kBad);   // as kivi-host loads [plugins] dirs before the default folder
+  registry.load_dir(kGood);
+  const auto list = registry.list();
+  const auto fp16 = std::find_if(list.begin(), list.end(), [](auto& p) { return p.name == "fp16"; });
+  REQUIRE(fp16 != list.end());
+  CHECK(fp16->library == "kivi-test-duplicate");
+  // The built-in library's other caches are still there, and they work.
+  for (const char* name : {"bf16", "fp32", "fp16-dropin"}) CHECK(registry.contains("kv_cache", name));
+  CHECK_NOTHROW(registry.create<kivi::KVCacheFactory>("fp32"));
+  CHECK_THAT(refusal_for(registry, "libkivi-fp-cache.so"),
+             Catch::Contains("duplicate plugin kv_cache/fp16 skipped") && Catch::Contains("kivi-test-duplicate") &&
+                 Catch::Contains("that one is used"));
 }
 
 TEST_CASE("plugin option errors come back as text naming the key", "[registry]") {
