@@ -158,10 +158,11 @@ int run_bench_mode(HostContext& context) {
   const BenchChoice& b = cfg.bench;
   ModelSession session = open_model_session(context, cfg.cache, cfg.attention);
   const at::Device device = session.model().options().device;
-  const int64_t context_limit = session.config.max_position_embeddings;
+  const int64_t context_limit = position_limit(session.config);  // 0: dynamic NTK rope, no limit
   check(context_limit <= 0 || b.prompt_tokens + b.decode_tokens <= context_limit,
         cfg.file.string() + ": [bench] prompt_tokens + decode_tokens = " + std::to_string(b.prompt_tokens + b.decode_tokens) +
-            " exceeds the model's max_position_embeddings (" + std::to_string(context_limit) + ")");
+            " exceeds the model's max_position_embeddings (" + std::to_string(context_limit) +
+            "; only a dynamic NTK rope may go past it)");
   context.out << describe(session) << (cfg.model.cuda_graphs && device.is_cuda() ? ", CUDA graphs" : "") << "\n";
   Bench bench(b, session);
   nlohmann::json doc = {{"mode", "bench"},

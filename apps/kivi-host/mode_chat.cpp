@@ -27,7 +27,8 @@ int run_chat_mode(HostContext& context) {
   const text::Tokenizer& tokenizer = *session.tokenizer;
   const text::ChatTemplate chat(tokenizer.chat_template());
   const nlohmann::json variables = {{"bos_token", tokenizer.bos_token()}, {"eos_token", tokenizer.eos_token()}};
-  const generate::GenerateOptions options = generate_options(cfg, session);
+  generate::GenerateOptions options = generate_options(cfg, session);
+  options.context = effective_context(context, session, cfg.generate.context, "[generate] context");
   CausalLM& model = session.model();
   const int64_t context_limit = generate::context_length(model, options);
   auto cache = session.cache_factory->create(model.cache_geometry(1));

@@ -112,6 +112,8 @@ int run_compare_mode(HostContext& context) {
     }
     if (!prompts.empty()) {
       generate::GenerateOptions options = generate_options(cfg, session);
+      // Warned about once; later variants get the same cut from generate::context_length.
+      if (v == 0) options.context = effective_context(context, session, cfg.generate.context, "[generate] context");
       options.sampling = {};  // greedy: agreement between variants is about the cache, not the dice
       options.num_beams = 1;
       options.stop_strings.clear();

@@ -50,7 +50,8 @@ void print_generation(std::ostream& out, size_t row, size_t prompt_tokens, const
 int run_generate_mode(HostContext& context) {
   const HostConfig& cfg = context.config;
   ModelSession session = open_model_session(context, cfg.cache, cfg.attention);
-  const generate::GenerateOptions options = generate_options(cfg, session);
+  generate::GenerateOptions options = generate_options(cfg, session);
+  options.context = effective_context(context, session, cfg.generate.context, "[generate] context");
   const auto prompts = read_prompts(cfg, session);
   const auto text = text_streams(session);
   auto& out = context.out;

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "kivi/attention/attention.h"
+#include "kivi/cache/cache_usage.h"
 #include "kivi/cache/kv_cache.h"
 #include "kivi/model/gguf_weights.h"
 #include "kivi/text/stream_decoder.h"
@@ -70,6 +71,19 @@ ModelSession open_model_session(const HostContext& context, const PluginChoice& 
   session.config = load_checkpoint_config(cfg.model.path);
   options.device = pick_device(cfg.model.device);
   options.dtype = pick_dtype(cfg.model.dtype, session.config, options.device);
+  // From config.json alone, before the weights load: a family plugin that builds it, then the
+  // cache's options against its shapes (e.g. a KIVI group_size that does not divide head_dim).
+  resolve_model_family(context.registry, session.config);
+  const CacheGeometry geometry{session.config.num_hidden_layers, session.config.num_key_value_heads,
+                               session.config.head_dim, 1, 0, options.dtype, options.device};
+  try {
+    session.cache_factory->spec(geometry);
+  } catch (const Error& e) {
+    throw Error(file + ": [" + table + "] backend \"" + cache.name + "\" cannot serve " + cfg.model.path.string() +
+                " (" + std::to_string(geometry.num_layers) + " layers, " + std::to_string(geometry.num_kv_heads) +
+                " kv heads, head_dim " + std::to_string(geometry.head_dim) + ", " + c10::toString(geometry.dtype) +
+                "): " + e.what());
+  }
   options.cuda_graphs = cfg.model.cuda_graphs;
   session.loaded = load_model(context.registry, cfg.model.path, options, cfg.model.weights,
                               static_cast<uint64_t>(cfg.model.seed));
@@ -89,13 +103,65 @@ std::string describe(const ModelSession& s) {
   return out.str();
 }
 
+namespace {
+
+// 1234567 -> "1.23 MB" (decimal units, as the README's figures).
+std::string megabytes(int64_t bytes) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(bytes < 10'000'000 ? 2 : 1) << static_cast<double>(bytes) / 1e6 << " MB";
+  return s.str();
+}
+
+std::string fixed2(double v) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(2) << v;
+  return s.str();
+}
+
+}  // namespace
+
 void print_cache_stats(std::ostream& out, const KVCache& cache) {
-  const MemoryStats m = cache.memory();
-  out << "cache: " << m.tokens << " tokens (" << m.quantized_tokens << " quantized, " << m.residual_tokens
-      << " residual); bytes: payload " << m.payload_bytes << ", scales+minima " << m.scale_bytes << ", residual "
-      << m.residual_bytes << ", workspace " << m.workspace_bytes << ", total " << m.total() << "; average "
-      << std::fixed << std::setprecision(2) << m.bits_per_element(cache.geometry()) << " bits per element\n"
-      << std::defaultfloat;
+  const CacheUsage u = cache_usage(cache);
+  const MemoryStats held = cache.memory();
+  const bool packed = u.key_quantized > 0 || u.value_quantized > 0 || held.scale_bytes > 0;
+  const std::string full = "float" + std::to_string(u.full_element_bits);
+  out << "cache: " << u.tokens << " tokens in " << u.sequences << (u.sequences == 1 ? " sequence\n" : " sequences\n");
+  if (u.tokens > 0) {
+    if (!packed) {
+      out << "  keys and values: all in full precision (" << full << ")\n";
+    } else {
+      out << "  keys:   " << u.key_quantized << " quantized to " << u.key_bits << " bits, "
+          << u.tokens - u.key_quantized << " in the full-precision residual (" << full << ")\n";
+      out << "  values: " << u.value_quantized << " quantized to " << u.value_bits << " bits, "
+          << u.tokens - u.value_quantized << " in the residual\n";
+    }
+    out << "  these tokens use " << megabytes(u.total()) << " (" << u.total() << " bytes) = " << fixed2(u.bits(u.total()))
+        << " bits per stored K/V element on average: codes " << fixed2(u.bits(u.code_bytes)) << " + scales and minima "
+        << fixed2(u.bits(u.scale_bytes)) << " + residual " << fixed2(u.bits(u.full_bytes)) << "\n";
+    const double ratio = static_cast<double>(u.fp16_bytes()) / static_cast<double>(u.total());
+    out << "  an fp16 cache of the same tokens: " << megabytes(u.fp16_bytes()) << " (16 bits per element); this cache "
+        << (ratio >= 1.0 ? "is " + fixed2(ratio) + "x smaller" : "is " + fixed2(1.0 / ratio) + "x larger") << "\n";
+  }
+  out << "  held (capacity preallocated or grown ahead of the tokens): " << megabytes(held.total());
+  if (packed)
+    out << " (codes " << megabytes(held.payload_bytes) << ", scales and minima " << megabytes(held.scale_bytes)
+        << ", residual windows " << megabytes(held.residual_bytes) << ", workspace " << megabytes(held.workspace_bytes)
+        << ")\n";
+  else
+    out << " (K/V " << megabytes(held.payload_bytes + held.residual_bytes) << ", workspace "
+        << megabytes(held.workspace_bytes) << ")\n";
+}
+
+int64_t effective_context(const HostContext& context, const ModelSession& session, int64_t requested,
+                          const std::string& key) {
+  const int64_t limit = position_limit(session.config);
+  if (requested <= 0) return session.config.max_position_embeddings;
+  if (limit <= 0 || requested <= limit) return requested;
+  context.err << "warning: " << context.config.file.string() << ": " << key << " = " << requested << " is more than "
+              << session.config.source << "'s max_position_embeddings = " << limit << "; using " << limit
+              << " (rope \"" << session.config.rope.type
+              << "\" was not trained past it; only dynamic NTK rope goes beyond)\n";
+  return limit;
 }
 
 generate::GenerateOptions generate_options(const HostConfig& config, const ModelSession& session) {

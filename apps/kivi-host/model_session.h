@@ -33,9 +33,17 @@ ModelSession open_model_session(const HostContext& context, const PluginChoice& 
 // "model: <path> (family llama, 6 layers, vocab 4096), float32 on cpu, attention kivi, cache kivi"
 std::string describe(const ModelSession& session);
 
-// The cache's get_cache_info-style statistics: tokens, quantized and residual tokens, bytes by
-// component and average bits per stored K/V element.
+// The cache's statistics for a reader new to KIVI: keys and values quantized vs in the
+// full-precision residual; what the stored tokens use (cache_usage.h) in bytes and in bits per
+// K/V element by component (codes, scales and minima, residual); that against an fp16 cache of
+// the same tokens; and, apart, what the cache holds (capacity preallocated or grown ahead).
 void print_cache_stats(std::ostream& out, const KVCache& cache);
+
+// A mode's context (`key`, e.g. "[generate] context"; 0 = the model's max_position_embeddings) as
+// the run gets it: past max_position_embeddings it is cut there, with a warning on err, unless
+// the model's rope is dynamic NTK (kivi::position_limit).
+int64_t effective_context(const HostContext& context, const ModelSession& session, int64_t requested,
+                          const std::string& key);
 
 // [generate] as generation options (eos ids from the model config and the tokenizer).
 generate::GenerateOptions generate_options(const HostConfig& config, const ModelSession& session);

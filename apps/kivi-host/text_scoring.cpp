@@ -1,5 +1,6 @@
 #include "text_scoring.h"
 
+#include <filesystem>
 #include <fstream>
 #include <ostream>
 #include <sstream>
@@ -12,7 +13,8 @@ TextPlan plan_text_windows(const HostConfig& cfg, const ModelSession& session) {
   check(!p.text.empty(), where + " text: needed (a text file to score)");
   check(session.tokenizer.has_value(), where + ": " + cfg.model.path.string() + " has no tokenizer.json");
   std::ifstream in(p.text, std::ios::binary);
-  check(in.good(), where + " text: cannot open " + p.text.string());
+  check(in.good(), where + " text: cannot open " + p.text.string() +
+                       (std::filesystem::exists(p.text) ? "" : " (no such file)"));
   std::ostringstream buffer;
   buffer << in.rdbuf();
   const std::vector<int32_t> ids32 = session.tokenizer->encode(buffer.str(), false);
@@ -23,10 +25,10 @@ TextPlan plan_text_windows(const HostConfig& cfg, const ModelSession& session) {
   std::optional<int64_t> bos = session.tokenizer->bos_id();
   if (!bos) bos = session.config.bos_token_id;
   check(bos.has_value(), where + ": the model has no bos token (config.json bos_token_id or the tokenizer's)");
-  const int64_t model_context = session.config.max_position_embeddings;
+  const int64_t model_context = position_limit(session.config);  // 0: dynamic NTK rope, no limit
   check(model_context <= 0 || p.context <= model_context,
         where + " context = " + std::to_string(p.context) + " exceeds the model's max_position_embeddings (" +
-            std::to_string(model_context) + ")");
+            std::to_string(model_context) + "; only a dynamic NTK rope may go past it)");
   TextPlan plan;
   plan.text_tokens = static_cast<int64_t>(ids.size());
   plan.context = p.context;

@@ -46,9 +46,7 @@ int run_serve_mode(HostContext& context) {
   const ServeChoice& s = cfg.serve;
   ModelSession session = open_model_session(context, cfg.cache, cfg.attention);
   CausalLM& model = session.model();
-  generate::GenerateOptions limits;
-  limits.context = s.context;
-  const int64_t ctx = generate::context_length(model, limits);
+  const int64_t ctx = effective_context(context, session, s.context, "[serve] context");
   check(ctx > 0, cfg.file.string() + ": [serve] context: the model declares no max_position_embeddings; set one");
 
   serve::BatchScheduler scheduler(model, session.cache_factory->create(model.cache_geometry(s.max_batch)),

@@ -35,9 +35,9 @@ void validate(const GenerateOptions& o, const std::string& where) {
 }
 
 int64_t context_length(const CausalLM& model, const GenerateOptions& options) {
-  const int64_t model_context = model.config().max_position_embeddings;
-  if (options.context > 0 && model_context > 0) return std::min(options.context, model_context);
-  return options.context > 0 ? options.context : model_context;
+  if (options.context <= 0) return model.config().max_position_embeddings;
+  const int64_t limit = position_limit(model.config());
+  return limit > 0 ? std::min(options.context, limit) : options.context;
 }
 
 namespace {

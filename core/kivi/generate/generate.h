@@ -64,7 +64,9 @@ std::vector<Generation> generate(CausalLM& model, KVCache& cache,
 // Checks options against the model (context, beams) before any work; `where` prefixes messages.
 void validate(const GenerateOptions& options, const std::string& where);
 
-// The context a run may fill: options.context, or the model's max_position_embeddings.
+// The context a run may fill: options.context, or the model's max_position_embeddings. A larger
+// options.context is cut to position_limit() (model_config.h): kept with dynamic NTK rope, cut
+// to max_position_embeddings otherwise (kivi-host warns when it cuts).
 int64_t context_length(const CausalLM& model, const GenerateOptions& options);
 
 }  // namespace kivi::generate

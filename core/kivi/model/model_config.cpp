@@ -151,6 +151,10 @@ RopeConfig read_rope(const json& root, const Fields& top, const std::string& sou
 
 }  // namespace
 
+int64_t position_limit(const ModelConfig& config) {
+  return config.rope.type == "dynamic" ? 0 : config.max_position_embeddings;
+}
+
 std::optional<at::ScalarType> parse_dtype_name(const std::string& name) {
   if (name == "float32" || name == "float" || name == "fp32") return at::kFloat;
   if (name == "float16" || name == "half" || name == "fp16") return at::kHalf;

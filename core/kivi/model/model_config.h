@@ -84,6 +84,11 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
 void apply_generation_config(ModelConfig& config, const std::string& json_text,
                              const std::string& source);
 
+// The most positions a sequence may use: max_position_embeddings, or 0 (no limit) for dynamic
+// NTK rope, which grows its base with the sequence precisely to go past it (transformers
+// allows it too). Other rope types were not trained past max_position_embeddings.
+int64_t position_limit(const ModelConfig& config);
+
 // "float32" | "float16" | "bfloat16" (also "fp32", "half", ...) to a dtype; nullopt otherwise.
 std::optional<at::ScalarType> parse_dtype_name(const std::string& name);
 
