@@ -62,8 +62,8 @@ GenerateChoice read_generate(ConfigTable& top, const fs::path& base) {
   const toml::table* raw = top.raw_table("generate");
   ConfigTable table = top.sub("generate");
   if (!raw) return generate;
+  table.mark_used("prompt_ids");  // known whether or not it is given (finish() lists known keys)
   if (const toml::node* ids = raw->get("prompt_ids")) {
-    table.mark_used("prompt_ids");
     auto bad = [&] {
       table.fail("prompt_ids", "expected a list of token ids or a list of such lists, found " +
                                    describe_toml(*ids));
@@ -123,6 +123,8 @@ CompareChoice read_compare(ConfigTable& top, const PluginChoice& cache, const Pl
     const toml::table* v = (*list)[i].as_table();
     if (!v) table.fail("variants", "expected tables, got " + describe_toml((*list)[i]));
     ConfigTable vt(*v, top.source(), "compare.variants[" + std::to_string(i) + "]");
+    vt.mark_used("cache");  // known whether or not they are given (finish() lists known keys)
+    vt.mark_used("attention");
     CompareVariant variant;
     variant.name = vt.require_string("name");
     for (const auto& other : choice.variants)
@@ -176,8 +178,10 @@ TokenizeChoice read_tokenize(ConfigTable& top, const fs::path& base) {
   choice.add_special_tokens = table.get_bool("add_special_tokens", choice.add_special_tokens);
   choice.skip_special_tokens = table.get_bool("skip_special_tokens", choice.skip_special_tokens);
   choice.add_generation_prompt = table.get_bool("add_generation_prompt", choice.add_generation_prompt);
+  if (const std::string file = table.get_string("chat_template", ""); !file.empty())
+    choice.chat_template = relative_to(base, file);
+  table.mark_used("messages");  // known whether or not it is given (finish() lists known keys)
   if (raw->contains("messages")) {
-    table.mark_used("messages");
     const toml::array* list = raw->get_as<toml::array>("messages");
     if (!list) table.fail("messages", "expected an array of tables: [[tokenize.messages]] role = ..., content = ...");
     for (const toml::node& item : *list) {
@@ -242,8 +246,8 @@ HostConfig parse_host_config(const toml::table& root, const std::string& source)
   plan.head_dim = memory.get_int_in("head_dim", plan.head_dim, 1, 4096);
   plan.dtype = memory.get_choice("dtype", plan.dtype, {"float16", "bfloat16", "float32"});
   plan.live_check = memory.get_bool("live_check", plan.live_check);
+  memory.mark_used("lengths");  // known whether or not it is given (finish() lists known keys)
   if (const toml::table* raw = top.raw_table("memory"); raw && raw->contains("lengths")) {
-    memory.mark_used("lengths");
     const toml::array* list = raw->get_as<toml::array>("lengths");
     if (!list) memory.fail("lengths", "expected an array of token counts, e.g. [4096, 32768]");
     plan.lengths.clear();

@@ -21,6 +21,10 @@ struct PluginChoice {
   std::string options_toml;
   std::map<std::string, std::string> positions;  // option key -> "line:column" in run.toml
   bool explicit_choice = false;  // the table was in run.toml (else the default applies)
+  // The same choice: where it came from (explicit_choice) is not part of it.
+  bool operator==(const PluginChoice& o) const {
+    return name == o.name && options_toml == o.options_toml && positions == o.positions;
+  }
 };
 
 // [memory]: the model geometry and sequence lengths the `memory` mode tabulates.
@@ -31,6 +35,7 @@ struct MemoryPlan {
   std::string dtype = "float16";  // the model's K/V dtype
   std::vector<int64_t> lengths = {4096, 32768};
   bool live_check = true;  // also build each cache (max_batch 1, CPU) and compare its bytes
+  bool operator==(const MemoryPlan&) const = default;
 };
 
 // [model]: a Hugging Face checkpoint folder, built by the model_family plugin that declares
@@ -43,6 +48,7 @@ struct ModelChoice {
   std::string weights = "safetensors";  // safetensors | dummy (random, from config.json alone)
   int64_t seed = 0;                   // dummy weights
   bool cuda_graphs = true;            // decode steps on CUDA replay captured graphs
+  bool operator==(const ModelChoice&) const = default;
 };
 
 // [generate]: prompts as text (tokenized with the model folder's tokenizer) or token ids, the
@@ -65,6 +71,7 @@ struct GenerateChoice {
   int64_t context = 0;      // 0 = the model's max_position_embeddings
   bool stream = false;      // print tokens as they come (one prompt at a time)
   bool cache_stats = false; // print the cache's memory statistics after the run
+  bool operator==(const GenerateChoice&) const = default;
 };
 
 // [perplexity]: sliding-window perplexity of a text file.
@@ -77,6 +84,7 @@ struct PerplexityChoice {
   int64_t chunk = 256;         // tokens per forward pass; later passes read the cache (0 = whole window)
   bool progress = true;        // progress bar on stderr
   bool cache_stats = false;
+  bool operator==(const PerplexityChoice&) const = default;
 };
 
 // [tokenize]: encode/decode text and render a chat prompt with a checkpoint's tokenizer.
@@ -87,6 +95,8 @@ struct TokenizeChoice {
   bool skip_special_tokens = false;
   std::vector<std::pair<std::string, std::string>> messages;  // (role, content), for the chat template
   bool add_generation_prompt = true;
+  std::filesystem::path chat_template;  // a Jinja file instead of the tokenizer's (relative to run.toml)
+  bool operator==(const TokenizeChoice&) const = default;
 };
 
 // [[compare.variants]]: a named cache and attention choice; compare runs each on the same
@@ -95,10 +105,12 @@ struct CompareVariant {
   std::string name;
   PluginChoice cache;
   PluginChoice attention;
+  bool operator==(const CompareVariant&) const = default;
 };
 
 struct CompareChoice {
   std::vector<CompareVariant> variants;
+  bool operator==(const CompareChoice&) const = default;
 };
 
 // [bench]: prefill and decode throughput on random tokens.
@@ -111,6 +123,7 @@ struct BenchChoice {
   int64_t seed = 0;
   std::string fill = "prefill";  // prefill (random prompts) | random (K/V straight into the cache)
   bool find_max_batch = false;   // search the largest batch up to `batch` instead of timing
+  bool operator==(const BenchChoice&) const = default;
 };
 
 // [serve]: the OpenAI-compatible HTTP server (docs/server.md).
@@ -130,6 +143,7 @@ struct ServeChoice {
   int64_t max_connections = 256;
   int64_t read_timeout_ms = 30000;
   std::filesystem::path chat_template;  // a Jinja file (relative to run.toml); "" = the tokenizer's
+  bool operator==(const ServeChoice&) const = default;
 };
 
 struct HostConfig {
@@ -150,6 +164,7 @@ struct HostConfig {
   CompareChoice compare;                           // [compare]
   BenchChoice bench;                               // [bench]
   ServeChoice serve;                               // [serve]
+  bool operator==(const HostConfig&) const = default;
 };
 
 // The modes kivi-host knows, in the order --help lists them.

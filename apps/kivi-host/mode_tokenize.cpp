@@ -1,7 +1,10 @@
 // `kivi-host tokenize`: encodes [tokenize] text with a checkpoint's tokenizer, decodes it back
 // (also token by token through the streaming decoder) and renders [[tokenize.messages]] with
-// the tokenizer's chat template.
+// the tokenizer's chat template, or the Jinja file [tokenize] chat_template names.
+#include <filesystem>
+#include <fstream>
 #include <ostream>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -16,6 +19,8 @@ int run_tokenize_mode(HostContext& context) {
   const TokenizeChoice& choice = context.config.tokenize;
   check(!choice.tokenizer.empty(), context.config.file.string() +
                                        ": mode tokenize needs a [tokenize] table with `tokenizer` (a folder or tokenizer.json)");
+  const std::string where = context.config.file.string() + ": [tokenize] ";
+  check(std::filesystem::exists(choice.tokenizer), where + "tokenizer: " + choice.tokenizer.string() + " does not exist");
   const text::Tokenizer tokenizer = load_tokenizer(choice.tokenizer);
   auto& out = context.out;
   out << "tokenizer: " << choice.tokenizer.string() << " (vocabulary " << tokenizer.vocab_size() << ")\n";
@@ -35,10 +40,17 @@ int run_tokenize_mode(HostContext& context) {
   out << "streamed decode " << (streamed == decoded ? "equals" : "DIFFERS FROM") << " the full decode\n";
 
   if (!choice.messages.empty()) {
-    check(!tokenizer.chat_template().empty(),
-          choice.tokenizer.string() + ": the tokenizer has no chat template (tokenizer_config.json "
-                                      "chat_template or chat_template.jinja)");
-    const text::ChatTemplate chat(tokenizer.chat_template());
+    std::string source = tokenizer.chat_template();
+    if (!choice.chat_template.empty()) {
+      std::ifstream in(choice.chat_template);
+      check(in.good(), where + "chat_template: cannot open " + choice.chat_template.string());
+      std::ostringstream text;
+      text << in.rdbuf();
+      source = text.str();
+    }
+    check(!source.empty(), choice.tokenizer.string() + ": the tokenizer has no chat template (tokenizer_config.json "
+                                                       "chat_template or chat_template.jinja); give [tokenize] chat_template");
+    const text::ChatTemplate chat(source);
     nlohmann::json messages = nlohmann::json::array();
     for (const auto& [role, content] : choice.messages) messages.push_back({{"role", role}, {"content", content}});
     const nlohmann::json variables = {{"bos_token", tokenizer.bos_token()}, {"eos_token", tokenizer.eos_token()}};

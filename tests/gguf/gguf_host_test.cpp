@@ -11,6 +11,7 @@
 
 #include "gguf_test_support.h"
 #include "test_paths.h"
+#include "test_skip.h"
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
@@ -69,7 +70,7 @@ TEST_CASE("kivi-host: a .gguf that is not a model is a clear error", "[gguf]") {
 
 TEST_CASE("kivi-host chat with SmolLM2-135M-Instruct (GGUF) through its chat template", "[gguf]") {
   if (!kivi::test::smollm2_available()) {
-    WARN("skipped: " << kivi::test::smollm2_path() << " is absent (tools/fetch-smollm2.sh fetches it)");
+    kivi::test::skip_test(kivi::test::smollm2_path().string() + " is absent (tools/fetch-smollm2.sh fetches it)");
     return;
   }
   for (const std::string cache : {"fp16", "kivi"}) {

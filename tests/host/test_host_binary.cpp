@@ -6,8 +6,10 @@
 #include <fstream>
 #include <regex>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "test_paths.h"
+#include "test_skip.h"
 
 namespace {
 
@@ -36,6 +38,58 @@ std::string write_config(const std::string& name, const std::string& text) {
 }  // namespace
 
 using Catch::Contains;
+
+TEST_CASE("every config in configs/ is valid", "[host]") {
+  int checked = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(kivi::test::source_dir() / "configs")) {
+    if (entry.path().extension() != ".toml") continue;
+    const Run run = run_host("check --config " + entry.path().string());
+    INFO(entry.path().string() << "\n" << run.output);
+    CHECK(run.exit_code == 0);
+    CHECK_THAT(run.output, Contains(": valid"));
+    ++checked;
+  }
+  CHECK(checked >= 10);
+}
+
+TEST_CASE("a config that needs the shared data folder names what is missing", "[host]") {
+  // configs/tokenize-llama3.1.toml copied where nothing is beside it, as in a user's clone.
+  const auto dir = std::filesystem::temp_directory_path() / ("kivi-clone-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir / "repo" / "configs");
+  std::filesystem::copy_file(kivi::test::source_dir() / "configs" / "tokenize-llama3.1.toml",
+                             dir / "repo" / "configs" / "tokenize-llama3.1.toml",
+                             std::filesystem::copy_options::overwrite_existing);
+  const Run run = run_host("--config " + (dir / "repo" / "configs" / "tokenize-llama3.1.toml").string());
+  std::filesystem::remove_all(dir);
+  CHECK(run.exit_code == 1);
+  CHECK_THAT(run.output, Contains("[tokenize] tokenizer: ") && Contains("/shared/data/tokenizers/llama3.1 does not exist"));
+}
+
+TEST_CASE("kivi-host memory prints the write-up's table beside the honest one, and what it leaves out", "[host]") {
+  // configs/memory.toml's geometry and lengths, without building the live caches.
+  const std::string table =
+      "mode = \"memory\"\n[memory]\nlengths = [256, 512, 1024, 2048, 4096, 8192, 32768]\nlive_check = false\n";
+  const Run kivi2 = run_host("--config " + write_config("memory-kivi2", table));
+  INFO(kivi2.output);
+  REQUIRE(kivi2.exit_code == 0);
+  // The write-up's accounting (codes + 128 fp16 residual tokens, no scales) as it prints it,
+  // then the honest bytes; KIVI-2 at 4096 tokens holds 115,933,184 bytes (docs/kivi-cache.md).
+  const std::vector<std::pair<std::string, std::string>> writeup = {
+      {"256", "9.00   1.78x"}, {"512", "5.50   2.91x"}, {"1024", "3.75   4.27x"}, {"2048", "2.88   5.57x"},
+      {"4096", "2.44   6.56x"}, {"8192", "2.22   7.21x"}, {"32768", "2.05   7.79x"}};
+  for (const auto& [tokens, figures] : writeup)
+    CHECK(std::regex_search(kivi2.output, std::regex("\n +" + tokens + " \\| +" + figures)));
+  CHECK_THAT(kivi2.output, Contains("115933184") && Contains("3.46 =  1.97 +  0.98 +  0.50   4.63x"));
+  CHECK_THAT(kivi2.output, Contains("What the write-up leaves out") &&
+                               Contains("a scale and a minimum (float16) for every group of 32 codes: 1.00 bits") &&
+                               Contains("128 key slots") && Contains("129 value slots") &&
+                               Contains("tend to 3.00 for long sequences, not 2"));
+  // A full-precision cache: the write-up's figure is 16 bits, and there is nothing left out.
+  const Run fp16 = run_host("--config " + write_config("memory-fp16", table + "[cache]\nbackend = \"fp16\"\n"));
+  CHECK(fp16.exit_code == 0);
+  CHECK(std::regex_search(fp16.output, std::regex(R"(\n +4096 \| +16\.00   1\.00x)")));
+  CHECK_THAT(fp16.output, !Contains("leaves out"));
+}
 
 TEST_CASE("kivi-host --help and --version", "[host]") {
   const Run help = run_host("--help");
@@ -81,17 +135,10 @@ TEST_CASE("kivi-host rejects bad command lines and missing files clearly", "[hos
   CHECK(run_host("--plugin-dir").exit_code == 1);
 }
 
-TEST_CASE("kivi-host tokenize encodes, decodes and renders a chat prompt", "[host]") {
-  const auto model = kivi::test::source_dir() / "models" / "kivi-llama-tiny";
-  const Run bundled = run_host("tokenize --config " + write_config("tok-bundled",
-      "[tokenize]\ntokenizer = \"" + model.string() + "\"\ntext = \"It is a truth universally acknowledged\"\n"));
-  CHECK(bundled.exit_code == 0);
-  CHECK_THAT(bundled.output, Contains("ids (") && Contains("decoded: \"<|bos|>It is a truth universally acknowledged\"") &&
-                                 Contains("streamed decode equals the full decode"));
-
+TEST_CASE("kivi-host tokenize with the Llama-3.1 tokenizer and its official chat template", "[host]") {
   const auto llama31 = kivi::test::shared_data_dir() / "tokenizers" / "llama3.1";
   if (!std::filesystem::exists(llama31 / "tokenizer.json")) {
-    WARN("skipped the chat part: " << llama31 << " is absent");
+    kivi::test::skip_without_shared_data(llama31.string());
     return;
   }
   const Run chat = run_host("tokenize --config " + write_config("tok-chat",
@@ -101,6 +148,27 @@ TEST_CASE("kivi-host tokenize encodes, decodes and renders a chat prompt", "[hos
   CHECK(chat.exit_code == 0);
   CHECK_THAT(chat.output, Contains("ids (5): 128000 9906 11 1917 0") && Contains("decoded: \"Hello, world!\""));
   CHECK_THAT(chat.output, Contains("<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>"));
+}
+
+TEST_CASE("kivi-host tokenize encodes, decodes and renders a chat prompt", "[host]") {
+  const auto model = kivi::test::source_dir() / "models" / "kivi-llama-tiny";
+  const Run bundled = run_host("tokenize --config " + write_config("tok-bundled",
+      "[tokenize]\ntokenizer = \"" + model.string() + "\"\ntext = \"It is a truth universally acknowledged\"\n"));
+  CHECK(bundled.exit_code == 0);
+  CHECK_THAT(bundled.output, Contains("ids (") && Contains("decoded: \"<|bos|>It is a truth universally acknowledged\"") &&
+                                 Contains("streamed decode equals the full decode"));
+
+  // The README's example: the bundled tokenizer with the chat template shipped in data/.
+  const Run shipped = run_host("tokenize --config " + (kivi::test::source_dir() / "configs" / "tokenize.toml").string());
+  CHECK(shipped.exit_code == 0);
+  CHECK_THAT(shipped.output, Contains("chat prompt (") &&
+                                 Contains("<|bos|>system: You are a concise assistant.<|eos|>\nuser: What does KIVI "
+                                          "store in full precision?<|eos|>\nassistant:"));
+  const Run no_template = run_host("tokenize --config " + write_config("tok-chat-missing",
+      "[tokenize]\ntokenizer = \"" + model.string() + "\"\nchat_template = \"no-such.jinja\"\n"
+      "[[tokenize.messages]]\nrole = \"user\"\ncontent = \"Hi\"\n"));
+  CHECK(no_template.exit_code == 1);
+  CHECK_THAT(no_template.output, Contains("[tokenize] chat_template: cannot open") && Contains("no-such.jinja"));
 
   const Run bad = run_host("tokenize --config " + write_config("tok-bad",
       "[tokenize]\ntokenizer = \"" + model.string() + "\"\n[[tokenize.messages]]\nrole = \"robot\"\ncontent = \"x\"\n"));

@@ -23,7 +23,9 @@ struct Run {
 };
 
 const fs::path kModel = fs::path(KIVI_SOURCE_DIR) / "models" / "kivi-llama-tiny";
-const fs::path kText = fs::path(KIVI_SHARED_DATA) / "corpora" / "austen_persuasion.txt";
+// Chapters 1-6 of Persuasion, shipped in data/ (its first tokens are the whole book's, so the
+// reference below, computed on the book, holds).
+const fs::path kText = kivi::test::data_dir() / "persuasion-ch1-6.txt";
 
 // Writes run.toml (the [model] table last) and runs kivi-host on it, `input` on stdin.
 Run run_host(const std::string& name, const std::string& toml, const std::string& input = "") {
@@ -72,7 +74,9 @@ TEST_CASE("generate: greedy text continuations agree between fp32 and kivi 16-bi
   }
   // The model card's greedy continuation of the first prompt.
   CHECK_THAT(fp32.output, Contains("text 0:  it is a\nfair to be a great deal"));
-  CHECK_THAT(kivi16.output, Contains(" quantized, ") && Contains("bits per element"));
+  // 16 bits: nothing quantized, every token in full precision, 32 bits per element on the CPU.
+  CHECK_THAT(kivi16.output, Contains("keys and values: all in full precision (float32)") &&
+                                Contains("= 32.00 bits per stored K/V element on average") && Contains("2.00x larger"));
 }
 
 TEST_CASE("generate: defaults (kivi 2/2), streaming, sampling and stop strings", "[host]") {
@@ -110,13 +114,43 @@ TEST_CASE("generate: invalid sampling values are clear errors", "[host]") {
   CHECK_THAT(c.output, Contains("longer than the context of 3"));
 }
 
+TEST_CASE("generate: a context past max_position_embeddings is cut there, and says so", "[host]") {
+  const Run r = run_host("gen-context", "mode = \"generate\"\n[generate]\nprompts = [\"Anne\"]\nmax_new_tokens = 2\n"
+                                        "context = 8192\n");
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  CHECK_THAT(r.output, Contains("[generate] context = 8192 is more than") &&
+                           Contains("max_position_embeddings = 4096; using 4096 (rope \"default\""));
+}
+
+TEST_CASE("a cache that cannot serve the model's shapes is an error before the weights load", "[host]") {
+  // A checkpoint folder with config.json only: loading weights would fail on the missing file,
+  // so an error about the cache shows that it came first.
+  const fs::path dir = fs::temp_directory_path() / ("kivi-no-weights-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  fs::copy_file(kModel / "config.json", dir / "config.json", fs::copy_options::overwrite_existing);
+  const fs::path config = dir / "run.toml";
+  std::ofstream(config) << "mode = \"generate\"\n[generate]\nprompts = [\"Anne\"]\n[cache]\nbackend = \"kivi\"\n"
+                           "group_size = 48\nresidual_length = 96\n[model]\npath = \"" << dir.string() << "\"\n";
+  FILE* pipe = ::popen(((kivi::test::build_dir() / "bin" / "kivi-host").string() + " --config " + config.string() +
+                        " 2>&1").c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  std::string output;
+  char buffer[4096];
+  while (size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) output.append(buffer, n);
+  const int status = ::pclose(pipe);
+  fs::remove_all(dir);
+  INFO(output);
+  CHECK(WEXITSTATUS(status) == 1);
+  CHECK_THAT(output, Contains("[cache] backend \"kivi\" cannot serve") && Contains("head_dim 64") &&
+                         Contains("group_size = 48 does not divide head_dim = 64"));
+  CHECK_THAT(output, !Contains("safetensors"));
+}
+
 TEST_CASE("perplexity matches eval_perplexity.py for stride = context - 1", "[host]") {
-  if (!fs::exists(kText)) {
-    WARN("skipped: no shared corpus at " + kText.string());
-    return;
-  }
   // Reference: python tools/train/eval_perplexity.py --model models/kivi-llama-tiny
   //   --text ../shared/data/corpora/austen_persuasion.txt --context 512 --max-windows 4
+  //   (the whole book; its first 2044 tokens are those of data/persuasion-ch1-6.txt)
   //   -> ppl 66.7325 (2044 tokens, 4 windows, float32, cpu)
   const Run r = run_host("ppl", "mode = \"perplexity\"\n[cache]\nbackend = \"fp32\"\n[perplexity]\ntext = \"" +
                                     kText.string() + "\"\ncontext = 512\nmax_windows = 4\nchunk = 0\n");
@@ -131,10 +165,6 @@ TEST_CASE("perplexity matches eval_perplexity.py for stride = context - 1", "[ho
 }
 
 TEST_CASE("compare prints one table with every variant against the first", "[host]") {
-  if (!fs::exists(kText)) {
-    WARN("skipped: no shared corpus at " + kText.string());
-    return;
-  }
   const fs::path json = fs::temp_directory_path() / ("kivi-compare-" + std::to_string(::getpid()) + ".json");
   const Run r = run_host(
       "compare", "mode = \"compare\"\n[perplexity]\ntext = \"" + kText.string() +
@@ -176,8 +206,11 @@ TEST_CASE("bench with a random fill times decode over a filled kivi cache and wr
   REQUIRE(r.status == 0);
   CHECK_THAT(r.output, !Contains("prefill:"));  // nothing was prefilled
   CHECK(std::regex_search(r.output, std::regex(R"(decode: [0-9.]+ tokens/s .*ms per step)")));
-  // 300 + 4 tokens per row: the 256 oldest quantized, the rest in the residual window.
-  CHECK_THAT(r.output, Contains("cache: 608 tokens (512 quantized, 96 residual)"));
+  // 300 + 4 tokens per row: keys 256 quantized (128 at a time), values all but the newest 128
+  // (plus the last step's token, whose flush waits for the next append).
+  CHECK_THAT(r.output, Contains("cache: 608 tokens in 2 sequences") &&
+                           Contains("keys:   512 quantized to 2 bits, 96 in the full-precision residual (float32)") &&
+                           Contains("values: 350 quantized to 2 bits, 258 in the residual"));
   std::ifstream in(json);
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   CHECK_THAT(text, Contains("\"fill\": \"random\"") && Contains("\"context\": 300") &&
@@ -208,21 +241,20 @@ TEST_CASE("chat without a chat template is a clear error", "[host]") {
 }
 
 TEST_CASE("chat: a templated conversation streams replies, /stats, /reset and /quit", "[host]") {
-  // A fixture folder: the Llama 3.1 tokenizer with its chat template and a tiny dummy-weight model.
-  const fs::path tokenizer = fs::path(KIVI_SHARED_DATA) / "tokenizers" / "llama3.1";
-  if (!fs::exists(tokenizer / "tokenizer.json")) {
-    WARN("skipped: no tokenizer at " + tokenizer.string());
-    return;
-  }
+  // A fixture folder: the bundled tokenizer with the chat template shipped in data/ and a tiny
+  // dummy-weight model.
+  const fs::path tokenizer = kivi::test::source_dir() / "models" / "tokenizer";
   const fs::path dir = fs::temp_directory_path() / ("kivi-chat-model-" + std::to_string(::getpid()));
   fs::create_directories(dir);
-  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "chat_template.jinja"})
-    if (fs::exists(tokenizer / f)) fs::copy_file(tokenizer / f, dir / f, fs::copy_options::overwrite_existing);
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+    fs::copy_file(tokenizer / f, dir / f, fs::copy_options::overwrite_existing);
+  fs::copy_file(kivi::test::data_dir() / "chat-template.jinja", dir / "chat_template.jinja",
+                fs::copy_options::overwrite_existing);
   std::ofstream(dir / "config.json")
-      << R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 128256,)"
+      << R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 4096,)"
       << R"( "hidden_size": 64, "intermediate_size": 48, "num_hidden_layers": 1, "num_attention_heads": 2,)"
       << R"( "num_key_value_heads": 1, "head_dim": 32, "max_position_embeddings": 2048, "rope_theta": 500000.0,)"
-      << R"( "rms_norm_eps": 1e-5, "tie_word_embeddings": true, "bos_token_id": 128000, "eos_token_id": 128009})";
+      << R"( "rms_norm_eps": 1e-5, "tie_word_embeddings": true, "bos_token_id": 0, "eos_token_id": 1})";
   const fs::path config = dir / "chat.toml";
   std::ofstream(config) << "mode = \"chat\"\n[model]\npath = \"" << dir.string()
                         << "\"\nweights = \"dummy\"\ndevice = \"cpu\"\n[generate]\nmax_new_tokens = 4\n"

@@ -13,6 +13,7 @@
 
 #include "kivi/text/tokenizer.h"
 #include "test_paths.h"
+#include "test_skip.h"
 
 namespace kivi::test {
 
@@ -33,18 +34,14 @@ inline std::string case_text(const nlohmann::json& c) {
   return bytes;
 }
 
-// The shared tokenizer `name` (llama2, llama3, llama3.1, qwen2.5), loaded once; null (with a
-// warning) when the shared data is absent, as on the GPU machine.
+// The shared tokenizer `name` (llama2, llama3, llama3.1, qwen2.5), loaded once; null when the
+// shared data is absent (a clone without ../shared, or the GPU machine, which carries only some
+// tokenizers: tools/gpu/gather-deps.sh), and the running test case is marked skipped.
 inline const kivi::text::Tokenizer* shared_tokenizer(const std::string& name) {
   static std::map<std::string, std::unique_ptr<kivi::text::Tokenizer>> loaded;
-  if (!shared_data_available()) {
-    WARN("skipped: the shared data folder " << shared_data_dir() << " is absent");
-    return nullptr;
-  }
   const auto dir = shared_data_dir() / "tokenizers" / name;
   if (!std::filesystem::exists(dir / "tokenizer.json")) {
-    // The GPU machine carries only some tokenizers (tools/gpu/gather-deps.sh).
-    WARN("skipped: " << (dir / "tokenizer.json") << " is absent");
+    skip_without_shared_data("the " + name + " tokenizer " + (dir / "tokenizer.json").string());
     return nullptr;
   }
   auto& slot = loaded[name];
