@@ -29,7 +29,7 @@ echo "build: OK in $(( $(date +%s) - start )) s"
 if [ "${KIVI_TEST_FILTER:-}" != "skip" ]; then
   "$build/bin/test_kivi_kernels" ${KIVI_TEST_FILTER:-} > "$logs/kernels$tag.txt" 2>&1
   echo "test_kivi_kernels rc=$?"
-  grep -E "fused decode|FAILED|failed|passed|with expansion|REQUIRE|CHECK" "$logs/kernels$tag.txt" | head -60
+  grep -E -A3 "fused decode|FAILED|failed|passed|with expansion|REQUIRE|CHECK" "$logs/kernels$tag.txt" | grep -v "^flush" | head -80
 fi
 if [ "${KIVI_BENCH_ARGS:-}" != "skip" ]; then
   "$build/bin/kivi_attention_bench" ${KIVI_BENCH_ARGS:---batches 1,8,16,32 --contexts 1024,4096,8192,32768 --extra 1x131072} \
@@ -42,7 +42,7 @@ if [ -n "${KIVI_NCU_CASES:-}" ] && command -v ncu > /dev/null; then
   for case in $KIVI_NCU_CASES; do
     ncu --clock-control none -k regex:"decode_mma_kernel|combine_splits" -c 2 --section SpeedOfLight \
         --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats \
-        --section MemoryWorkloadAnalysis \
+        --section MemoryWorkloadAnalysis --section InstructionStats ${KIVI_NCU_SECTIONS:-} \
         "$build/bin/kivi_attention_bench" --batches "${case%x*}" --contexts "${case#*x}" --bits 2 --reps 1 \
         > "$logs/ncu$tag-$case.txt" 2>&1
     echo "== ncu $case rc=$?"

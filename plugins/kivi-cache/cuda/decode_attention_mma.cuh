@@ -501,6 +501,9 @@ int decode_mma_occupancy() {
   static const int blocks = [] {
     cudaFuncSetAttribute(decode_mma_kernel<T, DIM, KB, VB>,
                          cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
+    // All of the unified L1 as shared memory: the kernel reads through its stages, not L1.
+    cudaFuncSetAttribute(decode_mma_kernel<T, DIM, KB, VB>,
+                         cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
     int n = 0;
     if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_mma_kernel<T, DIM, KB, VB>,
                                                       kDecodeWarps * 32, kBytes) != cudaSuccess)
