@@ -5,12 +5,15 @@
 #   - build/ (or $KIVI_BUILD_DIR): CMake + Ninja, RelWithDebInfo.
 # Idempotent: each step is skipped when already done. Environment:
 #   KIVI_BUILD_DIR=build-asan KIVI_SANITIZE=1 tools/setup.sh   # ASan + UBSan build
+#   KIVI_BUILD_TARGETS="kivi-runtime" tools/setup.sh           # build only these targets
+#     (kivi-runtime: kivi-host and the plugins, what tools/demo.sh runs; default: everything)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 build_dir=${KIVI_BUILD_DIR:-build}
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step says how long set-up has run so far (the first run takes minutes).
+step() { printf '\n==> [%d:%02d] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 
 # --- Debian packages -------------------------------------------------------------------
 packages=(cmake ninja-build g++ python3-venv libtomlplusplus-dev catch2 libboost1.81-dev
@@ -34,7 +37,10 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   step "installing Python packages into .venv (torch 2.11.0 is large: a few minutes)"
   python3 -m venv .venv
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -r requirements.txt
+  # Not quiet: pip's lines (collecting, downloading, installing) are the progress.
+  # (pipefail: a failing pip fails the pipeline, and set -e stops here.)
+  .venv/bin/pip install --progress-bar off -r requirements.txt 2>&1 |
+    { grep --line-buffered -E '^(Collecting|Downloading|Installing|Successfully|ERROR)' || true; }
   echo "$want" > "$stamp"
 fi
 
@@ -47,5 +53,8 @@ if [ ! -f "$build_dir/build.ninja" ] || [ "${KIVI_SANITIZE:-0}" = "1" ]; then
   cmake -S . -B "$build_dir" "${cmake_args[@]}" > "$build_dir/configure.log" 2>&1 ||
     { cat "$build_dir/configure.log"; exit 1; }
 fi
-step "building $build_dir ($(nproc) jobs)"
-cmake --build "$build_dir" -j "$(nproc)"
+targets=()
+for t in ${KIVI_BUILD_TARGETS:-}; do targets+=(--target "$t"); done
+step "building $build_dir: ${KIVI_BUILD_TARGETS:-everything} ($(nproc) jobs; [done/total] steps below)"
+cmake --build "$build_dir" -j "$(nproc)" "${targets[@]}"
+step "built"
