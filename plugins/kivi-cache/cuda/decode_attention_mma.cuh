@@ -70,40 +70,18 @@ struct RowView {
   int length, kq, vq, group, group_log2, k_bits, v_bits, value_slots;
 };
 
-// Key channel d of position p, as float: packed (tile order) below kq, residual above.
-template <class T, int DIM>
-__device__ __forceinline__ float tail_key(const RowView<T>& r, int p, int d) {
-  if (p >= r.kq) return to_float(r.key_res[int64_t{p - r.kq} * DIM + d]);
-  const int gi = p >> r.group_log2;
-  int word, bit;
-  key_tile_slot(d, p & (r.group - 1), DIM, r.k_bits, word, bit);
-  const uint32_t code = (__ldg(r.key_codes + int64_t{gi} * DIM * (r.group * r.k_bits / 32) + word) >> bit) &
-                        ((1u << r.k_bits) - 1u);
-  return fmaf(static_cast<float>(code), to_float(r.key_scale[int64_t{gi} * DIM + d]),
-              to_float(r.key_min[int64_t{gi} * DIM + d]));
-}
-// Value channel d of position p: packed below vq, the residual ring above.
-template <class T, int DIM>
-__device__ __forceinline__ float tail_value(const RowView<T>& r, int p, int d) {
-  if (p >= r.vq) return to_float(r.value_res[int64_t{p % r.value_slots} * DIM + d]);
-  int word, bit;
-  value_tile_slot(d, DIM, r.v_bits, word, bit);
-  const uint32_t code = (__ldg(r.value_codes + int64_t{p} * (DIM * r.v_bits / 32) + word) >> bit) &
-                        ((1u << r.v_bits) - 1u);
-  const int64_t at = int64_t{p} * (DIM >> r.group_log2) + (d >> r.group_log2);
-  return fmaf(static_cast<float>(code), to_float(r.value_scale[at]), to_float(r.value_min[at]));
-}
-
 // Attention of the block's query heads (q_s rows 0..rep-1) over positions [begin, end) on CUDA
-// cores, 128 positions at a time with an online softmax; every load is independent of the
-// others, so a chunk costs about one memory round trip. Leaves the (max, sum) per row in
-// max_out/sum_out and the unnormalized output [8][DIM] in acc_out (rows past rep: -inf, 0).
+// cores, 128 positions at a time with an online softmax. Loads come in unrolled batches with no
+// branch between them (residual and packed positions are separate loops), so a chunk costs a
+// few memory round trips rather than one per channel or position. Leaves the (max, sum) per row
+// in max_out/sum_out and the unnormalized output [8][DIM] in acc_out (rows past rep: -inf, 0).
 template <class T, int DIM>
 __device__ void decode_tail(const RowView<T>& row, int rep, float score_scale, const T (*q_s)[DIM],
                             int begin, int end, float* scores_s /* [8][128] */, float* max_out,
                             float* sum_out, float* acc_out) {
   constexpr int kChunk = kDecodeWarps * 32;
   constexpr int kRowsPerThread = 8 * DIM / kChunk;  // (row, channel) pairs a thread accumulates
+  constexpr int kBatch = 16;                        // channels or positions per load batch
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   __shared__ float chunk_max[8], chunk_scale[8], warp_part[kDecodeWarps][8];
   float acc[kRowsPerThread];
@@ -117,11 +95,39 @@ __device__ void decode_tail(const RowView<T>& row, int rep, float score_scale, c
 #pragma unroll
     for (int r = 0; r < 8; ++r) s[r] = 0.0f;
     if (p < end) {
-#pragma unroll 8
-      for (int d = 0; d < DIM; ++d) {
-        const float k = tail_key<T, DIM>(row, p, d);
+      for (int d0 = 0; d0 < DIM; d0 += kBatch) {
+        float k[kBatch];
+        if (p >= row.kq) {  // residual: 16-byte loads
+          const uint4* src = reinterpret_cast<const uint4*>(row.key_res + int64_t{p - row.kq} * DIM + d0);
 #pragma unroll
-        for (int r = 0; r < 8; ++r) s[r] = fmaf(to_float(q_s[r][d]), k, s[r]);
+          for (int v = 0; v < kBatch * 2 / 16; ++v) {
+            const uint4 raw = __ldg(src + v);
+            const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+            for (int j = 0; j < 8; ++j) k[8 * v + j] = to_float(e[j]);
+          }
+        } else {  // packed: every code, scale and min of the batch loaded before any use
+          const int gi = p >> row.group_log2, t = p & (row.group - 1);
+          const uint32_t* block = row.key_codes + int64_t{gi} * DIM * (row.group * row.k_bits / 32);
+          uint32_t words[kBatch];
+          T scale[kBatch], minimum[kBatch];
+#pragma unroll
+          for (int j = 0; j < kBatch; ++j) {
+            int word, bit;
+            key_tile_slot(d0 + j, t, DIM, row.k_bits, word, bit);
+            words[j] = __ldg(block + word) >> bit;
+            scale[j] = row.key_scale[int64_t{gi} * DIM + d0 + j];
+            minimum[j] = row.key_min[int64_t{gi} * DIM + d0 + j];
+          }
+          const uint32_t mask = (1u << row.k_bits) - 1u;
+#pragma unroll
+          for (int j = 0; j < kBatch; ++j)
+            k[j] = fmaf(static_cast<float>(words[j] & mask), to_float(scale[j]), to_float(minimum[j]));
+        }
+#pragma unroll
+        for (int j = 0; j < kBatch; ++j)
+#pragma unroll
+          for (int r = 0; r < 8; ++r) s[r] = fmaf(to_float(q_s[r][d0 + j]), k[j], s[r]);
       }
     }
 #pragma unroll
@@ -158,17 +164,53 @@ __device__ void decode_tail(const RowView<T>& row, int rep, float score_scale, c
       for (int w = 0; w < kDecodeWarps; ++w) sum += warp_part[w][tid];
       l_run = l_run * chunk_scale[tid] + sum;
     }
-    // Output: thread takes channel d = tid % DIM of rows tid / DIM + k * (kChunk / DIM).
+    // Output: thread takes channel d = tid % DIM of rows tid / DIM + i * (kChunk / DIM).
     const int d = tid % DIM, r0 = tid / DIM;
 #pragma unroll
     for (int i = 0; i < kRowsPerThread; ++i) acc[i] *= chunk_scale[r0 + i * (kChunk / DIM)];
-    const int count = min(kChunk, end - c0);
-#pragma unroll 4
-    for (int t = 0; t < count; ++t) {
-      const float v = tail_value<T, DIM>(row, c0 + t, d);
+    const int chunk_end = min(c0 + kChunk, end);
+    auto accumulate = [&](int t0, const float (&v)[kBatch], int count) {
 #pragma unroll
-      for (int i = 0; i < kRowsPerThread; ++i)
-        acc[i] = fmaf(scores_s[(r0 + i * (kChunk / DIM)) * kChunk + t], v, acc[i]);
+      for (int j = 0; j < kBatch; ++j)
+        if (j < count)
+#pragma unroll
+          for (int i = 0; i < kRowsPerThread; ++i)
+            acc[i] = fmaf(scores_s[(r0 + i * (kChunk / DIM)) * kChunk + t0 - c0 + j], v[j], acc[i]);
+    };
+    // Packed values, then residual ones: each batch's loads first.
+    const int packed_end = max(c0, min(chunk_end, row.vq));
+    int word, bit;
+    value_tile_slot(d, DIM, row.v_bits, word, bit);
+    const int groups_log2 = __ffs(DIM) - 1 - row.group_log2, v_words = DIM * row.v_bits / 32;
+    const uint32_t v_mask = (1u << row.v_bits) - 1u;
+    for (int t0 = c0; t0 < packed_end; t0 += kBatch) {
+      const int count = min(kBatch, packed_end - t0);
+      uint32_t codes[kBatch];
+      T scale[kBatch], minimum[kBatch];
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) {
+        const int pos = min(t0 + j, packed_end - 1);
+        const int64_t at = (int64_t{pos} << groups_log2) + (d >> row.group_log2);
+        codes[j] = __ldg(row.value_codes + int64_t{pos} * v_words + word) >> bit;
+        scale[j] = row.value_scale[at];
+        minimum[j] = row.value_min[at];
+      }
+      float v[kBatch];
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j)
+        v[j] = fmaf(static_cast<float>(codes[j] & v_mask), to_float(scale[j]), to_float(minimum[j]));
+      accumulate(t0, v, count);
+    }
+    for (int t0 = packed_end; t0 < chunk_end; t0 += kBatch) {
+      const int count = min(kBatch, chunk_end - t0);
+      T raw[kBatch];
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j)
+        raw[j] = row.value_res[int64_t{min(t0 + j, chunk_end - 1) % row.value_slots} * DIM + d];
+      float v[kBatch];
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) v[j] = to_float(raw[j]);
+      accumulate(t0, v, count);
     }
     __syncthreads();  // scores_s and the chunk's shared values are rewritten next
   }
