@@ -237,8 +237,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   const int rep = a.q_heads / a.kv_heads;
   const int length = a.length[b], kq = a.key_quantized[b], vq = a.value_quantized[b];
-  // Tiles packed on both sides go through the MMAs; [packed_end, length) is the tail.
-  const int packed_end = min(kq, vq / kTile * kTile);
+  // Tiles packed on both sides go through the MMAs; [packed_end, length) is the tail. (An idle
+  // row has length 0 while its quantized counts stay as they are.)
+  const int packed_end = min(min(kq, vq / kTile * kTile), length / kTile * kTile);
   const int tile_begin = split * tiles_per_split;
   const int tile_end = min(packed_end / kTile, tile_begin + tiles_per_split);
   // group_size: a power of two from 32 to DIM (decode_supported), so shifts replace divisions.
