@@ -23,13 +23,23 @@ if [ ! -f "$build/build.ninja" ]; then
         > "$logs/configure$tag.log" 2>&1 || { tail -40 "$logs/configure$tag.log"; exit 1; }
 fi
 start=$(date +%s)
-cmake --build "$build" -j "$(nproc)" --target test_kivi_kernels kivi_attention_bench > "$logs/build$tag.log" 2>&1 ||
+# KIVI_E2E=1 also builds the host and the plugins and runs tools/gpu/run-e2e.sh after the
+# kernel tests (E2E_* variables narrow its grid).
+targets=(test_kivi_kernels kivi_attention_bench)
+[ "${KIVI_E2E:-0}" = "1" ] && targets+=(kivi-host kivi_kivi_cache kivi_fp_cache kivi_attention kivi_llama kivi_qwen2)
+cmake --build "$build" -j "$(nproc)" --target "${targets[@]}" > "$logs/build$tag.log" 2>&1 ||
   { grep -B2 -A12 "error" "$logs/build$tag.log" | head -80; exit 1; }
 echo "build: OK in $(( $(date +%s) - start )) s"
 if [ "${KIVI_TEST_FILTER:-}" != "skip" ]; then
   "$build/bin/test_kivi_kernels" ${KIVI_TEST_FILTER:-} > "$logs/kernels$tag.txt" 2>&1
   echo "test_kivi_kernels rc=$?"
   grep -E -A3 "fused decode|FAILED|failed|passed|with expansion|REQUIRE|CHECK" "$logs/kernels$tag.txt" | grep -v "^flush" | head -80
+fi
+if [ "${KIVI_E2E:-0}" = "1" ]; then
+  KIVI_GPU_BUILD="$build" bash "$root/tools/gpu/run-e2e.sh" > /dev/null 2>&1
+  echo "e2e rc=$?"
+  python3 "$root/tools/bench/e2e_table.py" "$logs/e2e.json" 2>&1 | head -40
+  grep -E "^==>.*find_max_batch true|^largest" "$logs/e2e.txt"
 fi
 if [ "${KIVI_BENCH_ARGS:-}" != "skip" ]; then
   "$build/bin/kivi_attention_bench" ${KIVI_BENCH_ARGS:---batches 1,8,16,32 --contexts 1024,4096,8192,32768 --extra 1x131072} \
