@@ -54,6 +54,7 @@ ModelSession open_model_session(const HostContext& context, const PluginChoice& 
   const HostConfig& cfg = context.config;
   const std::string file = cfg.file.string();
   check(cfg.model.present, file + ": mode " + cfg.mode + " needs a [model] table with the checkpoint's path");
+  check(fs::exists(cfg.model.path), file + ": [model] path: " + cfg.model.path.string() + " does not exist");
   ModelSession session;
   session.cache_name = cache.name;
   session.attention_name = attention.name;
@@ -123,17 +124,20 @@ std::string fixed2(double v) {
 void print_cache_stats(std::ostream& out, const KVCache& cache) {
   const CacheUsage u = cache_usage(cache);
   const MemoryStats held = cache.memory();
-  const bool packed = u.key_quantized > 0 || u.value_quantized > 0 || held.scale_bytes > 0;
+  const bool packed = u.quantizing;
   const std::string full = "float" + std::to_string(u.full_element_bits);
   out << "cache: " << u.tokens << " tokens in " << u.sequences << (u.sequences == 1 ? " sequence\n" : " sequences\n");
   if (u.tokens > 0) {
     if (!packed) {
       out << "  keys and values: all in full precision (" << full << ")\n";
     } else {
-      out << "  keys:   " << u.key_quantized << " quantized to " << u.key_bits << " bits, "
-          << u.tokens - u.key_quantized << " in the full-precision residual (" << full << ")\n";
-      out << "  values: " << u.value_quantized << " quantized to " << u.value_bits << " bits, "
-          << u.tokens - u.value_quantized << " in the residual\n";
+      auto side = [&](const char* name, int64_t quantized, int64_t bits, const char* residual) {
+        out << "  " << name;
+        if (bits >= 16) out << "all " << u.tokens << " in full precision (not quantized at 16 bits)\n";
+        else out << quantized << " quantized to " << bits << " bits, " << u.tokens - quantized << residual << "\n";
+      };
+      side("keys:   ", u.key_quantized, u.key_bits, (" in the full-precision residual (" + full + ")").c_str());
+      side("values: ", u.value_quantized, u.value_bits, " in the residual");
     }
     out << "  these tokens use " << megabytes(u.total()) << " (" << u.total() << " bytes) = " << fixed2(u.bits(u.total()))
         << " bits per stored K/V element on average: codes " << fixed2(u.bits(u.code_bytes)) << " + scales and minima "

@@ -33,6 +33,7 @@ CacheUsage cache_usage(const KVCache& cache) {
       const int64_t kq = p.key_quantized.at(b), vq = p.value_quantized.at(b);
       u.key_bits = p.k_bits;
       u.value_bits = p.v_bits;
+      u.quantizing = u.quantizing || p.k_bits < 16 || p.v_bits < 16;
       if (layer == 0) {
         u.key_quantized += kq;
         u.value_quantized += vq;

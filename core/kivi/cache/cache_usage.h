@@ -21,6 +21,7 @@ struct CacheUsage {
   int64_t full_bytes = 0;       // K/V in full precision: a KIVI residual window's tokens, or a dense cache
   int64_t full_element_bits = 0;  // bits of one full-precision element (the cache's dtype)
   int64_t key_bits = 16, value_bits = 16;  // bits per quantized key / value code (16: none)
+  bool quantizing = false;  // a kivi view with keys or values below 16 bits (even if none is quantized yet)
 
   int64_t total() const { return code_bytes + scale_bytes + full_bytes; }
   // An fp16 cache of the same tokens: 16 bits per element.
