@@ -139,4 +139,45 @@ at::Tensor KiviAttention::decode(const at::Tensor& q, const CacheView& view,
   return out;
 }
 
+at::Tensor KiviAttention::chunk(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                const CacheView& stored, std::span<const int64_t> counts,
+                                const AttentionParams& params) const {
+  const int64_t batch = q.size(0), tokens = q.size(2), kv_heads = k.size(1);
+  const std::vector<int64_t> rows = row_counts(counts, batch, tokens);
+  int64_t block = block_tokens_;
+  if (stored.kind == CacheViewKind::kKivi)
+    block = std::max(stored.kivi.group_size, block / stored.kivi.group_size * stored.kivi.group_size);
+  at::Tensor out = at::zeros_like(q);
+  for (int64_t b = 0; b < batch; ++b) {
+    if (rows[b] == 0) continue;
+    const int64_t first = stored.lengths[b];  // the chunk's first position
+    const at::Tensor keys = k[b].narrow(1, 0, rows[b]).to(at::kFloat);  // [H, n, D]
+    const at::Tensor values = v[b].narrow(1, 0, rows[b]).to(at::kFloat);
+    // Positions below `first` as stored, the chunk's own from k/v.
+    BlockReader read = [&](int64_t p0, int64_t p1) {
+      std::vector<at::Tensor> ks, vs;
+      if (p0 < first) {
+        const int64_t end = std::min(p1, first);
+        if (stored.kind == CacheViewKind::kKivi) {
+          ks.push_back(read_keys(stored.kivi, b, p0, end, at::kFloat));
+          vs.push_back(read_values(stored.kivi, b, p0, end, at::kFloat));
+        } else {
+          ks.push_back(stored.dense.k[b].narrow(1, p0, end - p0).to(at::kFloat));
+          vs.push_back(stored.dense.v[b].narrow(1, p0, end - p0).to(at::kFloat));
+        }
+      }
+      if (p1 > first) {
+        const int64_t start = std::max(p0, first);
+        ks.push_back(keys.narrow(1, start - first, p1 - start));
+        vs.push_back(values.narrow(1, start - first, p1 - start));
+      }
+      return ks.size() == 1 ? std::make_pair(ks[0], vs[0])
+                            : std::make_pair(at::cat(ks, 1), at::cat(vs, 1));
+    };
+    const at::Tensor q_row = q[b].narrow(1, 0, rows[b]).to(at::kFloat);
+    out[b].narrow(1, 0, rows[b]).copy_(attend_row(q_row, first, kv_heads, block, read, params));
+  }
+  return out;
+}
+
 }  // namespace kivi::kivi_cache

@@ -5,7 +5,8 @@
 // through the same block loop.
 // On the GPU: prefill goes through SDPA (flash kernels), and a decode step (one token per row,
 // no sliding window) through the fused kernel in cuda/, which reads the packed codes directly;
-// chunks over a filled cache take the blocked loop, which runs on the GPU as ATen ops.
+// chunks over a filled cache take the blocked loop (chunk(): the stored cache, then the chunk's
+// own K/V in full precision), which runs on the GPU as ATen ops.
 #pragma once
 
 #include "kivi/attention/attention.h"
@@ -22,6 +23,12 @@ class KiviAttention final : public Attention {
                      std::span<const int64_t> counts, const AttentionParams& params) const override;
   at::Tensor decode(const at::Tensor& q, const CacheView& view, std::span<const int64_t> counts,
                     const AttentionParams& params) const override;
+  // A chunk reads the cache as stored (before its append quantizes anything) and its own K/V in
+  // full precision, merged in one online softmax: the research code's prefill rule.
+  bool attends_chunks_before_append() const override { return true; }
+  at::Tensor chunk(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                   const CacheView& stored, std::span<const int64_t> counts,
+                   const AttentionParams& params) const override;
 
  private:
   int64_t block_tokens_;  // keys per block (rounded to whole quantization groups)

@@ -87,6 +87,45 @@ TEST_CASE("decode over a KIVI view equals attention over its expansion", "[kivi]
   }
 }
 
+TEST_CASE("a chunk attends to the cache as stored and to its own K/V in full precision",
+          "[kivi][attention]") {
+  at::manual_seed(4);
+  for (int64_t bits : {2, 4}) {
+    INFO(bits << " bits");
+    kivi_cache::KiviCache cache(kivi::test::small_geometry(3),
+                                kivi::test::small_options(bits, bits));
+    cache.append(0, at::randn({3, 2, 150, 32}), at::randn({3, 2, 150, 32}),
+                 std::vector<int64_t>{150, 70, 0});
+    const CacheView stored = cache.view(0);
+    const DenseKV before = stored.expand();  // what the cache holds, dequantized, before the chunk
+    const std::vector<int64_t> counts = {40, 3, 40};
+    const at::Tensor k = at::randn({3, 2, 40, 32}), v = at::randn({3, 2, 40, 32});
+    const at::Tensor q = at::randn({3, 4, 40, 32});
+    for (int64_t window : {0, 50}) {
+      AttentionParams p{1.0 / std::sqrt(32.0), window};
+      for (int64_t block : {16, 1000}) {
+        const at::Tensor out = kivi_cache::KiviAttention(block).chunk(q, k, v, stored, counts, p);
+        for (int64_t b = 0; b < 3; ++b) {
+          const int64_t n = counts[b], first = stored.lengths[b];
+          const at::Tensor keys = at::cat({before.k[b].narrow(1, 0, first), k[b].narrow(1, 0, n)}, 1);
+          const at::Tensor values = at::cat({before.v[b].narrow(1, 0, first), v[b].narrow(1, 0, n)}, 1);
+          const at::Tensor ref = naive(q[b].narrow(1, 0, n), keys, values, first, p);
+          CHECK(max_diff(out[b].narrow(1, 0, n), ref) < 1e-5);
+          if (n < 40) CHECK(out[b].narrow(1, n, 40 - n).abs().max().item<double>() == 0);
+        }
+      }
+    }
+    // Appending first quantizes some of the chunk's own tokens: reading after the append (the
+    // old order) differs. (The stored view aliases the storage the append rewrites, so the
+    // faithful result is taken before it.)
+    const AttentionParams plain{1.0 / std::sqrt(32.0), 0};
+    const at::Tensor faithful = kivi_cache::KiviAttention(1000).chunk(q, k, v, stored, counts, plain);
+    cache.append(0, k, v, counts);
+    const at::Tensor after = kivi_cache::KiviAttention(1000).decode(q, cache.view(0), counts, plain);
+    CHECK(max_diff(after[0], faithful[0]) > 1e-3);
+  }
+}
+
 TEST_CASE("decode over a dense view works too", "[kivi][attention]") {
   at::manual_seed(3);
   const kivi_plugin_v1* plugin = kivi_plugin_descriptor_kivi_fp_cache();

@@ -44,6 +44,19 @@ class Attention {
   virtual at::Tensor decode(const at::Tensor& q, const CacheView& view,
                             std::span<const int64_t> counts,
                             const AttentionParams& params) const = 0;
+
+  // Chunks over a filled cache. A cache that changes stored tokens when it appends (KIVI
+  // quantizes a chunk's own tokens, and residual ones before them) must be read before the
+  // append: a backend that returns true here gets chunk() for every forward pass of more than
+  // one token over a non-empty cache, with `stored` taken before the append, which follows.
+  // The default (false) appends first and calls decode(), exact for full-precision caches.
+  virtual bool attends_chunks_before_append() const { return false; }
+  // New tokens attending to everything `stored` holds, as it is stored, and causally to their
+  // own k/v in full precision; token t of row b sits at position stored.lengths[b] + t.
+  //   q, k, v, counts: as prefill(). Returns [batch, q_heads, T, head_dim].
+  virtual at::Tensor chunk(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                           const CacheView& stored, std::span<const int64_t> counts,
+                           const AttentionParams& params) const;
 };
 
 }  // namespace kivi

@@ -164,11 +164,19 @@ at::Tensor DecoderLM::forward(const at::Tensor& input_ids, const at::Tensor& pos
   const at::Tensor ids = input_ids.to(options_.device);
   const at::Tensor pos = positions.to(options_.device);
   const auto [cos, sin] = rotary_.cos_sin(pos, counts, options_.dtype);  // [B, T, head_dim]
+  // A chunk over a filled cache, for a backend that asks: attend to the cache as stored and to
+  // the chunk's own K/V in full precision, then store the chunk (attention.h).
+  const bool chunk_first = !prefill && tokens > 1 && options_.attention->attends_chunks_before_append();
   auto attend = [&](int64_t l, const AttentionInputs& in) {  // -> [B, heads, T, head_dim]
-    cache.append(l, in.k, in.v, counts);
     AttentionParams params;
     params.scale = std::pow(static_cast<double>(config_.head_dim), -0.5);
     params.sliding_window = layers_[l].sliding_window;
+    if (chunk_first) {
+      at::Tensor out = options_.attention->chunk(in.q, in.k, in.v, cache.view(l), counts, params);
+      cache.append(l, in.k, in.v, counts);
+      return out;
+    }
+    cache.append(l, in.k, in.v, counts);
     return prefill ? options_.attention->prefill(in.q, in.k, in.v, counts, params)
                    : options_.attention->decode(in.q, cache.view(l), counts, params);
   };
