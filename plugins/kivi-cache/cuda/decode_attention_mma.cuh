@@ -417,13 +417,16 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
         p[nt][j] = exp2f(s[nt][j] - m_new);
         l += p[nt][j];
       }
+    // Rescale only when some row's maximum moved (after the first tiles, it rarely does).
+    if (__any_sync(0xffffffffu, correction != 1.0f)) {
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-      o[nt][0] *= correction;
-      o[nt][1] *= correction;
+      for (int nt = 0; nt < NT; ++nt) {
+        o[nt][0] *= correction;
+        o[nt][1] *= correction;
+      }
+      o_min[0] *= correction;
+      o_min[1] *= correction;
     }
-    o_min[0] *= correction;
-    o_min[1] *= correction;
 
     // ---- output: k-tile kt of the tile is tokens 16 kt + [0, 16); this lane's k rows are
     // tokens 16 kt + 2c + {0, 1} (fragment regs 0) and + {8, 9} (regs 1).
@@ -440,17 +443,38 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
       const uint32_t pa0 = pack_pair<T>(p[2 * kt][0], p[2 * kt][1]);
       const uint32_t pa2 = pack_pair<T>(p[2 * kt + 1][0], p[2 * kt + 1][1]);
       uint32_t a_scaled[kMostGroups][2];  // A = P * scale of 32-channel block j's group
+      uint32_t min01 = 0u, min89 = 0u;    // B of the min term: column g = the minima of group g
+      if (group == 32) {  // a token's scales (and minima) are one 4- or 8-byte vector
+        constexpr int kWords = kMostGroups / 2;
+        uint32_t sc[4][kWords], mn[4][kWords];
 #pragma unroll
-      for (int j = 0; j < kMostGroups; ++j) {
-        const int gr = j >> block_group_shift;
-        a_scaled[j][0] = mul_pair<T>(pa0, pair_of(stage_scale + t[0] * v_groups + gr, stage_scale + t[1] * v_groups + gr));
-        a_scaled[j][1] = mul_pair<T>(pa2, pair_of(stage_scale + t[2] * v_groups + gr, stage_scale + t[3] * v_groups + gr));
+        for (int i = 0; i < 4; ++i) {
+          shared_words<kWords>(reinterpret_cast<const uint32_t*>(stage_scale + t[i] * kMostGroups), sc[i]);
+          shared_words<kWords>(reinterpret_cast<const uint32_t*>(stage_min + t[i] * kMostGroups), mn[i]);
+        }
+#pragma unroll
+        for (int j = 0; j < kMostGroups; ++j) {
+          a_scaled[j][0] = mul_pair<T>(pa0, join_halves(sc[0][j / 2], sc[1][j / 2], j % 2));
+          a_scaled[j][1] = mul_pair<T>(pa2, join_halves(sc[2][j / 2], sc[3][j / 2], j % 2));
+        }
+        if (g < kMostGroups) {
+          auto word = [&](int i) { return kWords == 2 && (g & 2) ? mn[i][kWords - 1] : mn[i][0]; };
+          min01 = join_halves(word(0), word(1), g & 1);
+          min89 = join_halves(word(2), word(3), g & 1);
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < kMostGroups; ++j) {
+          const int gr = j >> block_group_shift;
+          a_scaled[j][0] = mul_pair<T>(pa0, pair_of(stage_scale + t[0] * v_groups + gr, stage_scale + t[1] * v_groups + gr));
+          a_scaled[j][1] = mul_pair<T>(pa2, pair_of(stage_scale + t[2] * v_groups + gr, stage_scale + t[3] * v_groups + gr));
+        }
+        if (g < v_groups) {
+          min01 = pair_of(stage_min + t[0] * v_groups + g, stage_min + t[1] * v_groups + g);
+          min89 = pair_of(stage_min + t[2] * v_groups + g, stage_min + t[3] * v_groups + g);
+        }
       }
-      // The min term: B column g holds the minima of group g (zero past the groups).
-      const bool has_group = g < v_groups;
-      mma_rows8<T>(o_min, pa0, pa2,
-                   has_group ? pair_of(stage_min + t[0] * v_groups + g, stage_min + t[1] * v_groups + g) : 0u,
-                   has_group ? pair_of(stage_min + t[2] * v_groups + g, stage_min + t[3] * v_groups + g) : 0u);
+      mma_rows8<T>(o_min, pa0, pa2, min01, min89);
       // B fragments of channels 8 nt + g for tokens (t0, t1) and (t2, t3), a 16-bit portion
       // of this lane's run of codes at a time.
       if constexpr (kValueChunkBits >= 32) {
