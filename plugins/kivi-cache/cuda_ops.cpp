@@ -5,6 +5,8 @@
 #include <ATen/cuda/CUDAContext.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "cuda/kivi_kernels.h"
@@ -91,6 +93,20 @@ float* workspace(const at::Tensor& like, int64_t floats) {
 }  // namespace
 
 bool cuda_kernels_built() { return true; }
+
+namespace {
+
+// Whether the tensor-core kernel spreads the tail over blocks of its own (the default), or
+// leaves it to the last main block: KIVI_DECODE_TAIL_BLOCKS=0 (a benchmark knob, read once).
+bool tail_blocks_enabled() {
+  static const bool enabled = [] {
+    const char* value = std::getenv("KIVI_DECODE_TAIL_BLOCKS");
+    return value == nullptr || std::string(value) != "0";
+  }();
+  return enabled;
+}
+
+}  // namespace
 
 namespace {
 
@@ -239,6 +255,11 @@ std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviP
       max_length = std::max(max_length, a.length[r]);
     }
     a.splits = cuda::decode_splits(rows, kv_heads, max_length, sm_count, blocks_per_sm);
+    // The tail (residual windows) in blocks of its own, 32 positions each, beside the main ones.
+    if (!cores_only && *dtype != cuda::DType::kFloat && tail_blocks_enabled()) {
+      a.tail_splits = cuda::decode_tail_splits(a);
+      a.splits += a.tail_splits;
+    }
     a.workspace = workspace(q, cuda::decode_workspace_floats(rows, q_heads, dim, a.splits));
     raise_if(cuda::launch_decode_attention(a, stream));
   }

@@ -240,8 +240,11 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
   // Tiles packed on both sides go through the MMAs; [packed_end, length) is the tail. (An idle
   // row has length 0 while its quantized counts stay as they are.)
   const int packed_end = min(min(kq, vq / kTile * kTile), length / kTile * kTile);
+  // Blocks past the main splits (a.tail_splits of them) take 32 tail positions each.
+  const int main_splits = a.splits - a.tail_splits;
+  const bool tail_block = split >= main_splits;
   const int tile_begin = split * tiles_per_split;
-  const int tile_end = min(packed_end / kTile, tile_begin + tiles_per_split);
+  const int tile_end = tail_block ? 0 : min(packed_end / kTile, tile_begin + tiles_per_split);
   // group_size: a power of two from 32 to DIM (decode_supported), so shifts replace divisions.
   const int group = a.group_size, group_log2 = __ffs(group) - 1, v_groups = DIM >> group_log2;
   const int block_group_shift = group_log2 - 5;  // 32-channel block j is in value group j >> this
@@ -510,9 +513,16 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
 
   // ---- the tail, by the whole block of the row's last split (merge slot kDecodeWarps)
   float* acc_all = reinterpret_cast<float*>(dynamic_smem);  // [kDecodeWarps + 1][8][DIM]
-  const bool has_tail = split == a.splits - 1 && packed_end < length;
+  int tail_begin = packed_end, tail_end = length;  // the whole tail, in the last main block
+  if (a.tail_splits > 0) {
+    tail_begin = tail_block ? min(length, packed_end + (split - main_splits) * kTile) : length;
+    tail_end = min(length, tail_begin + kTile);
+  } else if (split != main_splits - 1) {
+    tail_begin = tail_end;
+  }
+  const bool has_tail = tail_begin < tail_end;
   if (has_tail) {
-    decode_tail<T, DIM>(row, rep, score_scale, q_s, packed_end, length,
+    decode_tail<T, DIM>(row, rep, score_scale, q_s, tail_begin, tail_end,
                         acc_all + (kDecodeWarps + 1) * 8 * DIM, max_s[kDecodeWarps],
                         sum_s[kDecodeWarps], acc_all + kDecodeWarps * 8 * DIM);
   }

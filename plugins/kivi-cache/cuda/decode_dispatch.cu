@@ -144,6 +144,17 @@ int decode_blocks_per_sm(DType dtype, int dim, int k_bits, int v_bits, bool cuda
   return blocks;
 }
 
+int decode_tail_splits(const DecodeAttention& a) {
+  int longest = 0;
+  for (int b = 0; b < a.rows; ++b) {
+    const int length = a.length[b];
+    const int packed_end = std::min({a.key_quantized[b], a.value_quantized[b] / kTile * kTile,
+                                     length / kTile * kTile});
+    longest = std::max(longest, length - packed_end);
+  }
+  return (longest + kTile - 1) / kTile;
+}
+
 int64_t decode_workspace_floats(int rows, int q_heads, int dim, int splits) {
   return int64_t{rows} * q_heads * splits * (dim + 2);
 }
@@ -165,7 +176,8 @@ std::string launch_decode_attention(const DecodeAttention& a, cudaStream_t strea
              std::to_string(a.key_quantized[b]) + " quantized keys, not a multiple of 32";
   }
   const int tiles = (max_length + kTile - 1) / kTile;
-  const int tiles_per_split = std::max(1, (tiles + a.splits - 1) / a.splits);
+  const int main_splits = a.splits - a.tail_splits;
+  const int tiles_per_split = std::max(1, (tiles + main_splits - 1) / main_splits);
   with_dtype(a.dtype, [&](auto tag) {
     using T = decltype(tag);
     bool on_tensor_cores = false;  // fp16/bf16 unless the CUDA-core kernel is asked for

@@ -96,7 +96,10 @@ struct DecodeAttention {
 
   // Float workspace for the split-sequence partial results: see decode_workspace_floats().
   float* workspace = nullptr;
-  int splits = 1;
+  int splits = 1;       // partial results per (row, query head), tail blocks included
+  int tail_splits = 0;  // tensor-core kernel: the last tail_splits blocks of each (row, kv head)
+                        // attend 32 tail positions each (decode_tail_splits); 0: the last main
+                        // block attends the whole tail
   // fp16/bf16 run on tensor cores (decode_attention_mma.cuh); this forces the CUDA-core kernel
   // (decode_attention.cuh, which also serves fp32), for tests and benchmarks.
   bool cuda_cores_only = false;
@@ -109,6 +112,9 @@ bool decode_supported(DType dtype, int dim, int q_heads, int kv_heads, int group
 // `sm_count` multiprocessors holding `blocks_per_sm` blocks each in as few, as full, waves as
 // it can; and the workspace they need.
 int decode_splits(int rows, int kv_heads, int max_length, int sm_count, int blocks_per_sm);
+// Blocks of 32 tail positions the tensor-core kernel needs for the longest tail of a launch:
+// a row's tail is what follows its last tile packed on both sides (kTile = 32).
+int decode_tail_splits(const DecodeAttention& a);
 // Resident blocks per multiprocessor of the kernel that serves these settings.
 int decode_blocks_per_sm(DType dtype, int dim, int k_bits, int v_bits, bool cuda_cores_only);
 int64_t decode_workspace_floats(int rows, int q_heads, int dim, int splits);
