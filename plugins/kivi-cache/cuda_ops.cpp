@@ -110,10 +110,6 @@ bool tail_blocks_enabled() {
   return enabled;
 }
 
-}  // namespace
-
-namespace {
-
 // What both flushes take: x [n, H, T, D] in the storage dtype and the destination views of the
 // codes, scales and minima (cuda::KeyFlush or cuda::ValueFlush). False: they cannot serve it.
 template <class Flush>
