@@ -18,9 +18,10 @@
 // Memory: each warp keeps kStages tiles in flight, copied with cp.async into its own stages
 // (the packed codes, scales and minima of keys and values), so the loads of several tiles
 // overlap the arithmetic. Only tiles packed on both sides go through the MMAs; the rest of a
-// row (the residual windows and the tiles they straddle, ~R + 32 tokens) is attended by the
-// whole block of the row's last split on CUDA cores (decode_tail), whose loads are independent
-// of each other, and joins the warps' states in the block merge.
+// row (the residual windows and the tiles they straddle, ~R + 32 tokens) is attended on CUDA
+// cores (decode_tail.cuh), whose loads are independent of each other, by the whole block of the
+// row's last split or, for small launches, by blocks of its own (DecodeAttention::tail_splits),
+// and joins the other states in the block merge or the split combine.
 #pragma once
 
 #include "code_convert.cuh"
