@@ -20,12 +20,14 @@ at::Tensor read_keys(const KiviParts& parts, int64_t b, int64_t p0, int64_t p1,
     // Whole groups covering [p0, min(p1, quantized)), then the wanted tokens of them.
     const int64_t end = std::min(p1, quantized);
     const int64_t g0 = p0 / group, g1 = (end + group - 1) / group;
-    at::Tensor codes = parts.key_codes[b].narrow(1, g0, g1 - g0).unsqueeze(0);
-    if (keys_in_tile_order(codes.size(3), group)) codes = keys_from_tile_order(codes, parts.k_bits);
-    at::Tensor keys = dequantize_keys(codes,
-                                      parts.key_scale[b].narrow(1, g0, g1 - g0).unsqueeze(0),
-                                      parts.key_min[b].narrow(1, g0, g1 - g0).unsqueeze(0), group,
-                                      parts.k_bits, dtype);  // [1, H, (g1 - g0) * G, D]
+    const at::Tensor words = parts.key_codes[b].narrow(1, g0, g1 - g0).unsqueeze(0);
+    const at::Tensor codes = keys_in_tile_order(words.size(3), group)
+                                 ? unpack_keys_from_tile_order(words, parts.k_bits)
+                                 : unpack_codes(words, parts.k_bits);  // [1, H, g1 - g0, D, G]
+    at::Tensor keys = dequantize_unpacked_keys(codes,
+                                               parts.key_scale[b].narrow(1, g0, g1 - g0).unsqueeze(0),
+                                               parts.key_min[b].narrow(1, g0, g1 - g0).unsqueeze(0),
+                                               dtype);  // [1, H, (g1 - g0) * G, D]
     pieces.push_back(keys[0].narrow(1, p0 - g0 * group, end - p0));
   }
   if (p1 > quantized) {
@@ -45,12 +47,13 @@ at::Tensor read_values(const KiviParts& parts, int64_t b, int64_t p0, int64_t p1
   std::vector<at::Tensor> pieces;
   if (p0 < quantized) {
     const int64_t end = std::min(p1, quantized);
-    at::Tensor codes = parts.value_codes[b].narrow(1, p0, end - p0).unsqueeze(0);
-    if (values_in_tile_order(residual.size(3))) codes = values_from_tile_order(codes, parts.v_bits);
-    at::Tensor values = dequantize_values(codes,
-                                          parts.value_scale[b].narrow(1, p0, end - p0).unsqueeze(0),
-                                          parts.value_min[b].narrow(1, p0, end - p0).unsqueeze(0),
-                                          parts.group_size, parts.v_bits, dtype);
+    const at::Tensor words = parts.value_codes[b].narrow(1, p0, end - p0).unsqueeze(0);
+    const at::Tensor codes = values_in_tile_order(residual.size(3))
+                                 ? unpack_values_from_tile_order(words, parts.v_bits)
+                                 : unpack_codes(words, parts.v_bits);  // [1, H, n, D]
+    at::Tensor values = dequantize_unpacked_values(
+        codes, parts.value_scale[b].narrow(1, p0, end - p0).unsqueeze(0),
+        parts.value_min[b].narrow(1, p0, end - p0).unsqueeze(0), parts.group_size, dtype);
     pieces.push_back(values[0]);
   }
   if (p1 > quantized) {

@@ -63,11 +63,17 @@ PackedKeys quantize_keys(const at::Tensor& x, int64_t group_size, int64_t bits) 
 
 at::Tensor dequantize_keys(const at::Tensor& codes, const at::Tensor& scale, const at::Tensor& min,
                            int64_t group_size, int64_t bits, at::ScalarType dtype) {
+  (void)group_size;  // the unpacked codes carry it
+  return dequantize_unpacked_keys(unpack_codes(codes, bits), scale, min, dtype);
+}
+
+at::Tensor dequantize_unpacked_keys(const at::Tensor& codes, const at::Tensor& scale,
+                                    const at::Tensor& min, at::ScalarType dtype) {
   const at::ScalarType compute = compute_dtype(scale.scalar_type());
-  const at::Tensor c = unpack_codes(codes, bits).to(compute);  // [n, H, groups, D, G]
+  const at::Tensor c = codes.to(compute);  // [n, H, groups, D, G]
   const at::Tensor x = c.mul_(scale.to(compute).unsqueeze(-1)).add_(min.to(compute).unsqueeze(-1));
   const int64_t n = codes.size(0), heads = codes.size(1), groups = codes.size(2),
-                dim = codes.size(3);
+                dim = codes.size(3), group_size = codes.size(4);
   return x.transpose(-1, -2).reshape({n, heads, groups * group_size, dim}).to(dtype);
 }
 
@@ -81,9 +87,15 @@ PackedValues quantize_values(const at::Tensor& x, int64_t group_size, int64_t bi
 at::Tensor dequantize_values(const at::Tensor& codes, const at::Tensor& scale,
                              const at::Tensor& min, int64_t group_size, int64_t bits,
                              at::ScalarType dtype) {
+  return dequantize_unpacked_values(unpack_codes(codes, bits), scale, min, group_size, dtype);
+}
+
+at::Tensor dequantize_unpacked_values(const at::Tensor& codes, const at::Tensor& scale,
+                                      const at::Tensor& min, int64_t group_size,
+                                      at::ScalarType dtype) {
   const int64_t n = codes.size(0), heads = codes.size(1), tokens = codes.size(2);
   const at::ScalarType compute = compute_dtype(scale.scalar_type());
-  const at::Tensor c = unpack_codes(codes, bits).to(compute);  // [n, H, T, D]
+  const at::Tensor c = codes.to(compute);  // [n, H, T, D]
   const int64_t dim = c.size(3);
   const at::Tensor x = c.reshape({n, heads, tokens, dim / group_size, group_size})
                            .mul_(scale.to(compute).unsqueeze(-1))

@@ -47,6 +47,9 @@ PackedKeys quantize_keys(const at::Tensor& x, int64_t group_size, int64_t bits);
 // Returns [n, H, groups * G, D] in `dtype`.
 at::Tensor dequantize_keys(const at::Tensor& codes, const at::Tensor& scale, const at::Tensor& min,
                            int64_t group_size, int64_t bits, at::ScalarType dtype);
+// The same from codes already unpacked: [n, H, groups, D, G] int32.
+at::Tensor dequantize_unpacked_keys(const at::Tensor& codes, const at::Tensor& scale,
+                                    const at::Tensor& min, at::ScalarType dtype);
 
 struct PackedValues {
   at::Tensor codes;  // [n, H, T, D * bits / 32] int32
@@ -60,5 +63,9 @@ PackedValues quantize_values(const at::Tensor& x, int64_t group_size, int64_t bi
 at::Tensor dequantize_values(const at::Tensor& codes, const at::Tensor& scale,
                              const at::Tensor& min, int64_t group_size, int64_t bits,
                              at::ScalarType dtype);
+// The same from codes already unpacked: [n, H, T, D] int32.
+at::Tensor dequantize_unpacked_values(const at::Tensor& codes, const at::Tensor& scale,
+                                      const at::Tensor& min, int64_t group_size,
+                                      at::ScalarType dtype);
 
 }  // namespace kivi::kivi_cache

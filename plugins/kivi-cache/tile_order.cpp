@@ -57,25 +57,33 @@ void check_words(const at::Tensor& words, int64_t bits, int64_t min_dims, const 
             std::to_string(min_dims) + " dimensions and bits 2, 4 or 8");
 }
 
-// words [..., dim, W] (keys: one group per [dim, W]) or [..., W] (values: one token per row).
-at::Tensor reorder_keys(const at::Tensor& words, int64_t bits, bool to_tile) {
+// Keys: words [..., dim, W], one group per [dim, W]. The codes moved into the other order,
+// unpacked: [..., dim * group] (flat, in the target order).
+at::Tensor moved_key_codes(const at::Tensor& words, int64_t bits, bool to_tile) {
   check_words(words, bits, 2, "keys");
   const int64_t dim = words.size(-2), group = words.size(-1) * 32 / bits;
   check(dim % 16 == 0 && group % 32 == 0,
         "kivi tile order: keys need head_dim a multiple of 16 and group_size a multiple of 32, got " +
             std::to_string(dim) + " and " + std::to_string(group));
   const at::Tensor& index = permutation(Side::kKeys, dim, group, bits, !to_tile, words.device());
-  const at::Tensor codes = unpack_codes(words, bits).flatten(-2);  // [..., dim * group]
-  const at::Tensor moved = codes.index_select(-1, index);
-  return pack_codes(moved, bits).reshape(words.sizes());
+  return unpack_codes(words, bits).flatten(-2).index_select(-1, index);
 }
 
-at::Tensor reorder_values(const at::Tensor& words, int64_t bits, bool to_tile) {
+at::Tensor reorder_keys(const at::Tensor& words, int64_t bits, bool to_tile) {
+  return pack_codes(moved_key_codes(words, bits, to_tile), bits).reshape(words.sizes());
+}
+
+// Values: words [..., W], one token per row; unpacked codes [..., dim] in the target order.
+at::Tensor moved_value_codes(const at::Tensor& words, int64_t bits, bool to_tile) {
   check_words(words, bits, 1, "values");
   const int64_t dim = words.size(-1) * 32 / bits;
   check(dim % 8 == 0, "kivi tile order: values need head_dim a multiple of 8, got " + std::to_string(dim));
   const at::Tensor& index = permutation(Side::kValues, dim, 1, bits, !to_tile, words.device());
-  return pack_codes(unpack_codes(words, bits).index_select(-1, index), bits);
+  return unpack_codes(words, bits).index_select(-1, index);
+}
+
+at::Tensor reorder_values(const at::Tensor& words, int64_t bits, bool to_tile) {
+  return pack_codes(moved_value_codes(words, bits, to_tile), bits);
 }
 
 }  // namespace
@@ -91,6 +99,15 @@ at::Tensor values_to_tile_order(const at::Tensor& research_words, int64_t bits) 
 }
 at::Tensor values_from_tile_order(const at::Tensor& tile_words, int64_t bits) {
   return reorder_values(tile_words, bits, false);
+}
+
+at::Tensor unpack_keys_from_tile_order(const at::Tensor& tile_words, int64_t bits) {
+  std::vector<int64_t> shape(tile_words.sizes().begin(), tile_words.sizes().end());
+  shape.back() = shape.back() * 32 / bits;  // [..., dim, group]
+  return moved_key_codes(tile_words, bits, false).reshape(shape);
+}
+at::Tensor unpack_values_from_tile_order(const at::Tensor& tile_words, int64_t bits) {
+  return moved_value_codes(tile_words, bits, false);
 }
 
 }  // namespace kivi::kivi_cache

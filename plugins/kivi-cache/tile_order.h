@@ -64,5 +64,9 @@ at::Tensor keys_to_tile_order(const at::Tensor& research_words, int64_t bits);
 at::Tensor keys_from_tile_order(const at::Tensor& tile_words, int64_t bits);
 at::Tensor values_to_tile_order(const at::Tensor& research_words, int64_t bits);
 at::Tensor values_from_tile_order(const at::Tensor& tile_words, int64_t bits);
+// Unpacked codes in the research order straight from tile-order words, for dequantizing without
+// packing again: keys [..., groups, D, G], values [..., T, D] (int32).
+at::Tensor unpack_keys_from_tile_order(const at::Tensor& tile_words, int64_t bits);
+at::Tensor unpack_values_from_tile_order(const at::Tensor& tile_words, int64_t bits);
 
 }  // namespace kivi::kivi_cache

@@ -35,6 +35,10 @@ TEST_CASE("tile order: conversions are exact inverses", "[kivi][tile_order]") {
         const at::Tensor values = pack_codes(at::randint(0, 1 << bits, {2, 5, dim}, at::kInt), bits);
         const at::Tensor tiled_values = values_to_tile_order(values, bits);
         CHECK(at::equal(values_from_tile_order(tiled_values, bits), values));
+        // Unpacking straight from the tile order gives the research order's codes.
+        CHECK(at::equal(unpack_keys_from_tile_order(tiled, bits),
+                        unpack_codes(keys, bits).reshape({2, 3, dim, group})));
+        CHECK(at::equal(unpack_values_from_tile_order(tiled_values, bits), unpack_codes(values, bits)));
       }
 }
 
