@@ -3,11 +3,14 @@
 # the kernel test and the attention benchmark, for sm_90a alone, in a folder outside the sent
 # tree (/tmp/kivi-kernels), so a later call on the still-warm machine rebuilds only what changed;
 # then runs the kernel tests and the benchmark. Logs go to $OUT.
-#   KIVI_TEST_FILTER   Catch2 test spec for test_kivi_kernels (default: all; "skip": none)
+#   KIVI_TEST_FILTER   Catch2 test spec for test_kivi_kernels, with no spaces (e.g. "*mixed*";
+#                      default: all; "skip": none)
 #   KIVI_KERNEL_BUILD, KIVI_CMAKE_ARGS, KIVI_LOG_TAG: another build folder, configure
 #                      arguments and log-name suffix (to compare build variants in one call)
 #   KIVI_BENCH_ARGS    arguments for kivi_attention_bench (default: the issue's grid); "skip"
-#   KIVI_NCU_CASES     BxL cases to profile with Nsight Compute (e.g. "1x1024 32x32768")
+#   KIVI_NCU_CASES     BxL cases to profile with Nsight Compute (e.g. "1x1024 32x32768");
+#                      KIVI_NCU_SECTIONS adds sections (e.g. "--section SourceCounters")
+#   KIVI_E2E=1         also the host, the plugins and tools/gpu/run-e2e.sh (E2E_* narrow it)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
