@@ -60,6 +60,15 @@ at::Tensor attend_row(const at::Tensor& q, int64_t first, int64_t kv_heads, int6
   return (acc / running_sum.unsqueeze(-1)).reshape({q_heads, tokens, dim});
 }
 
+// Keys and values of positions [p0, p1) of row b as `view` stores them: [H, p1 - p0, D] float32.
+std::pair<at::Tensor, at::Tensor> read_stored(const CacheView& view, int64_t b, int64_t p0,
+                                              int64_t p1) {
+  if (view.kind == CacheViewKind::kKivi)
+    return {read_keys(view.kivi, b, p0, p1, at::kFloat), read_values(view.kivi, b, p0, p1, at::kFloat)};
+  return {view.dense.k[b].narrow(1, p0, p1 - p0).to(at::kFloat),
+          view.dense.v[b].narrow(1, p0, p1 - p0).to(at::kFloat)};
+}
+
 std::vector<int64_t> row_counts(std::span<const int64_t> counts, int64_t batch, int64_t tokens) {
   std::vector<int64_t> out(batch, tokens);
   if (!counts.empty()) {
@@ -124,13 +133,7 @@ at::Tensor KiviAttention::decode(const at::Tensor& q, const CacheView& view,
   for (int64_t b = 0; b < batch; ++b) {
     if (rows[b] == 0) continue;
     const int64_t length = view.lengths[b];
-    BlockReader read = [&](int64_t p0, int64_t p1) {
-      if (view.kind == CacheViewKind::kKivi)
-        return std::make_pair(read_keys(view.kivi, b, p0, p1, at::kFloat),
-                              read_values(view.kivi, b, p0, p1, at::kFloat));
-      return std::make_pair(view.dense.k[b].narrow(1, p0, p1 - p0).to(at::kFloat),
-                            view.dense.v[b].narrow(1, p0, p1 - p0).to(at::kFloat));
-    };
+    BlockReader read = [&](int64_t p0, int64_t p1) { return read_stored(view, b, p0, p1); };
     const at::Tensor q_row = q[b].narrow(1, 0, rows[b]).to(at::kFloat);
     out[b]
         .narrow(1, 0, rows[b])
@@ -157,14 +160,9 @@ at::Tensor KiviAttention::chunk(const at::Tensor& q, const at::Tensor& k, const 
     BlockReader read = [&](int64_t p0, int64_t p1) {
       std::vector<at::Tensor> ks, vs;
       if (p0 < first) {
-        const int64_t end = std::min(p1, first);
-        if (stored.kind == CacheViewKind::kKivi) {
-          ks.push_back(read_keys(stored.kivi, b, p0, end, at::kFloat));
-          vs.push_back(read_values(stored.kivi, b, p0, end, at::kFloat));
-        } else {
-          ks.push_back(stored.dense.k[b].narrow(1, p0, end - p0).to(at::kFloat));
-          vs.push_back(stored.dense.v[b].narrow(1, p0, end - p0).to(at::kFloat));
-        }
+        auto [k_stored, v_stored] = read_stored(stored, b, p0, std::min(p1, first));
+        ks.push_back(std::move(k_stored));
+        vs.push_back(std::move(v_stored));
       }
       if (p1 > first) {
         const int64_t start = std::max(p0, first);
