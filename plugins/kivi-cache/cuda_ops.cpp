@@ -90,6 +90,18 @@ float* workspace(const at::Tensor& like, int64_t floats) {
   return buffer.data_ptr<float>();
 }
 
+// Split counters of the tensor-core kernel, kept like the workspace: zeros when made, and left
+// zero by every launch (its last block per (row, kv head) resets its counter).
+int* split_counters(const at::Tensor& like, int64_t count) {
+  thread_local std::vector<at::Tensor> buffers;
+  const int64_t device = like.device().index();
+  if (static_cast<int64_t>(buffers.size()) <= device) buffers.resize(device + 1);
+  at::Tensor& buffer = buffers[device];
+  if (!buffer.defined() || buffer.numel() < count)
+    buffer = at::zeros({std::max<int64_t>(count, 4096)}, like.options().dtype(at::kInt));
+  return buffer.data_ptr<int>();
+}
+
 }  // namespace
 
 bool cuda_kernels_built() { return true; }
@@ -200,8 +212,8 @@ std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviP
         "kivi decode attention: the output buffer must be a contiguous tensor like q");
   // The tensor-core kernel copies rows with 16-byte copies; unaligned storage takes the other.
   bool cores_only = cuda_cores_only;
-  for (const at::Tensor* t : {&parts.key_codes, &parts.key_scale, &parts.key_min,
-                              &parts.value_codes, &parts.value_scale, &parts.value_min})
+  for (const at::Tensor* t : {&parts.key_codes, &parts.key_scale, &parts.key_min, &parts.value_codes,
+                              &parts.value_scale, &parts.value_min, &kr, &vr})
     cores_only = cores_only || !rows_aligned16(*t);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const int sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
@@ -266,6 +278,7 @@ std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviP
       a.splits += a.tail_splits;
     }
     a.workspace = workspace(q, cuda::decode_workspace_floats(rows, q_heads, dim, a.splits));
+    a.counters = split_counters(q, int64_t{rows} * kv_heads);
     raise_if(cuda::launch_decode_attention(a, stream));
   }
   return out;

@@ -3,8 +3,8 @@
 //
 // Grid (splits, kv heads, rows); 4 warps per block, each taking every fourth 32-token tile of
 // the block's range with an online softmax of its own; warps merge in shared memory and the
-// splits are combined by a second kernel (decode_dispatch.cu). All m16n8k16 MMAs put the GQA
-// group's query heads in rows 0..7:
+// last block of each (row, kv head) to finish combines the splits (decode_merge.cuh). All
+// m16n8k16 MMAs put the GQA group's query heads in rows 0..7:
 //   scores  S[r][t] = sum_d (q[r][d] * scale[d]) * code[d][t] + sum_d q[r][d] * min[d]:
 //           A = q * scale (one HMUL2 per pair, per tile), B = the codes, exact small integers;
 //           the bias q . min is one more MMA whose B holds min in column 0;
@@ -19,13 +19,14 @@
 // (the packed codes, scales and minima of keys and values), so the loads of several tiles
 // overlap the arithmetic. Only tiles packed on both sides go through the MMAs; the rest of a
 // row (the residual windows and the tiles they straddle, ~R + 32 tokens) is attended on CUDA
-// cores (decode_tail.cuh), whose loads are independent of each other, by the whole block of the
-// row's last split or, for small launches, by blocks of its own (DecodeAttention::tail_splits),
-// and joins the other states in the block merge or the split combine.
+// cores (decode_tail.cuh), 32 positions staged in shared memory at a time, by the whole block
+// of the row's last split or, for small launches, by blocks of its own
+// (DecodeAttention::tail_splits), and joins the other states in the block merge.
 #pragma once
 
 #include "code_convert.cuh"
 #include "decode_attention.cuh"
+#include "decode_merge.cuh"
 #include "decode_tail.cuh"
 #include "mma_fragments.cuh"
 #include "tile_slots.cuh"
@@ -360,10 +361,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
     tail_begin = tail_end;
   }
   const bool has_tail = tail_begin < tail_end;
-  if (has_tail) {
-    decode_tail<T, DIM>(row, rep, score_scale, q_s, tail_begin, tail_end,
-                        acc_all + (kDecodeWarps + 1) * 8 * DIM, max_s[kDecodeWarps],
-                        sum_s[kDecodeWarps], acc_all + kDecodeWarps * 8 * DIM);
+  if (has_tail) {  // its scratch covers the warps' merge slots, written only after it
+    decode_tail<T, DIM>(row, rep, score_scale, q_s, tail_begin, tail_end, acc_all,
+                        max_s[kDecodeWarps], sum_s[kDecodeWarps], acc_all + kDecodeWarps * 8 * DIM);
   }
 
   // ---- merge: row g's sum over its quad; the min term moved to its channels; warps combined
@@ -388,26 +388,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
   __syncthreads();
 
   const int states = has_tail ? kDecodeWarps + 1 : kDecodeWarps;
-  DecodeWorkspace ws(a.workspace, a.rows, a.q_heads, DIM, a.splits);
-  for (int i = threadIdx.x; i < rep * DIM; i += blockDim.x) {
-    const int r = i / DIM, d = i % DIM;
-    float m_all = -INFINITY;
-    for (int w = 0; w < states; ++w) m_all = fmaxf(m_all, max_s[w][r]);
-    float total = 0.0f, out = 0.0f;
-    if (m_all != -INFINITY) {
-      for (int w = 0; w < states; ++w) {
-        const float weight = exp2f(max_s[w][r] - m_all);
-        total += sum_s[w][r] * weight;
-        out += acc_all[(w * 8 + r) * DIM + d] * weight;
-      }
-    }
-    const int64_t slot = (int64_t{b} * a.q_heads + h * rep + r) * a.splits + split;
-    ws.acc[slot * DIM + d] = out;
-    if (d == 0) {
-      ws.max[slot] = m_all;
-      ws.sum[slot] = total;
-    }
-  }
+  merge_and_finish<T, DIM>(a, b, h, rep, split, states, max_s, sum_s, acc_all);
 }
 
 // Resident blocks per multiprocessor of this instantiation (for choosing the splits).
@@ -432,8 +413,8 @@ int decode_mma_occupancy() {
 template <class T, int DIM, int KB, int VB>
 void launch_decode_mma(const DecodeAttention& a, int tiles_per_split, cudaStream_t stream) {
   constexpr int kBytes = MmaStage<DIM, KB, VB>::kBlockBytes;
-  static_assert(kBytes >= ((kDecodeWarps + 1) * 8 * DIM + 8 * kDecodeWarps * 32) * 4,
-                "the stages hold the merge's accumulators and the tail's scores");
+  static_assert(kBytes >= (kDecodeWarps + 1) * 8 * DIM * 4 && kBytes >= TailScratch<DIM>::kFloats * 4,
+                "the stages hold the merge's accumulators and the tail's scratch");
   (void)decode_mma_occupancy<T, DIM, KB, VB>();  // sets the shared-memory attribute once
   const dim3 grid(a.splits, a.kv_heads, a.rows);
   decode_mma_kernel<T, DIM, KB, VB><<<grid, kDecodeWarps * 32, kBytes, stream>>>(a, tiles_per_split);

@@ -175,6 +175,10 @@ std::string launch_decode_attention(const DecodeAttention& a, cudaStream_t strea
       return "kivi decode attention: row " + std::to_string(b) + " has " +
              std::to_string(a.key_quantized[b]) + " quantized keys, not a multiple of 32";
   }
+  const bool combines_itself = a.dtype != DType::kFloat && !a.cuda_cores_only;
+  if (combines_itself && a.splits > 1 && a.counters == nullptr)
+    return "kivi decode attention: the tensor-core kernel needs split counters for " +
+           std::to_string(a.splits) + " splits";
   const int tiles = (max_length + kTile - 1) / kTile;
   const int main_splits = a.splits - a.tail_splits;
   const int tiles_per_split = std::max(1, (tiles + main_splits - 1) / main_splits);
@@ -195,8 +199,8 @@ std::string launch_decode_attention(const DecodeAttention& a, cudaStream_t strea
         launch_for_rep<T, 64>(a, tiles_per_split, stream);
       else
         launch_for_rep<T, 128>(a, tiles_per_split, stream);
-    }
-    combine_splits_kernel<T><<<dim3(a.q_heads, a.rows), a.dim, 0, stream>>>(a);
+      combine_splits_kernel<T><<<dim3(a.q_heads, a.rows), a.dim, 0, stream>>>(a);
+    }  // (the tensor-core kernel combines its splits itself: decode_merge.cuh)
   });
   return launch_error("kivi decode attention");
 }

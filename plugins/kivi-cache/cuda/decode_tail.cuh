@@ -1,6 +1,12 @@
 // The tail of a row for the tensor-core decode kernel: positions after its last tile packed
 // on both sides (the residual windows and the tiles they straddle), attended on CUDA cores by a
 // whole block and merged with the warps' states like one more warp (decode_attention_mma.cuh).
+//
+// 32 positions at a time: the block first stages the chunk's keys and values as floats in
+// shared memory (dequantized where packed), every load of a thread issued before any is used,
+// so a chunk costs about one memory round trip; then warp w scores the chunk for query heads w
+// and w + 4 (lane = position) with an online softmax, and each thread accumulates the output of
+// one channel.
 #pragma once
 
 #include <cstdint>
@@ -20,156 +26,180 @@ struct RowView {
   int length, kq, vq, group, group_log2, k_bits, v_bits, value_slots;
 };
 
+// Floats of shared memory decode_tail works in (for head_dim DIM).
+template <int DIM>
+struct TailScratch {
+  static constexpr int kKeyStride = DIM + 4;  // float4-aligned rows, conflict-free float4 reads
+  static constexpr int kKeys = 0;                              // [32][kKeyStride]
+  static constexpr int kValues = kKeys + kTile * kKeyStride;   // [32][DIM]
+  static constexpr int kQueries = kValues + kTile * DIM;       // [8][DIM]
+  static constexpr int kProbs = kQueries + 8 * DIM;            // [8][32]
+  static constexpr int kCorrection = kProbs + 8 * kTile;       // [8]
+  static constexpr int kFloats = kCorrection + 8;
+};
+
+// 8 consecutive T at p (16-byte aligned) as floats.
+template <class T>
+__device__ __forceinline__ void load8(const T* p, float (&out)[8]) {
+  static_assert(sizeof(T) == 2, "fp16 or bf16 storage");
+  const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
+  const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+  for (int j = 0; j < 8; ++j) out[j] = to_float(e[j]);
+}
+
+// Key of position p, channels [d0, d0 + 8), as floats (dequantized if packed).
+template <class T, int DIM>
+__device__ __forceinline__ void tail_key8(const RowView<T>& row, int p, int d0, float (&k)[8]) {
+  if (p >= row.kq) {
+    load8(row.key_res + int64_t{p - row.kq} * DIM + d0, k);
+    return;
+  }
+  const int gi = p >> row.group_log2, t = p & (row.group - 1);
+  const uint32_t* block = row.key_codes + int64_t{gi} * DIM * (row.group * row.k_bits / 32);
+  uint32_t words[8];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    int word, bit;
+    key_tile_slot(d0 + j, t, DIM, row.k_bits, word, bit);
+    words[j] = __ldg(block + word) >> bit;
+  }
+  float scale[8], minimum[8];
+  load8(row.key_scale + int64_t{gi} * DIM + d0, scale);
+  load8(row.key_min + int64_t{gi} * DIM + d0, minimum);
+  const uint32_t mask = (1u << row.k_bits) - 1u;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) k[j] = fmaf(static_cast<float>(words[j] & mask), scale[j], minimum[j]);
+}
+
+// Value of position p, channels [d0, d0 + 8) (one value group: group_size >= 32), as floats.
+template <class T, int DIM>
+__device__ __forceinline__ void tail_value8(const RowView<T>& row, int p, int d0, float (&v)[8]) {
+  if (p >= row.vq) {
+    load8(row.value_res + int64_t{p % row.value_slots} * DIM + d0, v);
+    return;
+  }
+  const int v_words = DIM * row.v_bits / 32;
+  const uint32_t* codes = row.value_codes + int64_t{p} * v_words;
+  uint32_t words[8];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    int word, bit;
+    value_tile_slot(d0 + j, DIM, row.v_bits, word, bit);
+    words[j] = __ldg(codes + word) >> bit;
+  }
+  const int groups_log2 = __ffs(DIM) - 1 - row.group_log2;
+  const int64_t at = (int64_t{p} << groups_log2) + (d0 >> row.group_log2);
+  const float scale = to_float(row.value_scale[at]), minimum = to_float(row.value_min[at]);
+  const uint32_t mask = (1u << row.v_bits) - 1u;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) v[j] = fmaf(static_cast<float>(words[j] & mask), scale, minimum);
+}
+
 // Attention of the block's query heads (q_s rows 0..rep-1) over positions [begin, end) on CUDA
-// cores, 128 positions at a time with an online softmax. Loads come in unrolled batches with no
-// branch between them (residual and packed positions are separate loops), so a chunk costs a
-// few memory round trips rather than one per channel or position. Leaves the (max, sum) per row
-// in max_out/sum_out and the unnormalized output [8][DIM] in acc_out (rows past rep: -inf, 0).
+// cores. `scratch` holds TailScratch<DIM>::kFloats floats and may overlap acc_out, which is
+// written only after the last use of the scratch. Leaves the (max, sum) per row in
+// max_out/sum_out and the unnormalized output [8][DIM] in acc_out (rows past rep: -inf, 0).
 template <class T, int DIM>
 __device__ void decode_tail(const RowView<T>& row, int rep, float score_scale, const T (*q_s)[DIM],
-                            int begin, int end, float* scores_s /* [8][128] */, float* max_out,
-                            float* sum_out, float* acc_out) {
-  constexpr int kChunk = kDecodeWarps * 32;
-  constexpr int kRowsPerThread = 8 * DIM / kChunk;  // (row, channel) pairs a thread accumulates
-  constexpr int kBatch = 16;                        // channels or positions per load batch
+                            int begin, int end, float* scratch, float* max_out, float* sum_out,
+                            float* acc_out) {
+  using S = TailScratch<DIM>;
+  constexpr int kThreads = kDecodeWarps * 32;
+  static_assert(kDecodeWarps == 4 && DIM % 32 == 0, "4 warps score 8 query heads, 2 each");
+  constexpr int kVectorsPerThread = DIM / 32;       // 8-channel vectors of one position, of 4 threads
+  constexpr int kRowsPerThread = 8 * DIM / kThreads;  // output (row, channel) pairs per thread
+  constexpr int kRowStep = kThreads / DIM;
+  float* keys_s = scratch + S::kKeys;
+  float* values_s = scratch + S::kValues;
+  float* queries_s = scratch + S::kQueries;
+  float* probs_s = scratch + S::kProbs;
+  float* correction_s = scratch + S::kCorrection;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  __shared__ float chunk_max[8], chunk_scale[8], warp_part[kDecodeWarps][8];
+  for (int i = tid; i < 8 * DIM; i += kThreads) queries_s[i] = to_float(q_s[i / DIM][i % DIM]);
+
+  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};  // rows warp, warp + 4
+  const int d = tid % DIM, r0 = tid / DIM;                             // output: channel d
   float acc[kRowsPerThread];
 #pragma unroll
   for (int i = 0; i < kRowsPerThread; ++i) acc[i] = 0.0f;
-  float m_run = -INFINITY, l_run = 0.0f;  // thread r < 8 keeps row r's running max and sum
-  for (int c0 = begin; c0 < end; c0 += kChunk) {
-    const int p = c0 + tid;
-    // Scores of position p for every query head (scaled, base 2).
-    float s[8];
+
+  for (int c0 = begin; c0 < end; c0 += kTile) {
+    const int n = min(kTile, end - c0);
+    // ---- stage: thread (j, part) takes position c0 + j, channel vectors part + 4 i; rows past
+    // n are zeros (their probabilities are 0, and 0 * garbage could be NaN).
+    {
+      const int j = tid / 4, part = tid % 4;
+      float k[kVectorsPerThread][8], v[kVectorsPerThread][8];
 #pragma unroll
-    for (int r = 0; r < 8; ++r) s[r] = 0.0f;
-    if (p < end) {
-      for (int d0 = 0; d0 < DIM; d0 += kBatch) {
-        float k[kBatch];
-        if (p >= row.kq) {  // residual: 16-byte loads
-          const uint4* src = reinterpret_cast<const uint4*>(row.key_res + int64_t{p - row.kq} * DIM + d0);
+      for (int i = 0; i < kVectorsPerThread; ++i) {
+        if (j < n) {
+          tail_key8<T, DIM>(row, c0 + j, 8 * (part + 4 * i), k[i]);
+          tail_value8<T, DIM>(row, c0 + j, 8 * (part + 4 * i), v[i]);
+        } else {
 #pragma unroll
-          for (int v = 0; v < kBatch * 2 / 16; ++v) {
-            const uint4 raw = __ldg(src + v);
-            const T* e = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-            for (int j = 0; j < 8; ++j) k[8 * v + j] = to_float(e[j]);
-          }
-        } else {  // packed: every code, scale and min of the batch loaded before any use
-          const int gi = p >> row.group_log2, t = p & (row.group - 1);
-          const uint32_t* block = row.key_codes + int64_t{gi} * DIM * (row.group * row.k_bits / 32);
-          uint32_t words[kBatch];
-          T scale[kBatch], minimum[kBatch];
-#pragma unroll
-          for (int j = 0; j < kBatch; ++j) {
-            int word, bit;
-            key_tile_slot(d0 + j, t, DIM, row.k_bits, word, bit);
-            words[j] = __ldg(block + word) >> bit;
-            scale[j] = row.key_scale[int64_t{gi} * DIM + d0 + j];
-            minimum[j] = row.key_min[int64_t{gi} * DIM + d0 + j];
-          }
-          const uint32_t mask = (1u << row.k_bits) - 1u;
-#pragma unroll
-          for (int j = 0; j < kBatch; ++j)
-            k[j] = fmaf(static_cast<float>(words[j] & mask), to_float(scale[j]), to_float(minimum[j]));
+          for (int e = 0; e < 8; ++e) k[i][e] = v[i][e] = 0.0f;
         }
+      }
 #pragma unroll
-        for (int j = 0; j < kBatch; ++j)
-#pragma unroll
-          for (int r = 0; r < 8; ++r) s[r] = fmaf(to_float(q_s[r][d0 + j]), k[j], s[r]);
+      for (int i = 0; i < kVectorsPerThread; ++i) {
+        const int d0 = 8 * (part + 4 * i);
+        float4* kd = reinterpret_cast<float4*>(keys_s + j * S::kKeyStride + d0);
+        float4* vd = reinterpret_cast<float4*>(values_s + j * DIM + d0);
+        kd[0] = make_float4(k[i][0], k[i][1], k[i][2], k[i][3]);
+        kd[1] = make_float4(k[i][4], k[i][5], k[i][6], k[i][7]);
+        vd[0] = make_float4(v[i][0], v[i][1], v[i][2], v[i][3]);
+        vd[1] = make_float4(v[i][4], v[i][5], v[i][6], v[i][7]);
       }
     }
-#pragma unroll
-    for (int r = 0; r < 8; ++r) {
-      s[r] = p < end && r < rep ? s[r] * score_scale : -INFINITY;
-      scores_s[r * kChunk + tid] = s[r];
-      const float w = warp_max(s[r]);
-      if (lane == 0) warp_part[warp][r] = w;
-    }
     __syncthreads();
-    if (tid < 8) {
-      float mx = -INFINITY;
+    // ---- scores and online softmax: warp w takes rows w and w + 4, lane = position
 #pragma unroll
-      for (int w = 0; w < kDecodeWarps; ++w) mx = fmaxf(mx, warp_part[w][tid]);
-      const float m_new = fmaxf(m_run, mx);
-      chunk_scale[tid] = m_new == -INFINITY ? 1.0f : exp2f(m_run - m_new);
-      chunk_max[tid] = m_new;
-      m_run = m_new;
-    }
-    __syncthreads();
-    // Probabilities in place, and their sums per row.
-#pragma unroll
-    for (int r = 0; r < 8; ++r) {
-      const float x = scores_s[r * kChunk + tid];
-      const float prob = x == -INFINITY ? 0.0f : exp2f(x - chunk_max[r]);
-      scores_s[r * kChunk + tid] = prob;
-      const float w = warp_sum(prob);
-      if (lane == 0) warp_part[warp][r] = w;
-    }
-    __syncthreads();
-    if (tid < 8) {
-      float sum = 0.0f;
-#pragma unroll
-      for (int w = 0; w < kDecodeWarps; ++w) sum += warp_part[w][tid];
-      l_run = l_run * chunk_scale[tid] + sum;
-    }
-    // Output: thread takes channel d = tid % DIM of rows tid / DIM + i * (kChunk / DIM).
-    const int d = tid % DIM, r0 = tid / DIM;
-#pragma unroll
-    for (int i = 0; i < kRowsPerThread; ++i) acc[i] *= chunk_scale[r0 + i * (kChunk / DIM)];
-    const int chunk_end = min(c0 + kChunk, end);
-    auto accumulate = [&](int t0, const float (&v)[kBatch], int count) {
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j)
-        if (j < count)
-#pragma unroll
-          for (int i = 0; i < kRowsPerThread; ++i)
-            acc[i] = fmaf(scores_s[(r0 + i * (kChunk / DIM)) * kChunk + t0 - c0 + j], v[j], acc[i]);
-    };
-    // Packed values, then residual ones: each batch's loads first.
-    const int packed_end = max(c0, min(chunk_end, row.vq));
-    int word, bit;
-    value_tile_slot(d, DIM, row.v_bits, word, bit);
-    const int groups_log2 = __ffs(DIM) - 1 - row.group_log2, v_words = DIM * row.v_bits / 32;
-    const uint32_t v_mask = (1u << row.v_bits) - 1u;
-    for (int t0 = c0; t0 < packed_end; t0 += kBatch) {
-      const int count = min(kBatch, packed_end - t0);
-      uint32_t codes[kBatch];
-      T scale[kBatch], minimum[kBatch];
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) {
-        const int pos = min(t0 + j, packed_end - 1);
-        const int64_t at = (int64_t{pos} << groups_log2) + (d >> row.group_log2);
-        codes[j] = __ldg(row.value_codes + int64_t{pos} * v_words + word) >> bit;
-        scale[j] = row.value_scale[at];
-        minimum[j] = row.value_min[at];
+    for (int i = 0; i < 2; ++i) {
+      const int r = warp + 4 * i;
+      float s = -INFINITY;
+      if (r < rep && lane < n) {
+        float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        const float4* kr = reinterpret_cast<const float4*>(keys_s + lane * S::kKeyStride);
+        const float4* qr = reinterpret_cast<const float4*>(queries_s + r * DIM);
+#pragma unroll 8
+        for (int x = 0; x < DIM / 4; ++x) {
+          const float4 kk = kr[x], qq = qr[x];
+          part[0] = fmaf(qq.x, kk.x, part[0]);
+          part[1] = fmaf(qq.y, kk.y, part[1]);
+          part[2] = fmaf(qq.z, kk.z, part[2]);
+          part[3] = fmaf(qq.w, kk.w, part[3]);
+        }
+        s = ((part[0] + part[1]) + (part[2] + part[3])) * score_scale;
       }
-      float v[kBatch];
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j)
-        v[j] = fmaf(static_cast<float>(codes[j] & v_mask), to_float(scale[j]), to_float(minimum[j]));
-      accumulate(t0, v, count);
+      const float m_new = fmaxf(m_run[i], warp_max(s));
+      const float correction = m_new == -INFINITY ? 1.0f : exp2f(m_run[i] - m_new);
+      const float prob = s == -INFINITY ? 0.0f : exp2f(s - m_new);
+      l_run[i] = l_run[i] * correction + warp_sum(prob);
+      m_run[i] = m_new;
+      probs_s[r * kTile + lane] = prob;
+      if (lane == 0) correction_s[r] = correction;
     }
-    for (int t0 = packed_end; t0 < chunk_end; t0 += kBatch) {
-      const int count = min(kBatch, chunk_end - t0);
-      T raw[kBatch];
+    __syncthreads();
+    // ---- output: channel d of rows r0 + i * kRowStep
 #pragma unroll
-      for (int j = 0; j < kBatch; ++j)
-        raw[j] = row.value_res[int64_t{min(t0 + j, chunk_end - 1) % row.value_slots} * DIM + d];
-      float v[kBatch];
+    for (int i = 0; i < kRowsPerThread; ++i) acc[i] *= correction_s[r0 + i * kRowStep];
+#pragma unroll 8
+    for (int j = 0; j < kTile; ++j) {
+      const float v = values_s[j * DIM + d];
 #pragma unroll
-      for (int j = 0; j < kBatch; ++j) v[j] = to_float(raw[j]);
-      accumulate(t0, v, count);
+      for (int i = 0; i < kRowsPerThread; ++i) acc[i] = fmaf(probs_s[(r0 + i * kRowStep) * kTile + j], v, acc[i]);
     }
-    __syncthreads();  // scores_s and the chunk's shared values are rewritten next
+    __syncthreads();  // the next chunk restages the scratch
   }
-  const int d = tid % DIM, r0 = tid / DIM;
 #pragma unroll
-  for (int i = 0; i < kRowsPerThread; ++i) acc_out[(r0 + i * (kChunk / DIM)) * DIM + d] = acc[i];
-  if (tid < 8) {
-    max_out[tid] = m_run;
-    sum_out[tid] = l_run;
+  for (int i = 0; i < kRowsPerThread; ++i) acc_out[(r0 + i * kRowStep) * DIM + d] = acc[i];
+  if (lane == 0) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      max_out[warp + 4 * i] = m_run[i];
+      sum_out[warp + 4 * i] = l_run[i];
+    }
   }
 }
 
