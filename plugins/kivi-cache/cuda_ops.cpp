@@ -5,6 +5,9 @@
 #include <ATen/cuda/CUDAContext.h>
 
 #include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -100,6 +103,49 @@ int* split_counters(const at::Tensor& like, int64_t count) {
   if (!buffer.defined() || buffer.numel() < count)
     buffer = at::zeros({std::max<int64_t>(count, 4096)}, like.options().dtype(at::kInt));
   return buffer.data_ptr<int>();
+}
+
+// KIVI_DECODE_TIMING=1 (a profiling knob, read once): every tensor-core decode launch records
+// when each block passes each phase, and prints when the blocks of each kind got there.
+bool decode_timing_enabled() {
+  static const bool enabled = [] {
+    const char* value = std::getenv("KIVI_DECODE_TIMING");
+    return value != nullptr && std::string(value) == "1";
+  }();
+  return enabled;
+}
+
+// Per kind of block (main, the last main split, tail blocks), per phase: the median and the
+// latest time since the first block started, in us.
+void print_decode_timing(const at::Tensor& stamps, const cuda::DecodeAttention& a) {
+  const at::Tensor host = stamps.cpu();
+  const int64_t* t = host.data_ptr<int64_t>();
+  const int64_t blocks = host.numel() / 8;
+  int64_t first = INT64_MAX;
+  for (int64_t i = 0; i < blocks; ++i)
+    if (t[8 * i] > 0) first = std::min(first, t[8 * i]);
+  const char* names[3] = {"main", "last main", "tail"};
+  const int main_splits = a.splits - a.tail_splits;
+  std::string line = "decode timing (rows " + std::to_string(a.rows) + ", splits " +
+                     std::to_string(a.splits) + ", tail " + std::to_string(a.tail_splits) + ")";
+  for (int kind = 0; kind < 3; ++kind) {
+    std::string part;
+    for (int phase = 0; phase < 6; ++phase) {
+      std::vector<double> us;
+      for (int64_t i = 0; i < blocks; ++i) {
+        const int split = static_cast<int>(i % a.splits);
+        const int k = split >= main_splits ? 2 : split == main_splits - 1 ? 1 : 0;
+        if (k == kind && t[8 * i + phase] > 0) us.push_back((t[8 * i + phase] - first) / 1000.0);
+      }
+      if (us.empty()) continue;
+      std::sort(us.begin(), us.end());
+      char buffer[64];
+      std::snprintf(buffer, sizeof buffer, " p%d %.1f/%.1f", phase, us[us.size() / 2], us.back());
+      part += buffer;
+    }
+    if (!part.empty()) line += std::string(" | ") + names[kind] + ":" + part;
+  }
+  std::fprintf(stderr, "%s\n", line.c_str());
 }
 
 }  // namespace
@@ -279,7 +325,13 @@ std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviP
     }
     a.workspace = workspace(q, cuda::decode_workspace_floats(rows, q_heads, dim, a.splits));
     a.counters = split_counters(q, int64_t{rows} * kv_heads);
+    at::Tensor stamps;
+    if (decode_timing_enabled() && !cores_only && *dtype != cuda::DType::kFloat) {
+      stamps = at::zeros({int64_t{rows} * kv_heads * a.splits * 8}, q.options().dtype(at::kLong));
+      a.timing = reinterpret_cast<unsigned long long*>(stamps.data_ptr<int64_t>());
+    }
     raise_if(cuda::launch_decode_attention(a, stream));
+    if (stamps.defined()) print_decode_timing(stamps, a);
   }
   return out;
 }

@@ -89,6 +89,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
   const int group = a.group_size, group_log2 = __ffs(group) - 1, v_groups = DIM >> group_log2;
   const int block_group_shift = group_log2 - 5;  // 32-channel block j is in value group j >> this
 
+  const DecodeStamp stamp(a, b, h, split);
+  stamp(0);
   extern __shared__ __align__(16) unsigned char dynamic_smem[];  // per warp: kStages stages
   // Merge state of the 4 warps and (slot 4) the tail.
   __shared__ float max_s[kDecodeWarps + 1][8], sum_s[kDecodeWarps + 1][8];
@@ -101,6 +103,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
                         : from_float<T>(0.0f);
   }
   __syncthreads();
+  stamp(1);
   // This lane's A fragments of the queries: row g, channels 16 kt + 2c + {0, 1} and + 8.
   uint32_t q_frag[KT][2];
 #pragma unroll
@@ -350,6 +353,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
   }
   copy_async_wait<0>();
   __syncthreads();  // every warp is done with its stages: the shared memory is free
+  stamp(2);
 
   // ---- the tail, by the whole block of the row's last split (merge slot kDecodeWarps)
   float* acc_all = reinterpret_cast<float*>(dynamic_smem);  // [kDecodeWarps + 1][8][DIM]
@@ -365,6 +369,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
     decode_tail<T, DIM>(row, rep, score_scale, q_s, tail_begin, tail_end, acc_all,
                         max_s[kDecodeWarps], sum_s[kDecodeWarps], acc_all + kDecodeWarps * 8 * DIM);
   }
+  stamp(3);
 
   // ---- merge: row g's sum over its quad; the min term moved to its channels; warps combined
   l += __shfl_xor_sync(0xffffffffu, l, 1);
@@ -388,7 +393,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
   __syncthreads();
 
   const int states = has_tail ? kDecodeWarps + 1 : kDecodeWarps;
-  merge_and_finish<T, DIM>(a, b, h, rep, split, states, max_s, sum_s, acc_all);
+  merge_and_finish<T, DIM>(a, b, h, rep, split, states, max_s, sum_s, acc_all, stamp);
 }
 
 // Resident blocks per multiprocessor of this instantiation (for choosing the splits).

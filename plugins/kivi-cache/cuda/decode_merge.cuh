@@ -10,6 +10,22 @@
 
 namespace kivi::kivi_cache::cuda {
 
+// Phase timestamps of one block (DecodeAttention::timing, a profiling knob): slot i of the
+// block's 8 gets the global timer in ns when its thread 0 passes phase i.
+struct DecodeStamp {
+  unsigned long long* slots = nullptr;
+  __device__ DecodeStamp(const DecodeAttention& a, int b, int h, int split) {
+    if (a.timing != nullptr) slots = a.timing + 8 * ((int64_t{b} * a.kv_heads + h) * a.splits + split);
+  }
+  __device__ __forceinline__ void operator()(int phase) const {
+    if (slots != nullptr && threadIdx.x == 0) {
+      unsigned long long now;
+      asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+      slots[phase] = now;
+    }
+  }
+};
+
 // The combined output of query head rep row r, channel d, over splits [0, splits) of the
 // workspace (written by other blocks: read through L2).
 __device__ __forceinline__ float combine_partials(const DecodeWorkspace& ws, int64_t first,
@@ -35,7 +51,7 @@ __device__ __forceinline__ float combine_partials(const DecodeWorkspace& ws, int
 template <class T, int DIM>
 __device__ void merge_and_finish(const DecodeAttention& a, int b, int h, int rep, int split,
                                  int states, const float (*max_s)[8], const float (*sum_s)[8],
-                                 const float* acc_all) {
+                                 const float* acc_all, const DecodeStamp& stamp) {
   T* out = static_cast<T*>(a.out);
   DecodeWorkspace ws(a.workspace, a.rows, a.q_heads, DIM, a.splits);
   for (int i = threadIdx.x; i < rep * DIM; i += blockDim.x) {
@@ -62,7 +78,10 @@ __device__ void merge_and_finish(const DecodeAttention& a, int b, int h, int rep
       ws.sum[slot] = total;
     }
   }
-  if (a.splits == 1) return;
+  if (a.splits == 1) {
+    stamp(4);
+    return;
+  }
 
   // Publish, then count the finished splits of (b, h); the last one combines.
   __shared__ bool last;
@@ -74,6 +93,7 @@ __device__ void merge_and_finish(const DecodeAttention& a, int b, int h, int rep
     if (last) *counter = 0;  // every split has arrived: ready for the next call (or graph replay)
   }
   __syncthreads();
+  stamp(4);
   if (!last) return;
   __threadfence();
   // Per query head: the largest max and the weighted sum over the splits (warp w: rows w, w+4).
@@ -102,6 +122,7 @@ __device__ void merge_and_finish(const DecodeAttention& a, int b, int h, int rep
     out[head * DIM + d] = from_float<T>(
         m == -INFINITY ? 0.0f : combine_partials(ws, head * a.splits, a.splits, DIM, d, m, total_s[r]));
   }
+  stamp(5);
 }
 
 }  // namespace kivi::kivi_cache::cuda

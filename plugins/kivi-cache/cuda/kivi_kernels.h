@@ -99,6 +99,9 @@ struct DecodeAttention {
   // Tensor-core kernel with splits > 1: [rows * kv_heads] ints, zero before the launch and left
   // zero after it (the last split of each (row, kv head) to finish combines them and resets).
   int* counters = nullptr;
+  // Profiling knob (tensor-core kernel): [rows, kv_heads, splits, 8] global-timer stamps per
+  // block phase (decode_merge.cuh, DecodeStamp); null: none.
+  unsigned long long* timing = nullptr;
   int splits = 1;       // partial results per (row, query head), tail blocks included
   int tail_splits = 0;  // tensor-core kernel: the last tail_splits blocks of each (row, kv head)
                         // attend 32 tail positions each (decode_tail_splits); 0: the last main
