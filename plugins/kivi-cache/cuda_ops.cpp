@@ -154,20 +154,6 @@ bool cuda_kernels_built() { return true; }
 
 namespace {
 
-// (row, kv head) pairs up to which a launch gives the tail blocks of its own.
-constexpr int kMostPairsForTailBlocks = 16;
-
-// Whether the tensor-core kernel may spread the tail over blocks of its own (the default), or
-// always leaves it to the last main block: KIVI_DECODE_TAIL_BLOCKS=0 (a benchmark knob, read
-// once).
-bool tail_blocks_enabled() {
-  static const bool enabled = [] {
-    const char* value = std::getenv("KIVI_DECODE_TAIL_BLOCKS");
-    return value == nullptr || std::string(value) != "0";
-  }();
-  return enabled;
-}
-
 // What both flushes take: x [n, H, T, D] in the storage dtype and the destination views of the
 // codes, scales and minima (cuda::KeyFlush or cuda::ValueFlush). False: they cannot serve it.
 template <class Flush>
@@ -312,21 +298,17 @@ std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviP
       a.value_quantized[r] = static_cast<int>(parts.value_quantized[b]);
       max_length = std::max(max_length, a.length[r]);
     }
-    a.splits = cuda::decode_splits(rows, kv_heads, max_length, sm_count, blocks_per_sm);
-    // The tail (residual windows) in blocks of its own, 32 positions each, beside the main ones,
-    // when the grid is a few (row, kv head) pairs: there the last main block's tail is the
-    // critical path (measured on the H200: batch 1, 8 kv heads, 1K / 8K / 32K: 25.2 / 38.7 /
-    // 49.5 us against 32.6 / 43.3 / 54.8). With more pairs the extra blocks push main blocks into
-    // a second wave (batch 8 x 1K: 46.0 against 38.9 us; batch 32 x 32K: 752 against 542 us).
-    if (!cores_only && *dtype != cuda::DType::kFloat && rows * kv_heads <= kMostPairsForTailBlocks &&
-        tail_blocks_enabled()) {
-      a.tail_splits = cuda::decode_tail_splits(a);
-      a.splits += a.tail_splits;
-    }
+    // The tensor-core kernel leaves each row's tail (its residual windows and the tiles they
+    // straddle) to blocks of 32 positions each, queued after the main blocks.
+    const bool tensor_cores = !cores_only && *dtype != cuda::DType::kFloat;
+    if (tensor_cores) a.tail_splits = cuda::decode_tail_splits(a);
+    a.splits = cuda::decode_splits(rows, kv_heads, max_length, sm_count, blocks_per_sm,
+                                   cuda::kMostDecodeSplits - a.tail_splits) +
+               a.tail_splits;
     a.workspace = workspace(q, cuda::decode_workspace_floats(rows, q_heads, dim, a.splits));
     a.counters = split_counters(q, int64_t{rows} * kv_heads);
     at::Tensor stamps;
-    if (decode_timing_enabled() && !cores_only && *dtype != cuda::DType::kFloat) {
+    if (decode_timing_enabled() && tensor_cores) {
       stamps = at::zeros({int64_t{rows} * kv_heads * a.splits * 8}, q.options().dtype(at::kLong));
       a.timing = reinterpret_cast<unsigned long long*>(stamps.data_ptr<int64_t>());
     }

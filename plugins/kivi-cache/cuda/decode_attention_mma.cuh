@@ -1,10 +1,11 @@
 // The fused KIVI decode kernel on tensor cores (fp16 and bf16 storage), reading the cache's
 // tile order (tile_order.h) so that its inner loop costs about one instruction per code.
 //
-// Grid (splits, kv heads, rows); 4 warps per block, each taking every fourth 32-token tile of
-// the block's range with an online softmax of its own; warps merge in shared memory and the
-// last block of each (row, kv head) to finish combines the splits (decode_merge.cuh). All
-// m16n8k16 MMAs put the GQA group's query heads in rows 0..7:
+// Grid: the main splits of every (row, kv head), then its tail blocks. 4 warps per block; in a
+// main block each takes every fourth 32-token tile of the block's range with an online softmax
+// of its own; warps merge in shared memory, and the last block of each (row, kv head) to finish
+// combines the splits (decode_merge.cuh). All m16n8k16 MMAs put the GQA group's query heads in
+// rows 0..7:
 //   scores  S[r][t] = sum_d (q[r][d] * scale[d]) * code[d][t] + sum_d q[r][d] * min[d]:
 //           A = q * scale (one HMUL2 per pair, per tile), B = the codes, exact small integers;
 //           the bias q . min is one more MMA whose B holds min in column 0;
@@ -19,9 +20,8 @@
 // (the packed codes, scales and minima of keys and values), so the loads of several tiles
 // overlap the arithmetic. Only tiles packed on both sides go through the MMAs; the rest of a
 // row (the residual windows and the tiles they straddle, ~R + 32 tokens) is attended on CUDA
-// cores (decode_tail.cuh), 32 positions staged in shared memory at a time, by the whole block
-// of the row's last split or, for small launches, by blocks of its own
-// (DecodeAttention::tail_splits), and joins the other states in the block merge.
+// cores (decode_tail.cuh) by tail blocks of 32 positions each (DecodeAttention::tail_splits),
+// which join the main splits in the split combine.
 #pragma once
 
 #include "code_convert.cuh"
@@ -73,7 +73,19 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
   constexpr int kLaneKeyWords = DIM * KB / 32;     // a lane's key code words per tile
   constexpr int kKeyPer = 16 / KB, kValuePer = 16 / VB;  // code pairs per word half
   constexpr int kValueChunkBits = DIM * VB / 8;    // one lane's codes of one token
-  const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  // 1-d grid: every (row, kv head)'s main splits, then every (row, kv head)'s tail blocks, so
+  // that the long blocks start first and the short tail blocks fill the gaps.
+  const int main_splits = a.splits - a.tail_splits, pairs = a.rows * a.kv_heads;
+  int pair, split;
+  if (int(blockIdx.x) < pairs * main_splits) {
+    pair = blockIdx.x / main_splits;
+    split = blockIdx.x % main_splits;
+  } else {
+    const int x = blockIdx.x - pairs * main_splits;
+    pair = x / a.tail_splits;
+    split = main_splits + x % a.tail_splits;
+  }
+  const int b = pair / a.kv_heads, h = pair % a.kv_heads;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   const int rep = a.q_heads / a.kv_heads;
   const int length = a.length[b], kq = a.key_quantized[b], vq = a.value_quantized[b];
@@ -81,7 +93,6 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
   // row has length 0 while its quantized counts stay as they are.)
   const int packed_end = min(min(kq, vq / kTile * kTile), length / kTile * kTile);
   // Blocks past the main splits (a.tail_splits of them) take 32 tail positions each.
-  const int main_splits = a.splits - a.tail_splits;
   const bool tail_block = split >= main_splits;
   const int tile_begin = split * tiles_per_split;
   const int tile_end = tail_block ? 0 : min(packed_end / kTile, tile_begin + tiles_per_split);
@@ -92,27 +103,11 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
   const DecodeStamp stamp(a, b, h, split);
   stamp(0);
   extern __shared__ __align__(16) unsigned char dynamic_smem[];  // per warp: kStages stages
-  // Merge state of the 4 warps and (slot 4) the tail.
-  __shared__ float max_s[kDecodeWarps + 1][8], sum_s[kDecodeWarps + 1][8];
+  // Merge state of the 4 warps (a tail block: of the tail, in slot 0).
+  __shared__ float max_s[kDecodeWarps][8], sum_s[kDecodeWarps][8];
   // The group's query heads as rows 0..7 (zero past rep), exactly as stored: the softmax scale
   // (in base 2) multiplies the float scores instead, so no extra rounding enters the operands.
   __shared__ __align__(16) T q_s[8][DIM];
-  for (int i = threadIdx.x; i < 8 * DIM; i += blockDim.x) {
-    const int r = i / DIM, d = i % DIM;
-    q_s[r][d] = r < rep ? static_cast<const T*>(a.q)[b * a.q_stride[0] + (h * rep + r) * a.q_stride[1] + d]
-                        : from_float<T>(0.0f);
-  }
-  __syncthreads();
-  stamp(1);
-  // This lane's A fragments of the queries: row g, channels 16 kt + 2c + {0, 1} and + 8.
-  uint32_t q_frag[KT][2];
-#pragma unroll
-  for (int kt = 0; kt < KT; ++kt) {
-    q_frag[kt][0] = *reinterpret_cast<const uint32_t*>(&q_s[g][16 * kt + 2 * c]);
-    q_frag[kt][1] = *reinterpret_cast<const uint32_t*>(&q_s[g][16 * kt + 2 * c + 8]);
-  }
-  const float score_scale = a.scale * 1.4426950408889634f;  // softmax scale * log2(e)
-
   const int v_words = DIM * VB / 32;
   RowView<T> row;
   row.key_scale = static_cast<const T*>(a.key_scale) + b * a.key_scale_stride[0] + h * a.key_scale_stride[1];
@@ -166,6 +161,41 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
 
 #pragma unroll
   for (int k = 0; k + 1 < Stage::kStages; ++k) issue(k);
+  // The queries load while the first tiles' copies are in flight.
+  for (int i = threadIdx.x; i < 8 * DIM; i += blockDim.x) {
+    const int r = i / DIM, d = i % DIM;
+    q_s[r][d] = r < rep ? static_cast<const T*>(a.q)[b * a.q_stride[0] + (h * rep + r) * a.q_stride[1] + d]
+                        : from_float<T>(0.0f);
+  }
+  __syncthreads();
+  stamp(1);
+  const float score_scale = a.scale * 1.4426950408889634f;  // softmax scale * log2(e)
+
+  if (tail_block) {  // 32 tail positions on CUDA cores; the scratch holds the result (slot 0)
+    copy_async_wait<0>();  // (empty groups)
+    float* scratch = reinterpret_cast<float*>(dynamic_smem);
+    const int tail_begin = min(length, packed_end + (split - main_splits) * kTile);
+    const int tail_end = min(length, tail_begin + kTile);
+    if (tail_begin < tail_end) {
+      decode_tail<T, DIM>(row, rep, score_scale, q_s, tail_begin, tail_end, scratch, max_s[0],
+                          sum_s[0], scratch);
+    } else if (threadIdx.x < 8) {
+      max_s[0][threadIdx.x] = -INFINITY;
+      sum_s[0][threadIdx.x] = 0.0f;
+    }
+    __syncthreads();
+    stamp(3);
+    merge_and_finish<T, DIM>(a, b, h, rep, split, 1, max_s, sum_s, scratch, stamp);
+    return;
+  }
+  // This lane's A fragments of the queries: row g, channels 16 kt + 2c + {0, 1} and + 8.
+  uint32_t q_frag[KT][2];
+#pragma unroll
+  for (int kt = 0; kt < KT; ++kt) {
+    q_frag[kt][0] = *reinterpret_cast<const uint32_t*>(&q_s[g][16 * kt + 2 * c]);
+    q_frag[kt][1] = *reinterpret_cast<const uint32_t*>(&q_s[g][16 * kt + 2 * c + 8]);
+  }
+
   int k = 0;
   for (int tile = tile_begin + warp; tile < tile_end; tile += kDecodeWarps, ++k) {
     issue(k + Stage::kStages - 1);  // later tiles' copies overlap this tile's work
@@ -355,21 +385,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
   __syncthreads();  // every warp is done with its stages: the shared memory is free
   stamp(2);
 
-  // ---- the tail, by the whole block of the row's last split (merge slot kDecodeWarps)
-  float* acc_all = reinterpret_cast<float*>(dynamic_smem);  // [kDecodeWarps + 1][8][DIM]
-  int tail_begin = packed_end, tail_end = length;  // the whole tail, in the last main block
-  if (a.tail_splits > 0) {
-    tail_begin = tail_block ? min(length, packed_end + (split - main_splits) * kTile) : length;
-    tail_end = min(length, tail_begin + kTile);
-  } else if (split != main_splits - 1) {
-    tail_begin = tail_end;
-  }
-  const bool has_tail = tail_begin < tail_end;
-  if (has_tail) {  // its scratch covers the warps' merge slots, written only after it
-    decode_tail<T, DIM>(row, rep, score_scale, q_s, tail_begin, tail_end, acc_all,
-                        max_s[kDecodeWarps], sum_s[kDecodeWarps], acc_all + kDecodeWarps * 8 * DIM);
-  }
-  stamp(3);
+  float* acc_all = reinterpret_cast<float*>(dynamic_smem);  // [kDecodeWarps][8][DIM]
 
   // ---- merge: row g's sum over its quad; the min term moved to its channels; warps combined
   l += __shfl_xor_sync(0xffffffffu, l, 1);
@@ -392,8 +408,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
   }
   __syncthreads();
 
-  const int states = has_tail ? kDecodeWarps + 1 : kDecodeWarps;
-  merge_and_finish<T, DIM>(a, b, h, rep, split, states, max_s, sum_s, acc_all, stamp);
+  merge_and_finish<T, DIM>(a, b, h, rep, split, kDecodeWarps, max_s, sum_s, acc_all, stamp);
 }
 
 // Resident blocks per multiprocessor of this instantiation (for choosing the splits).
@@ -418,11 +433,12 @@ int decode_mma_occupancy() {
 template <class T, int DIM, int KB, int VB>
 void launch_decode_mma(const DecodeAttention& a, int tiles_per_split, cudaStream_t stream) {
   constexpr int kBytes = MmaStage<DIM, KB, VB>::kBlockBytes;
-  static_assert(kBytes >= (kDecodeWarps + 1) * 8 * DIM * 4 && kBytes >= TailScratch<DIM>::kFloats * 4,
+  static_assert(kBytes >= kDecodeWarps * 8 * DIM * 4 && kBytes >= TailScratch<DIM>::kFloats * 4,
                 "the stages hold the merge's accumulators and the tail's scratch");
+  static_assert(kBytes >= 8 * kMostDecodeSplits * 4, "the last block holds the splits' weights");
   (void)decode_mma_occupancy<T, DIM, KB, VB>();  // sets the shared-memory attribute once
-  const dim3 grid(a.splits, a.kv_heads, a.rows);
-  decode_mma_kernel<T, DIM, KB, VB><<<grid, kDecodeWarps * 32, kBytes, stream>>>(a, tiles_per_split);
+  const unsigned blocks = unsigned(a.rows) * unsigned(a.kv_heads) * unsigned(a.splits);
+  decode_mma_kernel<T, DIM, KB, VB><<<blocks, kDecodeWarps * 32, kBytes, stream>>>(a, tiles_per_split);
 }
 
 #define KIVI_DECLARE_DECODE_MMA_BITS(T, DIM, KB)                                                  \

@@ -90,14 +90,16 @@ bool decode_supported(DType, int dim, int q_heads, int kv_heads, int group_size,
   return ok;
 }
 
-int decode_splits(int rows, int kv_heads, int max_length, int sm_count, int blocks_per_sm) {
+int decode_splits(int rows, int kv_heads, int max_length, int sm_count, int blocks_per_sm,
+                  int most_splits) {
   const int tiles = std::max(1, (max_length + kTile - 1) / kTile);
   const int base = std::max(1, rows * kv_heads);
   const int64_t capacity = int64_t{std::max(1, sm_count)} * std::max(1, blocks_per_sm);
   // Blocks run in waves of `capacity`; a block's time is its warps' tiles. The cost of s splits
   // is waves x tiles per warp (plus a little per split for the partials), so a grid that
   // leaves the last wave half empty loses to one that fills it.
-  const int most = std::max(1, std::min<int>(tiles / kDecodeWarps, 8 * capacity / base + 1));
+  const int most =
+      std::max(1, std::min<int>({tiles / kDecodeWarps, int(8 * capacity / base + 1), most_splits}));
   int best = 1;
   double best_cost = 1e300;
   for (int s = 1; s <= most; ++s) {
@@ -176,6 +178,9 @@ std::string launch_decode_attention(const DecodeAttention& a, cudaStream_t strea
              std::to_string(a.key_quantized[b]) + " quantized keys, not a multiple of 32";
   }
   const bool combines_itself = a.dtype != DType::kFloat && !a.cuda_cores_only;
+  if (combines_itself && a.splits > kMostDecodeSplits)
+    return "kivi decode attention: " + std::to_string(a.splits) + " splits: at most " +
+           std::to_string(kMostDecodeSplits) + " per launch";
   if (combines_itself && a.splits > 1 && a.counters == nullptr)
     return "kivi decode attention: the tensor-core kernel needs split counters for " +
            std::to_string(a.splits) + " splits";

@@ -26,22 +26,20 @@ struct DecodeStamp {
   }
 };
 
-// The combined output of query head rep row r, channel d, over splits [0, splits) of the
-// workspace (written by other blocks: read through L2).
-__device__ __forceinline__ float combine_partials(const DecodeWorkspace& ws, int64_t first,
-                                                  int splits, int dim, int d, float m_all,
-                                                  float total) {
-  float out[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // four independent chains of loads
+// The output of one query head's channel d: the splits' partials (written by other blocks: read
+// through L2) weighted by weights_s[s] / total. Eight loads in flight at a time.
+__device__ __forceinline__ float combine_partials(const float* acc, int splits, int dim, int d,
+                                                  const float* weights_s, float total) {
+  float out[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   int s = 0;
-  for (; s + 4 <= splits; s += 4) {
+  for (; s + 8 <= splits; s += 8) {
+    float x[8];
 #pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      const float weight = exp2f(__ldcg(ws.max + first + s + u) - m_all);
-      out[u] = fmaf(__ldcg(ws.acc + (first + s + u) * dim + d), weight, out[u]);
-    }
+    for (int u = 0; u < 8; ++u) x[u] = __ldcg(acc + int64_t{s + u} * dim + d);
+#pragma unroll
+    for (int u = 0; u < 8; ++u) out[u % 4] = fmaf(x[u], weights_s[s + u], out[u % 4]);
   }
-  for (; s < splits; ++s)
-    out[0] = fmaf(__ldcg(ws.acc + (first + s) * dim + d), exp2f(__ldcg(ws.max + first + s) - m_all), out[0]);
+  for (; s < splits; ++s) out[0] = fmaf(__ldcg(acc + int64_t{s} * dim + d), weights_s[s], out[0]);
   const float sum = (out[0] + out[1]) + (out[2] + out[3]);
   return total > 0.0f ? sum / total : 0.0f;  // an idle row (no visible token) outputs zeros
 }
@@ -51,7 +49,7 @@ __device__ __forceinline__ float combine_partials(const DecodeWorkspace& ws, int
 template <class T, int DIM>
 __device__ void merge_and_finish(const DecodeAttention& a, int b, int h, int rep, int split,
                                  int states, const float (*max_s)[8], const float (*sum_s)[8],
-                                 const float* acc_all, const DecodeStamp& stamp) {
+                                 float* acc_all, const DecodeStamp& stamp) {
   T* out = static_cast<T*>(a.out);
   DecodeWorkspace ws(a.workspace, a.rows, a.q_heads, DIM, a.splits);
   for (int i = threadIdx.x; i < rep * DIM; i += blockDim.x) {
@@ -83,21 +81,24 @@ __device__ void merge_and_finish(const DecodeAttention& a, int b, int h, int rep
     return;
   }
 
-  // Publish, then count the finished splits of (b, h); the last one combines.
+  // Publish, then count the finished splits of (b, h); the last one combines. (Barrier, then
+  // one thread's fence and atomic: the pattern of cooperative groups' grid sync.)
   __shared__ bool last;
-  __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {
+    __threadfence();
     int* counter = a.counters + b * a.kv_heads + h;
     last = atomicAdd(counter, 1) == a.splits - 1;
     if (last) *counter = 0;  // every split has arrived: ready for the next call (or graph replay)
+    __threadfence();
   }
   __syncthreads();
   stamp(4);
   if (!last) return;
-  __threadfence();
-  // Per query head: the largest max and the weighted sum over the splits (warp w: rows w, w+4).
-  __shared__ float m_all_s[8], total_s[8];
+  // Per query head (warp w: rows w, w + 4): the largest max, the weights exp2(max - largest) of
+  // the splits (into shared memory, over the block's merge state, now published) and their sum.
+  __shared__ float total_s[8];
+  float* weights_s = acc_all;  // [rep][splits]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int r = warp; r < rep; r += kDecodeWarps) {
     const int64_t first = (int64_t{b} * a.q_heads + h * rep + r) * a.splits;
@@ -105,22 +106,20 @@ __device__ void merge_and_finish(const DecodeAttention& a, int b, int h, int rep
     for (int s = lane; s < a.splits; s += 32) m = fmaxf(m, __ldcg(ws.max + first + s));
     m = warp_max(m);
     float total = 0.0f;
-    if (m != -INFINITY)
-      for (int s = lane; s < a.splits; s += 32)
-        total += __ldcg(ws.sum + first + s) * exp2f(__ldcg(ws.max + first + s) - m);
-    total = warp_sum(total);
-    if (lane == 0) {
-      m_all_s[r] = m;
-      total_s[r] = total;
+    for (int s = lane; s < a.splits; s += 32) {
+      const float weight = m == -INFINITY ? 0.0f : exp2f(__ldcg(ws.max + first + s) - m);
+      weights_s[r * a.splits + s] = weight;
+      total += __ldcg(ws.sum + first + s) * weight;
     }
+    total = warp_sum(total);
+    if (lane == 0) total_s[r] = total;
   }
   __syncthreads();
   for (int i = threadIdx.x; i < rep * DIM; i += blockDim.x) {
     const int r = i / DIM, d = i % DIM;
     const int64_t head = int64_t{b} * a.q_heads + h * rep + r;
-    const float m = m_all_s[r];
-    out[head * DIM + d] = from_float<T>(
-        m == -INFINITY ? 0.0f : combine_partials(ws, head * a.splits, a.splits, DIM, d, m, total_s[r]));
+    out[head * DIM + d] = from_float<T>(combine_partials(ws.acc + head * a.splits * DIM, a.splits, DIM, d,
+                                                         weights_s + r * a.splits, total_s[r]));
   }
   stamp(5);
 }

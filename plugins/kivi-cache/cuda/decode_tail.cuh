@@ -3,8 +3,8 @@
 // whole block and merged with the warps' states like one more warp (decode_attention_mma.cuh).
 //
 // 32 positions at a time: the block first stages the chunk's keys and values as floats in
-// shared memory (dequantized where packed), every load of a thread issued before any is used,
-// so a chunk costs about one memory round trip; then warp w scores the chunk for query heads w
+// shared memory (dequantized where packed), every load of a thread issued before any result is
+// used, so a chunk costs one memory round trip; then warp w scores the chunk for query heads w
 // and w + 4 (lane = position) with an online softmax, and each thread accumulates the output of
 // one channel.
 #pragma once
@@ -38,62 +38,110 @@ struct TailScratch {
   static constexpr int kFloats = kCorrection + 8;
 };
 
-// 8 consecutive T at p (16-byte aligned) as floats.
+// 8 consecutive T (one 16-byte word) as floats.
 template <class T>
-__device__ __forceinline__ void load8(const T* p, float (&out)[8]) {
+__device__ __forceinline__ void to_floats8(const uint4& raw, float (&out)[8]) {
   static_assert(sizeof(T) == 2, "fp16 or bf16 storage");
-  const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
   const T* e = reinterpret_cast<const T*>(&raw);
 #pragma unroll
   for (int j = 0; j < 8; ++j) out[j] = to_float(e[j]);
 }
 
-// Key of position p, channels [d0, d0 + 8), as floats (dequantized if packed).
-template <class T, int DIM>
-__device__ __forceinline__ void tail_key8(const RowView<T>& row, int p, int d0, float (&k)[8]) {
+// One position's keys or values, channels [8 (part + 4 i), + 8) for i < N, as they are stored:
+// every load is issued before any result is used (a warp stalls at the first use of a pending
+// load, so a load after a use costs one more memory round trip).
+template <int N>
+struct TailRaw {
+  uint32_t words[N][8];    // packed: each channel's code word, shifted to bit 0
+  uint4 scale[N], min[N];  // keys: 8 channels' scale and min; values: .x holds the group's;
+                           // residual: scale holds the row's 8 channels
+};
+
+template <class T, int DIM, int N>
+__device__ __forceinline__ void load_tail_keys(const RowView<T>& row, int p, int part, TailRaw<N>& raw) {
   if (p >= row.kq) {
-    load8(row.key_res + int64_t{p - row.kq} * DIM + d0, k);
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+      raw.scale[i] = __ldg(reinterpret_cast<const uint4*>(row.key_res + int64_t{p - row.kq} * DIM + 8 * (part + 4 * i)));
     return;
   }
   const int gi = p >> row.group_log2, t = p & (row.group - 1);
   const uint32_t* block = row.key_codes + int64_t{gi} * DIM * (row.group * row.k_bits / 32);
-  uint32_t words[8];
 #pragma unroll
-  for (int j = 0; j < 8; ++j) {
-    int word, bit;
-    key_tile_slot(d0 + j, t, DIM, row.k_bits, word, bit);
-    words[j] = __ldg(block + word) >> bit;
+  for (int i = 0; i < N; ++i) {
+    const int d0 = 8 * (part + 4 * i);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      int word, bit;
+      key_tile_slot(d0 + j, t, DIM, row.k_bits, word, bit);
+      raw.words[i][j] = __ldg(block + word) >> bit;
+    }
+    raw.scale[i] = __ldg(reinterpret_cast<const uint4*>(row.key_scale + int64_t{gi} * DIM + d0));
+    raw.min[i] = __ldg(reinterpret_cast<const uint4*>(row.key_min + int64_t{gi} * DIM + d0));
   }
-  float scale[8], minimum[8];
-  load8(row.key_scale + int64_t{gi} * DIM + d0, scale);
-  load8(row.key_min + int64_t{gi} * DIM + d0, minimum);
-  const uint32_t mask = (1u << row.k_bits) - 1u;
-#pragma unroll
-  for (int j = 0; j < 8; ++j) k[j] = fmaf(static_cast<float>(words[j] & mask), scale[j], minimum[j]);
 }
 
-// Value of position p, channels [d0, d0 + 8) (one value group: group_size >= 32), as floats.
-template <class T, int DIM>
-__device__ __forceinline__ void tail_value8(const RowView<T>& row, int p, int d0, float (&v)[8]) {
+template <class T, int DIM, int N>
+__device__ __forceinline__ void load_tail_values(const RowView<T>& row, int p, int part, TailRaw<N>& raw) {
   if (p >= row.vq) {
-    load8(row.value_res + int64_t{p % row.value_slots} * DIM + d0, v);
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+      raw.scale[i] = __ldg(reinterpret_cast<const uint4*>(row.value_res + int64_t{p % row.value_slots} * DIM + 8 * (part + 4 * i)));
     return;
   }
-  const int v_words = DIM * row.v_bits / 32;
-  const uint32_t* codes = row.value_codes + int64_t{p} * v_words;
-  uint32_t words[8];
-#pragma unroll
-  for (int j = 0; j < 8; ++j) {
-    int word, bit;
-    value_tile_slot(d0 + j, DIM, row.v_bits, word, bit);
-    words[j] = __ldg(codes + word) >> bit;
-  }
+  const uint32_t* codes = row.value_codes + int64_t{p} * (DIM * row.v_bits / 32);
   const int groups_log2 = __ffs(DIM) - 1 - row.group_log2;
-  const int64_t at = (int64_t{p} << groups_log2) + (d0 >> row.group_log2);
-  const float scale = to_float(row.value_scale[at]), minimum = to_float(row.value_min[at]);
-  const uint32_t mask = (1u << row.v_bits) - 1u;
 #pragma unroll
-  for (int j = 0; j < 8; ++j) v[j] = fmaf(static_cast<float>(words[j] & mask), scale, minimum);
+  for (int i = 0; i < N; ++i) {
+    const int d0 = 8 * (part + 4 * i);  // 8 channels of one value group (group_size >= 32)
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      int word, bit;
+      value_tile_slot(d0 + j, DIM, row.v_bits, word, bit);
+      raw.words[i][j] = __ldg(codes + word) >> bit;
+    }
+    const int64_t at = (int64_t{p} << groups_log2) + (d0 >> row.group_log2);
+    raw.scale[i].x = *reinterpret_cast<const uint16_t*>(row.value_scale + at);
+    raw.min[i].x = *reinterpret_cast<const uint16_t*>(row.value_min + at);
+  }
+}
+
+// The loaded channels as floats (dequantized where packed).
+template <class T, int N>
+__device__ __forceinline__ void tail_floats(const TailRaw<N>& raw, bool residual, bool per_channel,
+                                            int bits, float (&out)[N][8]) {
+  const uint32_t mask = (1u << bits) - 1u;
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    if (residual) {
+      to_floats8<T>(raw.scale[i], out[i]);
+      continue;
+    }
+    float scale[8], minimum[8];
+    if (per_channel) {
+      to_floats8<T>(raw.scale[i], scale);
+      to_floats8<T>(raw.min[i], minimum);
+    } else {
+      const uint16_t s16 = static_cast<uint16_t>(raw.scale[i].x), m16 = static_cast<uint16_t>(raw.min[i].x);
+      const float s = to_float(*reinterpret_cast<const T*>(&s16)), m = to_float(*reinterpret_cast<const T*>(&m16));
+#pragma unroll
+      for (int j = 0; j < 8; ++j) scale[j] = s, minimum[j] = m;
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) out[i][j] = fmaf(static_cast<float>(raw.words[i][j] & mask), scale[j], minimum[j]);
+  }
+}
+
+// A thread's channels of one staged row (zeros for a position past the chunk: its probability
+// is 0, and 0 * garbage could be NaN).
+template <int N>
+__device__ __forceinline__ void store_tail_row(const float (&x)[N][8], bool valid, int part, float* row_s) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    float4* dst = reinterpret_cast<float4*>(row_s + 8 * (part + 4 * i));
+    dst[0] = valid ? make_float4(x[i][0], x[i][1], x[i][2], x[i][3]) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    dst[1] = valid ? make_float4(x[i][4], x[i][5], x[i][6], x[i][7]) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  }
 }
 
 // Attention of the block's query heads (q_s rows 0..rep-1) over positions [begin, end) on CUDA
@@ -108,6 +156,7 @@ __device__ void decode_tail(const RowView<T>& row, int rep, float score_scale, c
   constexpr int kThreads = kDecodeWarps * 32;
   static_assert(kDecodeWarps == 4 && DIM % 32 == 0, "4 warps score 8 query heads, 2 each");
   constexpr int kVectorsPerThread = DIM / 32;       // 8-channel vectors of one position, of 4 threads
+  constexpr int kPass = 2;                          // vectors loaded per round trip
   constexpr int kRowsPerThread = 8 * DIM / kThreads;  // output (row, channel) pairs per thread
   constexpr int kRowStep = kThreads / DIM;
   float* keys_s = scratch + S::kKeys;
@@ -129,27 +178,20 @@ __device__ void decode_tail(const RowView<T>& row, int rep, float score_scale, c
     // ---- stage: thread (j, part) takes position c0 + j, channel vectors part + 4 i; rows past
     // n are zeros (their probabilities are 0, and 0 * garbage could be NaN).
     {
-      const int j = tid / 4, part = tid % 4;
-      float k[kVectorsPerThread][8], v[kVectorsPerThread][8];
+      // Keys, then values, kPass vectors at a time: a few round trips, as holding every raw
+      // word of both sides at once would spill.
+      const int j = tid / 4, part = tid % 4, p = c0 + j;
 #pragma unroll
-      for (int i = 0; i < kVectorsPerThread; ++i) {
-        if (j < n) {
-          tail_key8<T, DIM>(row, c0 + j, 8 * (part + 4 * i), k[i]);
-          tail_value8<T, DIM>(row, c0 + j, 8 * (part + 4 * i), v[i]);
-        } else {
-#pragma unroll
-          for (int e = 0; e < 8; ++e) k[i][e] = v[i][e] = 0.0f;
-        }
-      }
-#pragma unroll
-      for (int i = 0; i < kVectorsPerThread; ++i) {
-        const int d0 = 8 * (part + 4 * i);
-        float4* kd = reinterpret_cast<float4*>(keys_s + j * S::kKeyStride + d0);
-        float4* vd = reinterpret_cast<float4*>(values_s + j * DIM + d0);
-        kd[0] = make_float4(k[i][0], k[i][1], k[i][2], k[i][3]);
-        kd[1] = make_float4(k[i][4], k[i][5], k[i][6], k[i][7]);
-        vd[0] = make_float4(v[i][0], v[i][1], v[i][2], v[i][3]);
-        vd[1] = make_float4(v[i][4], v[i][5], v[i][6], v[i][7]);
+      for (int pass = 0; pass < kVectorsPerThread / kPass; ++pass) {
+        const int first = part + 4 * kPass * pass;  // the pass's first vector (then + 4, ...)
+        float x[kPass][8];
+        TailRaw<kPass> raw;
+        if (j < n) load_tail_keys<T, DIM>(row, p, first, raw);
+        tail_floats<T>(raw, p >= row.kq, true, row.k_bits, x);
+        store_tail_row<kPass>(x, j < n, first, keys_s + j * S::kKeyStride);
+        if (j < n) load_tail_values<T, DIM>(row, p, first, raw);
+        tail_floats<T>(raw, p >= row.vq, false, row.v_bits, x);
+        store_tail_row<kPass>(x, j < n, first, values_s + j * DIM);
       }
     }
     __syncthreads();

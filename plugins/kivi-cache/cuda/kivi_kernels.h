@@ -60,6 +60,9 @@ std::string launch_value_flush(const ValueFlush& args, cudaStream_t stream);
 
 // Rows of one launch; a larger batch is launched in slices of this many rows.
 inline constexpr int kMaxDecodeRows = 64;
+// Splits per (row, kv head), tail blocks included: the tensor-core kernel's last block keeps
+// their weights in its shared memory.
+inline constexpr int kMostDecodeSplits = 512;
 
 // One new query token per row attending over everything the row holds: positions [0, kq) from
 // the packed keys, [kq, L) from the key residual (slot p - kq); positions [0, vq) from the
@@ -104,8 +107,7 @@ struct DecodeAttention {
   unsigned long long* timing = nullptr;
   int splits = 1;       // partial results per (row, query head), tail blocks included
   int tail_splits = 0;  // tensor-core kernel: the last tail_splits blocks of each (row, kv head)
-                        // attend 32 tail positions each (decode_tail_splits); 0: the last main
-                        // block attends the whole tail
+                        // attend 32 tail positions each (decode_tail_splits)
   // fp16/bf16 run on tensor cores (decode_attention_mma.cuh); this forces the CUDA-core kernel
   // (decode_attention.cuh, which also serves fp32), for tests and benchmarks.
   bool cuda_cores_only = false;
@@ -117,7 +119,8 @@ bool decode_supported(DType dtype, int dim, int q_heads, int kv_heads, int group
 // Splits of the sequence per (row, kv head) for the longest row, so that the grid fills
 // `sm_count` multiprocessors holding `blocks_per_sm` blocks each in as few, as full, waves as
 // it can; and the workspace they need.
-int decode_splits(int rows, int kv_heads, int max_length, int sm_count, int blocks_per_sm);
+int decode_splits(int rows, int kv_heads, int max_length, int sm_count, int blocks_per_sm,
+                  int most_splits = kMostDecodeSplits);
 // Blocks of 32 tail positions the tensor-core kernel needs for the longest tail of a launch:
 // a row's tail is what follows its last tile packed on both sides (kTile = 32).
 int decode_tail_splits(const DecodeAttention& a);
