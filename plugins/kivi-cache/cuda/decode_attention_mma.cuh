@@ -18,10 +18,10 @@
 //
 // Memory: each warp keeps kStages tiles in flight, copied with cp.async into its own stages
 // (the packed codes, scales and minima of keys and values), so the loads of several tiles
-// overlap the arithmetic. Only tiles packed on both sides go through the MMAs; the rest of a
-// row (the residual windows and the tiles they straddle, ~R + 32 tokens) is attended on CUDA
-// cores (decode_tail.cuh) by tail blocks of 32 positions each (DecodeAttention::tail_splits),
-// which join the main splits in the split combine.
+// overlap the arithmetic. Main blocks take the tiles packed on both sides; the rest of a row
+// (the residual windows and the tiles they straddle, ~R + 32 tokens) goes to tail blocks
+// (DecodeAttention::tail_splits), whose warps stage 32 positions each as T rows and attend them
+// through the same MMAs (decode_tail.cuh); they join the main splits in the split combine.
 #pragma once
 
 #include "code_convert.cuh"
@@ -92,7 +92,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
   // Tiles packed on both sides go through the MMAs; [packed_end, length) is the tail. (An idle
   // row has length 0 while its quantized counts stay as they are.)
   const int packed_end = min(min(kq, vq / kTile * kTile), length / kTile * kTile);
-  // Blocks past the main splits (a.tail_splits of them) take 32 tail positions each.
+  // Blocks past the main splits (a.tail_splits of them) take 32 tail positions per warp.
   const bool tail_block = split >= main_splits;
   const int tile_begin = split * tiles_per_split;
   const int tile_end = tail_block ? 0 : min(packed_end / kTile, tile_begin + tiles_per_split);
@@ -103,7 +103,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
   const DecodeStamp stamp(a, b, h, split);
   stamp(0);
   extern __shared__ __align__(16) unsigned char dynamic_smem[];  // per warp: kStages stages
-  // Merge state of the 4 warps (a tail block: of the tail, in slot 0).
+  // Merge state of the 4 warps.
   __shared__ float max_s[kDecodeWarps][8], sum_s[kDecodeWarps][8];
   // The group's query heads as rows 0..7 (zero past rep), exactly as stored: the softmax scale
   // (in base 2) multiplies the float scores instead, so no extra rounding enters the operands.
@@ -171,23 +171,6 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
   stamp(1);
   const float score_scale = a.scale * 1.4426950408889634f;  // softmax scale * log2(e)
 
-  if (tail_block) {  // 32 tail positions on CUDA cores; the scratch holds the result (slot 0)
-    copy_async_wait<0>();  // (empty groups)
-    float* scratch = reinterpret_cast<float*>(dynamic_smem);
-    const int tail_begin = min(length, packed_end + (split - main_splits) * kTile);
-    const int tail_end = min(length, tail_begin + kTile);
-    if (tail_begin < tail_end) {
-      decode_tail<T, DIM>(row, rep, score_scale, q_s, tail_begin, tail_end, scratch, max_s[0],
-                          sum_s[0], scratch);
-    } else if (threadIdx.x < 8) {
-      max_s[0][threadIdx.x] = -INFINITY;
-      sum_s[0][threadIdx.x] = 0.0f;
-    }
-    __syncthreads();
-    stamp(3);
-    merge_and_finish<T, DIM>(a, b, h, rep, split, 1, max_s, sum_s, scratch, stamp);
-    return;
-  }
   // This lane's A fragments of the queries: row g, channels 16 kt + 2c + {0, 1} and + 8.
   uint32_t q_frag[KT][2];
 #pragma unroll
@@ -196,6 +179,14 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
     q_frag[kt][1] = *reinterpret_cast<const uint32_t*>(&q_s[g][16 * kt + 2 * c + 8]);
   }
 
+  if (tail_block) {  // this warp's 32 tail positions, through the same MMAs (decode_tail.cuh)
+    static_assert(Stage::kStages * Stage::kBytes >= kTailBytes<DIM>, "a warp's stages hold its tail rows");
+    const int t0 = packed_end + ((split - main_splits) * kDecodeWarps + warp) * kTile;
+    copy_async_wait<0>();  // (empty groups)
+    if (t0 < length)
+      decode_tail_tile<T, DIM>(row, t0, min(length, t0 + kTile), q_frag, score_scale,
+                               reinterpret_cast<T*>(stages), m, l, o, o_min);
+  }
   int k = 0;
   for (int tile = tile_begin + warp; tile < tile_end; tile += kDecodeWarps, ++k) {
     issue(k + Stage::kStages - 1);  // later tiles' copies overlap this tile's work
@@ -277,32 +268,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
     }
 
     // ---- online softmax of row g over the tile
-    float tile_max = fmaxf(fmaxf(fmaxf(s[0][0], s[0][1]), fmaxf(s[1][0], s[1][1])),
-                           fmaxf(fmaxf(s[2][0], s[2][1]), fmaxf(s[3][0], s[3][1])));
-    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-    const float m_new = fmaxf(m, tile_max);
-    const float correction = exp2f(m - m_new);
-    m = m_new;
     float p[4][2];
-    l *= correction;
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        p[nt][j] = exp2f(s[nt][j] - m_new);
-        l += p[nt][j];
-      }
-    // Rescale only when some row's maximum moved (after the first tiles, it rarely does).
-    if (__any_sync(0xffffffffu, correction != 1.0f)) {
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-        o[nt][0] *= correction;
-        o[nt][1] *= correction;
-      }
-      o_min[0] *= correction;
-      o_min[1] *= correction;
-    }
+    softmax_tile<NT>(s, m, l, o, o_min, p);
 
     // ---- output: k-tile kt of the tile is tokens 16 kt + [0, 16); this lane's k rows are
     // tokens 16 kt + 2c + {0, 1} (fragment regs 0) and + {8, 9} (regs 1).
@@ -433,8 +400,7 @@ int decode_mma_occupancy() {
 template <class T, int DIM, int KB, int VB>
 void launch_decode_mma(const DecodeAttention& a, int tiles_per_split, cudaStream_t stream) {
   constexpr int kBytes = MmaStage<DIM, KB, VB>::kBlockBytes;
-  static_assert(kBytes >= kDecodeWarps * 8 * DIM * 4 && kBytes >= TailScratch<DIM>::kFloats * 4,
-                "the stages hold the merge's accumulators and the tail's scratch");
+  static_assert(kBytes >= kDecodeWarps * 8 * DIM * 4, "the stages hold the merge's accumulators");
   static_assert(kBytes >= 8 * kMostDecodeSplits * 4, "the last block holds the splits' weights");
   (void)decode_mma_occupancy<T, DIM, KB, VB>();  // sets the shared-memory attribute once
   const unsigned blocks = unsigned(a.rows) * unsigned(a.kv_heads) * unsigned(a.splits);

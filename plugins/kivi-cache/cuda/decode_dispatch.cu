@@ -154,7 +154,8 @@ int decode_tail_splits(const DecodeAttention& a) {
                                      length / kTile * kTile});
     longest = std::max(longest, length - packed_end);
   }
-  return (longest + kTile - 1) / kTile;
+  constexpr int kPerBlock = kTile * kDecodeWarps;  // a tail block's warps take 32 positions each
+  return (longest + kPerBlock - 1) / kPerBlock;
 }
 
 int64_t decode_workspace_floats(int rows, int q_heads, int dim, int splits) {

@@ -107,7 +107,7 @@ struct DecodeAttention {
   unsigned long long* timing = nullptr;
   int splits = 1;       // partial results per (row, query head), tail blocks included
   int tail_splits = 0;  // tensor-core kernel: the last tail_splits blocks of each (row, kv head)
-                        // attend 32 tail positions each (decode_tail_splits)
+                        // attend its tail, 32 positions per warp (decode_tail_splits)
   // fp16/bf16 run on tensor cores (decode_attention_mma.cuh); this forces the CUDA-core kernel
   // (decode_attention.cuh, which also serves fp32), for tests and benchmarks.
   bool cuda_cores_only = false;
@@ -121,7 +121,7 @@ bool decode_supported(DType dtype, int dim, int q_heads, int kv_heads, int group
 // it can; and the workspace they need.
 int decode_splits(int rows, int kv_heads, int max_length, int sm_count, int blocks_per_sm,
                   int most_splits = kMostDecodeSplits);
-// Blocks of 32 tail positions the tensor-core kernel needs for the longest tail of a launch:
+// Blocks of 4 x 32 tail positions the tensor-core kernel needs for the longest tail of a launch:
 // a row's tail is what follows its last tile packed on both sides (kTile = 32).
 int decode_tail_splits(const DecodeAttention& a);
 // Resident blocks per multiprocessor of the kernel that serves these settings.
