@@ -91,7 +91,7 @@ bool decode_supported(DType, int dim, int q_heads, int kv_heads, int group_size,
 }
 
 int decode_splits(int rows, int kv_heads, int max_length, int sm_count, int blocks_per_sm,
-                  int most_splits) {
+                  int most_splits, int tail_splits) {
   const int tiles = std::max(1, (max_length + kTile - 1) / kTile);
   const int base = std::max(1, rows * kv_heads);
   const int64_t capacity = int64_t{std::max(1, sm_count)} * std::max(1, blocks_per_sm);
@@ -102,11 +102,14 @@ int decode_splits(int rows, int kv_heads, int max_length, int sm_count, int bloc
       std::max(1, std::min<int>({tiles / kDecodeWarps, int(8 * capacity / base + 1), most_splits}));
   int best = 1;
   double best_cost = 1e300;
+  // The tail blocks (short: about two tiles' work per warp) fill gaps in a long grid, but when
+  // the main blocks are one wave, tail blocks that do not fit beside them add a wave of their own.
   for (int s = 1; s <= most; ++s) {
     const int64_t blocks = int64_t{base} * s;
     const int64_t waves = (blocks + capacity - 1) / capacity;
     const int64_t per_warp = (tiles + int64_t{s} * kDecodeWarps - 1) / (int64_t{s} * kDecodeWarps);
-    const double cost = static_cast<double>(waves * per_warp) + 0.02 * s;
+    const bool tail_wave = waves == 1 && blocks + int64_t{base} * tail_splits > capacity;
+    const double cost = static_cast<double>(waves * per_warp) + (tail_wave ? 2.0 : 0.0) + 0.02 * s;
     if (cost < best_cost) {
       best_cost = cost;
       best = s;

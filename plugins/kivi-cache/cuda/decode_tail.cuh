@@ -97,13 +97,24 @@ __device__ void decode_tail_tile(const RowView<T>& row, int t0, int t1, const ui
   if (t0 < row.kq && t0 + lane < t1) {  // packed: lane dequantizes position t0 + lane
     const int p = t0 + lane, gi = p >> row.group_log2, t = p & (row.group - 1);
     const uint32_t* block = row.key_codes + int64_t{gi} * DIM * (row.group * row.k_bits / 32);
+    const T* scale = row.key_scale + int64_t{gi} * DIM;
+    const T* minimum = row.key_min + int64_t{gi} * DIM;
     const uint32_t mask = (1u << row.k_bits) - 1u;
-    for (int d = 0; d < DIM; ++d) {
-      int word, bit;
-      key_tile_slot(d, t, DIM, row.k_bits, word, bit);
-      const float code = static_cast<float>((__ldg(block + word) >> bit) & mask);
-      rows_s[lane * S + d] = from_float<T>(fmaf(code, to_float(row.key_scale[int64_t{gi} * DIM + d]),
-                                                to_float(row.key_min[int64_t{gi} * DIM + d])));
+    for (int d0 = 0; d0 < DIM; d0 += 8) {  // 8 channels' loads in flight, then their uses
+      uint32_t words[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        int word, bit;
+        key_tile_slot(d0 + j, t, DIM, row.k_bits, word, bit);
+        words[j] = __ldg(block + word) >> bit;
+      }
+      const uint4 s8 = __ldg(reinterpret_cast<const uint4*>(scale + d0));
+      const uint4 m8 = __ldg(reinterpret_cast<const uint4*>(minimum + d0));
+      const T* sv = reinterpret_cast<const T*>(&s8);
+      const T* mv = reinterpret_cast<const T*>(&m8);
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+        rows_s[lane * S + d0 + j] = from_float<T>(fmaf(static_cast<float>(words[j] & mask), to_float(sv[j]), to_float(mv[j])));
     }
   }
   copy_async_wait<0>();
@@ -135,12 +146,19 @@ __device__ void decode_tail_tile(const RowView<T>& row, int t0, int t1, const ui
     const int p = t0 + lane, groups_log2 = __ffs(DIM) - 1 - row.group_log2;
     const uint32_t* codes = row.value_codes + int64_t{p} * (DIM * row.v_bits / 32);
     const uint32_t mask = (1u << row.v_bits) - 1u;
-    for (int d = 0; d < DIM; ++d) {
-      int word, bit;
-      value_tile_slot(d, DIM, row.v_bits, word, bit);
-      const int64_t at = (int64_t{p} << groups_log2) + (d >> row.group_log2);
-      const float code = static_cast<float>((__ldg(codes + word) >> bit) & mask);
-      rows_s[lane * S + d] = from_float<T>(fmaf(code, to_float(row.value_scale[at]), to_float(row.value_min[at])));
+    for (int d0 = 0; d0 < DIM; d0 += 8) {  // 8 channels of one group: loads first, then uses
+      uint32_t words[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        int word, bit;
+        value_tile_slot(d0 + j, DIM, row.v_bits, word, bit);
+        words[j] = __ldg(codes + word) >> bit;
+      }
+      const int64_t at = (int64_t{p} << groups_log2) + (d0 >> row.group_log2);
+      const float scale = to_float(row.value_scale[at]), minimum = to_float(row.value_min[at]);
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+        rows_s[lane * S + d0 + j] = from_float<T>(fmaf(static_cast<float>(words[j] & mask), scale, minimum));
     }
   }
   copy_async_wait<0>();
