@@ -303,7 +303,7 @@ std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviP
     const bool tensor_cores = !cores_only && *dtype != cuda::DType::kFloat;
     if (tensor_cores) a.tail_splits = cuda::decode_tail_splits(a);
     a.splits = cuda::decode_splits(rows, kv_heads, max_length, sm_count, blocks_per_sm,
-                                   cuda::kMostDecodeSplits - a.tail_splits, a.tail_splits) +
+                                   cuda::kMostDecodeSplits - a.tail_splits) +
                a.tail_splits;
     a.workspace = workspace(q, cuda::decode_workspace_floats(rows, q_heads, dim, a.splits));
     a.counters = split_counters(q, int64_t{rows} * kv_heads);

@@ -120,7 +120,7 @@ bool decode_supported(DType dtype, int dim, int q_heads, int kv_heads, int group
 // `sm_count` multiprocessors holding `blocks_per_sm` blocks each in as few, as full, waves as
 // it can; and the workspace they need.
 int decode_splits(int rows, int kv_heads, int max_length, int sm_count, int blocks_per_sm,
-                  int most_splits = kMostDecodeSplits, int tail_splits = 0);
+                  int most_splits = kMostDecodeSplits);
 // Blocks of 4 x 32 tail positions the tensor-core kernel needs for the longest tail of a launch:
 // a row's tail is what follows its last tile packed on both sides (kTile = 32).
 int decode_tail_splits(const DecodeAttention& a);
