@@ -245,7 +245,7 @@ std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviP
   // The tensor-core kernel copies rows with 16-byte copies; unaligned storage takes the other.
   bool cores_only = cuda_cores_only;
   for (const at::Tensor* t : {&parts.key_codes, &parts.key_scale, &parts.key_min, &parts.value_codes,
-                              &parts.value_scale, &parts.value_min, &kr, &vr, &q})
+                              &parts.value_scale, &parts.value_min, &kr, &vr})
     cores_only = cores_only || !rows_aligned16(*t);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const int sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;

@@ -159,20 +159,14 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) o[nt][0] = o[nt][1] = 0.0f;
 
-  // The queries first, as the oldest commit group (16-byte rows: checked by the caller), then
-  // the first tiles' copies; waiting for all but the tiles' groups waits for the queries alone.
-  for (int i = threadIdx.x; i < DIM; i += blockDim.x) {  // 8 rows x DIM / 8 chunks
-    const int r = i / (DIM / 8), chunk = i % (DIM / 8);
-    T* dst = &q_s[r][8 * chunk];
-    if (r < rep)
-      copy_async16(dst, static_cast<const T*>(a.q) + b * a.q_stride[0] + (h * rep + r) * a.q_stride[1] + 8 * chunk);
-    else
-      *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
-  }
-  copy_async_commit();
 #pragma unroll
   for (int k = 0; k + 1 < Stage::kStages; ++k) issue(k);
-  copy_async_wait<Stage::kStages - 1>();
+  // The queries load while the first tiles' copies are in flight.
+  for (int i = threadIdx.x; i < 8 * DIM; i += blockDim.x) {
+    const int r = i / DIM, d = i % DIM;
+    q_s[r][d] = r < rep ? static_cast<const T*>(a.q)[b * a.q_stride[0] + (h * rep + r) * a.q_stride[1] + d]
+                        : from_float<T>(0.0f);
+  }
   __syncthreads();
   stamp(1);
   const float score_scale = a.scale * 1.4426950408889634f;  // softmax scale * log2(e)
@@ -303,8 +297,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
         }
 #pragma unroll
         for (int j = 0; j < kMostGroups; ++j) {
-          a_scaled[j][0] = scaled_probs<T>(p[2 * kt][0], p[2 * kt][1], pa0, join_halves(sc[0][j / 2], sc[1][j / 2], j % 2));
-          a_scaled[j][1] = scaled_probs<T>(p[2 * kt + 1][0], p[2 * kt + 1][1], pa2, join_halves(sc[2][j / 2], sc[3][j / 2], j % 2));
+          a_scaled[j][0] = mul_pair<T>(pa0, join_halves(sc[0][j / 2], sc[1][j / 2], j % 2));
+          a_scaled[j][1] = mul_pair<T>(pa2, join_halves(sc[2][j / 2], sc[3][j / 2], j % 2));
         }
         if (g < kMostGroups) {
           auto word = [&](int i) { return kWords == 2 && (g & 2) ? mn[i][kWords - 1] : mn[i][0]; };
@@ -315,10 +309,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
 #pragma unroll
         for (int j = 0; j < kMostGroups; ++j) {
           const int gr = j >> block_group_shift;
-          a_scaled[j][0] = scaled_probs<T>(p[2 * kt][0], p[2 * kt][1], pa0,
-                                           pair_of(stage_scale + t[0] * v_groups + gr, stage_scale + t[1] * v_groups + gr));
-          a_scaled[j][1] = scaled_probs<T>(p[2 * kt + 1][0], p[2 * kt + 1][1], pa2,
-                                           pair_of(stage_scale + t[2] * v_groups + gr, stage_scale + t[3] * v_groups + gr));
+          a_scaled[j][0] = mul_pair<T>(pa0, pair_of(stage_scale + t[0] * v_groups + gr, stage_scale + t[1] * v_groups + gr));
+          a_scaled[j][1] = mul_pair<T>(pa2, pair_of(stage_scale + t[2] * v_groups + gr, stage_scale + t[3] * v_groups + gr));
         }
         if (g < v_groups) {
           min01 = pair_of(stage_min + t[0] * v_groups + g, stage_min + t[1] * v_groups + g);

@@ -27,18 +27,19 @@ struct DecodeStamp {
 };
 
 // The output of one query head's channel d: the splits' partials (written by other blocks: read
-// through L2) weighted by weights_s[s] / total; 8 loads in flight at a time.
+// through L2) weighted by weights_s[s] / total. Eight loads in flight at a time.
 __device__ __forceinline__ float combine_partials(const float* acc, int splits, int dim, int d,
                                                   const float* weights_s, float total) {
   float out[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  for (int s = 0; s < splits; s += 8) {
+  int s = 0;
+  for (; s + 8 <= splits; s += 8) {
     float x[8];
 #pragma unroll
-    for (int u = 0; u < 8; ++u) x[u] = s + u < splits ? __ldcg(acc + int64_t{s + u} * dim + d) : 0.0f;
+    for (int u = 0; u < 8; ++u) x[u] = __ldcg(acc + int64_t{s + u} * dim + d);
 #pragma unroll
-    for (int u = 0; u < 8; ++u)
-      if (s + u < splits) out[u % 4] = fmaf(x[u], weights_s[s + u], out[u % 4]);
+    for (int u = 0; u < 8; ++u) out[u % 4] = fmaf(x[u], weights_s[s + u], out[u % 4]);
   }
+  for (; s < splits; ++s) out[0] = fmaf(__ldcg(acc + int64_t{s} * dim + d), weights_s[s], out[0]);
   const float sum = (out[0] + out[1]) + (out[2] + out[3]);
   return total > 0.0f ? sum / total : 0.0f;  // an idle row (no visible token) outputs zeros
 }
@@ -101,22 +102,11 @@ __device__ void merge_and_finish(const DecodeAttention& a, int b, int h, int rep
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int r = warp; r < rep; r += kDecodeWarps) {
     const int64_t first = (int64_t{b} * a.q_heads + h * rep + r) * a.splits;
-    // One pass over (max, sum) when every split has its lane (the usual case), two otherwise.
-    float split_max = -INFINITY, split_sum = 0.0f;
-    if (lane < a.splits) {
-      split_max = __ldcg(ws.max + first + lane);
-      split_sum = __ldcg(ws.sum + first + lane);
-    }
-    float m = split_max;
-    for (int s = lane + 32; s < a.splits; s += 32) m = fmaxf(m, __ldcg(ws.max + first + s));
+    float m = -INFINITY;
+    for (int s = lane; s < a.splits; s += 32) m = fmaxf(m, __ldcg(ws.max + first + s));
     m = warp_max(m);
     float total = 0.0f;
-    if (lane < a.splits) {
-      const float weight = m == -INFINITY ? 0.0f : exp2f(split_max - m);
-      weights_s[r * a.splits + lane] = weight;
-      total = split_sum * weight;
-    }
-    for (int s = lane + 32; s < a.splits; s += 32) {
+    for (int s = lane; s < a.splits; s += 32) {
       const float weight = m == -INFINITY ? 0.0f : exp2f(__ldcg(ws.max + first + s) - m);
       weights_s[r * a.splits + s] = weight;
       total += __ldcg(ws.sum + first + s) * weight;

@@ -7,7 +7,6 @@
 #pragma once
 
 #include <cstdint>
-#include <type_traits>
 
 #include "decode_attention.cuh"
 #include "mma_fragments.cuh"
@@ -64,27 +63,20 @@ inline constexpr int kTailStride = DIM + 8;
 template <int DIM>
 inline constexpr int kTailBytes = kTile * kTailStride<DIM> * 2;  // one warp's staged rows
 
-// Copies (cp.async) the residual rows of positions [max(t0, from), t1) into rows_s[p - t0] and
-// zeros the rows past t1. Position p's row is row (p - offset) mod slots of `base` (the key
-// residual: offset kq, no wrap; the value ring: offset 0, value_slots). Lane takes one 16-byte
-// chunk column of every (32 / chunks)-th row: its addresses step by constants, no division.
-template <int DIM, class T>
-__device__ __forceinline__ void copy_tail_rows(T* rows_s, int t0, int t1, int from, const T* base,
-                                               int offset, int slots) {
-  constexpr int kChunks = DIM / 8, kRowStep = 32 / kChunks;
-  const int lane = threadIdx.x % 32, chunk = lane % kChunks, r0 = lane / kChunks;
-  int slot = (t0 + r0 - offset) % slots;  // (t0 + r0 >= offset for every copied row)
-  if (slot < 0) slot += slots;
-#pragma unroll
-  for (int r = r0; r < kTile; r += kRowStep) {
-    const int p = t0 + r;
+// Copies (cp.async) position t0 + r's residual row `source(p)` into rows_s[r] for the rows
+// `wanted(p)` selects, and zeros the rows past t1. Every lane issues its share first.
+template <int DIM, class T, class Wanted, class Source>
+__device__ __forceinline__ void copy_tail_rows(T* rows_s, int t0, int t1, Wanted wanted, Source source) {
+  constexpr int kChunks = DIM / 8;  // 16-byte chunks per row
+  const int lane = threadIdx.x % 32;
+#pragma unroll 4
+  for (int i = lane; i < kTile * kChunks; i += 32) {
+    const int r = i / kChunks, chunk = i % kChunks, p = t0 + r;
     T* dst = rows_s + r * kTailStride<DIM> + 8 * chunk;
     if (p >= t1)
       *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
-    else if (p >= from)
-      copy_async16(dst, base + int64_t{slot} * DIM + 8 * chunk);
-    slot += kRowStep;
-    if (slot >= slots) slot -= slots;
+    else if (wanted(p))
+      copy_async16(dst, source(p) + 8 * chunk);
   }
   copy_async_commit();
 }
@@ -100,7 +92,8 @@ __device__ void decode_tail_tile(const RowView<T>& row, int t0, int t1, const ui
   const int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
 
   // ---- keys: the tile is all residual or all packed (kq is a multiple of 32)
-  copy_tail_rows<DIM>(rows_s, t0, t1, row.kq, row.key_res, row.kq, 1 << 30);
+  copy_tail_rows<DIM>(rows_s, t0, t1, [&](int p) { return p >= row.kq; },
+                      [&](int p) { return row.key_res + int64_t{p - row.kq} * DIM; });
   if (t0 < row.kq && t0 + lane < t1) {  // packed: lane dequantizes position t0 + lane
     const int p = t0 + lane, gi = p >> row.group_log2, t = p & (row.group - 1);
     const uint32_t* block = row.key_codes + int64_t{gi} * DIM * (row.group * row.k_bits / 32);
@@ -147,7 +140,8 @@ __device__ void decode_tail_tile(const RowView<T>& row, int t0, int t1, const ui
   __syncwarp();  // every lane is done with the keys: the rows take the values
 
   // ---- values: residual rows copied, packed rows (p < vq) dequantized by their lane
-  copy_tail_rows<DIM>(rows_s, t0, t1, row.vq, row.value_res, 0, row.value_slots);
+  copy_tail_rows<DIM>(rows_s, t0, t1, [&](int p) { return p >= row.vq; },
+                      [&](int p) { return row.value_res + int64_t{p % row.value_slots} * DIM; });
   if (t0 + lane < min(t1, row.vq)) {
     const int p = t0 + lane, groups_log2 = __ffs(DIM) - 1 - row.group_log2;
     const uint32_t* codes = row.value_codes + int64_t{p} * (DIM * row.v_bits / 32);
@@ -175,14 +169,6 @@ __device__ void decode_tail_tile(const RowView<T>& row, int t0, int t1, const ui
   for (int kt = 0; kt < 2; ++kt) {
     const uint32_t pa0 = pack_pair<T>(p[2 * kt][0], p[2 * kt][1]);
     const uint32_t pa2 = pack_pair<T>(p[2 * kt + 1][0], p[2 * kt + 1][1]);
-    // bf16: P = its rounding + the remainder, two MMAs (P's 8-bit mantissa alone costs too much)
-    constexpr bool kSplitP = !std::is_same_v<T, __half>;
-    uint32_t pl0 = 0u, pl2 = 0u;
-    if constexpr (kSplitP) {
-      const float2 h0 = pair_to_float2(pa0, T{}), h2 = pair_to_float2(pa2, T{});
-      pl0 = pack_pair<T>(p[2 * kt][0] - h0.x, p[2 * kt][1] - h0.y);
-      pl2 = pack_pair<T>(p[2 * kt + 1][0] - h2.x, p[2 * kt + 1][1] - h2.y);
-    }
     const T* v0 = rows_s + (16 * kt + 2 * c) * S + g;
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
@@ -190,7 +176,6 @@ __device__ void decode_tail_tile(const RowView<T>& row, int t0, int t1, const ui
       const uint32_t b0 = uint32_t(x[0]) | (uint32_t(x[S]) << 16);
       const uint32_t b1 = uint32_t(x[8 * S]) | (uint32_t(x[9 * S]) << 16);
       mma_rows8<T>(o[nt], pa0, pa2, b0, b1);
-      if constexpr (kSplitP) mma_rows8<T>(o[nt], pl0, pl2, b0, b1);
     }
   }
   __syncwarp();  // the rows are free again
