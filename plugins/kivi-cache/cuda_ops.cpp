@@ -302,6 +302,11 @@ std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviP
     // straddle) to blocks of 32 positions each, queued after the main blocks.
     const bool tensor_cores = !cores_only && *dtype != cuda::DType::kFloat;
     if (tensor_cores) a.tail_splits = cuda::decode_tail_splits(a);
+    // (A side kept at 16 bits makes the whole row a tail: beyond ~64K such tokens the splits'
+    // weights no longer fit the last block's shared memory, and the blocked path serves it.)
+    if (a.tail_splits >= cuda::kMostDecodeSplits)
+      return refuse("a tail of more than " + std::to_string(128 * (cuda::kMostDecodeSplits - 1)) +
+                    " positions (a 16-bit side over a very long row)");
     a.splits = cuda::decode_splits(rows, kv_heads, max_length, sm_count, blocks_per_sm,
                                    cuda::kMostDecodeSplits - a.tail_splits) +
                a.tail_splits;

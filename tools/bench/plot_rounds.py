@@ -1,13 +1,16 @@
-"""Draws what a kernel round bought, from two runs of each benchmark: decode attention speed
-against SDPA (kivi_attention_bench JSON) and end-to-end KIVI-2 tokens/s against the bf16 cache
-(run-e2e.sh JSON), before and after, on the cases both runs measured.
+"""Draws what each kernel round bought, from one run of each benchmark per round: decode
+attention speed against SDPA (kivi_attention_bench JSON) and end-to-end KIVI-2 tokens/s against
+the bf16 cache (run-e2e.sh JSON), round by round, on the cases every round measured.
 
     python tools/bench/plot_rounds.py docs/images/rounds-h200.png \\
-        docs/data/attention-h200-round1.json docs/data/attention-h200.json \\
-        docs/data/e2e-h200-round1.json docs/data/e2e-h200.json
+        --labels "round 1" "round 2" "round 3" \\
+        --attention docs/data/attention-h200-round1.json docs/data/attention-h200.json \\
+                    docs/data/attention-h200-round3.json \\
+        --e2e docs/data/e2e-h200-round1.json docs/data/e2e-h200.json docs/data/e2e-h200-round3.json
 
 Needs matplotlib (pip install matplotlib==3.10.7), which requirements.txt leaves out.
 """
+import argparse
 import json
 import sys
 
@@ -37,13 +40,14 @@ def e2e_ratios(path):
             if label == "kivi KIVI-2" and ("kivi bf16", b, ctx) in tps}
 
 
-def bars(ax, before, after, title, ylabel):
-    keys = sorted(set(before) & set(after))
-    xs = range(len(keys))
-    ax.bar([x - 0.2 for x in xs], [before[k] for k in keys], 0.4, label="round 1")
-    ax.bar([x + 0.2 for x in xs], [after[k] for k in keys], 0.4, label="round 2 (tile order)")
+def bars(ax, rounds, labels, title, ylabel):
+    keys = sorted(set.intersection(*(set(r) for r in rounds)))
+    width = 0.8 / len(rounds)
+    for i, (values, label) in enumerate(zip(rounds, labels)):
+        offset = (i - (len(rounds) - 1) / 2) * width
+        ax.bar([x + offset for x in range(len(keys))], [values[k] for k in keys], width, label=label)
     ax.axhline(1.0, color="gray", linewidth=1)
-    ax.set_xticks(list(xs))
+    ax.set_xticks(list(range(len(keys))))
     ax.set_xticklabels([f"{b} x {c // 1024}K" for b, c in keys], rotation=45, ha="right")
     ax.set_title(title)
     ax.set_ylabel(ylabel)
@@ -51,16 +55,24 @@ def bars(ax, before, after, title, ylabel):
     ax.grid(axis="y", alpha=0.3)
 
 
-def main(target, attn_before, attn_after, e2e_before, e2e_after):
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("target")
+    parser.add_argument("--labels", nargs="+", required=True)
+    parser.add_argument("--attention", nargs="+", required=True)
+    parser.add_argument("--e2e", nargs="+", required=True)
+    args = parser.parse_args(argv)
+    if not len(args.labels) == len(args.attention) == len(args.e2e):
+        parser.error("--labels, --attention and --e2e name one file per round each")
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
-    bars(axes[0], attention_speedups(attn_before), attention_speedups(attn_after),
+    bars(axes[0], [attention_speedups(p) for p in args.attention], args.labels,
          "decode attention, one layer: KIVI-2 against SDPA over fp16", "x SDPA's speed (batch x context)")
-    bars(axes[1], e2e_ratios(e2e_before), e2e_ratios(e2e_after),
+    bars(axes[1], [e2e_ratios(p) for p in args.e2e], args.labels,
          "end to end, Llama-3.1-8B shapes: KIVI-2 against the bf16 cache", "x bf16 decode tokens/s")
-    fig.suptitle("NVIDIA H200: what the tile-order kernel bought (above 1: KIVI-2 is faster)")
+    fig.suptitle("NVIDIA H200: what each KIVI kernel round bought (above 1: KIVI-2 is faster)")
     fig.tight_layout()
-    fig.savefig(target, dpi=110)
+    fig.savefig(args.target, dpi=110)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:6])
+    main(sys.argv[1:])
