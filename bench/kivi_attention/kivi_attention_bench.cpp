@@ -9,6 +9,9 @@
 //                        [--bits 2,4] [--q-heads 32] [--kv-heads 8] [--head-dim 128]
 //                        [--reps 40] [--json out.json]
 // Defaults: Llama-3.1-8B's attention shapes (32 query heads, 8 kv heads, head_dim 128).
+// Built with FlashInfer's headers (flashinfer_peer.h), each case also times FlashInfer's batch
+// decode over a paged fp16 cache and a paged fp8 (e4m3) cache of the same tokens, and checks its
+// fp16 output against SDPA's; otherwise the table says the peer is absent.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <cuda_runtime_api.h>
@@ -25,6 +28,7 @@
 #include <vector>
 
 #include "cuda_ops.h"
+#include "flashinfer_peer.h"
 #include "kivi_cache.h"
 
 using namespace kivi;
@@ -129,10 +133,32 @@ double kivi_bytes(const KiviParts& p, const std::vector<int64_t>& lengths, int64
 }
 
 struct Row {
-  int64_t batch, context;
-  double fp16_cache_mb, sdpa_us, sdpa_gbs;
+  int64_t batch = 0, context = 0;
+  double fp16_cache_mb = 0, sdpa_us = 0, sdpa_gbs = 0;
   std::vector<double> kivi_us, kivi_gbs, kivi_fraction, speedup, kivi_mb, cores_us;
+  // FlashInfer's decode over fp16 [0] and fp8 e4m3 [1] pages (empty when the peer is absent):
+  // time, cache MB, ||out - SDPA|| / ||SDPA||.
+  std::vector<double> peer_us, peer_mb, peer_error;
 };
+
+// Times FlashInfer's decode over fp16 and fp8 pages of k, v into the row (the peer's output
+// checked against SDPA's: an fp16 peer far from it means the peer is set up wrong).
+void time_flashinfer(Row& row, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const at::Tensor& reference, double scale, int64_t reps, at::Tensor& scratch) {
+  for (const bool fp8 : {false, true}) {
+    bench::FlashInferDecode peer(k, v, q.size(1), scale, fp8);
+    at::Tensor out = at::empty_like(q);
+    peer.run(q, out);
+    const double error = (out.to(at::kFloat) - reference.to(at::kFloat)).norm().item<double>() /
+                         reference.to(at::kFloat).norm().item<double>();
+    if (!fp8 && error > 1e-2)
+      std::fprintf(stderr, "warning: FlashInfer's fp16 decode is %.3g off SDPA at batch %lld x "
+                   "context %lld: the peer is set up wrong\n", error, (long long)row.batch, (long long)row.context);
+    row.peer_us.push_back(median_us([&] { peer.run(q, out); }, reps, scratch));
+    row.peer_mb.push_back(peer.cache_mb());
+    row.peer_error.push_back(error);
+  }
+}
 
 }  // namespace
 
@@ -159,7 +185,9 @@ int main(int argc, char** argv) try {
   std::vector<Row> rows;
   const auto half = at::TensorOptions().dtype(at::kHalf).device(at::kCUDA);
   for (const auto& [batch, context] : cases) {
-    Row row{batch, context};
+    Row row;
+    row.batch = batch;
+    row.context = context;
     at::Tensor k = at::randn({batch, s.kv_heads, context, s.head_dim}, half);
     at::Tensor v = at::randn({batch, s.kv_heads, context, s.head_dim}, half);
     const at::Tensor q = at::randn({batch, s.q_heads, 1, s.head_dim}, half);
@@ -170,6 +198,11 @@ int main(int argc, char** argv) try {
         [&] { at::scaled_dot_product_attention(q, k, v, {}, 0.0, false, scale, /*enable_gqa=*/true); },
         s.reps, scratch);
     row.sdpa_gbs = fp16_bytes / (row.sdpa_us * 1e3);
+    if (bench::flashinfer_absent_reason().empty()) {
+      const at::Tensor reference =
+          at::scaled_dot_product_attention(q, k, v, {}, 0.0, false, scale, /*enable_gqa=*/true);
+      time_flashinfer(row, q, k, v, reference, scale, s.reps, scratch);
+    }
 
     for (int64_t bits : s.bits) {
       CacheGeometry g;
@@ -212,8 +245,11 @@ int main(int argc, char** argv) try {
   for (int64_t bits : s.bits)
     std::printf(" KIVI-%lld MB | KIVI-%lld us | GB/s | of copy bw | vs SDPA | CUDA-core us |",
                 (long long)bits, (long long)bits);
+  const bool peer = bench::flashinfer_absent_reason().empty();
+  if (peer) std::printf(" FlashInfer fp16 us | vs SDPA | FlashInfer fp8 us | fp8 MB | vs SDPA | KIVI-%lld vs fp8 |", (long long)s.bits[0]);
   std::printf("\n|---|---|---|---|---|");
   for (size_t i = 0; i < s.bits.size(); ++i) std::printf("---|---|---|---|---|---|");
+  if (peer) std::printf("---|---|---|---|---|---|");
   std::printf("\n");
   for (const Row& r : rows) {
     std::printf("| %lld | %lld | %.0f | %.1f | %.0f |", (long long)r.batch, (long long)r.context,
@@ -221,7 +257,21 @@ int main(int argc, char** argv) try {
     for (size_t i = 0; i < s.bits.size(); ++i)
       std::printf(" %.0f | %.1f | %.0f | %.0f%% | %.2fx | %.1f |", r.kivi_mb[i], r.kivi_us[i],
                   r.kivi_gbs[i], 100.0 * r.kivi_fraction[i], r.speedup[i], r.cores_us[i]);
+    if (peer)
+      std::printf(" %.1f | %.2fx | %.1f | %.0f | %.2fx | %.2fx |", r.peer_us[0], r.sdpa_us / r.peer_us[0],
+                  r.peer_us[1], r.peer_mb[1], r.sdpa_us / r.peer_us[1], r.peer_us[1] / r.kivi_us[0]);
     std::printf("\n");
+  }
+  if (peer) {
+    double worst16 = 0, worst8 = 0;
+    for (const Row& r : rows) {
+      worst16 = std::max(worst16, r.peer_error[0]);
+      worst8 = std::max(worst8, r.peer_error[1]);
+    }
+    std::printf("\nFlashInfer against SDPA: largest ||out - ref|| / ||ref|| %.2g (fp16 pages), %.2g "
+                "(fp8 e4m3 pages)\n", worst16, worst8);
+  } else {
+    std::printf("\nFlashInfer peer absent: %s\n", bench::flashinfer_absent_reason().c_str());
   }
 
   if (!s.json.empty()) {
@@ -239,9 +289,14 @@ int main(int argc, char** argv) try {
             << ", \"us\": " << r.kivi_us[j] << ", \"gbs\": " << r.kivi_gbs[j]
             << ", \"fraction_of_copy\": " << r.kivi_fraction[j] << ", \"speedup_vs_sdpa\": "
             << r.speedup[j] << ", \"cuda_cores_us\": " << r.cores_us[j] << "}";
-      out << "]}" << (i + 1 < rows.size() ? "," : "") << "\n";
+      out << "]";
+      if (!r.peer_us.empty())
+        out << ", \"flashinfer\": [{\"kv\": \"fp16\", \"us\": " << r.peer_us[0] << ", \"cache_mb\": "
+            << r.peer_mb[0] << ", \"error_vs_sdpa\": " << r.peer_error[0] << "}, {\"kv\": \"fp8_e4m3\", \"us\": "
+            << r.peer_us[1] << ", \"cache_mb\": " << r.peer_mb[1] << ", \"error_vs_sdpa\": " << r.peer_error[1] << "}]";
+      out << "}" << (i + 1 < rows.size() ? "," : "") << "\n";
     }
-    out << "  ]\n}\n";
+    out << "  ],\n  \"flashinfer\": \"" << (peer ? "present" : "absent") << "\"\n}\n";
     std::printf("\nwrote %s\n", s.json.c_str());
   }
   return 0;

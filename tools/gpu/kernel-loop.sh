@@ -20,9 +20,12 @@ build=${KIVI_KERNEL_BUILD:-/tmp/kivi-kernels}
 tag=${KIVI_LOG_TAG:-}
 deps="$root/.gpu-deps"
 [ -d "$deps/root" ] || { echo "missing .gpu-deps: run tools/gpu/gather-deps.sh here and carry .gpu-deps"; exit 2; }
+# FlashInfer's headers, when gathered (tools/gpu/gather-flashinfer.sh), make it a peer in the bench.
+flashinfer=()
+[ -d "$deps/flashinfer/include" ] && flashinfer=(-DKIVI_FLASHINFER_INCLUDE="$deps/flashinfer/include")
 if [ ! -f "$build/build.ninja" ]; then
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKIVI_PYTHON="$(command -v python3)" \
-        -DKIVI_CUDA=ON -DKIVI_CUDA_ARCHITECTURES=90a -DCMAKE_PREFIX_PATH="$deps/root/usr" ${KIVI_CMAKE_ARGS:-} \
+        -DKIVI_CUDA=ON -DKIVI_CUDA_ARCHITECTURES=90a -DCMAKE_PREFIX_PATH="$deps/root/usr" "${flashinfer[@]}" ${KIVI_CMAKE_ARGS:-} \
         > "$logs/configure$tag.log" 2>&1 || { tail -40 "$logs/configure$tag.log"; exit 1; }
 fi
 start=$(date +%s)
