@@ -45,6 +45,19 @@ __device__ __forceinline__ uint32_t mul_pair(uint32_t x, uint32_t y) {
   return *reinterpret_cast<const uint32_t*>(&r);
 }
 
+// P * scale as a T pair for the A operand of the value MMA. bf16 rounds the float product once:
+// with its 8-bit mantissa, rounding P first and then the product doubles the error. fp16 (11
+// bits) multiplies the rounded pair, one HMUL2.
+template <class T>
+__device__ __forceinline__ uint32_t scaled_probs(float p0, float p1, uint32_t p_pair, uint32_t scale_pair) {
+  if constexpr (std::is_same_v<T, __half>) {
+    return mul_pair<T>(p_pair, scale_pair);
+  } else {
+    const float2 scale = pair_to_float2(scale_pair, T{});
+    return pack_pair<T>(p0 * scale.x, p1 * scale.y);
+  }
+}
+
 // The 16 / BITS code pairs of x: out[p] = (code at bits [p * BITS, (p + 1) * BITS) of the low
 // half, the same position of the high half) as an exact T pair.
 template <class T, int BITS>

@@ -297,8 +297,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
         }
 #pragma unroll
         for (int j = 0; j < kMostGroups; ++j) {
-          a_scaled[j][0] = mul_pair<T>(pa0, join_halves(sc[0][j / 2], sc[1][j / 2], j % 2));
-          a_scaled[j][1] = mul_pair<T>(pa2, join_halves(sc[2][j / 2], sc[3][j / 2], j % 2));
+          a_scaled[j][0] = scaled_probs<T>(p[2 * kt][0], p[2 * kt][1], pa0, join_halves(sc[0][j / 2], sc[1][j / 2], j % 2));
+          a_scaled[j][1] = scaled_probs<T>(p[2 * kt + 1][0], p[2 * kt + 1][1], pa2, join_halves(sc[2][j / 2], sc[3][j / 2], j % 2));
         }
         if (g < kMostGroups) {
           auto word = [&](int i) { return kWords == 2 && (g & 2) ? mn[i][kWords - 1] : mn[i][0]; };
@@ -309,8 +309,10 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
 #pragma unroll
         for (int j = 0; j < kMostGroups; ++j) {
           const int gr = j >> block_group_shift;
-          a_scaled[j][0] = mul_pair<T>(pa0, pair_of(stage_scale + t[0] * v_groups + gr, stage_scale + t[1] * v_groups + gr));
-          a_scaled[j][1] = mul_pair<T>(pa2, pair_of(stage_scale + t[2] * v_groups + gr, stage_scale + t[3] * v_groups + gr));
+          a_scaled[j][0] = scaled_probs<T>(p[2 * kt][0], p[2 * kt][1], pa0,
+                                           pair_of(stage_scale + t[0] * v_groups + gr, stage_scale + t[1] * v_groups + gr));
+          a_scaled[j][1] = scaled_probs<T>(p[2 * kt + 1][0], p[2 * kt + 1][1], pa2,
+                                           pair_of(stage_scale + t[2] * v_groups + gr, stage_scale + t[3] * v_groups + gr));
         }
         if (g < v_groups) {
           min01 = pair_of(stage_min + t[0] * v_groups + g, stage_min + t[1] * v_groups + g);

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "decode_attention.cuh"
 #include "mma_fragments.cuh"
@@ -169,6 +170,14 @@ __device__ void decode_tail_tile(const RowView<T>& row, int t0, int t1, const ui
   for (int kt = 0; kt < 2; ++kt) {
     const uint32_t pa0 = pack_pair<T>(p[2 * kt][0], p[2 * kt][1]);
     const uint32_t pa2 = pack_pair<T>(p[2 * kt + 1][0], p[2 * kt + 1][1]);
+    // bf16: P = its rounding + the remainder, two MMAs (P's 8-bit mantissa alone costs too much)
+    constexpr bool kSplitP = !std::is_same_v<T, __half>;
+    uint32_t pl0 = 0u, pl2 = 0u;
+    if constexpr (kSplitP) {
+      const float2 h0 = pair_to_float2(pa0, T{}), h2 = pair_to_float2(pa2, T{});
+      pl0 = pack_pair<T>(p[2 * kt][0] - h0.x, p[2 * kt][1] - h0.y);
+      pl2 = pack_pair<T>(p[2 * kt + 1][0] - h2.x, p[2 * kt + 1][1] - h2.y);
+    }
     const T* v0 = rows_s + (16 * kt + 2 * c) * S + g;
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
@@ -176,6 +185,7 @@ __device__ void decode_tail_tile(const RowView<T>& row, int t0, int t1, const ui
       const uint32_t b0 = uint32_t(x[0]) | (uint32_t(x[S]) << 16);
       const uint32_t b1 = uint32_t(x[8 * S]) | (uint32_t(x[9 * S]) << 16);
       mma_rows8<T>(o[nt], pa0, pa2, b0, b1);
+      if constexpr (kSplitP) mma_rows8<T>(o[nt], pl0, pl2, b0, b1);
     }
   }
   __syncwarp();  // the rows are free again
