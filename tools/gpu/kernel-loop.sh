@@ -11,6 +11,8 @@
 #   KIVI_NCU_CASES     BxL cases to profile with Nsight Compute (e.g. "1x1024 32x32768");
 #                      KIVI_NCU_SECTIONS adds sections (e.g. "--section SourceCounters")
 #   KIVI_E2E=1         also the host, the plugins and tools/gpu/run-e2e.sh (E2E_* narrow it)
+#   KIVI_SANITIZE=1    also the kernel tests under compute-sanitizer memcheck (KIVI_TEST_FILTER
+#                      narrows them too; the log is sanitizer$tag.txt)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -40,6 +42,17 @@ if [ "${KIVI_TEST_FILTER:-}" != "skip" ]; then
   "$build/bin/test_kivi_kernels" ${KIVI_TEST_FILTER:-} > "$logs/kernels$tag.txt" 2>&1
   echo "test_kivi_kernels rc=$?"
   grep -E -A3 "fused decode|FAILED|failed|passed|with expansion|REQUIRE|CHECK" "$logs/kernels$tag.txt" | grep -v "^flush" | head -80
+fi
+if [ "${KIVI_SANITIZE:-0}" = "1" ]; then
+  sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  if [ -x "$sanitizer" ]; then
+    "$sanitizer" --tool memcheck --error-exitcode 3 "$build/bin/test_kivi_kernels" \
+        ${KIVI_TEST_FILTER:-} > "$logs/sanitizer$tag.txt" 2>&1
+    echo "compute-sanitizer memcheck rc=$?"
+    grep -E "ERROR SUMMARY|Invalid|passed|failed" "$logs/sanitizer$tag.txt" | head -20
+  else
+    echo "compute-sanitizer: not found on this machine"
+  fi
 fi
 if [ "${KIVI_E2E:-0}" = "1" ]; then
   KIVI_GPU_BUILD="$build" bash "$root/tools/gpu/run-e2e.sh" > /dev/null 2>&1
