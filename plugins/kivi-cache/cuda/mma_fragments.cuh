@@ -1,5 +1,6 @@
 // Tensor-core building blocks of the fused decode kernel: the m16n8k16 MMA (fp16 or bf16 inputs,
-// float accumulators) and the conversions from packed KIVI codes to its B fragments.
+// float accumulators), T pairs as fragment registers, and cp.async / shared-memory word loads.
+// (The codes' conversion to fragments is code_convert.cuh.)
 //
 // Fragment layout (PTX ISA, mma.m16n8k16, per lane: g = lane / 4, c = lane % 4):
 //   A (16 x 16, row-major): a0 = A[g][2c, 2c+1]   a1 = A[g+8][2c, 2c+1]
@@ -30,41 +31,12 @@ __device__ __forceinline__ uint32_t pack_pair<__nv_bfloat16>(float lo, float hi)
   return *reinterpret_cast<const uint32_t*>(&h);
 }
 
-// Two adjacent T values at p (4-byte aligned) as one fragment register, and as floats.
-template <class T>
-__device__ __forceinline__ uint32_t load_pair(const T* p) {
-  return __ldg(reinterpret_cast<const unsigned int*>(p));
-}
+// A fragment register (two T values) as floats.
 __device__ __forceinline__ float2 pair_to_float2(uint32_t bits, __half) {
   return __half22float2(*reinterpret_cast<const __half2*>(&bits));
 }
 __device__ __forceinline__ float2 pair_to_float2(uint32_t bits, __nv_bfloat16) {
   return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&bits));
-}
-template <class T>
-__device__ __forceinline__ float2 load_float2(const T* p) {
-  return pair_to_float2(load_pair(p), T{});
-}
-
-// N consecutive 32-bit words at p, with 8- or 16-byte loads (p aligned to min(4 N, 16) bytes).
-template <int N>
-__device__ __forceinline__ void load_words(const uint32_t* p, uint32_t (&w)[N]) {
-  if constexpr (N == 1) {
-    w[0] = __ldg(p);
-  } else if constexpr (N == 2) {
-    const uint2 v = __ldg(reinterpret_cast<const uint2*>(p));
-    w[0] = v.x;
-    w[1] = v.y;
-  } else {
-#pragma unroll
-    for (int i = 0; i < N / 4; ++i) {
-      const uint4 v = __ldg(reinterpret_cast<const uint4*>(p) + i);
-      w[4 * i] = v.x;
-      w[4 * i + 1] = v.y;
-      w[4 * i + 2] = v.z;
-      w[4 * i + 3] = v.w;
-    }
-  }
 }
 
 // d (rows 0..7 of a 16 x 8 tile) += A (rows 0..7) * B; rows 8..15 of A are zero.
@@ -86,40 +58,6 @@ __device__ __forceinline__ void mma_rows8(float (&d)[2], uint32_t a0, uint32_t a
         : "=f"(d[0]), "=f"(d[1]), "=f"(unused0), "=f"(unused1)
         : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1), "f"(d[0]), "f"(d[1]), "f"(0.0f),
           "f"(0.0f));
-  }
-}
-
-// Codes i and i + 8 of 16 consecutive codes packed in w[0 .. BITS/2) (code j at bits
-// [j * BITS, (j + 1) * BITS) of the run), as code_i | code_{i+8} << 16.
-template <int BITS>
-__device__ __forceinline__ uint32_t dual_codes(const uint32_t* w, int i) {
-  if constexpr (BITS == 2) {
-    return (w[0] >> (2 * i)) & 0x00030003u;
-  } else if constexpr (BITS == 4) {
-    return __byte_perm(w[0] >> (4 * i), w[1] >> (4 * i), 0x5410) & 0x000F000Fu;
-  } else {
-    const int shift = 8 * (i & 3);
-    const uint32_t lo = (i < 4) ? w[0] : w[1], hi = (i < 4) ? w[2] : w[3];
-    return __byte_perm(lo >> shift, hi >> shift, 0x5410) & 0x00FF00FFu;
-  }
-}
-
-// Two codes (low and high 16 bits of `pair`) as a fragment register of T, exactly.
-template <class T, int BITS>
-__device__ __forceinline__ uint32_t codes_to_fragment(uint32_t pair) {
-  if constexpr (std::is_same_v<T, __half>) {
-    // 1024 + code is exact in fp16 for codes below 1024: set the exponent, subtract 1024.
-    uint32_t biased = pair | 0x64006400u;
-    const __half2 x = __hsub2(*reinterpret_cast<const __half2*>(&biased), __float2half2_rn(1024.0f));
-    return *reinterpret_cast<const uint32_t*>(&x);
-  } else if constexpr (BITS <= 4) {
-    // 128 + code is exact in bf16 for codes below 128.
-    uint32_t biased = pair | 0x43004300u;
-    const __nv_bfloat162 x = __hsub2(*reinterpret_cast<const __nv_bfloat162*>(&biased),
-                                     __float2bfloat162_rn(128.0f));
-    return *reinterpret_cast<const uint32_t*>(&x);
-  } else {
-    return pack_pair<T>(static_cast<float>(pair & 0xFFFFu), static_cast<float>(pair >> 16));
   }
 }
 
