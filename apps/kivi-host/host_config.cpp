@@ -272,6 +272,8 @@ HostConfig parse_host_config(const toml::table& root, const std::string& source)
   b.seed = bench.get_int_in("seed", b.seed, 0, INT64_MAX);
   b.fill = bench.get_choice("fill", b.fill, {"prefill", "random"});
   b.find_max_batch = bench.get_bool("find_max_batch", b.find_max_batch);
+  b.profile = bench.get_bool("profile", b.profile);
+  b.trace = bench.get_string("trace", b.trace);
   bench.finish();
   config.tokenize = read_tokenize(top, base);
   config.serve = read_serve(top, base);

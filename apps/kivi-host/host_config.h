@@ -123,6 +123,8 @@ struct BenchChoice {
   int64_t seed = 0;
   std::string fill = "prefill";  // prefill (random prompts) | random (K/V straight into the cache)
   bool find_max_batch = false;   // search the largest batch up to `batch` instead of timing
+  bool profile = false;          // one more run, its decode steps profiled (step_profiler.h)
+  std::string trace = "kivi-bench-trace.json";  // the profile's Chrome trace ("": none)
   bool operator==(const BenchChoice&) const = default;
 };
 

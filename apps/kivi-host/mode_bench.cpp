@@ -6,6 +6,8 @@
 // makes long contexts affordable: a decode step's cost does not depend on the values.
 // find_max_batch = true instead searches the largest batch that fills and decodes without
 // running out of device memory. Peak device memory is reported; [output] json writes it all.
+// profile = true adds one more run whose decode steps libtorch's profiler records
+// (step_profiler.h): the top kernels per step, how busy the device was, and a Chrome trace.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -24,6 +26,7 @@
 #include "kivi/generate/forward_steps.h"
 #include "kivi/util/device_memory.h"
 #include "model_session.h"
+#include "step_profiler.h"
 
 namespace kivi::host {
 namespace {
@@ -48,23 +51,22 @@ class Bench {
   // One run: fill, then decode_tokens steps. Returns {prefill tokens/s (NaN for a random
   // fill), decode tokens/s}.
   std::pair<double, double> run(KVCache& cache, int64_t batch) {
-    CausalLM& model = session_.model();
-    cache.reset();
     std::vector<int64_t> next(batch);
-    auto t0 = std::chrono::steady_clock::now();
-    double prefill_rate = std::nan("");
-    if (b_.fill == "prefill") {
-      const at::Tensor logits = generate::prefill(model, cache, random_prompts(batch));  // [B, V]
-      take(logits, next);
-      prefill_rate = static_cast<double>(batch * b_.prompt_tokens) / seconds_since(t0);
-    } else {
-      fill_random(cache, batch);
-      for (auto& t : next) t = random_token();
-    }
-    t0 = std::chrono::steady_clock::now();
-    for (int64_t step = 0; step < b_.decode_tokens; ++step)
-      take(generate::decode_step(model, cache, next, {}), next);
+    const double prefill_rate = fill(cache, batch, next);
+    const auto t0 = std::chrono::steady_clock::now();
+    decode(cache, next);
     return {prefill_rate, static_cast<double>(batch * b_.decode_tokens) / seconds_since(t0)};
+  }
+
+  // One more run whose decode steps the profiler records (the fill is not recorded).
+  StepProfile profiled_run(KVCache& cache, int64_t batch, StepProfiler& profiler, const std::string& trace) {
+    std::vector<int64_t> next(batch);
+    fill(cache, batch, next);
+    wait_for(cache.geometry().device);
+    profiler.start();
+    decode(cache, next);
+    wait_for(cache.geometry().device);
+    return profiler.stop(b_.decode_tokens, trace);
   }
 
   std::unique_ptr<KVCache> make_cache(int64_t batch) const {
@@ -73,6 +75,26 @@ class Bench {
   }
 
  private:
+  // Empties the cache and fills prompt_tokens per sequence; `next` gets the first decode
+  // inputs. Returns prefill tokens/s (NaN for a random fill).
+  double fill(KVCache& cache, int64_t batch, std::vector<int64_t>& next) {
+    cache.reset();
+    const auto t0 = std::chrono::steady_clock::now();
+    if (b_.fill == "prefill") {
+      const at::Tensor logits = generate::prefill(session_.model(), cache, random_prompts(batch));  // [B, V]
+      take(logits, next);
+      return static_cast<double>(batch * b_.prompt_tokens) / seconds_since(t0);
+    }
+    fill_random(cache, batch);
+    for (auto& t : next) t = random_token();
+    return std::nan("");
+  }
+  // decode_tokens greedy steps from `next`.
+  void decode(KVCache& cache, std::vector<int64_t>& next) {
+    for (int64_t step = 0; step < b_.decode_tokens; ++step)
+      take(generate::decode_step(session_.model(), cache, next, {}), next);
+  }
+
   int64_t random_token() {
     return std::uniform_int_distribution<int64_t>(0, session_.config.vocab_size - 1)(rng_);
   }
@@ -163,6 +185,8 @@ int run_bench_mode(HostContext& context) {
         cfg.file.string() + ": [bench] prompt_tokens + decode_tokens = " + std::to_string(b.prompt_tokens + b.decode_tokens) +
             " exceeds the model's max_position_embeddings (" + std::to_string(context_limit) +
             "; only a dynamic NTK rope may go past it)");
+  if (b.profile && !b.trace.empty())  // an unwritable trace path fails before the work, not after
+    check(std::ofstream(b.trace).good(), cfg.file.string() + ": [bench] trace: cannot write " + b.trace);
   context.out << describe(session) << (cfg.model.cuda_graphs && device.is_cuda() ? ", CUDA graphs" : "") << "\n";
   Bench bench(b, session);
   nlohmann::json doc = {{"mode", "bench"},
@@ -213,6 +237,13 @@ int run_bench_mode(HostContext& context) {
                   << m.peak_reserved / 1e9 << " GB reserved (of " << m.total / 1e9 << " GB)\n";
     context.out << std::defaultfloat;
     print_cache_stats(context.out, *cache);
+    if (b.profile) {
+      StepProfiler profiler(device.is_cuda());
+      const StepProfile profile = bench.profiled_run(*cache, b.batch, profiler, b.trace);
+      print_profile(context.out, profile);
+      if (!b.trace.empty()) context.out << "trace: " << b.trace << " (chrome://tracing or ui.perfetto.dev)\n";
+      doc["profile"] = profile_json(profile);
+    }
     doc["batch"] = b.batch;
     doc["prefill_tokens_per_s"] = b.fill == "prefill" ? nlohmann::json(median(prefill_rates)) : nlohmann::json();
     doc["decode_tokens_per_s"] = decode_rate;

@@ -219,6 +219,29 @@ TEST_CASE("bench with a random fill times decode over a filled kivi cache and wr
   ::remove(json.c_str());
 }
 
+TEST_CASE("bench profile = true prints the top operators per decode step and writes a Chrome trace", "[host]") {
+  const fs::path trace = fs::temp_directory_path() / ("kivi-trace-" + std::to_string(::getpid()) + ".json");
+  const Run r = run_host("bench-profile", "mode = \"bench\"\n[bench]\nprompt_tokens = 32\ndecode_tokens = 4\n"
+                                          "repeats = 1\nwarmup = 0\nprofile = true\ntrace = \"" + trace.string() + "\"\n");
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  // On the CPU: top-level operators; the decoder's projections are aten::linear.
+  CHECK(std::regex_search(r.output, std::regex(R"(profile \(4 decode steps; top-level CPU operators\): [0-9.]+ us per step, busy)")));
+  CHECK(std::regex_search(r.output, std::regex(R"(\| aten::linear \| [0-9.]+ \| [0-9.]+ \| [0-9.]+% \|)")));
+  CHECK_THAT(r.output, !Contains("ERROR"));
+  std::ifstream in(trace);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK_THAT(text, Contains("\"traceEvents\"") && Contains("aten::linear"));
+  ::remove(trace.c_str());
+}
+
+TEST_CASE("bench: an unwritable trace path fails before the work", "[host]") {
+  const Run r = run_host("bench-trace", "mode = \"bench\"\n[bench]\nprofile = true\ntrace = \"/nonexistent-dir/t.json\"\n");
+  CHECK(r.status != 0);
+  CHECK_THAT(r.output, Contains("[bench] trace: cannot write /nonexistent-dir/t.json"));
+  CHECK_THAT(r.output, !Contains("decode:"));
+}
+
 TEST_CASE("bench find_max_batch searches up to the limit and stops there", "[host]") {
   // On the CPU nothing runs out of device memory, so the search climbs to the limit.
   const Run r = run_host("bench-fit", "mode = \"bench\"\n[bench]\nbatch = 5\nprompt_tokens = 40\ndecode_tokens = 2\n"

@@ -1,0 +1,137 @@
+#include "step_profiler.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <iomanip>
+#include <map>
+#include <set>
+
+#include <torch/csrc/autograd/profiler_kineto.h>
+
+namespace kivi::host {
+namespace {
+
+namespace profiler = torch::autograd::profiler;
+using torch::profiler::impl::ActivityType;
+using torch::profiler::impl::ProfilerConfig;
+using torch::profiler::impl::ProfilerState;
+
+std::set<ActivityType> activities(bool cuda) {
+  std::set<ActivityType> a{ActivityType::CPU};
+  if (cuda) a.insert(ActivityType::CUDA);
+  return a;
+}
+
+struct Interval {
+  uint64_t start, end;
+  std::string name;
+};
+
+// CPU operators not inside another counted operator of the same thread (so a call is counted
+// once, with everything it calls).
+std::vector<Interval> top_level(std::map<uint64_t, std::vector<Interval>> by_thread) {
+  std::vector<Interval> out;
+  for (auto& [thread, events] : by_thread) {
+    std::sort(events.begin(), events.end(), [](const Interval& a, const Interval& b) {
+      return a.start != b.start ? a.start < b.start : a.end > b.end;
+    });
+    uint64_t covered_until = 0;
+    for (const Interval& e : events) {
+      if (e.start < covered_until) continue;  // nested in the last top-level one
+      out.push_back(e);
+      covered_until = e.end;
+    }
+  }
+  return out;
+}
+
+std::string short_name(const std::string& name, size_t most = 90) {
+  return name.size() <= most ? name : name.substr(0, most - 3) + "...";
+}
+
+}  // namespace
+
+StepProfiler::StepProfiler(bool cuda) : cuda_(cuda) {
+  // Without a GPU, Kineto logs an "ERROR" for the device count it cannot read while saving the
+  // trace; only its errors of level 5 and above are shown then (a user's setting wins).
+  if (!cuda_) setenv("KINETO_LOG_LEVEL", "5", /*overwrite=*/0);
+  profiler::prepareProfiler(ProfilerConfig(ProfilerState::KINETO), activities(cuda_));
+}
+
+void StepProfiler::start() { profiler::enableProfiler(ProfilerConfig(ProfilerState::KINETO), activities(cuda_)); }
+
+StepProfile StepProfiler::stop(int64_t steps, const std::string& trace_path) {
+  std::unique_ptr<profiler::ProfilerResult> result = profiler::disableProfiler();
+  if (!trace_path.empty()) result->save(trace_path);
+  StepProfile p;
+  p.device_kernels = cuda_;
+  p.steps = std::max<int64_t>(1, steps);
+  std::vector<Interval> counted;
+  std::map<uint64_t, std::vector<Interval>> cpu_ops;
+  for (const auto& e : result->events()) {
+    if (e.durationNs() == 0) continue;
+    const Interval i{e.startNs(), e.endNs(), e.name()};
+    if (cuda_ && e.deviceType() == c10::DeviceType::CUDA)
+      counted.push_back(i);
+    else if (!cuda_ && e.deviceType() == c10::DeviceType::CPU && i.name.rfind("aten::", 0) == 0)
+      cpu_ops[e.startThreadId()].push_back(i);
+  }
+  if (!cuda_) counted = top_level(std::move(cpu_ops));
+  if (counted.empty()) return p;
+  std::sort(counted.begin(), counted.end(), [](const Interval& a, const Interval& b) { return a.start < b.start; });
+  std::map<std::string, ProfileEntry> by_name;
+  uint64_t first = counted.front().start, last = 0, busy_until = counted.front().start;
+  for (const Interval& i : counted) {
+    ProfileEntry& entry = by_name[i.name];
+    entry.name = i.name;
+    entry.calls += 1;
+    entry.total_us += (i.end - i.start) / 1e3;
+    if (i.start > busy_until) {
+      const double gap_us = (i.start - busy_until) / 1e3;
+      if (gap_us >= 1.0) {
+        p.gaps += 1;
+        p.largest_gap_us = std::max(p.largest_gap_us, gap_us);
+      }
+    }
+    p.busy_us += std::max<double>(0.0, (static_cast<double>(i.end) - static_cast<double>(std::max(i.start, busy_until))) / 1e3);
+    busy_until = std::max(busy_until, i.end);
+    last = std::max(last, i.end);
+  }
+  p.span_us = (last - first) / 1e3;
+  for (auto& [name, entry] : by_name) p.entries.push_back(entry);
+  std::sort(p.entries.begin(), p.entries.end(),
+            [](const ProfileEntry& a, const ProfileEntry& b) { return a.total_us > b.total_us; });
+  return p;
+}
+
+void print_profile(std::ostream& out, const StepProfile& p, size_t rows) {
+  const double steps = static_cast<double>(p.steps);
+  const double busy = std::max(p.busy_us, 1e-9);
+  out << std::fixed << std::setprecision(1) << "profile (" << p.steps << " decode steps; "
+      << (p.device_kernels ? "GPU kernels and copies" : "top-level CPU operators") << "): "
+      << p.span_us / steps << " us per step, busy " << p.busy_us / steps << " us ("
+      << 100.0 * p.busy_us / std::max(p.span_us, 1e-9) << "%), " << static_cast<double>(p.gaps) / steps
+      << " idle gaps per step (largest " << p.largest_gap_us << " us)\n";
+  out << "| " << (p.device_kernels ? "kernel" : "operator") << " | calls/step | us/step | share |\n|---|---|---|---|\n";
+  for (size_t i = 0; i < std::min(rows, p.entries.size()); ++i) {
+    const ProfileEntry& e = p.entries[i];
+    out << "| " << short_name(e.name) << " | " << std::setprecision(1) << static_cast<double>(e.calls) / steps
+        << " | " << e.total_us / steps << " | " << 100.0 * e.total_us / busy << "% |\n";
+  }
+  out << std::defaultfloat;
+}
+
+nlohmann::json profile_json(const StepProfile& p, size_t rows) {
+  nlohmann::json top = nlohmann::json::array();
+  const double steps = static_cast<double>(p.steps);
+  for (size_t i = 0; i < std::min(rows, p.entries.size()); ++i)
+    top.push_back({{"name", p.entries[i].name},
+                   {"calls_per_step", static_cast<double>(p.entries[i].calls) / steps},
+                   {"us_per_step", p.entries[i].total_us / steps}});
+  return {{"what", p.device_kernels ? "gpu" : "cpu"}, {"steps", p.steps},
+          {"span_us_per_step", p.span_us / steps}, {"busy_us_per_step", p.busy_us / steps},
+          {"idle_gaps_per_step", static_cast<double>(p.gaps) / steps}, {"largest_gap_us", p.largest_gap_us},
+          {"top", top}};
+}
+
+}  // namespace kivi::host

@@ -1,0 +1,50 @@
+// What a span of the engine's work spends its time on, recorded with libtorch's own profiler
+// (Kineto: the CPU's operators, and on a GPU its kernels through CUPTI, which the torch wheel
+// ships): per decode step, the kernels (or, on the CPU, the top-level operators) that take the
+// most time and their share, how busy the device was and the idle gaps between its work; the
+// whole recording as a Chrome trace (chrome://tracing, Perfetto).
+#pragma once
+
+#include <cstdint>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace kivi::host {
+
+struct ProfileEntry {
+  std::string name;
+  int64_t calls = 0;
+  double total_us = 0;  // over the whole recording
+};
+
+struct StepProfile {
+  bool device_kernels = false;  // true: GPU kernels and copies; false: top-level CPU operators
+  int64_t steps = 1;
+  double span_us = 0;           // first start to last end of what is counted
+  double busy_us = 0;           // the union of their intervals
+  int64_t gaps = 0;             // idle gaps of at least 1 us between them
+  double largest_gap_us = 0;
+  std::vector<ProfileEntry> entries;  // by total time, largest first
+};
+
+class StepProfiler {
+ public:
+  // cuda: also record the GPU's activity (kernels, copies) and summarize that.
+  explicit StepProfiler(bool cuda);
+  void start();
+  // Stops, writes the Chrome trace to trace_path (unless empty) and summarizes `steps` steps.
+  StepProfile stop(int64_t steps, const std::string& trace_path);
+
+ private:
+  bool cuda_;
+};
+
+// A table: per step, the top `rows` entries (calls, us, share of the busy time), then busy and
+// idle time per step.
+void print_profile(std::ostream& out, const StepProfile& p, size_t rows = 15);
+nlohmann::json profile_json(const StepProfile& p, size_t rows = 30);
+
+}  // namespace kivi::host
