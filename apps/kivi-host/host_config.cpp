@@ -210,6 +210,8 @@ ServeChoice read_serve(ConfigTable& top, const fs::path& base) {
   s.context = table.get_int_in("context", s.context, 0, int64_t{1} << 24);
   s.default_max_tokens = table.get_int_in("default_max_tokens", s.default_max_tokens, 0, int64_t{1} << 24);
   s.max_n = table.get_int_in("max_n", s.max_n, 1, 1024);
+  s.profile_steps = table.get_int_in("profile_steps", s.profile_steps, 0, int64_t{1} << 20);
+  s.profile_trace = table.get_string("profile_trace", s.profile_trace);
   s.max_logprobs = table.get_int_in("max_logprobs", s.max_logprobs, 0, 1024);
   s.max_body_bytes = table.get_int_in("max_body_bytes", s.max_body_bytes, 1024, int64_t{1} << 32);
   s.max_connections = table.get_int_in("max_connections", s.max_connections, 1, 1 << 16);

@@ -140,6 +140,8 @@ struct ServeChoice {
   int64_t context = 0;              // tokens per sequence; 0 = max_position_embeddings
   int64_t default_max_tokens = 16;  // completions without max_tokens
   int64_t max_n = 16;               // n per request
+  int64_t profile_steps = 0;        // profile the first N forward passes (step_profiler.h); 0: off
+  std::string profile_trace = "kivi-serve-trace.json";  // their Chrome trace ("": none)
   int64_t max_logprobs = 20;        // logprobs / top_logprobs
   int64_t max_body_bytes = 8 << 20;
   int64_t max_connections = 256;

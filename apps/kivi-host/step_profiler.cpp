@@ -107,7 +107,7 @@ StepProfile StepProfiler::stop(int64_t steps, const std::string& trace_path) {
 void print_profile(std::ostream& out, const StepProfile& p, size_t rows) {
   const double steps = static_cast<double>(p.steps);
   const double busy = std::max(p.busy_us, 1e-9);
-  out << std::fixed << std::setprecision(1) << "profile (" << p.steps << " decode steps; "
+  out << std::fixed << std::setprecision(1) << "profile (" << p.steps << " " << p.step_name << "; "
       << (p.device_kernels ? "GPU kernels and copies" : "top-level CPU operators") << "): "
       << p.span_us / steps << " us per step, busy " << p.busy_us / steps << " us ("
       << 100.0 * p.busy_us / std::max(p.span_us, 1e-9) << "%), " << static_cast<double>(p.gaps) / steps

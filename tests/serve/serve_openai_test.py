@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -289,6 +290,29 @@ class LimitsTest(unittest.TestCase):
             else:
                 self.assertEqual(reply["error"]["type"], "server_overloaded")
         self.assertEqual(self.server.post("/v1/completions", body)[0], 200)
+
+
+class ProfileTest(unittest.TestCase):
+    """[serve] profile_steps: the first passes are profiled into the log, with a Chrome trace."""
+
+    def test_first_passes_are_profiled(self):
+        trace = os.path.join(tempfile.mkdtemp(prefix="kivi-serve-profile-"), "trace.json")
+        server = Server(ARGS.kivi_host, model_dir(), serve=f'profile_steps = 3\nprofile_trace = "{trace}"')
+        try:
+            code, reply = server.post("/v1/completions", json.dumps({"prompt": "Anne", "max_tokens": 4,
+                                                                    "temperature": 0, "ignore_eos": True}))
+            self.assertEqual(code, 200)
+            deadline = time.time() + 30
+            while time.time() < deadline and "trace: " not in "".join(server.output):
+                time.sleep(0.1)
+            log = "".join(server.output)
+            self.assertRegex(log, r"profile \(3 forward passes; top-level CPU operators\): [0-9.]+ us per step")
+            self.assertRegex(log, r"\| aten::linear \| [0-9.]+ \| [0-9.]+ \| [0-9.]+% \|")
+            with open(trace) as f:
+                self.assertIn('"traceEvents"', f.read())
+            self.assertEqual(server.post("/v1/completions", json.dumps({"prompt": "Anne", "max_tokens": 2}))[0], 200)
+        finally:
+            self.assertEqual(server.stop(), 0, "".join(server.output))
 
 
 if __name__ == "__main__":

@@ -161,6 +161,8 @@ void BatchScheduler::run() {
     for (size_t b = 0; b < rows.size(); ++b)
       if (rows[b].busy() && rows[b].job->channel->cancelled()) release(rows[b], b);
     admit(rows);
+    StepProfilingHook& profiling = options_.profiling;
+    if (profiling.steps > 0 && profiled_ == 0 && profiling.start) profiling.start();
     try {
       step(rows);
     } catch (const std::exception& e) {
@@ -175,6 +177,10 @@ void BatchScheduler::run() {
         publish_locked(rows);
       }
       for (const Row& row : failed) row.push(error_event(std::string("generation failed: ") + e.what(), 500));
+    }
+    if (profiling.steps > 0 && ++profiled_ == profiling.steps) {
+      if (profiling.finish) profiling.finish(profiling.steps);
+      profiling.steps = 0;  // once
     }
     std::lock_guard lock(mutex_);
     publish_locked(rows);

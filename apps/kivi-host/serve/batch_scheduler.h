@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -79,6 +80,15 @@ struct JobSpec {
   std::shared_ptr<JobChannel> channel;
 };
 
+// Profiling the first `steps` forward passes (kivi-host serve, [serve] profile_steps): the
+// worker calls start() before the first pass and finish(steps) after the last, on its own thread,
+// where the passes' operators run.
+struct StepProfilingHook {
+  int64_t steps = 0;
+  std::function<void()> start;
+  std::function<void(int64_t)> finish;
+};
+
 struct SchedulerOptions {
   int64_t max_queue = 64;       // jobs waiting for a row; more are refused
   int64_t prefill_chunk = 512;  // prompt tokens a row feeds per forward pass
@@ -86,6 +96,7 @@ struct SchedulerOptions {
   // [max_batch, tokens, vocab]: a pass feeds at most step_tokens / max_batch tokens per row.
   int64_t step_tokens = 8192;
   int64_t context = 0;          // tokens per row (prompt + generated); a row that reaches it stops
+  StepProfilingHook profiling;
 };
 
 struct SchedulerStats {
@@ -128,6 +139,7 @@ class BatchScheduler {
   bool stopping_ = false;
   SchedulerStats stats_;  // guarded by mutex_; the worker publishes after each step, and when a
                           // row is freed before its last event goes out
+  int64_t profiled_ = 0;  // forward passes profiled so far (the worker's)
   std::thread worker_;
 };
 

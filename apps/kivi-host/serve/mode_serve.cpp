@@ -2,15 +2,21 @@
 // max_batch, ...; docs/server.md). Requests are batched continuously through one cache of the
 // configured backend, so a KIVI cache's smaller rows turn into more concurrent sequences.
 // Runs until SIGINT or SIGTERM; then running requests get a 503 and the server exits 0.
+// [serve] profile_steps = N profiles the first N forward passes (step_profiler.h) into the log.
 #include <csignal>
 #include <fstream>
+#include <memory>
+#include <mutex>
 #include <ostream>
 #include <sstream>
+
+#include <ATen/ATen.h>
 
 #include "host_context.h"
 #include "kivi/cache/kv_cache.h"
 #include "model_session.h"
 #include "serve/api_server.h"
+#include "step_profiler.h"
 
 namespace kivi::host {
 namespace {
@@ -49,8 +55,27 @@ int run_serve_mode(HostContext& context) {
   const int64_t ctx = effective_context(context, session, s.context, "[serve] context");
   check(ctx > 0, cfg.file.string() + ": [serve] context: the model declares no max_position_embeddings; set one");
 
+  serve::SchedulerOptions options{s.max_queue, s.prefill_chunk, s.step_tokens, ctx, {}};
+  std::shared_ptr<StepProfiler> profiler;
+  std::mutex log_mutex;
+  if (s.profile_steps > 0) {
+    if (!s.profile_trace.empty())  // an unwritable trace path fails before the work, not after
+      check(std::ofstream(s.profile_trace).good(), cfg.file.string() + ": [serve] profile_trace: cannot write " + s.profile_trace);
+    const at::Device device = model.options().device;
+    profiler = std::make_shared<StepProfiler>(device.is_cuda());
+    options.profiling = {s.profile_steps, [profiler] { profiler->start(); },
+                         [&, profiler, device](int64_t steps) {
+                           if (device.is_cuda()) (void)at::empty({1}, at::TensorOptions().device(device)).to(at::kCPU);
+                           StepProfile profile = profiler->stop(steps, s.profile_trace);
+                           profile.step_name = "forward passes";
+                           std::lock_guard lock(log_mutex);
+                           print_profile(context.err, profile);
+                           if (!s.profile_trace.empty()) context.err << "trace: " << s.profile_trace << "\n";
+                           context.err << std::flush;
+                         }};
+  }
   serve::BatchScheduler scheduler(model, session.cache_factory->create(model.cache_geometry(s.max_batch)),
-                                  text_streams(session), {s.max_queue, s.prefill_chunk, s.step_tokens, ctx});
+                                  text_streams(session), options);
   serve::ApiServer api(served_model(cfg, session, ctx), scheduler,
                        {s.max_n, /*max_sequences=*/s.max_queue, s.max_logprobs, s.default_max_tokens});
   serve::HttpServer server(s.host, static_cast<int>(s.port),
