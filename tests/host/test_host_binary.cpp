@@ -115,7 +115,7 @@ TEST_CASE("kivi-host plugins lists the full-precision cache from the plugin fold
 TEST_CASE("kivi-host check validates the config and resolves the cache plugin", "[host]") {
   const Run ok = run_host("check --config " + write_config("ok", "[cache]\nbackend = \"bf16\"\n"));
   CHECK(ok.exit_code == 0);
-  CHECK_THAT(ok.output, Contains("cache: bf16 (view kind dense)"));
+  CHECK_THAT(ok.output, Contains("cache: bf16 (view format dense/1)") && Contains("attention: sdpa (the cache's)"));
 
   const std::string bad_option = write_config("badopt", "mode = \"check\"\n[cache]\nbackend = \"fp16\"\nchunk_tokens = -4\n");
   const Run bad = run_host("--config " + bad_option);

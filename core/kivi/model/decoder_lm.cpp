@@ -46,6 +46,10 @@ class DecoderLM final : public CausalLM {
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& positions,
                      std::span<const int64_t> counts, KVCache& cache) override;
   void set_tap(TapFn tap) override { tap_ = std::move(tap); }
+  void set_attention(std::shared_ptr<const Attention> attention) override {
+    check(attention != nullptr, "model: set_attention needs an attention backend, got none");
+    options_.attention = std::move(attention);
+  }
 
  private:
   void tap(const std::string& name, const at::Tensor& value) const {
@@ -78,8 +82,6 @@ DecoderLM::DecoderLM(const ModelConfig& config, const DecoderSpec& spec, WeightS
     : config_(config),
       options_(options),
       rotary_(config.rope, config.head_dim, config.max_position_embeddings, options.device) {
-  check(options_.attention != nullptr,
-        "model: ModelOptions.attention is required (an attention backend)");
   c10::InferenceMode guard;
   const auto opts = at::TensorOptions().dtype(options_.dtype).device(options_.device);
   const int64_t hidden = config.hidden_size, inter = config.intermediate_size;
@@ -155,6 +157,8 @@ void DecoderLM::check_inputs(const at::Tensor& input_ids, const at::Tensor& posi
 at::Tensor DecoderLM::forward(const at::Tensor& input_ids, const at::Tensor& positions,
                               std::span<const int64_t> counts, KVCache& cache) {
   check_inputs(input_ids, positions, counts, cache);
+  check(options_.attention != nullptr,
+        "model: no attention backend; set ModelOptions.attention or call CausalLM::set_attention");
   c10::InferenceMode guard;
   const int64_t batch = input_ids.size(0), tokens = input_ids.size(1);
   // KIVI's prefill: a prompt into an empty cache attends over its own full-precision K/V.
