@@ -78,8 +78,10 @@ bool Registry::load_file(const fs::path& file) {
   if (const std::string reason = not_elf_reason(file); !reason.empty()) return refuse(file.string(), reason);
   boost::dll::shared_library library;
   boost::dll::fs::error_code ec;
-  // rtld_local: plugins do not see each other's symbols; they share the core through libkivi_core.
-  library.load(file, ec, boost::dll::load_mode::rtld_lazy | boost::dll::load_mode::rtld_local);
+  // rtld_now: every symbol resolves at load, so a library built against another core is refused
+  // here with the loader's message rather than failing at its first call. rtld_local: plugins
+  // do not see each other's symbols; they share the core through libkivi_core.
+  library.load(file, ec, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
   if (ec) return refuse(file.string(), "not a loadable shared library: " + ec.message());
   if (!library.has(KIVI_PLUGIN_ENTRY_SYMBOL))
     return refuse(file.string(), std::string("not a kivi plugin: it does not export '") +
