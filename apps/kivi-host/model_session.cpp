@@ -56,7 +56,7 @@ ModelSession open_model(const HostContext& context, const std::vector<CachePairi
   check(fs::exists(cfg.model.path), file + ": [model] path: " + cfg.model.path.string() + " does not exist");
   check(!pairings.empty(), "open_model: no cache to run the model with");
   ModelSession session;
-  session.config = load_checkpoint_config(cfg.model.path);
+  session.config = load_checkpoint_config(context.registry, cfg.model.path);
   ModelOptions options;
   options.device = pick_device(cfg.model.device);
   options.dtype = pick_dtype(cfg.model.dtype, session.config, options.device);
