@@ -25,6 +25,7 @@ struct LayerWeights {
   at::Tensor gate_up, gate_up_bias;  // [2 * intermediate, hidden]
   at::Tensor down, down_bias;        // [hidden, intermediate]
   int64_t sliding_window = 0;
+  at::Tensor q_norm, k_norm;  // [head_dim], when the family declares them (DecoderSpec)
 };
 
 class DecoderLM final : public CausalLM {
@@ -119,6 +120,8 @@ DecoderLM::DecoderLM(const ModelConfig& config, const DecoderSpec& spec, WeightS
     if (spec.mlp_bias) w.gate_up_bias = at::cat({gate_b, up_b}, 0);
     std::tie(w.down, w.down_bias) = linear(name(spec.down_proj), hidden, inter, spec.mlp_bias);
     if (!spec.sliding_window.empty()) w.sliding_window = spec.sliding_window.at(l);
+    if (!spec.q_norm.empty()) w.q_norm = load(name(spec.q_norm), {config.head_dim});
+    if (!spec.k_norm.empty()) w.k_norm = load(name(spec.k_norm), {config.head_dim});
     layers_.push_back(std::move(w));
   }
 }
@@ -217,9 +220,13 @@ AttentionInputs DecoderLM::attention_inputs(int64_t l, const at::Tensor& h, cons
   auto split = [&](int64_t start, int64_t n) {               // -> [B, n, T, head_dim]
     return qkv.narrow(-1, start * head_dim, n * head_dim).view({batch, tokens, n, head_dim}).transpose(1, 2);
   };
+  // A family's per-head norm of q or k (DecoderSpec::q_norm / k_norm), before rotary.
+  auto head_norm = [&](const at::Tensor& x, const at::Tensor& weight) {
+    return weight.defined() ? rms_norm(x.contiguous(), weight, config_.rms_norm_eps) : x;
+  };
   AttentionInputs in;
-  in.q = apply_rotary(split(0, heads), cos, sin);             // [B, heads, T, head_dim]
-  in.k = apply_rotary(split(heads, kv_heads), cos, sin);      // [B, kv_heads, T, head_dim]
+  in.q = apply_rotary(head_norm(split(0, heads), w.q_norm), cos, sin);           // [B, heads, T, head_dim]
+  in.k = apply_rotary(head_norm(split(heads, kv_heads), w.k_norm), cos, sin);    // [B, kv_heads, T, head_dim]
   in.v = split(heads + kv_heads, kv_heads).contiguous();      // [B, kv_heads, T, head_dim]
   tap(prefix + "q", in.q);
   tap(prefix + "k", in.k);
