@@ -40,6 +40,8 @@ CachePairing make_cache_pairing(const HostContext& context, const PluginChoice& 
 
 // Runs context.config.mode (one of known_modes()).
 int run_mode(HostContext& context);
+// `kivi-host MODE --help`: what the mode does and the run.toml tables and keys it reads.
+void print_mode_help(std::ostream& out, const std::string& mode);
 
 int run_plugins_mode(HostContext& context);
 int run_check_mode(HostContext& context);
