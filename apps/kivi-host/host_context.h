@@ -33,10 +33,11 @@ struct CachePairing {
 };
 
 // The cache `cache` and its attention: `attention` when chosen explicitly, else the one the
-// cache names (KVCacheFactory::attention()). Throws, naming run.toml and `table`, when the
+// cache names (KVCacheFactory::attention()). Throws, naming run.toml and the table, when the
 // attention cannot read the cache's view format (Attention::supports) or an option is wrong.
+// `where`: "" for [cache] and [attention], or a compare variant's "compare.variants[2]".
 CachePairing make_cache_pairing(const HostContext& context, const PluginChoice& cache,
-                                const PluginChoice& attention, const std::string& table = "cache");
+                                const PluginChoice& attention, const std::string& where = "");
 
 // Runs context.config.mode (one of known_modes()).
 int run_mode(HostContext& context);

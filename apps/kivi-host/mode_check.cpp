@@ -16,7 +16,7 @@ int run_check_mode(HostContext& context) {
               << (cfg.attention.explicit_choice ? "\n" : " (the cache's)\n");
   for (size_t v = 0; v < cfg.compare.variants.size(); ++v)
     make_cache_pairing(context, cfg.compare.variants[v].cache, cfg.compare.variants[v].attention,
-                       "compare.variants[" + std::to_string(v) + "].cache");
+                       "compare.variants[" + std::to_string(v) + "]");
   return 0;
 }
 

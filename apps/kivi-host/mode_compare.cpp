@@ -65,7 +65,7 @@ int run_compare_mode(HostContext& context) {
   std::vector<CachePairing> pairings;
   for (size_t v = 0; v < variants.size(); ++v)
     pairings.push_back(make_cache_pairing(context, variants[v].cache, variants[v].attention,
-                                          "compare.variants[" + std::to_string(v) + "].cache"));
+                                          "compare.variants[" + std::to_string(v) + "]"));
   ModelSession session = open_model(context, pairings);
   context.err << "compare: model loaded once; " << variants.size()
               << " variants swap their cache and attention in turn\n";

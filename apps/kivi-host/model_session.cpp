@@ -95,8 +95,8 @@ void use_cache(ModelSession& session, const CachePairing& pairing) {
 }
 
 ModelSession open_model_session(const HostContext& context, const PluginChoice& cache,
-                                const PluginChoice& attention, const std::string& table) {
-  return open_model(context, {make_cache_pairing(context, cache, attention, table)});
+                                const PluginChoice& attention) {
+  return open_model(context, {make_cache_pairing(context, cache, attention)});
 }
 
 std::string describe(const ModelSession& s) {

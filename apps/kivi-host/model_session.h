@@ -33,10 +33,9 @@ ModelSession open_model(const HostContext& context, const std::vector<CachePairi
 // Makes `pairing` the session's cache factory and attention (CausalLM::set_attention).
 void use_cache(ModelSession& session, const CachePairing& pairing);
 
-// open_model with one pairing: `cache` and `attention` (the config's own; `table` names where
-// their options came from, for messages).
+// open_model with one pairing: the config's `cache` and `attention`.
 ModelSession open_model_session(const HostContext& context, const PluginChoice& cache,
-                                const PluginChoice& attention, const std::string& table = "cache");
+                                const PluginChoice& attention);
 
 // "model: <path> (family llama, 6 layers, vocab 4096), float32 on cpu, attention kivi, cache kivi"
 std::string describe(const ModelSession& session);

@@ -36,15 +36,14 @@ std::shared_ptr<KVCacheFactory> make_cache_factory(const HostContext& context) {
 }
 
 CachePairing make_cache_pairing(const HostContext& context, const PluginChoice& cache,
-                                const PluginChoice& attention, const std::string& table) {
+                                const PluginChoice& attention, const std::string& where) {
+  const std::string prefix = where.empty() ? "" : where + ".";
+  const std::string attention_table = prefix + "attention";
   CachePairing p;
-  p.factory = create_plugin<KVCacheFactory>(context, cache, table);
+  p.table = prefix + "cache";
+  p.factory = create_plugin<KVCacheFactory>(context, cache, p.table);
   p.cache_name = cache.name;
-  p.table = table;
   const std::string format = p.factory->view_format();
-  // The attention's table: "attention", or a compare variant's "compare.variants[i].attention".
-  const std::string attention_table =
-      table.size() > 6 && table.ends_with(".cache") ? table.substr(0, table.size() - 6) + ".attention" : "attention";
   if (attention.explicit_choice) {
     p.attention_name = attention.name;
     p.attention = create_plugin<Attention>(context, attention, attention_table);
