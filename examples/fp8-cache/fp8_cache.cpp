@@ -20,7 +20,9 @@ std::pair<at::Tensor, at::Tensor> quantize(const at::Tensor& x) {
   return {(xf / scale.unsqueeze(-1)).to(at::kFloat8_e4m3fn), scale};
 }
 
-int64_t bytes(const at::Tensor& t) { return t.defined() ? static_cast<int64_t>(t.nbytes()) : 0; }
+int64_t bytes(const at::Tensor& t) {
+  return t.defined() ? static_cast<int64_t>(t.nbytes()) : 0;
+}
 
 }  // namespace
 
@@ -36,13 +38,15 @@ void Fp8Cache::ensure_capacity(int64_t layer, int64_t tokens) {
   Fp8Parts& p = layers_[layer];
   const int64_t capacity = p.k.defined() ? p.k.size(2) : 0;
   if (tokens <= capacity) return;
-  int64_t target = geometry_.max_tokens > 0 ? geometry_.max_tokens
-                                            : (std::max(tokens, 2 * capacity) + kChunk - 1) / kChunk * kChunk;
+  int64_t target = geometry_.max_tokens > 0
+                       ? geometry_.max_tokens
+                       : (std::max(tokens, 2 * capacity) + kChunk - 1) / kChunk * kChunk;
   const auto opts = at::TensorOptions().device(geometry_.device);
   const int64_t B = geometry_.max_batch, H = geometry_.num_kv_heads, D = geometry_.head_dim;
   Fp8Parts grown{at::zeros({B, H, target, D}, opts.dtype(at::kFloat8_e4m3fn)),
                  at::zeros({B, H, target, D}, opts.dtype(at::kFloat8_e4m3fn)),
-                 at::zeros({B, H, target}, opts.dtype(at::kFloat)), at::zeros({B, H, target}, opts.dtype(at::kFloat))};
+                 at::zeros({B, H, target}, opts.dtype(at::kFloat)),
+                 at::zeros({B, H, target}, opts.dtype(at::kFloat))};
   if (capacity > 0) {
     grown.k.narrow(2, 0, capacity).copy_(p.k);
     grown.v.narrow(2, 0, capacity).copy_(p.v);
@@ -52,17 +56,21 @@ void Fp8Cache::ensure_capacity(int64_t layer, int64_t tokens) {
   p = std::move(grown);
 }
 
-void Fp8Cache::append(int64_t layer, const at::Tensor& k, const at::Tensor& v, std::span<const int64_t> new_counts) {
-  kivi::check(layer >= 0 && layer < geometry_.num_layers, "fp8 cache: layer " + std::to_string(layer) + " out of range");
+void Fp8Cache::append(int64_t layer, const at::Tensor& k, const at::Tensor& v,
+                      std::span<const int64_t> new_counts) {
+  kivi::check(layer >= 0 && layer < geometry_.num_layers,
+              "fp8 cache: layer " + std::to_string(layer) + " out of range");
   kivi::check_append_inputs(geometry_, k, v, new_counts, "fp8 cache");
   std::vector<int64_t>& lengths = lengths_[layer];
   std::vector<int64_t> counts(geometry_.max_batch, k.size(2));
   if (!new_counts.empty()) counts.assign(new_counts.begin(), new_counts.end());
   int64_t needed = 0;
-  for (int64_t b = 0; b < geometry_.max_batch; ++b) needed = std::max(needed, lengths[b] + counts[b]);
-  kivi::check(geometry_.max_tokens == 0 || needed <= geometry_.max_tokens,
-              "fp8 cache: " + std::to_string(needed) + " tokens in one sequence, over max_tokens = " +
-                  std::to_string(geometry_.max_tokens));
+  for (int64_t b = 0; b < geometry_.max_batch; ++b)
+    needed = std::max(needed, lengths[b] + counts[b]);
+  kivi::check(
+      geometry_.max_tokens == 0 || needed <= geometry_.max_tokens,
+      "fp8 cache: " + std::to_string(needed) +
+          " tokens in one sequence, over max_tokens = " + std::to_string(geometry_.max_tokens));
   ensure_capacity(layer, needed);
   Fp8Parts& p = layers_[layer];
   const auto [kc, ks] = quantize(k);
@@ -93,7 +101,8 @@ kivi::CacheView Fp8Cache::view(int64_t layer) const {
 
 void Fp8Cache::reorder(std::span<const int64_t> beam_index) {
   kivi::check_beam_index(geometry_, beam_index, "fp8 cache");
-  const at::Tensor index = at::tensor(std::vector<int64_t>(beam_index.begin(), beam_index.end()), at::kLong);
+  const at::Tensor index =
+      at::tensor(std::vector<int64_t>(beam_index.begin(), beam_index.end()), at::kLong);
   for (size_t l = 0; l < layers_.size(); ++l) {
     Fp8Parts& p = layers_[l];
     if (p.k.defined()) {
@@ -110,7 +119,8 @@ void Fp8Cache::reorder(std::span<const int64_t> beam_index) {
 }
 
 void Fp8Cache::truncate(int64_t new_length, int64_t seq) {
-  kivi::check(new_length >= 0, "fp8 cache: truncate to a negative length " + std::to_string(new_length));
+  kivi::check(new_length >= 0,
+              "fp8 cache: truncate to a negative length " + std::to_string(new_length));
   for (auto& lengths : lengths_)
     for (int64_t b = 0; b < geometry_.max_batch; ++b)
       if (seq < 0 || b == seq) lengths[b] = std::min(lengths[b], new_length);
@@ -136,8 +146,10 @@ std::vector<std::pair<std::string, at::Tensor>> Fp8Cache::owned_tensors() const 
   for (size_t l = 0; l < layers_.size(); ++l) {
     const std::string prefix = "layer" + std::to_string(l) + ".";
     const Fp8Parts& p = layers_[l];
-    for (auto [name, t] : {std::pair<const char*, const at::Tensor*>{"k", &p.k}, {"v", &p.v},
-                           {"k_scale", &p.k_scale}, {"v_scale", &p.v_scale}})
+    for (auto [name, t] : {std::pair<const char*, const at::Tensor*>{"k", &p.k},
+                           {"v", &p.v},
+                           {"k_scale", &p.k_scale},
+                           {"v_scale", &p.v_scale}})
       if (t->defined()) out.emplace_back(prefix + name, *t);
   }
   return out;
@@ -165,7 +177,9 @@ kivi::CacheSpec Fp8CacheFactory::spec(const kivi::CacheGeometry& g) const {
   kivi::CacheSpec spec;
   spec.description = "fp8 e4m3, per-token scales";
   spec.code_bits = 8;
-  spec.bytes_per_sequence = [g](int64_t tokens) { return g.num_layers * 2 * g.num_kv_heads * tokens * (g.head_dim + 4); };
+  spec.bytes_per_sequence = [g](int64_t tokens) {
+    return g.num_layers * 2 * g.num_kv_heads * tokens * (g.head_dim + 4);
+  };
   return spec;
 }
 

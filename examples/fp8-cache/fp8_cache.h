@@ -48,12 +48,15 @@ class Fp8Attention final : public kivi::Attention {
  public:
   bool supports(std::string_view format) const override { return format == kFormat; }
   at::Tensor prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                     std::span<const int64_t> counts, const kivi::AttentionParams& params) const override;
-  at::Tensor decode(const at::Tensor& q, const kivi::CacheView& view, std::span<const int64_t> counts,
+                     std::span<const int64_t> counts,
+                     const kivi::AttentionParams& params) const override;
+  at::Tensor decode(const at::Tensor& q, const kivi::CacheView& view,
+                    std::span<const int64_t> counts,
                     const kivi::AttentionParams& params) const override;
 };
 
 // Stored tokens of every row back in `dtype`: {k, v}, each [B, H, keys, D].
-std::pair<at::Tensor, at::Tensor> dequantize(const Fp8Parts& parts, int64_t keys, at::ScalarType dtype);
+std::pair<at::Tensor, at::Tensor> dequantize(const Fp8Parts& parts, int64_t keys,
+                                             at::ScalarType dtype);
 
 }  // namespace fp8_cache

@@ -1,6 +1,6 @@
 // The fp8 plugins: a "kv_cache" in float8 e4m3 and the "attention" that reads it.
-#include "fp8_cache.h"
 #include "kivi/plugin/plugin.h"
+#include "fp8_cache.h"
 
 namespace {
 
@@ -13,7 +13,8 @@ std::unique_ptr<kivi::Attention> make_attention(kivi::ConfigTable&) {
 
 }  // namespace
 
-KIVI_PLUGIN(fp8_cache, "fp8-cache", "1.0.0",
-            kivi::plugin::factory<kivi::KVCacheFactory, &make_cache>(
-                "fp8", "KV cache in float8 e4m3 with per-token scales (third-party example)"),
-            kivi::plugin::factory<kivi::Attention, &make_attention>("fp8", "attention over fp8-e4m3 views"))
+KIVI_PLUGIN(
+    fp8_cache, "fp8-cache", "1.0.0",
+    kivi::plugin::factory<kivi::KVCacheFactory, &make_cache>(
+        "fp8", "KV cache in float8 e4m3 with per-token scales (third-party example)"),
+    kivi::plugin::factory<kivi::Attention, &make_attention>("fp8", "attention over fp8-e4m3 views"))

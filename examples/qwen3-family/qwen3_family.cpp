@@ -15,11 +15,14 @@ class Qwen3Family final : public kivi::ModelFamily {
  public:
   std::vector<std::string> architectures() const override { return {"Qwen3ForCausalLM"}; }
 
-  std::unique_ptr<kivi::CausalLM> build(const kivi::ModelConfig& config, kivi::WeightSource& weights,
+  std::unique_ptr<kivi::CausalLM> build(const kivi::ModelConfig& config,
+                                        kivi::WeightSource& weights,
                                         const kivi::ModelOptions& options) const override {
     const kivi::ConfigFields fields = config.fields();
-    kivi::check(!fields.boolean("use_sliding_window", false),
-                config.source + ": field \"use_sliding_window\" is true; the qwen3 plugin runs full attention only");
+    kivi::check(
+        !fields.boolean("use_sliding_window", false),
+        config.source +
+            ": field \"use_sliding_window\" is true; the qwen3 plugin runs full attention only");
     kivi::DecoderSpec spec;
     spec.q_norm = "model.layers.{layer}.self_attn.q_norm.weight";
     spec.k_norm = "model.layers.{layer}.self_attn.k_norm.weight";
@@ -29,9 +32,12 @@ class Qwen3Family final : public kivi::ModelFamily {
   }
 };
 
-std::unique_ptr<kivi::ModelFamily> make(kivi::ConfigTable&) { return std::make_unique<Qwen3Family>(); }
+std::unique_ptr<kivi::ModelFamily> make(kivi::ConfigTable&) {
+  return std::make_unique<Qwen3Family>();
+}
 
 }  // namespace
 
 KIVI_PLUGIN(qwen3_family, "qwen3-family", "1.0.0",
-            kivi::plugin::factory<kivi::ModelFamily, &make>("qwen3", "Qwen3 (Qwen3ForCausalLM), third-party example"))
+            kivi::plugin::factory<kivi::ModelFamily, &make>(
+                "qwen3", "Qwen3 (Qwen3ForCausalLM), third-party example"))

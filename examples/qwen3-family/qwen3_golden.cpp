@@ -15,7 +15,8 @@
 
 namespace {
 
-at::Tensor forward(kivi::CausalLM& model, kivi::KVCache& cache, const at::Tensor& ids /* [1, T] */) {
+at::Tensor forward(kivi::CausalLM& model, kivi::KVCache& cache,
+                   const at::Tensor& ids /* [1, T] */) {
   const at::Tensor positions = (at::arange(ids.size(1), at::kLong) + cache.length(0)).unsqueeze(0);
   return model.forward(ids, positions, {}, cache)[0];  // [T, V]
 }
@@ -29,7 +30,8 @@ int main(int argc, char** argv) {
   }
   kivi::Registry registry;
   registry.load_dir(argv[1]);
-  for (const auto& r : registry.refused()) std::cerr << "refused: " << r.file << ": " << r.reason << "\n";
+  for (const auto& r : registry.refused())
+    std::cerr << "refused: " << r.file << ": " << r.reason << "\n";
   kivi::ModelOptions options;
   options.attention = registry.create<kivi::Attention>("sdpa");
   const kivi::LoadedModel loaded = kivi::load_model(registry, argv[2], options);
@@ -44,11 +46,16 @@ int main(int argc, char** argv) {
     const int64_t n = lengths[b].item<int64_t>();
     const at::Tensor ids = prompts[b].narrow(0, 0, n).unsqueeze(0);
     auto cache = factory->create(loaded.model->cache_geometry(1));
-    worst = std::max(worst, (forward(*loaded.model, *cache, ids) - ref.tensor("prefill_logits")[b].narrow(0, 0, n))
-                                .abs().max().item<double>());
+    worst = std::max(worst, (forward(*loaded.model, *cache, ids) -
+                             ref.tensor("prefill_logits")[b].narrow(0, 0, n))
+                                .abs()
+                                .max()
+                                .item<double>());
     for (int64_t s = 0; s < decode_ids.size(1); ++s) {
-      const at::Tensor logits = forward(*loaded.model, *cache, decode_ids[b].narrow(0, s, 1).unsqueeze(0));
-      worst = std::max(worst, (logits[0] - ref.tensor("decode_logits")[b][s]).abs().max().item<double>());
+      const at::Tensor logits =
+          forward(*loaded.model, *cache, decode_ids[b].narrow(0, s, 1).unsqueeze(0));
+      worst = std::max(worst,
+                       (logits[0] - ref.tensor("decode_logits")[b][s]).abs().max().item<double>());
     }
     auto greedy_cache = factory->create(loaded.model->cache_geometry(1));
     at::Tensor next = forward(*loaded.model, *greedy_cache, ids)[n - 1].argmax().view({1, 1});
@@ -57,7 +64,7 @@ int main(int argc, char** argv) {
       next = forward(*loaded.model, *greedy_cache, next)[0].argmax().view({1, 1});
     }
   }
-  std::cout << "max |logit diff| " << worst << " (bound 1e-4); greedy " << (greedy_same ? "identical" : "DIFFERS")
-            << "\n";
+  std::cout << "max |logit diff| " << worst << " (bound 1e-4); greedy "
+            << (greedy_same ? "identical" : "DIFFERS") << "\n";
   return worst <= 1e-4 && greedy_same ? 0 : 1;
 }

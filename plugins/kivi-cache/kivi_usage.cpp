@@ -10,14 +10,20 @@
 namespace kivi::kivi_cache {
 namespace {
 
-int64_t element_bytes(const at::Tensor& t) { return t.defined() ? static_cast<int64_t>(t.element_size()) : 0; }
+int64_t element_bytes(const at::Tensor& t) {
+  return t.defined() ? static_cast<int64_t>(t.element_size()) : 0;
+}
 
 std::string dtype_label(at::ScalarType dtype) {
   switch (dtype) {
-    case at::kHalf: return "float16";
-    case at::kBFloat16: return "bfloat16";
-    case at::kFloat: return "float32";
-    default: return c10::toString(dtype);
+    case at::kHalf:
+      return "float16";
+    case at::kBFloat16:
+      return "bfloat16";
+    case at::kFloat:
+      return "float32";
+    default:
+      return c10::toString(dtype);
   }
 }
 
@@ -49,7 +55,8 @@ CacheUsage KiviCache::usage() const {
       u.full_bytes += ((length - kq) + (length - vq)) * heads * dim * residual_element;
       if (kq > 0) {
         check(kq % p.group_size == 0, "kivi cache usage: key_quantized = " + std::to_string(kq) +
-                                          " is not a whole number of groups of " + std::to_string(p.group_size));
+                                          " is not a whole number of groups of " +
+                                          std::to_string(p.group_size));
         u.code_bytes += kq * heads * dim * p.k_bits / 8;
         u.scale_bytes += 2 * (kq / p.group_size) * heads * dim * element_bytes(p.key_scale);
       }
@@ -68,17 +75,21 @@ std::string accounting_notes(const KiviOptions& o, at::ScalarType dtype) {
   const std::string name = dtype_label(dtype);
   const int64_t r = o.residual_length;
   std::ostringstream out;
-  out << "What the write-up leaves out: it counts " << code_bits << "-bit codes for the tokens outside a window of "
-      << r << " tokens and the window at 16 bits. A cache also holds\n"
-      << "  - a scale and a minimum (" << name << ") for every group of " << o.group_size << " codes: "
-      << std::fixed << std::setprecision(2) << 2.0 * static_cast<double>(element_bits) / o.group_size
-      << " bits more per quantized element (the scales column);\n" << std::defaultfloat
-      << "  - the windows as allocated, whatever the length: " << r << " key slots (keys are quantized " << r
-      << " at a time, so 0 to " << (r > 0 ? r - 1 : 0) << " of them are in use) and " << r + 1
-      << " value slots (a decode step adds its token before the oldest value leaves), in " << name << ".\n"
+  out << "What the write-up leaves out: it counts " << code_bits
+      << "-bit codes for the tokens outside a window of " << r
+      << " tokens and the window at 16 bits. A cache also holds\n"
+      << "  - a scale and a minimum (" << name << ") for every group of " << o.group_size
+      << " codes: " << std::fixed << std::setprecision(2)
+      << 2.0 * static_cast<double>(element_bits) / o.group_size
+      << " bits more per quantized element (the scales column);\n"
+      << std::defaultfloat << "  - the windows as allocated, whatever the length: " << r
+      << " key slots (keys are quantized " << r << " at a time, so 0 to " << (r > 0 ? r - 1 : 0)
+      << " of them are in use) and " << r + 1
+      << " value slots (a decode step adds its token before the oldest value leaves), in " << name
+      << ".\n"
       << "So the honest bits per element tend to " << std::fixed << std::setprecision(2)
-      << code_bits + 2.0 * static_cast<double>(element_bits) / o.group_size << " for long sequences, not "
-      << code_bits << std::defaultfloat << ".\n";
+      << code_bits + 2.0 * static_cast<double>(element_bits) / o.group_size
+      << " for long sequences, not " << code_bits << std::defaultfloat << ".\n";
   return out.str();
 }
 

@@ -5,4 +5,6 @@ extern "C" int kivi_test_symbol_defined_nowhere();
 extern "C" __attribute__((visibility("default"))) int kivi_test_call_nowhere() {
   return kivi_test_symbol_defined_nowhere();
 }
-extern "C" __attribute__((visibility("default"))) const void* kivi_plugin_entry() { return nullptr; }
+extern "C" __attribute__((visibility("default"))) const void* kivi_plugin_entry() {
+  return nullptr;
+}
