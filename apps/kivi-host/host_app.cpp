@@ -14,10 +14,11 @@ namespace {
 void print_help(std::ostream& out) {
   out << "kivi-host " << KIVI_VERSION_STRING
       << ": LLM inference with a KIVI-quantized KV cache\n\n"
-         "usage: kivi-host [MODE] --config run.toml [--plugin-dir DIR]...\n"
+         "usage: kivi-host [MODE] --config run.toml [--set section.key=value]... [--plugin-dir DIR]...\n"
          "       kivi-host plugins [--plugin-dir DIR]...\n"
-         "       kivi-host --help | --version\n\n"
-         "MODE overrides `mode` in run.toml. Modes:\n";
+         "       kivi-host MODE --help | --help | --version\n\n"
+         "MODE overrides `mode` in run.toml; --set overrides one key (e.g. --set cache.k_bits=4,\n"
+         "--set generate.prompts='[\"Hi\"]'). Modes (kivi-host MODE --help for each one's keys):\n";
   for (const auto& mode : known_modes()) out << "  " << mode << "\n";
   out << "\nPlugins are loaded from the folders in [plugins] dirs, --plugin-dir, and the default\n"
          "folder "
@@ -29,6 +30,7 @@ struct CommandLine {
   std::string mode;
   std::string config_file;
   std::vector<std::string> plugin_dirs;
+  std::vector<std::string> overrides;  // --set section.key=value
   bool help = false;
   bool version = false;
 };
@@ -45,6 +47,7 @@ CommandLine parse_command_line(int argc, const char* const* argv) {
     else if (arg == "--version") cl.version = true;
     else if (arg == "--config" || arg == "-c") cl.config_file = value(arg);
     else if (arg == "--plugin-dir") cl.plugin_dirs.push_back(value(arg));
+    else if (arg == "--set") cl.overrides.push_back(value(arg));
     else if (!arg.empty() && arg[0] != '-' && cl.mode.empty()) cl.mode = arg;
     else throw Error("command line: unknown argument \"" + arg + "\"; see kivi-host --help");
   }
@@ -56,7 +59,7 @@ CommandLine parse_command_line(int argc, const char* const* argv) {
 int run_host(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
   try {
     const CommandLine cl = parse_command_line(argc, argv);
-    if (cl.help) {
+    if (cl.help && cl.mode.empty()) {
       print_help(out);
       return 0;
     }
@@ -71,9 +74,14 @@ int run_host(int argc, const char* const* argv, std::ostream& out, std::ostream&
         for (const auto& m : modes) list += (list.empty() ? "" : ", ") + m;
         throw Error("command line: unknown mode \"" + cl.mode + "\"; expected one of: " + list);
       }
+      if (cl.help) {
+        print_mode_help(out, cl.mode);
+        return 0;
+      }
     }
     HostConfig config;
-    if (!cl.config_file.empty()) config = load_host_config(cl.config_file);
+    if (!cl.config_file.empty()) config = load_host_config(cl.config_file, cl.overrides);
+    else if (!cl.overrides.empty()) throw Error("command line: --set needs --config run.toml to apply to");
     else if (cl.mode != "plugins")
       throw Error("command line: --config run.toml is required (only `kivi-host plugins` runs without one)");
     if (!cl.mode.empty()) config.mode = cl.mode;

@@ -288,9 +288,65 @@ HostConfig parse_host_config(const toml::table& root, const std::string& source)
   return config;
 }
 
-HostConfig load_host_config(const fs::path& file) {
-  const toml::table root = ConfigTable::parse_file(file.string());
+HostConfig load_host_config(const fs::path& file, const std::vector<std::string>& overrides) {
+  toml::table root = ConfigTable::parse_file(file.string());
+  apply_overrides(root, overrides);
   return parse_host_config(root, file.string());
+}
+
+void apply_overrides(toml::table& root, const std::vector<std::string>& overrides) {
+  for (const std::string& o : overrides) {
+    const auto eq = o.find('=');
+    check(eq != std::string::npos && eq > 0,
+          "command line: --set " + o + ": expected section.key=value, e.g. --set cache.k_bits=4");
+    const std::string path = o.substr(0, eq), text = o.substr(eq + 1);
+    std::vector<std::string> parts;
+    for (size_t start = 0;;) {
+      const size_t dot = path.find('.', start);
+      parts.push_back(path.substr(start, dot - start));
+      if (dot == std::string::npos) break;
+      start = dot + 1;
+    }
+    toml::table* table = &root;
+    for (size_t i = 0; i + 1 < parts.size(); ++i) {
+      check(!parts[i].empty(), "command line: --set " + o + ": empty name in \"" + path + "\"");
+      toml::node* node = table->get(parts[i]);
+      if (!node) node = &table->insert(parts[i], toml::table{}).first->second;
+      check(node->is_table(), "command line: --set " + o + ": \"" + parts[i] + "\" is not a table in run.toml");
+      table = node->as_table();
+    }
+    check(!parts.back().empty(), "command line: --set " + o + ": empty key in \"" + path + "\"");
+    toml::table parsed;
+    try {
+      parsed = toml::parse("v = " + text);
+    } catch (const toml::parse_error&) {
+      parsed = toml::table{{"v", text}};  // not TOML: a plain string
+    }
+    table->insert_or_assign(parts.back(), *parsed.get("v"));
+  }
+}
+
+std::vector<std::string> known_keys(const std::string& table) {
+  // The parser names the keys it knows when it meets one it does not: ask it with an unknown one.
+  const std::string probe = "__kivi_help_probe__";
+  // Required keys are read before the probe is met: give them.
+  static const std::map<std::string, std::string> required_keys = {
+      {"model", "path"}, {"perplexity", "text"}, {"tokenize", "tokenizer"}};
+  const auto req = required_keys.find(table);
+  const std::string required = req == required_keys.end() ? "" : req->second + " = \".\"\n";
+  const std::string text = table.empty() ? probe + " = 0\n" : "[" + table + "]\n" + required + probe + " = 0\n";
+  try {
+    parse_host_config(ConfigTable::parse_text(text, "help"), "");
+  } catch (const Error& e) {
+    const std::string m = e.what(), marker = "expected one of: ";
+    const auto at = m.find(marker);
+    if (at == std::string::npos) return {};
+    std::vector<std::string> keys;
+    std::stringstream list(m.substr(at + marker.size()));
+    for (std::string k; std::getline(list, k, ',');) keys.push_back(k.substr(k.find_first_not_of(' ')));
+    return keys;
+  }
+  return {};
 }
 
 std::string map_plugin_error(const std::string& message, const std::string& source,

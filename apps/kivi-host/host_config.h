@@ -175,7 +175,18 @@ struct HostConfig {
 const std::vector<std::string>& known_modes();
 
 HostConfig parse_host_config(const toml::table& root, const std::string& source);
-HostConfig load_host_config(const std::filesystem::path& file);
+// `overrides`: command-line `--set section.key=value` (apply_overrides), applied before reading.
+HostConfig load_host_config(const std::filesystem::path& file, const std::vector<std::string>& overrides = {});
+
+// Sets each "section.key=value" (or "key=value" at the top level) in `root`, creating missing
+// tables: value is read as TOML (42, 0.5, true, "text", [1, 2]) or, when it is not, as a plain
+// string (so --set cache.backend=fp16 needs no quotes). Throws naming the override when its
+// form is wrong or a part of its path is not a table.
+void apply_overrides(toml::table& root, const std::vector<std::string>& overrides);
+
+// The keys run.toml's `table` ("" = the top level) accepts, as the parser knows them (for
+// `kivi-host MODE --help`).
+std::vector<std::string> known_keys(const std::string& table);
 
 // Rewrites a plugin's option error ("<plugin options>:L:C: key: message") to point at the key
 // in run.toml ("run.toml:12:1: cache.key: message").

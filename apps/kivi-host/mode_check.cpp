@@ -8,22 +8,15 @@
 namespace kivi::host {
 
 int run_check_mode(HostContext& context) {
-  auto factory = make_cache_factory(context);
-  context.out << "config " << context.config.file.string() << ": valid\n";
-  context.out << "cache: " << context.config.cache.name << " (view kind "
-              << to_string(factory->view_kind()) << ")\n";
-  if (context.registry.contains(Attention::kPluginKind, context.config.attention.name)) {
-    auto attention = context.registry.create<Attention>(context.config.attention.name,
-                                                        context.config.attention.options_toml);
-    if (!attention->supports(factory->view_kind()))
-      throw Error(context.config.file.string() + ": attention backend \"" + context.config.attention.name +
-                  "\" cannot read the \"" + to_string(factory->view_kind()) + "\" views of cache \"" +
-                  context.config.cache.name + "\"");
-    context.out << "attention: " << context.config.attention.name << "\n";
-  } else if (context.config.attention.explicit_choice) {
-    // Names the attention plugins that are loaded.
-    context.registry.create<Attention>(context.config.attention.name, "");
-  }
+  const HostConfig& cfg = context.config;
+  const CachePairing pairing = make_cache_pairing(context, cfg.cache, cfg.attention);
+  context.out << "config " << cfg.file.string() << ": valid\n";
+  context.out << "cache: " << pairing.cache_name << " (view format " << pairing.factory->view_format() << ")\n";
+  context.out << "attention: " << pairing.attention_name
+              << (cfg.attention.explicit_choice ? "\n" : " (the cache's)\n");
+  for (size_t v = 0; v < cfg.compare.variants.size(); ++v)
+    make_cache_pairing(context, cfg.compare.variants[v].cache, cfg.compare.variants[v].attention,
+                       "compare.variants[" + std::to_string(v) + "]");
   return 0;
 }
 

@@ -2,8 +2,9 @@
 // [perplexity] text windows and [generate] prompts. Against the first variant: perplexity change,
 // KL(first || variant) and top-1 agreement of the teacher-forced next-token distributions, and
 // greedy-continuation agreement; also cache bytes, peak RSS and tokens/s. One table; JSON too
-// with [output] json. Variants run one after another (one model in memory at a time); the
-// first variant's log-probabilities are kept on the host, [scored tokens, vocab] float32.
+// with [output] json. The model is loaded once; variants run one after another, each putting its
+// cache and attention in (use_cache). Every variant's pairing is checked before the model loads.
+// The first variant's log-probabilities are kept on the host, [scored tokens, vocab] float32.
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -61,10 +62,16 @@ int run_compare_mode(HostContext& context) {
   check(variants.size() >= 2, cfg.file.string() + ": mode compare needs two or more [[compare.variants]]");
   std::vector<at::Tensor> reference;  // the first variant's log-probs, one [n, V] per scored chunk
   std::vector<VariantResult> results;
+  std::vector<CachePairing> pairings;
+  for (size_t v = 0; v < variants.size(); ++v)
+    pairings.push_back(make_cache_pairing(context, variants[v].cache, variants[v].attention,
+                                          "compare.variants[" + std::to_string(v) + "]"));
+  ModelSession session = open_model(context, pairings);
+  context.err << "compare: model loaded once; " << variants.size()
+              << " variants swap their cache and attention in turn\n";
   for (size_t v = 0; v < variants.size(); ++v) {
     reset_peak_rss();
-    ModelSession session = open_model_session(context, variants[v].cache, variants[v].attention,
-                                              "compare.variants[" + std::to_string(v) + "].cache");
+    use_cache(session, pairings[v]);
     if (v == 0) context.out << describe(session) << "\n";
     const TextPlan plan = plan_text_windows(cfg, session);
     if (v == 0)

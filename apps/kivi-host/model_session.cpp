@@ -49,50 +49,54 @@ class StreamText final : public generate::TextStream {
 
 }  // namespace
 
-ModelSession open_model_session(const HostContext& context, const PluginChoice& cache,
-                                const PluginChoice& attention, const std::string& table) {
+ModelSession open_model(const HostContext& context, const std::vector<CachePairing>& pairings) {
   const HostConfig& cfg = context.config;
   const std::string file = cfg.file.string();
   check(cfg.model.present, file + ": mode " + cfg.mode + " needs a [model] table with the checkpoint's path");
   check(fs::exists(cfg.model.path), file + ": [model] path: " + cfg.model.path.string() + " does not exist");
+  check(!pairings.empty(), "open_model: no cache to run the model with");
   ModelSession session;
-  session.cache_name = cache.name;
-  session.attention_name = attention.name;
-  try {
-    session.cache_factory = context.registry.create<KVCacheFactory>(cache.name, cache.options_toml);
-  } catch (const Error& e) {
-    throw Error(map_plugin_error(e.what(), file, table, cache.positions));
-  }
+  session.config = load_checkpoint_config(context.registry, cfg.model.path);
   ModelOptions options;
-  options.attention = context.registry.create<Attention>(attention.name, attention.options_toml);
-  check(options.attention->supports(session.cache_factory->view_kind()),
-        file + ": attention backend \"" + attention.name + "\" cannot read the \"" +
-            to_string(session.cache_factory->view_kind()) + "\" views of cache \"" + cache.name +
-            "\" (the kivi attention reads both kinds)");
-  session.config = load_checkpoint_config(cfg.model.path);
   options.device = pick_device(cfg.model.device);
   options.dtype = pick_dtype(cfg.model.dtype, session.config, options.device);
-  // From config.json alone, before the weights load: a family plugin that builds it, then the
+  options.attention = pairings.front().attention;
+  // From config.json alone, before the weights load: a family plugin that builds it, then each
   // cache's options against its shapes (e.g. a KIVI group_size that does not divide head_dim).
   resolve_model_family(context.registry, session.config);
   const CacheGeometry geometry{session.config.num_hidden_layers, session.config.num_key_value_heads,
                                session.config.head_dim, 1, 0, options.dtype, options.device};
-  try {
-    session.cache_factory->spec(geometry);
-  } catch (const Error& e) {
-    throw Error(file + ": [" + table + "] backend \"" + cache.name + "\" cannot serve " + cfg.model.path.string() +
-                " (" + std::to_string(geometry.num_layers) + " layers, " + std::to_string(geometry.num_kv_heads) +
-                " kv heads, head_dim " + std::to_string(geometry.head_dim) + ", " + c10::toString(geometry.dtype) +
-                "): " + e.what());
+  for (const CachePairing& p : pairings) {
+    try {
+      p.factory->spec(geometry);
+    } catch (const Error& e) {
+      throw Error(file + ": [" + p.table + "] backend \"" + p.cache_name + "\" cannot serve " +
+                  cfg.model.path.string() + " (" + std::to_string(geometry.num_layers) + " layers, " +
+                  std::to_string(geometry.num_kv_heads) + " kv heads, head_dim " + std::to_string(geometry.head_dim) +
+                  ", " + c10::toString(geometry.dtype) + "): " + e.what());
+    }
   }
   options.cuda_graphs = cfg.model.cuda_graphs;
   session.loaded = load_model(context.registry, cfg.model.path, options, cfg.model.weights,
                               static_cast<uint64_t>(cfg.model.seed));
+  use_cache(session, pairings.front());
   // A GGUF file carries its tokenizer in its metadata, when it has one.
   const bool gguf_tokenizer = is_gguf_file(cfg.model.path) && GgufFile(cfg.model.path).has("tokenizer.ggml.model");
   if (fs::is_regular_file(cfg.model.path / "tokenizer.json") || gguf_tokenizer)
     session.tokenizer = load_tokenizer(cfg.model.path);
   return session;
+}
+
+void use_cache(ModelSession& session, const CachePairing& pairing) {
+  session.cache_factory = pairing.factory;
+  session.cache_name = pairing.cache_name;
+  session.attention_name = pairing.attention_name;
+  session.model().set_attention(pairing.attention);
+}
+
+ModelSession open_model_session(const HostContext& context, const PluginChoice& cache,
+                                const PluginChoice& attention) {
+  return open_model(context, {make_cache_pairing(context, cache, attention)});
 }
 
 std::string describe(const ModelSession& s) {

@@ -1,11 +1,13 @@
-// What the model-running modes share: the [model] checkpoint built with an attention backend,
-// a cache factory, the tokenizer from the same folder, and the cache statistics printout.
+// What the model-running modes share: the [model] checkpoint (loaded once), the cache factory
+// and attention backend it runs with (swappable: compare puts each variant's in turn), the
+// tokenizer from the same folder, and the cache statistics printout.
 #pragma once
 
 #include <iosfwd>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "host_context.h"
 #include "kivi/generate/generate.h"
@@ -24,11 +26,16 @@ struct ModelSession {
   CausalLM& model() { return *loaded.model; }
 };
 
-// Builds the [model] with `cache` and `attention` (the config's own, or a compare variant's;
-// `table` names where their options came from, for messages). Checks that the attention can
-// read the cache's views.
+// Loads the [model] for the caches in `pairings` (each checked against the model's shapes from
+// config.json, before the weights load) and puts the first in use.
+ModelSession open_model(const HostContext& context, const std::vector<CachePairing>& pairings);
+
+// Makes `pairing` the session's cache factory and attention (CausalLM::set_attention).
+void use_cache(ModelSession& session, const CachePairing& pairing);
+
+// open_model with one pairing: the config's `cache` and `attention`.
 ModelSession open_model_session(const HostContext& context, const PluginChoice& cache,
-                                const PluginChoice& attention, const std::string& table = "cache");
+                                const PluginChoice& attention);
 
 // "model: <path> (family llama, 6 layers, vocab 4096), float32 on cpu, attention kivi, cache kivi"
 std::string describe(const ModelSession& session);

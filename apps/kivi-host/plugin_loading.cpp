@@ -17,13 +17,47 @@ void load_plugins(HostContext& context) {
     context.err << "warning: plugin library " << refused.file << ": " << refused.reason << "\n";
 }
 
-std::shared_ptr<KVCacheFactory> make_cache_factory(const HostContext& context) {
-  const PluginChoice& choice = context.config.cache;
+namespace {
+
+template <class Interface>
+std::shared_ptr<Interface> create_plugin(const HostContext& context, const PluginChoice& choice,
+                                         const std::string& table) {
   try {
-    return context.registry.create<KVCacheFactory>(choice.name, choice.options_toml);
+    return context.registry.create<Interface>(choice.name, choice.options_toml);
   } catch (const Error& e) {
-    throw Error(map_plugin_error(e.what(), context.config.file.string(), "cache", choice.positions));
+    throw Error(map_plugin_error(e.what(), context.config.file.string(), table, choice.positions));
   }
+}
+
+}  // namespace
+
+std::shared_ptr<KVCacheFactory> make_cache_factory(const HostContext& context) {
+  return create_plugin<KVCacheFactory>(context, context.config.cache, "cache");
+}
+
+CachePairing make_cache_pairing(const HostContext& context, const PluginChoice& cache,
+                                const PluginChoice& attention, const std::string& where) {
+  const std::string prefix = where.empty() ? "" : where + ".";
+  const std::string attention_table = prefix + "attention";
+  CachePairing p;
+  p.table = prefix + "cache";
+  p.factory = create_plugin<KVCacheFactory>(context, cache, p.table);
+  p.cache_name = cache.name;
+  const std::string format = p.factory->view_format();
+  if (attention.explicit_choice) {
+    p.attention_name = attention.name;
+    p.attention = create_plugin<Attention>(context, attention, attention_table);
+  } else {
+    p.attention_name = p.factory->attention();
+    p.attention = create_plugin<Attention>(context, PluginChoice{p.attention_name, "", {}, false}, attention_table);
+  }
+  check(p.attention->supports(format),
+        context.config.file.string() + ": [" + attention_table + "] backend \"" + p.attention_name +
+            "\" cannot read the \"" + format + "\" views of cache \"" + cache.name + "\"" +
+            (attention.explicit_choice ? " (leave [" + attention_table + "] out for the cache's own, \"" +
+                                             p.factory->attention() + "\")"
+                                       : " (the attention the cache names; a packaging error of its plugin)"));
+  return p;
 }
 
 }  // namespace kivi::host

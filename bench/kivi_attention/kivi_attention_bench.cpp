@@ -222,14 +222,14 @@ int main(int argc, char** argv) try {
       AttentionParams params;
       params.scale = scale;
       std::string why;
-      if (!cuda_decode_attention(q, view.kivi, view.lengths, {}, params, &why))
+      if (!cuda_decode_attention(q, kivi_parts(view), view.lengths, {}, params, &why))
         throw std::runtime_error("the fused kernel cannot serve this case: " + why);
       const double us = median_us(
-          [&] { cuda_decode_attention(q, view.kivi, view.lengths, {}, params); }, s.reps, scratch);
+          [&] { cuda_decode_attention(q, kivi_parts(view), view.lengths, {}, params); }, s.reps, scratch);
       const double cores_us = median_us(
-          [&] { cuda_decode_attention(q, view.kivi, view.lengths, {}, params, nullptr, {}, true); },
+          [&] { cuda_decode_attention(q, kivi_parts(view), view.lengths, {}, params, nullptr, {}, true); },
           s.reps, scratch);
-      const double bytes = kivi_bytes(view.kivi, view.lengths, s.kv_heads, s.head_dim, s.q_heads);
+      const double bytes = kivi_bytes(kivi_parts(view), view.lengths, s.kv_heads, s.head_dim, s.q_heads);
       row.cores_us.push_back(cores_us);
       row.kivi_us.push_back(us);
       row.kivi_gbs.push_back(bytes / (us * 1e3));

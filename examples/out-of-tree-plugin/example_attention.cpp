@@ -12,7 +12,7 @@ class ExampleAttention final : public kivi::Attention {
  public:
   explicit ExampleAttention(double scale_multiplier) : scale_multiplier_(scale_multiplier) {}
 
-  bool supports(kivi::CacheViewKind kind) const override { return kind == kivi::CacheViewKind::kDense; }
+  bool supports(std::string_view format) const override { return format == kivi::kDenseFormat; }
 
   at::Tensor prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      std::span<const int64_t> counts, const kivi::AttentionParams& params) const override {
@@ -24,7 +24,7 @@ class ExampleAttention final : public kivi::Attention {
 
   at::Tensor decode(const at::Tensor& q, const kivi::CacheView& view, std::span<const int64_t> counts,
                     const kivi::AttentionParams& params) const override {
-    kivi::check(view.kind == kivi::CacheViewKind::kDense, "example attention reads dense views only");
+    kivi::check(view.is_dense(), "example attention reads dense views only, got \"" + view.format + "\"");
     std::vector<int64_t> new_counts(q.size(0), q.size(2));
     if (!counts.empty()) new_counts.assign(counts.begin(), counts.end());
     return attend(q, view.dense.k, view.dense.v, view.lengths, new_counts, params);

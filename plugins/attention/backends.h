@@ -9,7 +9,7 @@ namespace kivi::attention {
 
 class EagerAttention final : public Attention {
  public:
-  bool supports(CacheViewKind kind) const override { return kind == CacheViewKind::kDense; }
+  bool supports(std::string_view format) const override { return format == kDenseFormat; }
   at::Tensor prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      std::span<const int64_t> counts, const AttentionParams& params) const override;
   at::Tensor decode(const at::Tensor& q, const CacheView& view, std::span<const int64_t> counts,
@@ -18,7 +18,7 @@ class EagerAttention final : public Attention {
 
 class SdpaAttention final : public Attention {
  public:
-  bool supports(CacheViewKind kind) const override { return kind == CacheViewKind::kDense; }
+  bool supports(std::string_view format) const override { return format == kDenseFormat; }
   at::Tensor prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      std::span<const int64_t> counts, const AttentionParams& params) const override;
   at::Tensor decode(const at::Tensor& q, const CacheView& view, std::span<const int64_t> counts,

@@ -25,8 +25,7 @@ std::pair<at::Tensor, at::Tensor> dense_keys_values(const char* who, const at::T
                                                     const CacheView& view,
                                                     std::span<const int64_t> counts) {
   const std::string me = std::string("attention \"") + who + "\": ";
-  check(view.kind == CacheViewKind::kDense,
-        me + "cannot read a \"" + std::string(to_string(view.kind)) + "\" cache view (dense only)");
+  check(view.is_dense(), me + "cannot read a \"" + view.format + "\" cache view (dense only)");
   const int64_t batch = q.size(0);
   check(static_cast<int64_t>(view.lengths.size()) == batch,
         me + "the cache view holds " + std::to_string(view.lengths.size()) +

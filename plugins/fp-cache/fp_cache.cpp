@@ -82,7 +82,6 @@ void FpCache::append(int64_t layer, const at::Tensor& k, const at::Tensor& v,
 CacheView FpCache::view(int64_t layer) const {
   check_layer(layer);
   CacheView view;
-  view.kind = CacheViewKind::kDense;
   view.lengths = lengths_[layer];
   if (!keys_[layer].defined()) {
     // Nothing stored yet: an empty capacity of the right shape.

@@ -40,7 +40,8 @@ class FpCacheFactory final : public KVCacheFactory {
  public:
   FpCacheFactory(at::ScalarType storage_dtype, int64_t chunk_tokens)
       : storage_dtype_(storage_dtype), chunk_tokens_(chunk_tokens) {}
-  CacheViewKind view_kind() const override { return CacheViewKind::kDense; }
+  std::string view_format() const override { return std::string(kDenseFormat); }
+  std::string attention() const override { return "sdpa"; }
   CacheSpec spec(const CacheGeometry& geometry) const override;
   std::unique_ptr<KVCache> create(const CacheGeometry& geometry) const override;
 

@@ -13,7 +13,7 @@
 #include <ATen/Tensor.h>
 
 #include "kivi/attention/attention.h"
-#include "kivi/cache/kivi_view.h"
+#include "kivi/kivi_cache/kivi_parts.h"
 
 namespace kivi::kivi_cache {
 

@@ -63,8 +63,10 @@ at::Tensor attend_row(const at::Tensor& q, int64_t first, int64_t kv_heads, int6
 // Keys and values of positions [p0, p1) of row b as `view` stores them: [H, p1 - p0, D] float32.
 std::pair<at::Tensor, at::Tensor> read_stored(const CacheView& view, int64_t b, int64_t p0,
                                               int64_t p1) {
-  if (view.kind == CacheViewKind::kKivi)
-    return {read_keys(view.kivi, b, p0, p1, at::kFloat), read_values(view.kivi, b, p0, p1, at::kFloat)};
+  if (view.format == kFormat) {
+    const KiviParts& parts = view.payload_as<KiviParts>(kFormat);
+    return {read_keys(parts, b, p0, p1, at::kFloat), read_values(parts, b, p0, p1, at::kFloat)};
+  }
   return {view.dense.k[b].narrow(1, p0, p1 - p0).to(at::kFloat),
           view.dense.v[b].narrow(1, p0, p1 - p0).to(at::kFloat)};
 }
@@ -110,11 +112,12 @@ at::Tensor KiviAttention::decode(const at::Tensor& q, const CacheView& view,
   const int64_t batch = q.size(0), tokens = q.size(2);
   const std::vector<int64_t> rows = row_counts(counts, batch, tokens);
   int64_t block = block_tokens_, kv_heads = 0;
-  if (view.kind == CacheViewKind::kKivi) {
+  if (view.format == kFormat) {
     // Whole groups per block, so no key group is dequantized twice.
-    const int64_t group = view.kivi.group_size;
+    const KiviParts& parts = view.payload_as<KiviParts>(kFormat);
+    const int64_t group = parts.group_size;
     block = std::max(group, block / group * group);
-    kv_heads = view.kivi.key_residual.size(1);
+    kv_heads = parts.key_residual.size(1);
   } else {
     kv_heads = view.dense.k.size(1);
   }
@@ -125,9 +128,9 @@ at::Tensor KiviAttention::decode(const at::Tensor& q, const CacheView& view,
               " (append before decode)");
   // On the GPU, a decode step (one token per row) reads the packed cache in one fused kernel;
   // chunks and sliding windows take the blocked path below, which runs there too.
-  if (q.is_cuda() && view.kind == CacheViewKind::kKivi)
+  if (q.is_cuda() && view.format == kFormat)
     if (std::optional<at::Tensor> fused =
-            cuda_decode_attention(q, view.kivi, view.lengths, rows, params))
+            cuda_decode_attention(q, view.payload_as<KiviParts>(kFormat), view.lengths, rows, params))
       return *fused;
   at::Tensor out = at::zeros_like(q);
   for (int64_t b = 0; b < batch; ++b) {
@@ -148,8 +151,10 @@ at::Tensor KiviAttention::chunk(const at::Tensor& q, const at::Tensor& k, const 
   const int64_t batch = q.size(0), tokens = q.size(2), kv_heads = k.size(1);
   const std::vector<int64_t> rows = row_counts(counts, batch, tokens);
   int64_t block = block_tokens_;
-  if (stored.kind == CacheViewKind::kKivi)
-    block = std::max(stored.kivi.group_size, block / stored.kivi.group_size * stored.kivi.group_size);
+  if (stored.format == kFormat) {
+    const int64_t group = stored.payload_as<KiviParts>(kFormat).group_size;
+    block = std::max(group, block / group * group);
+  }
   at::Tensor out = at::zeros_like(q);
   for (int64_t b = 0; b < batch; ++b) {
     if (rows[b] == 0) continue;

@@ -10,14 +10,15 @@
 #pragma once
 
 #include "kivi/attention/attention.h"
+#include "kivi/kivi_cache/kivi_parts.h"
 
 namespace kivi::kivi_cache {
 
 class KiviAttention final : public Attention {
  public:
   explicit KiviAttention(int64_t block_tokens) : block_tokens_(block_tokens) {}
-  bool supports(CacheViewKind kind) const override {
-    return kind == CacheViewKind::kKivi || kind == CacheViewKind::kDense;
+  bool supports(std::string_view format) const override {
+    return format == kFormat || format == kDenseFormat;
   }
   at::Tensor prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      std::span<const int64_t> counts, const AttentionParams& params) const override;

@@ -248,11 +248,12 @@ CacheView KiviCache::view(int64_t layer) const {
   check_layer(layer);
   const Layer& s = layers_[layer];
   CacheView view;
-  view.kind = CacheViewKind::kKivi;
+  view.format = kFormat;
   view.lengths = s.length;
-  view.kivi = s.parts;
-  view.expand = [parts = s.parts, lengths = s.length, dtype = geometry_.dtype] {
-    return expand_kivi(parts, lengths, dtype);
+  auto parts = std::make_shared<const KiviParts>(s.parts);
+  view.payload = parts;
+  view.expand = [parts, lengths = s.length, dtype = geometry_.dtype] {
+    return expand_kivi(*parts, lengths, dtype);
   };
   return view;
 }
@@ -368,6 +369,8 @@ CacheSpec KiviCacheFactory::spec(const CacheGeometry& geometry) const {
   CacheSpec spec;
   spec.description = options_.description();
   spec.code_bits = 0.5 * static_cast<double>(options_.k_bits + options_.v_bits);
+  spec.residual_length = options_.residual_length;
+  spec.accounting_notes = accounting_notes(options_, geometry.dtype);
   spec.bytes_per_sequence = [options = options_, geometry](int64_t tokens) {
     return bytes_per_sequence(options, geometry, tokens);
   };

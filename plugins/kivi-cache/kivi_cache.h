@@ -1,6 +1,6 @@
 // The KIVI-quantized KV cache. Per layer it holds packed key codes with per-channel scale/min
 // per token group, packed value codes with per-token scale/min per channel group, and two
-// full-precision residual windows (layout: kivi/cache/kivi_view.h). Quantized stores are
+// full-precision residual windows (layout: kivi/kivi_cache/kivi_parts.h). Quantized stores are
 // preallocated to max_tokens or grown in chunks; windows are fixed rings.
 //
 // When tokens are quantized (R = residual_length, F = key flush = R or group_size if R = 0):
@@ -36,6 +36,7 @@ class KiviCache final : public KVCache {
   void reset() override;
   MemoryStats memory() const override;
   std::vector<std::pair<std::string, at::Tensor>> owned_tensors() const override;
+  CacheUsage usage() const override;
 
  private:
   struct Layer {
@@ -69,10 +70,14 @@ class KiviCache final : public KVCache {
   std::vector<Layer> layers_;
 };
 
+// What a research write-up's memory accounting leaves out for these options (CacheSpec).
+std::string accounting_notes(const KiviOptions& options, at::ScalarType dtype);
+
 class KiviCacheFactory final : public KVCacheFactory {
  public:
   explicit KiviCacheFactory(const KiviOptions& options) : options_(options) {}
-  CacheViewKind view_kind() const override { return CacheViewKind::kKivi; }
+  std::string view_format() const override { return std::string(kFormat); }
+  std::string attention() const override { return "kivi"; }
   CacheSpec spec(const CacheGeometry& geometry) const override;
   std::unique_ptr<KVCache> create(const CacheGeometry& geometry) const override;
   const KiviOptions& options() const { return options_; }

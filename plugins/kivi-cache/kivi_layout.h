@@ -6,6 +6,7 @@
 #include <string>
 
 #include "kivi/cache/cache_types.h"
+#include "kivi/kivi_cache/kivi_parts.h"
 
 namespace kivi::kivi_cache {
 
@@ -36,7 +37,7 @@ struct SequenceSplit {
 SequenceSplit canonical_split(const KiviOptions& options, int64_t length);
 
 // Storage capacities of one layer for one sequence slot, in the units of the third dimension
-// of each tensor (kivi_view.h). With max_tokens == 0 the quantized stores start empty and grow.
+// of each tensor (kivi_parts.h). With max_tokens == 0 the quantized stores start empty and grow.
 struct LayerCapacity {
   int64_t key_groups = 0;    // quantized key groups
   int64_t key_slots = 0;     // key residual slots (every token at 16 bits)

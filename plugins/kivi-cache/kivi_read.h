@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kivi/cache/cache_types.h"
+#include "kivi/kivi_cache/kivi_parts.h"
 
 namespace kivi::kivi_cache {
 

@@ -3,7 +3,7 @@
 // 16-byte loads, each word feeding its MMA fragments with no shuffles, and turns two codes into
 // an fp16/bf16 pair with one LOP3 and one HFMA2 (magic-number conversion).
 //
-// The storage tensors keep the shapes of kivi_view.h (same bytes); only the order of codes
+// The storage tensors keep the shapes of kivi_parts.h (same bytes); only the order of codes
 // inside a block differs from the research code's packing (jy-yuan/KIVI quant/new_pack.py),
 // which quantize.h produces and tile_order_* converts from and to:
 //

@@ -1,7 +1,10 @@
 // The "model_family" plugin llama: Llama 2, 3, 3.1 and 3.2 checkpoints (LlamaForCausalLM).
 // Everything is the shared decoder; Llama's own choices are the bias switches (attention_bias
 // covers q, k, v and o; mlp_bias the MLP) and the Hugging Face weight names (the defaults).
+// GGUF files: general.architecture "llama", llama.cpp's tensor names, and q/k rows permuted by
+// its converter (ggml rotates adjacent pairs where Hugging Face rotates halves), undone at load.
 #include "kivi/model/decoder_lm.h"
+#include "kivi/model/model_config.h"
 #include "kivi/model/model_family.h"
 #include "kivi/plugin/plugin.h"
 
@@ -10,6 +13,17 @@ namespace {
 class LlamaFamily final : public kivi::ModelFamily {
  public:
   std::vector<std::string> architectures() const override { return {"LlamaForCausalLM"}; }
+
+  std::optional<kivi::GgufConvention> gguf(const std::string& architecture) const override {
+    if (architecture != "llama") return std::nullopt;
+    kivi::GgufConvention c;
+    c.architecture = "llama";
+    c.hf_architecture = "LlamaForCausalLM";
+    c.model_type = "llama";
+    c.attention_bias_from_q_bias = true;
+    c.unpermute_qk = true;
+    return c;
+  }
 
   std::unique_ptr<kivi::CausalLM> build(const kivi::ModelConfig& config,
                                         kivi::WeightSource& weights,

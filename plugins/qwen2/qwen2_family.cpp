@@ -1,28 +1,51 @@
 // The "model_family" plugin qwen2: Qwen2 and Qwen2.5 checkpoints (Qwen2ForCausalLM).
 // Differences from Llama, as transformers' modeling_qwen2.py has them: q/k/v always carry a
 // bias and o_proj never does; with use_sliding_window, layers marked "sliding_attention" in
-// layer_types (by default those at index >= max_window_layers) attend over a sliding window.
+// layer_types (by default those at index >= max_window_layers) attend over a sliding window;
+// those fields are Qwen2's, read here (ModelConfig::fields). GGUF files: general.architecture
+// "qwen2", llama.cpp's tensor names, q/k not permuted (ggml rotates Qwen2 the NeoX way, as
+// Hugging Face does).
 #include "kivi/model/decoder_lm.h"
+#include "kivi/model/model_config.h"
 #include "kivi/model/model_family.h"
 #include "kivi/plugin/plugin.h"
 
 namespace {
 
-// Per layer: the window (0 = full attention), as Qwen2Config derives layer_types.
+// Per layer: the window (0 = full attention), as Qwen2Config derives layer_types. Checks the
+// fields whether or not use_sliding_window is on, naming config.json and the field.
 std::vector<int64_t> sliding_windows(const kivi::ModelConfig& c) {
-  std::vector<int64_t> windows(c.num_hidden_layers, 0);
-  if (!c.use_sliding_window) return windows;
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const bool sliding =
-        c.layer_types.empty() ? l >= c.max_window_layers : c.layer_types[l] == "sliding_attention";
-    if (sliding) windows[l] = c.sliding_window;
-  }
+  const kivi::ConfigFields f = c.fields();
+  const int64_t layers = c.num_hidden_layers;
+  const bool use = f.boolean("use_sliding_window", false);
+  const int64_t window = f.integer("sliding_window", 0);
+  if (use && window <= 0) f.fail("sliding_window", "a positive integer (use_sliding_window is true)");
+  const int64_t max_window_layers = f.integer("max_window_layers", layers);
+  const std::vector<std::string> types = f.strings("layer_types");
+  if (!types.empty() && static_cast<int64_t>(types.size()) != layers)
+    f.fail("layer_types", "one entry per layer (num_hidden_layers = " + std::to_string(layers) + ")");
+  for (const auto& t : types)
+    if (t != "full_attention" && t != "sliding_attention")
+      f.fail("layer_types", "entries \"full_attention\" or \"sliding_attention\"");
+  std::vector<int64_t> windows(layers, 0);
+  if (!use) return windows;
+  for (int64_t l = 0; l < layers; ++l)
+    if (types.empty() ? l >= max_window_layers : types[l] == "sliding_attention") windows[l] = window;
   return windows;
 }
 
 class Qwen2Family final : public kivi::ModelFamily {
  public:
   std::vector<std::string> architectures() const override { return {"Qwen2ForCausalLM"}; }
+
+  std::optional<kivi::GgufConvention> gguf(const std::string& architecture) const override {
+    if (architecture != "qwen2") return std::nullopt;
+    kivi::GgufConvention c;
+    c.architecture = "qwen2";
+    c.hf_architecture = "Qwen2ForCausalLM";
+    c.model_type = "qwen2";
+    return c;
+  }
 
   std::unique_ptr<kivi::CausalLM> build(const kivi::ModelConfig& config,
                                         kivi::WeightSource& weights,

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "kivi/model/causal_lm.h"
+#include "kivi/model/gguf_file.h"
 #include "kivi/model/model_family.h"
 #include "kivi/registry.h"
 
@@ -23,8 +24,13 @@ struct LoadedModel {
   std::unique_ptr<CausalLM> model;
 };
 
-// A checkpoint's config: <folder>/config.json, or the metadata of a .gguf file.
-ModelConfig load_checkpoint_config(const std::filesystem::path& folder_or_gguf);
+// The convention of a GGUF file: asked of each loaded family (ModelFamily::gguf) for the file's
+// general.architecture. Throws naming the file, its architecture and those the families read.
+GgufConvention resolve_gguf_convention(const Registry& registry, const GgufFile& file);
+
+// A checkpoint's config: <folder>/config.json, or the metadata of a .gguf file (through the
+// family that reads its architecture).
+ModelConfig load_checkpoint_config(const Registry& registry, const std::filesystem::path& folder_or_gguf);
 
 // Reads <folder>/config.json, resolves the family and builds the model from `weight_format`
 // ("safetensors" from the folder, or "dummy" random weights with `seed`). `folder` may also be

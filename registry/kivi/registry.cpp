@@ -8,6 +8,8 @@
 #include <mutex>
 #include <sstream>
 
+#include <dlfcn.h>
+
 #include <boost/dll/runtime_symbol_info.hpp>
 #include <boost/dll/shared_library.hpp>
 
@@ -37,6 +39,18 @@ std::string not_elf_reason(const fs::path& file) {
   if (in.gcount() == 4 && std::memcmp(magic, "\x7f" "ELF", 4) == 0) return "";
   return "not a shared library: the file does not start with the ELF magic bytes (is it text, or a "
          "linker script?)";
+}
+
+// The dynamic loader's own reason (e.g. "undefined symbol: x"), which Boost.DLL's error code
+// does not carry; `fallback` when the loader gives none.
+std::string loader_message(const fs::path& file, const std::string& fallback) {
+  dlerror();  // clears an earlier message
+  if (void* handle = dlopen(file.c_str(), RTLD_NOW | RTLD_LOCAL)) {
+    dlclose(handle);
+    return fallback;
+  }
+  const char* message = dlerror();
+  return message ? message : fallback;
 }
 
 bool looks_like_shared_library(const fs::path& file) {
@@ -78,9 +92,11 @@ bool Registry::load_file(const fs::path& file) {
   if (const std::string reason = not_elf_reason(file); !reason.empty()) return refuse(file.string(), reason);
   boost::dll::shared_library library;
   boost::dll::fs::error_code ec;
-  // rtld_local: plugins do not see each other's symbols; they share the core through libkivi_core.
-  library.load(file, ec, boost::dll::load_mode::rtld_lazy | boost::dll::load_mode::rtld_local);
-  if (ec) return refuse(file.string(), "not a loadable shared library: " + ec.message());
+  // rtld_now: every symbol resolves at load, so a library built against another core is refused
+  // here with the loader's message rather than failing at its first call. rtld_local: plugins
+  // do not see each other's symbols; they share the core through libkivi_core.
+  library.load(file, ec, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
+  if (ec) return refuse(file.string(), "not a loadable shared library: " + loader_message(file, ec.message()));
   if (!library.has(KIVI_PLUGIN_ENTRY_SYMBOL))
     return refuse(file.string(), std::string("not a kivi plugin: it does not export '") +
                                      KIVI_PLUGIN_ENTRY_SYMBOL + "'");

@@ -98,8 +98,10 @@ TEST_CASE("GGUF fixtures: logits equal transformers' GGUF loading (fp32)", "[ggu
 TEST_CASE("GGUF fixture: q/k are un-permuted (a permuted load would differ)", "[gguf]") {
   // llama-mixed's blk.0.attn_q is Q8_0 and permuted in the file; the model must see HF rows.
   const kivi::GgufFile file(gguf_fixture("llama-mixed.gguf"));
-  const kivi::ModelConfig config = kivi::gguf_model_config(file);
-  kivi::GgufWeights weights(std::make_shared<const kivi::GgufFile>(gguf_fixture("llama-mixed.gguf")), config);
+  const kivi::GgufConvention convention = kivi::resolve_gguf_convention(kivi::test::model_registry(), file);
+  const kivi::ModelConfig config = kivi::gguf_model_config(file, convention);
+  kivi::GgufWeights weights(std::make_shared<const kivi::GgufFile>(gguf_fixture("llama-mixed.gguf")), config,
+                            convention);
   const at::Tensor raw = file.dequantize("blk.0.attn_q.weight");  // [128, 64], ggml row order
   const at::Tensor hf = weights.load("model.layers.0.self_attn.q_proj.weight", {128, 64}, at::kFloat);
   CHECK_FALSE(at::equal(raw, hf));

@@ -21,6 +21,13 @@ using kivi::GgufFile;
 using kivi::test::gguf_fixture;
 
 namespace {
+// The file's config through the family that reads its architecture, as the loader asks.
+kivi::ModelConfig gguf_config(const GgufFile& f) {
+  return kivi::gguf_model_config(f, kivi::resolve_gguf_convention(kivi::test::model_registry(), f));
+}
+}  // namespace
+
+namespace {
 
 // Every tensor of `fixture`.gguf equals dequant.<name> of its reference, bit for bit.
 void check_dequantization(const std::string& fixture) {
@@ -40,7 +47,7 @@ std::string error_of(const fs::path& file) {
   try {
     const GgufFile f(file);
     for (const auto& t : f.tensors()) f.dequantize(t.name);
-    kivi::gguf_model_config(f);
+    gguf_config(f);
   } catch (const kivi::Error& e) {
     return e.what();
   }
@@ -60,7 +67,7 @@ TEST_CASE("GGUF dequantization equals the gguf package's, every type", "[gguf]")
 }
 
 TEST_CASE("GGUF metadata maps to ModelConfig", "[gguf]") {
-  const kivi::ModelConfig llama = kivi::gguf_model_config(GgufFile(gguf_fixture("llama-mixed.gguf")));
+  const kivi::ModelConfig llama = gguf_config(GgufFile(gguf_fixture("llama-mixed.gguf")));
   CHECK(llama.architectures == std::vector<std::string>{"LlamaForCausalLM"});
   CHECK(llama.model_type == "llama");
   CHECK(llama.vocab_size == 256);
@@ -76,7 +83,7 @@ TEST_CASE("GGUF metadata maps to ModelConfig", "[gguf]") {
   CHECK(llama.bos_token_id == 1);
   CHECK(llama.eos_token_ids == std::vector<int64_t>{2});
 
-  const kivi::ModelConfig qwen = kivi::gguf_model_config(GgufFile(gguf_fixture("qwen2-bias.gguf")));
+  const kivi::ModelConfig qwen = gguf_config(GgufFile(gguf_fixture("qwen2-bias.gguf")));
   CHECK(qwen.model_type == "qwen2");
   CHECK(qwen.num_attention_heads == 14);
   CHECK(qwen.num_key_value_heads == 2);
@@ -131,7 +138,7 @@ TEST_CASE("GGUF: lying or unsupported files name the field and value", "[gguf]")
          "metadata \"tokens\": array length 1125899906842624 cannot fit");
   expect(gguf_header(0, 1).kv_u32("general.architecture", 7), "\"general.architecture\" is a uint32, expected a string");
   expect(gguf_header(0, 1).kv_string("general.architecture", "gpt2"),
-         "\"general.architecture\" is \"gpt2\", which kivi does not run (supported: llama, qwen2)");
+         "\"general.architecture\" is \"gpt2\", which no loaded model_family plugin reads (families loaded: llama, qwen2)");
   expect(gguf_header(0, 1).kv_string("general.architecture", "llama"), "metadata \"llama.embedding_length\" is missing");
   expect(gguf_header(1, 0).tensor("w", {32, 2}, 77, 0).pad_to(32), "tensor \"w\" has tensor type 77, which ggml does not define");
   expect(gguf_header(1, 0).tensor("w", {33}, 2, 0).pad_to(32), "not a multiple of Q4_0's block of 32");

@@ -143,7 +143,7 @@ DecodeErrors check_decode(const DecodeCase& c) {
     const at::Tensor poisoned =
         at::full(q.sizes(), std::numeric_limits<float>::quiet_NaN(), q.options());
     std::string why;
-    const auto fused = cuda_decode_attention(q, view.kivi, view.lengths, counts, params, &why,
+    const auto fused = cuda_decode_attention(q, kivi_parts(view), view.lengths, counts, params, &why,
                                              poisoned, cuda_cores_only);
     INFO(why);
     REQUIRE(fused.has_value());
@@ -154,9 +154,9 @@ DecodeErrors check_decode(const DecodeCase& c) {
   };
   const at::Tensor out = run_fused(false), cores = run_fused(true);
 
-  const KiviParts cpu_parts = parts_on_cpu(view.kivi);
+  const KiviParts cpu_parts = parts_on_cpu(kivi_parts(view));
   CacheView cpu_view = view;
-  cpu_view.kivi = cpu_parts;
+  cpu_view.payload = std::make_shared<const KiviParts>(cpu_parts);
   const at::Tensor blocked = KiviAttention(128).decode(q.cpu(), cpu_view, counts, params);
   const at::Tensor exact =
       attend_float64(q, expand_kivi(cpu_parts, view.lengths, at::kDouble), view.lengths, counts,
@@ -273,7 +273,7 @@ TEST_CASE("the fused kernel names what it serves when it cannot", "[gpu][kivi]")
   const CacheView view = cache.view(0);
   std::string why;
   const at::Tensor q = at::randn({1, 2, 1, 96}, kv.options());
-  CHECK_FALSE(cuda_decode_attention(q, view.kivi, view.lengths, {}, AttentionParams{}, &why));
+  CHECK_FALSE(cuda_decode_attention(q, kivi_parts(view), view.lengths, {}, AttentionParams{}, &why));
   CHECK(why.find("head_dim 96") != std::string::npos);
   CHECK(why.find("head_dim 64 or 128") != std::string::npos);
   // The attention backend still serves it, through the blocked path.

@@ -115,7 +115,7 @@ TEST_CASE("kivi-host plugins lists the full-precision cache from the plugin fold
 TEST_CASE("kivi-host check validates the config and resolves the cache plugin", "[host]") {
   const Run ok = run_host("check --config " + write_config("ok", "[cache]\nbackend = \"bf16\"\n"));
   CHECK(ok.exit_code == 0);
-  CHECK_THAT(ok.output, Contains("cache: bf16 (view kind dense)"));
+  CHECK_THAT(ok.output, Contains("cache: bf16 (view format dense/1)") && Contains("attention: sdpa (the cache's)"));
 
   const std::string bad_option = write_config("badopt", "mode = \"check\"\n[cache]\nbackend = \"fp16\"\nchunk_tokens = -4\n");
   const Run bad = run_host("--config " + bad_option);
@@ -125,6 +125,29 @@ TEST_CASE("kivi-host check validates the config and resolves the cache plugin", 
   const Run unknown = run_host("check --config " + write_config("unknown", "[cache]\nbackend = \"fp4\"\n"));
   CHECK(unknown.exit_code == 1);
   CHECK_THAT(unknown.output, Contains("no kv_cache plugin named \"fp4\"; available: bf16, fp16, fp32"));
+}
+
+TEST_CASE("kivi-host --set overrides run.toml keys; MODE --help lists a mode's keys", "[host]") {
+  const std::string config = write_config("set", "mode = \"check\"\n[cache]\nbackend = \"kivi\"\n");
+  const Run fp16 = run_host("check --config " + config + " --set cache.backend=fp16");
+  CHECK(fp16.exit_code == 0);
+  CHECK_THAT(fp16.output, Contains("cache: fp16 (view format dense/1)") && Contains("attention: sdpa (the cache's)"));
+  // A new table, and a TOML value checked like the file's own.
+  CHECK_THAT(run_host("check --config " + config + " --set cache.k_bits=3").output,
+             Contains("cache.k_bits: 3 is not allowed"));
+  CHECK(run_host("check --config " + config + " --set attention.backend=sdpa").exit_code == 1);
+  CHECK_THAT(run_host("check --config " + config + " --set attention.backend=sdpa").output,
+             Contains("[attention] backend \"sdpa\" cannot read the \"kivi/1\" views of cache \"kivi\""));
+  CHECK_THAT(run_host("check --config " + config + " --set novalue").output,
+             Contains("--set novalue: expected section.key=value"));
+  CHECK_THAT(run_host("check --config " + config + " --set mode.x=1").output,
+             Contains("\"mode\" is not a table"));
+
+  const Run help = run_host("perplexity --help");
+  CHECK(help.exit_code == 0);
+  CHECK_THAT(help.output, Contains("kivi-host perplexity: windowed perplexity") &&
+                              Contains("[perplexity]  cache_stats, chunk, context, max_tokens, max_windows, progress, stride, text") &&
+                              Contains("[model]  cuda_graphs, device, dtype, path"));
 }
 
 TEST_CASE("kivi-host rejects bad command lines and missing files clearly", "[host]") {

@@ -177,12 +177,15 @@ TEST_CASE("compare prints one table with every variant against the first", "[hos
   INFO(r.output);
   REQUIRE(r.status == 0);
   CHECK_THAT(r.output, Contains("variant") && Contains("KL") && Contains("top1%"));
+  // One model load for every variant; a variant without attention gets the one its cache names.
+  CHECK_THAT(r.output, Contains("compare: model loaded once; 3 variants"));
   const std::string full = line_with(r.output, "full "), k16 = line_with(r.output, "kivi-16 "),
                     k2 = line_with(r.output, "kivi-2 ");
   CHECK_THAT(full, Contains("0.00") && Contains("100.00"));
   REQUIRE_FALSE(k2.empty());
   REQUIRE_FALSE(k16.empty());
   CHECK(k2 != k16);
+  CHECK(std::regex_search(k2, std::regex(R"(^kivi-2 +kivi +kivi )")));
   CHECK(fs::exists(json));
   ::remove(json.c_str());
 }

@@ -139,8 +139,8 @@ TEST_CASE("decode over a dense view works too", "[kivi][attention]") {
   cache->append(0, at::randn({2, 2, 2, 32}), at::randn({2, 2, 2, 32}));
   const CacheView view = cache->view(0);
   const kivi_cache::KiviAttention attention(16);
-  REQUIRE(attention.supports(CacheViewKind::kDense));
-  REQUIRE(attention.supports(CacheViewKind::kKivi));
+  REQUIRE(attention.supports(kDenseFormat));
+  REQUIRE(attention.supports(kivi_cache::kFormat));
   const at::Tensor q = at::randn({2, 4, 2, 32});
   AttentionParams p{0.2, 0};
   const at::Tensor out = attention.decode(q, view, {}, p);

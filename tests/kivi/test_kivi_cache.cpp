@@ -27,12 +27,12 @@ at::Tensor tokens(int64_t batch, int64_t n, uint64_t seed) {
 void check_state(const KiviCache& cache, const KiviOptions& o, const at::Tensor& k,
                  const at::Tensor& v, const ResearchState& s, int64_t b = 0) {
   const CacheView view = cache.view(0);
-  REQUIRE(view.kind == CacheViewKind::kKivi);
+  REQUIRE(view.format == kivi_cache::kFormat);
   REQUIRE(view.lengths[b] == s.length);
-  REQUIRE(view.kivi.key_quantized[b] == (o.quantize_keys() ? s.key_quantized : 0));
-  REQUIRE(view.kivi.value_quantized[b] == (o.quantize_values() ? s.value_quantized : 0));
+  REQUIRE(kivi_cache::kivi_parts(view).key_quantized[b] == (o.quantize_keys() ? s.key_quantized : 0));
+  REQUIRE(kivi_cache::kivi_parts(view).value_quantized[b] == (o.quantize_values() ? s.value_quantized : 0));
   const auto [ek, ev] =
-      expected_dense(k, v, o, view.kivi.key_quantized[b], view.kivi.value_quantized[b], s.length);
+      expected_dense(k, v, o, kivi_cache::kivi_parts(view).key_quantized[b], kivi_cache::kivi_parts(view).value_quantized[b], s.length);
   const auto [ak, av] = expanded_row(cache, b);
   REQUIRE(at::equal(ak, ek));
   REQUIRE(at::equal(av, ev));
@@ -138,8 +138,8 @@ TEST_CASE("a padded batch quantizes no padding: each row equals its own cache", 
     const auto [sk, sv] = expanded_row(*single[b], 0);
     REQUIRE(at::equal(bk, sk));
     REQUIRE(at::equal(bv, sv));
-    CHECK(batch.view(0).kivi.key_quantized[b] == single[b]->view(0).kivi.key_quantized[0]);
-    CHECK(batch.view(0).kivi.value_quantized[b] == single[b]->view(0).kivi.value_quantized[0]);
+    CHECK(kivi_cache::kivi_parts(batch.view(0)).key_quantized[b] == kivi_cache::kivi_parts(single[b]->view(0)).key_quantized[0]);
+    CHECK(kivi_cache::kivi_parts(batch.view(0)).value_quantized[b] == kivi_cache::kivi_parts(single[b]->view(0)).value_quantized[0]);
   }
 }
 
@@ -169,8 +169,8 @@ TEST_CASE("truncate keeps the canonical split and invents nothing", "[kivi]") {
       cache.truncate(keep);
       REQUIRE(cache.length(0) == keep);
       const kivi_cache::SequenceSplit split = kivi_cache::canonical_split(o, keep);
-      CHECK(cache.view(0).kivi.key_quantized[0] == split.key_quantized);
-      CHECK(cache.view(0).kivi.value_quantized[0] == split.value_quantized);
+      CHECK(kivi_cache::kivi_parts(cache.view(0)).key_quantized[0] == split.key_quantized);
+      CHECK(kivi_cache::kivi_parts(cache.view(0)).value_quantized[0] == split.value_quantized);
       // What the view shows is what it showed before, cut: dequantized tails, not new values.
       const auto [ak, av] = expanded_row(cache, 0);
       CHECK(at::equal(ak, bk.narrow(2, 0, keep)));
@@ -202,8 +202,8 @@ TEST_CASE("reorder moves codes, scales, minima, residuals and lengths", "[kivi]"
   const DenseKV after = view.expand();
   for (int64_t b = 0; b < 3; ++b) {
     CHECK(view.lengths[b] == old_view.lengths[beam[b]]);
-    CHECK(view.kivi.key_quantized[b] == old_view.kivi.key_quantized[beam[b]]);
-    CHECK(view.kivi.value_quantized[b] == old_view.kivi.value_quantized[beam[b]]);
+    CHECK(kivi_cache::kivi_parts(view).key_quantized[b] == kivi_cache::kivi_parts(old_view).key_quantized[beam[b]]);
+    CHECK(kivi_cache::kivi_parts(view).value_quantized[b] == kivi_cache::kivi_parts(old_view).value_quantized[beam[b]]);
     const int64_t n = view.lengths[b];
     CHECK(at::equal(after.k[b].narrow(1, 0, n), before.k[beam[b]].narrow(1, 0, n)));
     CHECK(at::equal(after.v[b].narrow(1, 0, n), before.v[beam[b]].narrow(1, 0, n)));

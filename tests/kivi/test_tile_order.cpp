@@ -96,13 +96,13 @@ TEST_CASE("tile order: a cache storing it reads back the research quantizer's va
     const at::Tensor k = at::randn({1, 2, 100, 64}), v = at::randn({1, 2, 100, 64});
     cache.append(0, k, v);
     const CacheView view = cache.view(0);
-    REQUIRE(view.kivi.key_quantized[0] == 96);
-    REQUIRE(view.kivi.value_quantized[0] == 68);
+    REQUIRE(kivi_parts(view).key_quantized[0] == 96);
+    REQUIRE(kivi_parts(view).value_quantized[0] == 68);
     const PackedKeys pk = quantize_keys(k.narrow(2, 0, 96), 32, bits);
     const at::Tensor keys = dequantize_keys(pk.codes, pk.scale, pk.min, 32, bits, at::kFloat);
-    CHECK(at::equal(read_keys(view.kivi, 0, 0, 96, at::kFloat), keys[0]));
+    CHECK(at::equal(read_keys(kivi_parts(view), 0, 0, 96, at::kFloat), keys[0]));
     const PackedValues pv = quantize_values(v.narrow(2, 0, 68), 32, bits);
     const at::Tensor values = dequantize_values(pv.codes, pv.scale, pv.min, 32, bits, at::kFloat);
-    CHECK(at::equal(read_values(view.kivi, 0, 0, 68, at::kFloat), values[0]));
+    CHECK(at::equal(read_values(kivi_parts(view), 0, 0, 68, at::kFloat), values[0]));
   }
 }

@@ -66,6 +66,9 @@ TEST_CASE("bad libraries are refused with a reason and the rest still load", "[r
 
   CHECK_THAT(refusal_for(registry, "kivi-test-no_entry"),
              Catch::Contains("does not export 'kivi_plugin_entry'"));
+  // Loaded RTLD_NOW: an unresolved symbol refuses the library at load, naming the symbol.
+  CHECK_THAT(refusal_for(registry, "kivi-test-unresolved"),
+             Catch::Contains("not a loadable shared library") && Catch::Contains("kivi_test_symbol_defined_nowhere"));
   // A text file named .so: said so, not dlopen's "Bad file descriptor".
   CHECK_THAT(refusal_for(registry, "libkivi-not-a-library.so"),
              Catch::Contains("not a shared library") && Catch::Contains("ELF"));
@@ -78,7 +81,7 @@ TEST_CASE("bad libraries are refused with a reason and the rest still load", "[r
 
   // Everything good still works, including the library whose create() throws.
   CHECK(registry.contains("kv_cache", "throwing"));
-  CHECK(registry.refused().size() == 5);
+  CHECK(registry.refused().size() == 6);
   use_fp16_cache(registry);
   CHECK_THROWS_WITH(registry.create<kivi::KVCacheFactory>("throwing"),
                     Catch::Contains("this plugin always fails to create"));
@@ -124,7 +127,7 @@ TEST_CASE("loading and using plugins many times is harmless", "[registry]") {
     kivi::Registry registry;
     registry.load_dir(kGood);
     registry.load_dir(kBad);
-    REQUIRE(registry.refused().size() == 5);
+    REQUIRE(registry.refused().size() == 6);
     use_fp16_cache(registry);
   }
 }

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include <ATen/Tensor.h>
 
@@ -24,9 +25,10 @@ class Attention {
   static constexpr const char* kPluginKind = "attention";
   virtual ~Attention() = default;
 
-  // Whether decode() can read views of this kind; checked when the config is read, so a
-  // mismatch fails at start-up rather than at the first token.
-  virtual bool supports(CacheViewKind kind) const = 0;
+  // Whether decode() and chunk() can read views of this format (CacheView::format, e.g.
+  // "dense/1"); checked when the config is read, so a mismatch fails at start-up rather than
+  // at the first token.
+  virtual bool supports(std::string_view format) const = 0;
 
   // Causal self-attention among new tokens only, in full precision (KIVI's prefill: the
   // prompt attends over its own unquantized K/V).

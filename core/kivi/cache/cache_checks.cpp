@@ -6,14 +6,6 @@
 
 namespace kivi {
 
-const char* to_string(CacheViewKind kind) {
-  switch (kind) {
-    case CacheViewKind::kDense: return "dense";
-    case CacheViewKind::kKivi: return "kivi";
-  }
-  return "unknown";
-}
-
 void check_geometry(const CacheGeometry& g) {
   std::ostringstream msg;
   if (g.num_layers <= 0 || g.num_kv_heads <= 0 || g.head_dim <= 0 || g.max_batch <= 0 || g.max_tokens < 0) {

@@ -5,14 +5,16 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <ATen/Tensor.h>
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 
-#include "kivi/cache/kivi_view.h"
+#include "kivi/util/error.h"
 
 namespace kivi {
 
@@ -39,6 +41,12 @@ struct CacheSpec {
   // Bits per K/V element of the payload alone (codes, no scales, minima or residual): the
   // figure research write-ups quote. 0 = no such distinction (full precision).
   double code_bits = 0;
+  // The full-precision window a quantizing cache keeps per sequence (tokens), for the
+  // write-up's accounting in `kivi-host memory`; 0 = none.
+  int64_t residual_length = 0;
+  // What a write-up's accounting leaves out for this cache (printed under the memory table);
+  // "" = nothing to add.
+  std::string accounting_notes;
 };
 
 // Bytes a live cache holds, split by component. "Held" means allocated by the cache, so
@@ -60,12 +68,11 @@ struct MemoryStats {
   }
 };
 
-enum class CacheViewKind {
-  kDense,  // full-precision K/V tensors
-  kKivi,   // packed KIVI parts (kivi/cache/kivi_view.h)
-};
-
-const char* to_string(CacheViewKind kind);
+// A view's format: "<name>/<version>". "dense/1" (DenseKV) is the core's; any other format
+// belongs to the plugin that defines it, in its own public header, together with the payload
+// struct; an attention backend reads a format only if it says so (Attention::supports). The
+// version changes whenever the payload's layout or meaning does.
+inline constexpr std::string_view kDenseFormat = "dense/1";
 
 // Dense K/V of one layer. Row b holds lengths[b] valid tokens at the front; the rest of the
 // capacity is unspecified.
@@ -75,16 +82,28 @@ struct DenseKV {
   std::vector<int64_t> lengths;  // [batch] valid tokens per sequence (host)
 };
 
-// What an Attention backend reads for one layer. A tagged description, cheap to copy (tensors
-// are shared handles into the cache's storage, valid until the cache is next modified).
+// What an Attention backend reads for one layer. Cheap to copy (tensors are shared handles into
+// the cache's storage, valid until the cache is next modified).
 struct CacheView {
-  CacheViewKind kind = CacheViewKind::kDense;
+  std::string format{kDenseFormat};
   std::vector<int64_t> lengths;  // [batch] tokens stored per sequence (host)
-  DenseKV dense;                 // kind == kDense
-  KiviParts kivi;                // kind == kKivi
-  // Any view expands to dense K/V (a copy for quantized kinds), for reference checks only:
+  DenseKV dense;                 // format == kDenseFormat
+  // Any other format: the format owner's payload struct, opaque to the core. Read it with
+  // payload_as<T>(format), which checks the format id first (no RTTI across libraries).
+  std::shared_ptr<const void> payload;
+  // Any view expands to dense K/V (a copy for quantized formats), for reference checks only:
   // the fast paths never call this.
   std::function<DenseKV()> expand;
+
+  bool is_dense() const { return format == kDenseFormat; }
+  // The payload as the struct that `expected` (the format id, with its version) defines.
+  template <class T>
+  const T& payload_as(std::string_view expected) const {
+    check(format == expected && payload != nullptr,
+          "cache view: expected format \"" + std::string(expected) + "\", got \"" + format + "\"" +
+              (payload ? "" : " without a payload"));
+    return *static_cast<const T*>(payload.get());
+  }
 };
 
 }  // namespace kivi

@@ -1,14 +1,14 @@
 // What the tokens stored in a cache use, by component, as opposed to what the cache holds
-// (MemoryStats, which also counts capacity preallocated or grown ahead of the tokens). Read
-// from the cache's views, whose layout kivi_view.h documents (where each token of a kivi view
-// lives, at how many bits), so it covers every cache plugin, dense or KIVI-packed.
+// (MemoryStats, which also counts capacity preallocated or grown ahead of the tokens). Each
+// cache reports it (KVCache::usage()): only the cache knows where each token of its format
+// lives, at how many bits. dense_cache_usage() reads dense views, the default.
 #pragma once
 
 #include <cstdint>
 
-#include "kivi/cache/kv_cache.h"
-
 namespace kivi {
+
+class KVCache;
 
 struct CacheUsage {
   int64_t sequences = 0;
@@ -21,7 +21,7 @@ struct CacheUsage {
   int64_t full_bytes = 0;       // K/V in full precision: a KIVI residual window's tokens, or a dense cache
   int64_t full_element_bits = 0;  // bits of one full-precision element (the cache's dtype)
   int64_t key_bits = 16, value_bits = 16;  // bits per quantized key / value code (16: none)
-  bool quantizing = false;  // a kivi view with keys or values below 16 bits (even if none is quantized yet)
+  bool quantizing = false;  // keys or values stored below 16 bits (even if none is quantized yet)
 
   int64_t total() const { return code_bytes + scale_bytes + full_bytes; }
   // An fp16 cache of the same tokens: 16 bits per element.
@@ -30,6 +30,9 @@ struct CacheUsage {
   double bits(int64_t bytes) const { return elements > 0 ? 8.0 * static_cast<double>(bytes) / elements : 0.0; }
 };
 
+// cache.usage(), for callers that read better with a function.
 CacheUsage cache_usage(const KVCache& cache);
+// The usage of a cache whose views are all dense (throws naming the format otherwise).
+CacheUsage dense_cache_usage(const KVCache& cache);
 
 }  // namespace kivi

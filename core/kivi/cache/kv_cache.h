@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kivi/cache/cache_types.h"
+#include "kivi/cache/cache_usage.h"
 
 namespace kivi {
 
@@ -56,6 +57,10 @@ class KVCache {
 
   // Every tensor the cache owns, named; for honest-memory checks and debugging.
   virtual std::vector<std::pair<std::string, at::Tensor>> owned_tensors() const = 0;
+
+  // What the stored tokens use, by component (cache_usage.h). The default reads dense views
+  // (dense_cache_usage); a cache of another format says what its own tokens use.
+  virtual CacheUsage usage() const;
 };
 
 // Made by a "kv_cache" plugin from its options; makes caches and plans their cost.
@@ -64,9 +69,11 @@ class KVCacheFactory {
   static constexpr const char* kPluginKind = "kv_cache";
   virtual ~KVCacheFactory() = default;
 
-  // The view kind the caches produce, so that an Attention backend can be checked against
-  // it when the config is read.
-  virtual CacheViewKind view_kind() const = 0;
+  // The format of the views the caches produce (CacheView::format), so that an Attention
+  // backend can be checked against it when the config is read.
+  virtual std::string view_format() const = 0;
+  // The attention plugin that reads those views: what `[attention] backend` defaults to.
+  virtual std::string attention() const = 0;
   virtual CacheSpec spec(const CacheGeometry& geometry) const = 0;
   virtual std::unique_ptr<KVCache> create(const CacheGeometry& geometry) const = 0;
 };

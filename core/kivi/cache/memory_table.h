@@ -35,7 +35,7 @@ struct MemoryTableRow {
   double bytes_per_token() const { return tokens > 0 ? static_cast<double>(bytes) / tokens : 0; }
 };
 
-// residual_length: the cache's full-precision window (KiviParts::residual_length), for the
+// residual_length: the cache's full-precision window (CacheSpec::residual_length), for the
 // write-up's column; 0 makes that column the codes alone.
 std::vector<MemoryTableRow> memory_table(const CacheGeometry& geometry, const CacheSpec& spec,
                                          std::span<const int64_t> lengths, int64_t residual_length = 0);

@@ -22,7 +22,9 @@ class KVCache;
 struct ModelOptions {
   at::ScalarType dtype = at::kFloat;  // weights and activations
   at::Device device = at::kCPU;
-  std::shared_ptr<const Attention> attention;  // required: the backend every layer uses
+  // The backend every layer uses. Not fixed by the build: CausalLM::set_attention swaps it
+  // (with the cache whose views it reads); may be null at build time, then set before forward().
+  std::shared_ptr<const Attention> attention;
   // On CUDA, one-token decode steps replay captured graphs between the attentions
   // (model/decode_graphs.h); off: every op is launched from the host.
   bool cuda_graphs = true;
@@ -50,6 +52,10 @@ class CausalLM {
   // Returns logits [B, T, vocab] float32 (rows past counts[b] are unspecified).
   virtual at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& positions,
                              std::span<const int64_t> counts, KVCache& cache) = 0;
+
+  // The attention backend every layer uses from the next forward() on; the caller pairs it with
+  // the caches it passes (Attention::supports their view format).
+  virtual void set_attention(std::shared_ptr<const Attention> attention) = 0;
 
   // Installs (or, with an empty function, removes) the debug tap.
   virtual void set_tap(TapFn tap) = 0;

@@ -25,6 +25,7 @@ struct LayerWeights {
   at::Tensor gate_up, gate_up_bias;  // [2 * intermediate, hidden]
   at::Tensor down, down_bias;        // [hidden, intermediate]
   int64_t sliding_window = 0;
+  at::Tensor q_norm, k_norm;  // [head_dim], when the family declares them (DecoderSpec)
 };
 
 class DecoderLM final : public CausalLM {
@@ -46,6 +47,10 @@ class DecoderLM final : public CausalLM {
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& positions,
                      std::span<const int64_t> counts, KVCache& cache) override;
   void set_tap(TapFn tap) override { tap_ = std::move(tap); }
+  void set_attention(std::shared_ptr<const Attention> attention) override {
+    check(attention != nullptr, "model: set_attention needs an attention backend, got none");
+    options_.attention = std::move(attention);
+  }
 
  private:
   void tap(const std::string& name, const at::Tensor& value) const {
@@ -78,8 +83,6 @@ DecoderLM::DecoderLM(const ModelConfig& config, const DecoderSpec& spec, WeightS
     : config_(config),
       options_(options),
       rotary_(config.rope, config.head_dim, config.max_position_embeddings, options.device) {
-  check(options_.attention != nullptr,
-        "model: ModelOptions.attention is required (an attention backend)");
   c10::InferenceMode guard;
   const auto opts = at::TensorOptions().dtype(options_.dtype).device(options_.device);
   const int64_t hidden = config.hidden_size, inter = config.intermediate_size;
@@ -117,6 +120,8 @@ DecoderLM::DecoderLM(const ModelConfig& config, const DecoderSpec& spec, WeightS
     if (spec.mlp_bias) w.gate_up_bias = at::cat({gate_b, up_b}, 0);
     std::tie(w.down, w.down_bias) = linear(name(spec.down_proj), hidden, inter, spec.mlp_bias);
     if (!spec.sliding_window.empty()) w.sliding_window = spec.sliding_window.at(l);
+    if (!spec.q_norm.empty()) w.q_norm = load(name(spec.q_norm), {config.head_dim});
+    if (!spec.k_norm.empty()) w.k_norm = load(name(spec.k_norm), {config.head_dim});
     layers_.push_back(std::move(w));
   }
 }
@@ -155,6 +160,8 @@ void DecoderLM::check_inputs(const at::Tensor& input_ids, const at::Tensor& posi
 at::Tensor DecoderLM::forward(const at::Tensor& input_ids, const at::Tensor& positions,
                               std::span<const int64_t> counts, KVCache& cache) {
   check_inputs(input_ids, positions, counts, cache);
+  check(options_.attention != nullptr,
+        "model: no attention backend; set ModelOptions.attention or call CausalLM::set_attention");
   c10::InferenceMode guard;
   const int64_t batch = input_ids.size(0), tokens = input_ids.size(1);
   // KIVI's prefill: a prompt into an empty cache attends over its own full-precision K/V.
@@ -213,9 +220,13 @@ AttentionInputs DecoderLM::attention_inputs(int64_t l, const at::Tensor& h, cons
   auto split = [&](int64_t start, int64_t n) {               // -> [B, n, T, head_dim]
     return qkv.narrow(-1, start * head_dim, n * head_dim).view({batch, tokens, n, head_dim}).transpose(1, 2);
   };
+  // A family's per-head norm of q or k (DecoderSpec::q_norm / k_norm), before rotary.
+  auto head_norm = [&](const at::Tensor& x, const at::Tensor& weight) {
+    return weight.defined() ? rms_norm(x.contiguous(), weight, config_.rms_norm_eps) : x;
+  };
   AttentionInputs in;
-  in.q = apply_rotary(split(0, heads), cos, sin);             // [B, heads, T, head_dim]
-  in.k = apply_rotary(split(heads, kv_heads), cos, sin);      // [B, kv_heads, T, head_dim]
+  in.q = apply_rotary(head_norm(split(0, heads), w.q_norm), cos, sin);           // [B, heads, T, head_dim]
+  in.k = apply_rotary(head_norm(split(heads, kv_heads), w.k_norm), cos, sin);    // [B, kv_heads, T, head_dim]
   in.v = split(heads + kv_heads, kv_heads).contiguous();      // [B, kv_heads, T, head_dim]
   tap(prefix + "q", in.q);
   tap(prefix + "k", in.k);

@@ -23,6 +23,10 @@ struct DecoderSpec {
   std::string gate_proj = "model.layers.{layer}.mlp.gate_proj";
   std::string up_proj = "model.layers.{layer}.mlp.up_proj";
   std::string down_proj = "model.layers.{layer}.mlp.down_proj";
+  // Per-layer options a family declares. q_norm / k_norm: weights [head_dim] of an RMSNorm over
+  // each head of q and of k, applied before rotary (Qwen3); "" = none.
+  std::string q_norm;
+  std::string k_norm;
 
   bool qkv_bias = false;  // Qwen2: always; Llama: attention_bias
   bool o_bias = false;    // Llama: attention_bias; Qwen2: never

@@ -1,7 +1,6 @@
 #include "kivi/model/gguf_weights.h"
 
 #include <fstream>
-#include <regex>
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
@@ -12,14 +11,6 @@
 namespace kivi {
 namespace fs = std::filesystem;
 namespace {
-
-struct Arch {
-  const char* gguf;          // general.architecture
-  const char* hf_class;      // architectures[0]
-  const char* model_type;
-};
-constexpr Arch kArchs[] = {{"llama", "LlamaForCausalLM", "llama"},
-                           {"qwen2", "Qwen2ForCausalLM", "qwen2"}};
 
 // Undoes llama.cpp's permute(): rows of each head were reordered from [2, head_dim/2] (HF's
 // halves) to [head_dim/2, 2] (ggml's adjacent pairs). w: [heads * head_dim, ...] (a weight or
@@ -41,16 +32,15 @@ bool is_gguf_file(const fs::path& path) {
   return in.read(magic, 4) && std::string(magic, 4) == "GGUF";
 }
 
-ModelConfig gguf_model_config(const GgufFile& file) {
+std::string gguf_architecture(const GgufFile& file) {
+  const auto arch = file.get_string("general.architecture");
+  check(arch.has_value(), file.path().string() + ": metadata \"general.architecture\" is missing");
+  return *arch;
+}
+
+ModelConfig gguf_model_config(const GgufFile& file, const GgufConvention& convention) {
   const std::string where = file.path().string();
-  const auto arch_name = file.get_string("general.architecture");
-  check(arch_name.has_value(), where + ": metadata \"general.architecture\" is missing");
-  const Arch* arch = nullptr;
-  for (const Arch& a : kArchs)
-    if (*arch_name == a.gguf) arch = &a;
-  check(arch != nullptr, where + ": metadata \"general.architecture\" is \"" + *arch_name +
-                             "\", which kivi does not run (supported: llama, qwen2)");
-  const std::string p = std::string(arch->gguf) + ".";
+  const std::string p = convention.architecture + ".";
   const auto require = [&](const std::string& key) {
     const auto v = file.get_int(p + key);
     check(v.has_value(), where + ": metadata \"" + p + key + "\" is missing");
@@ -58,8 +48,8 @@ ModelConfig gguf_model_config(const GgufFile& file) {
   };
 
   nlohmann::json c;
-  c["architectures"] = {arch->hf_class};
-  c["model_type"] = arch->model_type;
+  c["architectures"] = {convention.hf_architecture};
+  c["model_type"] = convention.model_type;
   c["hidden_size"] = require("embedding_length");
   c["intermediate_size"] = require("feed_forward_length");
   c["num_hidden_layers"] = require("block_count");
@@ -110,7 +100,7 @@ ModelConfig gguf_model_config(const GgufFile& file) {
     c["vocab_size"] = file.tensor_info("token_embd.weight").shape.at(0);
   }
   c["tie_word_embeddings"] = !file.contains("output.weight");
-  c["attention_bias"] = std::string(arch->gguf) == "llama" && file.contains("blk.0.attn_q.bias");
+  c["attention_bias"] = convention.attention_bias_from_q_bias && file.contains("blk.0.attn_q.bias");
   c["mlp_bias"] = file.contains("blk.0.ffn_up.bias");
   if (const auto bos = file.get_int("tokenizer.ggml.bos_token_id")) c["bos_token_id"] = *bos;
   std::vector<int64_t> eos;
@@ -126,58 +116,31 @@ ModelConfig gguf_model_config(const GgufFile& file) {
   return config;
 }
 
-std::optional<std::string> gguf_tensor_name(const std::string& hf) {
-  static const std::pair<const char*, const char*> global[] = {
-      {"model.embed_tokens.weight", "token_embd.weight"},
-      {"model.norm.weight", "output_norm.weight"},
-      {"lm_head.weight", "output.weight"}};
-  for (const auto& [from, to] : global)
-    if (hf == from) return std::string(to);
-  static const std::pair<const char*, const char*> per_layer[] = {
-      {"input_layernorm.weight", "attn_norm.weight"},
-      {"post_attention_layernorm.weight", "ffn_norm.weight"},
-      {"self_attn.q_proj.", "attn_q."},
-      {"self_attn.k_proj.", "attn_k."},
-      {"self_attn.v_proj.", "attn_v."},
-      {"self_attn.o_proj.", "attn_output."},
-      {"mlp.gate_proj.", "ffn_gate."},
-      {"mlp.up_proj.", "ffn_up."},
-      {"mlp.down_proj.", "ffn_down."}};
-  static const std::regex layer(R"(model\.layers\.(\d+)\.(.+))");
-  std::smatch m;
-  if (!std::regex_match(hf, m, layer)) return std::nullopt;
-  const std::string rest = m[2];
-  for (const auto& [from, to] : per_layer) {
-    const std::string f = from;
-    if (rest.compare(0, f.size(), f) == 0 && (f.back() != '.' || rest.size() > f.size()))
-      return "blk." + m[1].str() + "." + to + rest.substr(f.size());
-  }
-  return std::nullopt;
-}
-
-GgufWeights::GgufWeights(std::shared_ptr<const GgufFile> file, const ModelConfig& config)
+GgufWeights::GgufWeights(std::shared_ptr<const GgufFile> file, const ModelConfig& config,
+                         GgufConvention convention)
     : file_(std::move(file)),
-      permuted_qk_(config.model_type == "llama"),
+      convention_(std::move(convention)),
       heads_(config.num_attention_heads),
       kv_heads_(config.num_key_value_heads) {}
 
 bool GgufWeights::contains(const std::string& name) const {
-  const auto g = gguf_tensor_name(name);
+  const auto g = convention_.tensor_name(name);
   return g && file_->contains(*g);
 }
 
 at::Tensor GgufWeights::load(const std::string& name, at::IntArrayRef shape,
                              const at::TensorOptions& options) {
   const std::string where = file_->path().string();
-  const auto g = gguf_tensor_name(name);
-  check(g.has_value(), where + ": tensor \"" + name + "\" has no GGUF counterpart");
+  const auto g = convention_.tensor_name(name);
+  check(g.has_value(), where + ": tensor \"" + name + "\" has no GGUF counterpart (general.architecture \"" +
+                           convention_.architecture + "\")");
   check(file_->contains(*g), where + ": tensor \"" + *g + "\" (for \"" + name + "\") is missing from the file");
   const GgufTensorInfo& info = file_->tensor_info(*g);
   check(at::IntArrayRef(info.shape) == shape,
         where + ": tensor \"" + *g + "\" has shape " + shape_string(info.shape) + ", expected " +
             shape_string(shape) + " from the GGUF metadata");
   at::Tensor w = file_->dequantize(*g);  // float32 [out, in] or [n]
-  if (permuted_qk_ && (g->find(".attn_q.") != std::string::npos || g->find(".attn_k.") != std::string::npos)) {
+  if (convention_.unpermute_qk && (g->find(".attn_q.") != std::string::npos || g->find(".attn_k.") != std::string::npos)) {
     const int64_t heads = g->find(".attn_q.") != std::string::npos ? heads_ : kv_heads_;
     w = unpermute_heads(w, heads);
   }

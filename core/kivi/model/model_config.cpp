@@ -162,12 +162,42 @@ std::optional<at::ScalarType> parse_dtype_name(const std::string& name) {
   return std::nullopt;
 }
 
+ConfigFields::ConfigFields(const std::string& json_text, std::string source)
+    : json_(std::make_shared<const json>(parse_json(json_text, source))), source_(std::move(source)) {
+  check(static_cast<const json*>(json_.get())->is_object(), source_ + ": expected a JSON object at the top level");
+}
+
+namespace {
+const json& object_of(const std::shared_ptr<const void>& p) { return *static_cast<const json*>(p.get()); }
+}  // namespace
+
+bool ConfigFields::has(const std::string& key) const { return Fields(object_of(json_), source_).has(key); }
+int64_t ConfigFields::integer(const std::string& key, std::optional<int64_t> fallback) const {
+  return Fields(object_of(json_), source_).integer(key, fallback);
+}
+double ConfigFields::number(const std::string& key, double fallback) const {
+  return Fields(object_of(json_), source_).number(key, fallback);
+}
+bool ConfigFields::boolean(const std::string& key, bool fallback) const {
+  return Fields(object_of(json_), source_).boolean(key, fallback);
+}
+std::string ConfigFields::string(const std::string& key, const std::string& fallback) const {
+  return Fields(object_of(json_), source_).string(key, fallback);
+}
+std::vector<std::string> ConfigFields::strings(const std::string& key) const {
+  return Fields(object_of(json_), source_).strings(key);
+}
+void ConfigFields::fail(const std::string& key, const std::string& expected) const {
+  Fields(object_of(json_), source_).fail(key, expected);
+}
+
 ModelConfig parse_model_config(const std::string& json_text, const std::string& source) {
   const json root = parse_json(json_text, source);
   check(root.is_object(), source + ": expected a JSON object at the top level");
   const Fields f(root, source);
   ModelConfig c;
   c.source = source;
+  c.raw_json = json_text;
   c.architectures = f.strings("architectures");
   c.model_type = f.string("model_type", "");
   c.vocab_size = f.positive("vocab_size");
@@ -198,19 +228,6 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   c.rope = read_rope(root, f, source, c.max_position_embeddings);
   if (c.rope.partial_rotary_factor != 1.0)
     f.fail("partial_rotary_factor", "1.0 (partial rotary embeddings are not supported)");
-
-  c.use_sliding_window = f.boolean("use_sliding_window", false);
-  c.sliding_window = f.integer("sliding_window", 0);
-  if (c.use_sliding_window && c.sliding_window <= 0)
-    f.fail("sliding_window", "a positive integer (use_sliding_window is true)");
-  c.max_window_layers = f.integer("max_window_layers", c.num_hidden_layers);
-  c.layer_types = f.strings("layer_types");
-  if (!c.layer_types.empty() && static_cast<int64_t>(c.layer_types.size()) != c.num_hidden_layers)
-    f.fail("layer_types",
-           "one entry per layer (num_hidden_layers = " + std::to_string(c.num_hidden_layers) + ")");
-  for (const auto& t : c.layer_types)
-    if (t != "full_attention" && t != "sliding_attention")
-      f.fail("layer_types", "entries \"full_attention\" or \"sliding_attention\"");
 
   const std::string dtype = f.string("torch_dtype", f.string("dtype", ""));
   if (!dtype.empty()) {

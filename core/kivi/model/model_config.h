@@ -1,11 +1,13 @@
 // ModelConfig: what a Hugging Face config.json (and generation_config.json, when present) says
-// about a Llama-like decoder. Every field the Llama and Qwen2 families use is read and checked;
-// unknown fields are ignored (real configs carry many), but a known field of the wrong type or
-// an unsupported value (a rope type, an activation) is a kivi::Error naming the file and field.
+// about a Llama-like decoder: the fields every family shares, read and checked; other fields are
+// the family's to read (ModelConfig::fields(), e.g. Qwen2's sliding window). A common field of
+// the wrong type or an unsupported value (a rope type, an activation) is a kivi::Error naming
+// the file and field.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -24,6 +26,24 @@ struct RopeConfig {
   double high_freq_factor = 4.0;                 // llama3
   int64_t original_max_position_embeddings = 0;  // llama3 (defaults to max_position_embeddings)
   double partial_rotary_factor = 1.0;            // fraction of head_dim that is rotated
+};
+
+// Typed access to a config's fields by name, for what a family reads beyond the common ones.
+// Messages name the file and the field: `<source>: field "sliding_window" is "x", expected ...`.
+class ConfigFields {
+ public:
+  ConfigFields(const std::string& json_text, std::string source);
+  bool has(const std::string& key) const;
+  int64_t integer(const std::string& key, std::optional<int64_t> fallback = std::nullopt) const;
+  double number(const std::string& key, double fallback) const;
+  bool boolean(const std::string& key, bool fallback) const;
+  std::string string(const std::string& key, const std::string& fallback) const;
+  std::vector<std::string> strings(const std::string& key) const;  // empty when absent
+  [[noreturn]] void fail(const std::string& key, const std::string& expected) const;
+
+ private:
+  std::shared_ptr<const void> json_;  // the parsed object (nlohmann::json, kept out of this header)
+  std::string source_;
 };
 
 struct ModelConfig {
@@ -47,13 +67,10 @@ struct ModelConfig {
   bool mlp_bias = false;
   RopeConfig rope;
 
-  // Qwen2's sliding window: layers at or past max_window_layers (or those named
-  // "sliding_attention" in layer_types) see only the last sliding_window positions, when
-  // use_sliding_window is true.
-  bool use_sliding_window = false;
-  int64_t sliding_window = 0;
-  int64_t max_window_layers = 0;
-  std::vector<std::string> layer_types;  // per layer, "full_attention" | "sliding_attention"
+  // The config as read (config.json's text, or the JSON a GGUF file's metadata becomes), for
+  // fields only a family knows: fields() reads them.
+  std::string raw_json = "{}";
+  ConfigFields fields() const { return ConfigFields(raw_json, source); }
 
   std::optional<at::ScalarType> torch_dtype;  // `torch_dtype` or `dtype`, when given
   std::optional<int64_t> bos_token_id;

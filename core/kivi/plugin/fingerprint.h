@@ -1,7 +1,8 @@
 // The build fingerprint: what must be identical between the core and a plugin for the C++
 // interfaces behind the C handshake to be safe to use (same compiler, same libstdc++ ABI, same
-// libtorch, same CUDA, same public kivi headers). It is computed from macros *where it is
-// compiled*, so the core's copy and each plugin's copy describe their own builds.
+// libtorch, same CUDA, same plugin-API headers: kivi/{plugin,cache,attention,model,config,
+// util}). It is computed from macros *where it is compiled*, so the core's copy and each
+// plugin's copy describe their own builds.
 #pragma once
 
 #include <string>

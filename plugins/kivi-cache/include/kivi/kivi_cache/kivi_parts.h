@@ -1,5 +1,8 @@
-// The packed parts of one layer of a KIVI cache, as attention kernels read them
-// (CacheView::kivi, valid when CacheView::kind == CacheViewKind::kKivi).
+// The KIVI cache's view format, "kivi/1": the packed parts of one layer, as attention kernels
+// read them. Owned by the kivi-cache plugin (installed as <kivi/kivi_cache/kivi_parts.h>); the
+// core sees only the format id and an opaque payload: a view with CacheView::format == kFormat
+// carries a KiviParts, read with view.payload_as<KiviParts>(kFormat). Change kFormat's version
+// with any change to this struct or its meaning.
 //
 // Per sequence b, with L = lengths[b] tokens stored:
 //   keys:   positions [0, key_quantized[b]) are quantized per channel in groups of group_size
@@ -20,11 +23,16 @@
 #pragma once
 
 #include <cstdint>
+#include <string_view>
 #include <vector>
 
 #include <ATen/Tensor.h>
 
-namespace kivi {
+#include "kivi/cache/cache_types.h"
+
+namespace kivi::kivi_cache {
+
+inline constexpr std::string_view kFormat = "kivi/1";
 
 struct KiviParts {
   int64_t k_bits = 16;  // 2, 4, 8, or 16 (keys not quantized: key codes undefined)
@@ -50,4 +58,7 @@ struct KiviParts {
   std::vector<int64_t> value_quantized;  // [B] tokens whose values are quantized
 };
 
-}  // namespace kivi
+// The parts a "kivi/1" view carries (throws, naming both formats, for any other view).
+inline const KiviParts& kivi_parts(const CacheView& view) { return view.payload_as<KiviParts>(kFormat); }
+
+}  // namespace kivi::kivi_cache
