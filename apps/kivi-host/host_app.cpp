@@ -1,6 +1,7 @@
 #include "host_app.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -15,6 +16,7 @@ void print_help(std::ostream& out) {
   out << "kivi-host " << KIVI_VERSION_STRING
       << ": LLM inference with a KIVI-quantized KV cache\n\n"
          "usage: kivi-host [MODE] --config run.toml [--set section.key=value]... [--plugin-dir DIR]...\n"
+         "       kivi-host serve --config run.toml --profile N   (profile the first N forward passes)\n"
          "       kivi-host plugins [--plugin-dir DIR]...\n"
          "       kivi-host MODE --help | --help | --version\n\n"
          "MODE overrides `mode` in run.toml; --set overrides one key (e.g. --set cache.k_bits=4,\n"
@@ -31,6 +33,7 @@ struct CommandLine {
   std::string config_file;
   std::vector<std::string> plugin_dirs;
   std::vector<std::string> overrides;  // --set section.key=value
+  std::string profile_steps;           // --profile N (serve): [serve] profile_steps
   bool help = false;
   bool version = false;
 };
@@ -48,6 +51,7 @@ CommandLine parse_command_line(int argc, const char* const* argv) {
     else if (arg == "--config" || arg == "-c") cl.config_file = value(arg);
     else if (arg == "--plugin-dir") cl.plugin_dirs.push_back(value(arg));
     else if (arg == "--set") cl.overrides.push_back(value(arg));
+    else if (arg == "--profile") cl.profile_steps = value(arg);
     else if (!arg.empty() && arg[0] != '-' && cl.mode.empty()) cl.mode = arg;
     else throw Error("command line: unknown argument \"" + arg + "\"; see kivi-host --help");
   }
@@ -85,6 +89,21 @@ int run_host(int argc, const char* const* argv, std::ostream& out, std::ostream&
     else if (cl.mode != "plugins")
       throw Error("command line: --config run.toml is required (only `kivi-host plugins` runs without one)");
     if (!cl.mode.empty()) config.mode = cl.mode;
+    if (!cl.profile_steps.empty()) {
+      if (config.mode != "serve")
+        throw Error("command line: --profile N is for serve (mode here: " + config.mode +
+                    "); bench profiles with [bench] profile = true");
+      size_t used = 0;
+      int64_t steps = 0;
+      try {
+        steps = std::stoll(cl.profile_steps, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used != cl.profile_steps.size() || steps < 1 || steps > (int64_t{1} << 20))
+        throw Error("command line: --profile \"" + cl.profile_steps + "\": expected a number of forward passes from 1 to 1048576");
+      config.serve.profile_steps = steps;
+    }
     for (const auto& dir : cl.plugin_dirs) config.plugin_dirs.emplace_back(dir);
 
     HostContext context{std::move(config), {}, out, err};

@@ -21,7 +21,6 @@ namespace kivi::kivi_cache {
 
 #ifndef KIVI_CACHE_WITH_CUDA
 
-bool cuda_kernels_built() { return false; }
 bool cuda_store_keys(const at::Tensor&, int64_t, int64_t, at::Tensor, at::Tensor, at::Tensor) {
   return false;
 }
@@ -147,12 +146,6 @@ void print_decode_timing(const at::Tensor& stamps, const cuda::DecodeAttention& 
   }
   std::fprintf(stderr, "%s\n", line.c_str());
 }
-
-}  // namespace
-
-bool cuda_kernels_built() { return true; }
-
-namespace {
 
 // What both flushes take: x [n, H, T, D] in the storage dtype and the destination views of the
 // codes, scales and minima (cuda::KeyFlush or cuda::ValueFlush). False: they cannot serve it.

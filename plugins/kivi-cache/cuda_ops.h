@@ -17,9 +17,6 @@
 
 namespace kivi::kivi_cache {
 
-// Whether this build of the plugin carries the CUDA kernels.
-bool cuda_kernels_built();
-
 // Quantizes x (keys [n, H, groups * G, D] / values [n, H, T, D], the storage dtype, on the GPU)
 // straight into the destination views (narrowed cache storage).
 bool cuda_store_keys(const at::Tensor& x, int64_t group_size, int64_t bits, at::Tensor codes,

@@ -156,6 +156,12 @@ TEST_CASE("kivi-host rejects bad command lines and missing files clearly", "[hos
   CHECK_THAT(run_host("--config /nonexistent/run.toml").output, Contains("/nonexistent/run.toml: cannot open config file"));
   CHECK_THAT(run_host("--bogus").output, Contains("unknown argument \"--bogus\""));
   CHECK(run_host("--plugin-dir").exit_code == 1);
+  const std::string config = write_config("profile", "mode = \"check\"\n");
+  CHECK_THAT(run_host("check --config " + config + " --profile 3").output,
+             Contains("--profile N is for serve (mode here: check)"));
+  CHECK_THAT(run_host("serve --config " + config + " --profile 0").output,
+             Contains("--profile \"0\": expected a number of forward passes from 1 to 1048576"));
+  CHECK_THAT(run_host("serve --config " + config + " --profile x2").output, Contains("--profile \"x2\""));
 }
 
 TEST_CASE("kivi-host tokenize with the Llama-3.1 tokenizer and its official chat template", "[host]") {

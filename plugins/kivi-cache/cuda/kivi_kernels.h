@@ -2,7 +2,8 @@
 // no libtorch, so the .cu files compile quickly and any caller can drive them. cuda_ops.cpp
 // turns ATen tensors into these structs.
 //
-// Layout of the packed cache: core/kivi/cache/kivi_view.h. Storage dtypes: fp16, bf16, fp32.
+// Layout of the packed cache: plugins/kivi-cache/include/kivi/kivi_cache/kivi_parts.h. Storage
+// dtypes: fp16, bf16, fp32.
 #pragma once
 
 #include <cstdint>
@@ -13,7 +14,6 @@
 namespace kivi::kivi_cache::cuda {
 
 enum class DType { kHalf, kBFloat16, kFloat };
-const char* dtype_name(DType dtype);
 
 // ---- Quantize and pack on append ------------------------------------------------------------
 

@@ -150,13 +150,6 @@ bool key_flush_supported(int dim, int group_size, int bits) {
   return int64_t{dim} * group_size * bits / 8 <= 48 * 1024;
 }
 
-const char* dtype_name(DType dtype) {
-  switch (dtype) {
-    case DType::kHalf: return "fp16";
-    case DType::kBFloat16: return "bf16";
-    default: return "fp32";
-  }
-}
 
 std::string launch_key_flush(const KeyFlush& args, cudaStream_t stream) {
   if (std::string error = check_bits("kivi key flush", args.bits, args.group_size); !error.empty())
