@@ -84,3 +84,28 @@ TEST_CASE("unreadable or malformed files name the file", "[text][errors]") {
                     Contains(broken.string()) && Contains("not valid JSON"));
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("tokenizer.json nested past the bound is an error naming the file",
+          "[text][tokenizer][errors]") {
+  nlohmann::json deep = nlohmann::json::array();
+  for (int i = 0; i < 2000; ++i) deep = nlohmann::json::array({deep});
+  nlohmann::json spec = {{"model", {{"type", "BPE"}, {"vocab", nlohmann::json::object()},
+                                    {"merges", nlohmann::json::array()}}},
+                         {"normalizer", deep}};
+  CHECK_THROWS_WITH(kivi::text::Tokenizer::from_json(spec, "deep/tokenizer.json"),
+                    Catch::Matchers::Contains("deep/tokenizer.json") &&
+                        Catch::Matchers::Contains("nested more than 512 levels"));
+  CHECK_THROWS_WITH(kivi::text::Tokenizer::from_json(nlohmann::json{{"model", spec["model"]}},
+                                                     nlohmann::json{{"x", deep}}, "deep"),
+                    Catch::Matchers::Contains("nested more than 512 levels"));
+}
+
+TEST_CASE("a tokenizer.json file nested past the bound is refused before parsing",
+          "[text][tokenizer][errors]") {
+  const auto file = std::filesystem::temp_directory_path() / "kivi-deep-tokenizer.json";
+  std::ofstream(file) << R"({"model": )" << std::string(300000, '[') << std::string(300000, ']')
+                      << "}";
+  CHECK_THROWS_WITH(Tokenizer::from_file(file, std::nullopt),
+                    Contains(file.string()) && Contains("at byte 521"));
+  std::filesystem::remove(file);
+}

@@ -15,6 +15,7 @@
 #include "kivi/text/pre_tokenizer.h"
 #include "kivi/text/utf8.h"
 #include "kivi/util/error.h"
+#include "kivi/util/json_limits.h"
 
 namespace kivi::text {
 
@@ -47,7 +48,7 @@ std::string read_text_file(const std::filesystem::path& path, const char* what) 
 nlohmann::json read_json_file(const std::filesystem::path& path, const char* what) {
   const std::string text = read_text_file(path, what);
   try {
-    return nlohmann::json::parse(text);
+    return parse_json_bounded(text, path.string());
   } catch (const nlohmann::json::exception& e) {
     throw Error(path.string() + ": the " + what + " is not valid JSON: " + e.what());
   }
@@ -103,6 +104,7 @@ Tokenizer Tokenizer::from_json(const nlohmann::json& tokenizer_json,
 Tokenizer Tokenizer::from_json(const nlohmann::json& json, const std::string& source) {
   const std::string where = source + ":";
   if (!json.is_object()) throw Error(source + ": expected a JSON object at the top level");
+  check_json_depth(json, source);  // also when the caller parsed it
   auto impl = std::make_unique<Impl>();
   const auto field = [&](const char* key) {
     return json.contains(key) ? json[key] : nlohmann::json(nullptr);
@@ -153,6 +155,7 @@ void Tokenizer::apply_config(const nlohmann::json& config, const std::string& so
                              const std::optional<std::filesystem::path>& jinja) {
   const std::string where = source + ":";
   if (!config.is_object()) throw Error(source + ": expected a JSON object at the top level");
+  check_json_depth(config, source);
   if (config.contains("added_tokens_decoder")) {
     const auto& decoder = config["added_tokens_decoder"];
     if (!decoder.is_object()) throw Error(where + " added_tokens_decoder: expected an object");
