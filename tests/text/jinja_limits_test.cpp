@@ -133,3 +133,29 @@ TEST_CASE("jinja slices follow Python's slice.indices", "[text][jinja][limits]")
         "[] [3, 1]");
   CHECK_THROWS_WITH(render("{{ [1][::0] }}"), Contains("slice step cannot be zero"));
 }
+
+TEST_CASE("jinja map filters nest a bounded depth", "[text][jinja][limits]") {
+  std::string maps;
+  for (int i = 0; i < 300; ++i) maps += "'map', ";
+  CHECK_THROWS_WITH(render("{{ 'ab' | map(" + maps + "'upper') | list }}"),
+                    Contains("map filters nested more than 128"));
+  CHECK(render("{{ ['ab', 'c'] | map('map', 'upper') | map('join') | list }}") == "['AB', 'C']");
+}
+
+TEST_CASE("jinja templates and values with ill-formed UTF-8 render without reading past them",
+          "[text][jinja][limits]") {
+  // fuzz_jinja: "\xE2" before a "{%-" tag was stripped backward past the string's start.
+  CHECK(render("a \xE2 {%- if true %}b{% endif %}") == "a \xE2" "b");
+  CHECK(render("{{ x | trim }}|{{ x.upper() }}|{{ x | list | length }}", {{"x", "\xF0\x9F "}}) ==
+        "\xF0\x9F|\xEF\xBF\xBD |2");
+}
+
+TEST_CASE("jinja string escapes need hex digits and a Unicode scalar value",
+          "[text][jinja][limits]") {
+  // fuzz_jinja: std::stoul threw std::invalid_argument (not a kivi::Error) on "\x G".
+  CHECK_THROWS_WITH(render("{{ '\\x G' }}"), Contains("line 1") && Contains("2 hex digits"));
+  CHECK_THROWS_WITH(render("{{ '\\u-123' }}"), Contains("4 hex digits"));
+  CHECK_THROWS_WITH(render("{{ '\\U00110000' }}"), Contains("not a Unicode scalar value"));
+  CHECK_THROWS_WITH(render("{{ '\\ud800' }}"), Contains("not a Unicode scalar value"));
+  CHECK(render("{{ '\\x41\\u00e9\\U0001F600' }}") == "A\xC3\xA9\xF0\x9F\x98\x80");
+}

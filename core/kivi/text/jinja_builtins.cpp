@@ -328,8 +328,20 @@ Value apply_filter(const std::string& name, const Value& subject, const Argument
   if (name == "selectattr") return filter_items(subject, args, true, true, line);
   if (name == "rejectattr") return filter_items(subject, args, false, true, line);
   if (name == "map") {
+    // map('map', 'map', ...) recurses once per argument: bounded like any nesting.
+    thread_local int map_depth = 0;
+    if (map_depth >= Budget::limits().max_nesting)
+      throw LimitError("map filters nested more than " +
+                       std::to_string(Budget::limits().max_nesting) +
+                       " levels deep (Limits::max_nesting)");
+    struct Depth {
+      Depth() { ++map_depth; }
+      ~Depth() { --map_depth; }
+    } depth;
     List out;
-    const Value* attribute = args.get(99, "attribute");
+    const Value* attribute = nullptr;  // keyword only
+    for (const auto& [key, value] : args.keyword)
+      if (key == "attribute") attribute = &value;
     for (const Value& item : iterate(subject, line)) {
       if (attribute) {
         out.push_back(attribute_of(item, attribute->str()));
