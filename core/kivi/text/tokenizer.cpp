@@ -129,6 +129,11 @@ Tokenizer Tokenizer::from_json(const nlohmann::json& json, const std::string& so
     const std::string token_where = where + " added_tokens[" + std::to_string(i) + "]";
     const auto id = json_int(added[i], "id", token_where, -1);
     if (id < 0 || id > INT32_MAX) throw Error(token_where + ".id: expected a non-negative id");
+    const auto bound = static_cast<int64_t>(impl->model->vocab_size()) + kMaxTokenIdGap;
+    if (id >= bound)
+      throw Error(token_where + ".id: " + std::to_string(id) + " is far past the vocabulary (" +
+                  std::to_string(impl->model->vocab_size()) + " ids; added tokens must be below " +
+                  std::to_string(bound) + ")");
     impl->added.add(parse_added_token(added[i], static_cast<int32_t>(id), token_where));
   }
   impl->added.finish();
@@ -167,6 +172,12 @@ void Tokenizer::apply_config(const nlohmann::json& config, const std::string& so
       } catch (const std::exception&) {
         throw Error(token_where + ": expected an integer id as the key");
       }
+      if (id < 0 || std::to_string(id) != id_text ||
+          id >= static_cast<int64_t>(impl_->model->vocab_size()) + kMaxTokenIdGap)
+        throw Error(token_where + ": expected a token id from 0 to " +
+                    std::to_string(impl_->model->vocab_size() + kMaxTokenIdGap - 1) +
+                    " (the vocabulary has " + std::to_string(impl_->model->vocab_size()) +
+                    " ids)");
       impl_->added.add(parse_added_token(spec, id, token_where));
     }
     impl_->added.finish();
