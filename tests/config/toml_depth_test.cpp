@@ -43,6 +43,6 @@ TEST_CASE("TOML dots in strings, comments and numbers do not count", "[config]")
   CHECK(t["a"].value<std::string>() == dots);
   CHECK(t["d"].as_array()->size() == 3);
   CHECK(t["k"]["k"]["k"].is_table());
-  CHECK_NOTHROW(kivi::check_toml_key_depth(repeat("a.", 62) + "a = 1", "x"));
-  CHECK_THROWS(kivi::check_toml_key_depth(repeat("a.", 63) + "a = 1", "x"));
+  CHECK_NOTHROW(kivi::check_toml_key_depth(repeat("a.", 63) + "a = 1", "x"));  // 64 parts
+  CHECK_THROWS(kivi::check_toml_key_depth(repeat("a.", 64) + "a = 1", "x"));
 }
