@@ -12,3 +12,17 @@ if(KIVI_SANITIZE)
   add_link_options(-fsanitize=address,undefined)
   message(STATUS "kivi: building with AddressSanitizer and UndefinedBehaviorSanitizer")
 endif()
+
+if(KIVI_FUZZ)
+  # libFuzzer harnesses (tests/fuzz, tools/fuzz.sh): every target instrumented for coverage and
+  # checked by ASan + UBSan; the harnesses alone link libFuzzer's main (-fsanitize=fuzzer).
+  if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+    message(FATAL_ERROR "kivi: KIVI_FUZZ=ON needs clang (libFuzzer): -DCMAKE_CXX_COMPILER=clang++")
+  endif()
+  foreach(flag -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
+               -fno-sanitize-recover=undefined)
+    add_compile_options("$<$<COMPILE_LANGUAGE:CXX>:${flag}>")
+  endforeach()
+  add_link_options(-fsanitize=address,undefined)
+  message(STATUS "kivi: building the libFuzzer harnesses (ASan + UBSan)")
+endif()

@@ -84,3 +84,48 @@ TEST_CASE("unreadable or malformed files name the file", "[text][errors]") {
                     Contains(broken.string()) && Contains("not valid JSON"));
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("tokenizer.json nested past the bound is an error naming the file",
+          "[text][tokenizer][errors]") {
+  nlohmann::json deep = nlohmann::json::array();
+  for (int i = 0; i < 2000; ++i) deep = nlohmann::json::array({deep});
+  nlohmann::json spec = {{"model", {{"type", "BPE"}, {"vocab", nlohmann::json::object()},
+                                    {"merges", nlohmann::json::array()}}},
+                         {"normalizer", deep}};
+  CHECK_THROWS_WITH(kivi::text::Tokenizer::from_json(spec, "deep/tokenizer.json"),
+                    Catch::Matchers::Contains("deep/tokenizer.json") &&
+                        Catch::Matchers::Contains("nested more than 512 levels"));
+  CHECK_THROWS_WITH(kivi::text::Tokenizer::from_json(nlohmann::json{{"model", spec["model"]}},
+                                                     nlohmann::json{{"x", deep}}, "deep"),
+                    Catch::Matchers::Contains("nested more than 512 levels"));
+}
+
+TEST_CASE("a tokenizer.json file nested past the bound is refused before parsing",
+          "[text][tokenizer][errors]") {
+  const auto file = std::filesystem::temp_directory_path() / "kivi-deep-tokenizer.json";
+  std::ofstream(file) << R"({"model": )" << std::string(300000, '[') << std::string(300000, ']')
+                      << "}";
+  CHECK_THROWS_WITH(Tokenizer::from_file(file, std::nullopt),
+                    Contains(file.string()) && Contains("at byte 521"));
+  std::filesystem::remove(file);
+}
+
+TEST_CASE("token ids far past the vocabulary are refused, not allocated",
+          "[text][tokenizer][errors]") {
+  // fuzz_tokenizer_json: a vocab id of 111111264 sized an id table of 3.5 GB.
+  nlohmann::json spec = {{"model", {{"type", "BPE"}, {"vocab", {{"a", 0}, {"b", 111111264}}},
+                                    {"merges", nlohmann::json::array()}}}};
+  check_rejected(spec, "vocab[\"b\"]: id 111111264 is far past the 2 entries");
+  spec["model"]["vocab"]["b"] = 1;
+  spec["added_tokens"] = {{{"id", 2147483647}, {"content", "<x>"}, {"special", true}}};
+  check_rejected(spec, "added_tokens[0].id: 2147483647 is far past the vocabulary");
+  spec["added_tokens"] = {{{"id", 60000}, {"content", "<x>"}, {"special", true}}};
+  CHECK(Tokenizer::from_json(spec, "ok/tokenizer.json").vocab_size() == 60001);
+  for (const char* key : {"-5", "4294967296", "99999999999"}) {
+    const nlohmann::json config = {
+        {"added_tokens_decoder", {{key, {{"content", "<y>"}, {"special", true}}}}}};
+    CHECK_THROWS_WITH(Tokenizer::from_json(spec, config, "c"),
+                      Contains(std::string("added_tokens_decoder[\"") + key + "\"]") &&
+                          Contains("expected a token id from 0 to 65537"));
+  }
+}

@@ -22,3 +22,24 @@ TEST_CASE("incomplete tails are detected", "[text][utf8]") {
   CHECK(utf8::incomplete_tail_length("a\xF0\x9F\x98\x80") == 0);
   CHECK(utf8::incomplete_tail_length("a\xFF") == 0);
 }
+
+TEST_CASE("decode of ill-formed UTF-8 gives U+FFFD and reads nothing past the end",
+          "[text][utf8]") {
+  // Found by fuzz_jinja: a truncated sequence before "{%-" was read past the string's end.
+  for (const std::string& s : {std::string("\xE2"), std::string("\xF0\x9F\x98"),
+                              std::string("\xFF"), std::string("\x80\x80")}) {
+    std::size_t pos = 0;
+    CHECK(utf8::decode(s, pos) == utf8::kReplacement);
+    CHECK(pos >= 1);
+    CHECK(pos <= s.size());
+    std::size_t end = s.size();
+    utf8::decode_backward(s, end);
+    CHECK(end < s.size());
+  }
+  std::size_t pos = 0;
+  CHECK(utf8::decode("\xE2\x82x", pos) == utf8::kReplacement);
+  CHECK(pos == 2);
+  pos = 0;
+  CHECK(utf8::decode("\xE2\x82\xAC", pos) == 0x20AC);
+  CHECK(pos == 3);
+}

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "kivi/util/error.h"
+#include "kivi/util/toml_limits.h"
 
 namespace kivi {
 namespace {
@@ -48,6 +49,7 @@ ConfigTable::ConfigTable(const toml::table& table, std::string source, std::stri
     : table_(&table), source_(std::move(source)), path_(std::move(path)) {}
 
 toml::table ConfigTable::parse_text(const std::string& text, const std::string& source) {
+  check_toml_key_depth(text, source);
   try {
     return toml::parse(text, source);
   } catch (const toml::parse_error& e) {

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kivi/util/error.h"
+#include "kivi/util/json_limits.h"
 
 namespace kivi {
 namespace {
@@ -22,8 +23,8 @@ std::string read_text(const std::filesystem::path& file) {
 
 json parse_json(const std::string& text, const std::string& source) {
   try {
-    return json::parse(text);
-  } catch (const json::parse_error& e) {
+    return parse_json_bounded(text, source);
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for 1e999
     throw Error(source + ": malformed JSON: " + e.what());
   }
 }

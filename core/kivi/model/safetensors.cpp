@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kivi/util/error.h"
+#include "kivi/util/json_limits.h"
 
 namespace kivi {
 namespace {
@@ -82,7 +83,8 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path)
 
   nlohmann::json header;
   try {
-    header = nlohmann::json::parse(file_->data() + 8, file_->data() + 8 + header_len);
+    header =
+        parse_json_bounded({reinterpret_cast<const char*>(file_->data()) + 8, header_len}, where);
   } catch (const nlohmann::json::exception& e) {
     throw Error(where + ": malformed safetensors header JSON: " + e.what());
   }

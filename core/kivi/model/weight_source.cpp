@@ -11,6 +11,7 @@
 
 #include "kivi/model/safetensors.h"
 #include "kivi/util/error.h"
+#include "kivi/util/json_limits.h"
 
 namespace kivi {
 namespace fs = std::filesystem;
@@ -24,7 +25,8 @@ SafetensorsWeights::SafetensorsWeights(const fs::path& folder) : folder_(folder)
     check(static_cast<bool>(in), index.string() + ": cannot open");
     nlohmann::json root;
     try {
-      root = nlohmann::json::parse(in);
+      root = parse_json_bounded(std::string(std::istreambuf_iterator<char>(in), {}),
+                                index.string());
     } catch (const nlohmann::json::exception& e) {
       throw Error(index.string() + ": malformed JSON: " + e.what());
     }

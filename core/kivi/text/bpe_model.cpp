@@ -33,6 +33,11 @@ BpeModel::BpeModel(const nlohmann::json& spec, const std::string& where) {
       throw Error(where + ".vocab[\"" + token + "\"]: expected a non-negative id, got " +
                   id_value.dump());
     const auto id = id_value.get<int32_t>();
+    if (id >= static_cast<int64_t>(vocab_it->size()) + kMaxTokenIdGap)
+      throw Error(where + ".vocab[\"" + token + "\"]: id " + std::to_string(id) +
+                  " is far past the " + std::to_string(vocab_it->size()) +
+                  " entries (ids must be below entries + " + std::to_string(kMaxTokenIdGap) +
+                  "; a real vocabulary numbers its tokens densely)");
     vocab_.emplace(token, id);
     if (static_cast<std::size_t>(id) >= id_to_token_.size()) id_to_token_.resize(id + 1);
     id_to_token_[id] = token;

@@ -18,6 +18,10 @@
 
 namespace kivi::text {
 
+// Token ids are numbered densely in real files; an id further than this past the number of
+// vocabulary entries is refused (tables indexed by id would otherwise take gigabytes).
+inline constexpr int64_t kMaxTokenIdGap = 65536;
+
 class BpeModel {
  public:
   // `where` names the file and field for error messages.

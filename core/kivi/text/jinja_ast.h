@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "kivi/text/jinja_limits.h"
 #include "kivi/text/jinja_value.h"
 
 namespace kivi::text::jinja {
@@ -35,6 +36,7 @@ struct Expr {
   };
   Kind kind;
   int line = 0;
+  int height = 1;  // levels of this subtree (bounded by Limits::max_nesting)
   Value literal;
   std::string name;
   std::vector<ExprPtr> children;
@@ -69,7 +71,8 @@ struct Node {
   Body else_body;
 };
 
-// Parses a template; throws kivi::Error naming the line and the unsupported construct.
-Body parse_template(const std::string& source);
+// Parses a template; throws kivi::Error naming the line and the unsupported construct, or
+// the bound passed (blocks or expressions nested more than limits.max_nesting levels).
+Body parse_template(const std::string& source, const Limits& limits = {});
 
 }  // namespace kivi::text::jinja

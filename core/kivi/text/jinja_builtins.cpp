@@ -1,10 +1,13 @@
 #include "kivi/text/jinja_builtins.h"
 
 #include <algorithm>
+#include <climits>
+#include <cstdint>
 #include <ctime>
 
 #include <utf8proc.h>
 
+#include "kivi/text/jinja_limits.h"
 #include "kivi/text/utf8.h"
 #include "kivi/util/error.h"
 
@@ -77,6 +80,7 @@ std::string replace_all(const std::string& s, const std::string& from, const std
   std::size_t copied = 0;
   for (std::size_t hit = s.find(from); hit != std::string::npos && count != 0;
        hit = s.find(from, copied), --count) {
+    Budget::check_string(out.size() + (hit - copied) + to.size(), "a replace() result", false);
     out.append(s, copied, hit - copied);
     out += to;
     copied = hit + from.size();
@@ -108,6 +112,10 @@ List iterate(const Value& v, int line) {
   if (v.is_string()) {
     List chars;
     const std::string& s = v.as_string();
+    if (s.size() > static_cast<std::size_t>(Budget::limits().max_range))
+      throw LimitError("a string of " + std::to_string(s.size()) +
+                       " bytes split into characters: more than the limit of " +
+                       std::to_string(Budget::limits().max_range) + " items (Limits::max_range)");
     for (std::size_t pos = 0; pos < s.size();) {
       const std::size_t start = pos;
       utf8::decode(s, pos);
@@ -289,6 +297,10 @@ Value apply_filter(const std::string& name, const Value& subject, const Argument
     const Value* indent = args.get(0, "indent");
     if (args.get(1, "ensure_ascii") || args.get(2, "separators") || args.get(3, "sort_keys"))
       template_error(line, "tojson supports only the indent argument");
+    if (indent && !indent->is_none() &&
+        (!indent->is_int() || indent->as_int() < 0 || indent->as_int() > 64))
+      template_error(line, "tojson's indent must be an integer from 0 to 64, got " +
+                               indent->repr());
     return subject.to_json(indent && !indent->is_none() ? static_cast<int>(indent->as_int()) : -1);
   }
   if (name == "items") {
@@ -307,6 +319,7 @@ Value apply_filter(const std::string& name, const Value& subject, const Argument
       if (!first && separator) out += separator->str();
       first = false;
       out += (attribute ? attribute_of(item, attribute->str()) : item).str();
+      Budget::check_string(out.size(), "a joined string", false);
     }
     return out;
   }
@@ -315,8 +328,20 @@ Value apply_filter(const std::string& name, const Value& subject, const Argument
   if (name == "selectattr") return filter_items(subject, args, true, true, line);
   if (name == "rejectattr") return filter_items(subject, args, false, true, line);
   if (name == "map") {
+    // map('map', 'map', ...) recurses once per argument: bounded like any nesting.
+    thread_local int map_depth = 0;
+    if (map_depth >= Budget::limits().max_nesting)
+      throw LimitError("map filters nested more than " +
+                       std::to_string(Budget::limits().max_nesting) +
+                       " levels deep (Limits::max_nesting)");
+    struct Depth {
+      Depth() { ++map_depth; }
+      ~Depth() { --map_depth; }
+    } depth;
     List out;
-    const Value* attribute = args.get(99, "attribute");
+    const Value* attribute = nullptr;  // keyword only
+    for (const auto& [key, value] : args.keyword)
+      if (key == "attribute") attribute = &value;
     for (const Value& item : iterate(subject, line)) {
       if (attribute) {
         out.push_back(attribute_of(item, attribute->str()));
@@ -358,7 +383,14 @@ Value apply_filter(const std::string& name, const Value& subject, const Argument
     return use_fallback ? (fallback ? *fallback : Value(std::string())) : subject;
   }
   if (name == "int") {
-    if (subject.is_number()) return static_cast<int64_t>(subject.as_double());
+    if (subject.is_int() || subject.is_bool()) return subject.as_int();
+    if (subject.is_float()) {
+      const double d = subject.as_double();
+      // Python: int(nan) and int(inf) raise; kivi's integers stop at 64 bits.
+      if (!(d > -9223372036854775808.0 && d < 9223372036854775808.0))
+        template_error(line, "int of " + subject.repr() + " does not fit in 64 bits");
+      return static_cast<int64_t>(d);
+    }
     try {
       return static_cast<int64_t>(std::stoll(subject.str()));
     } catch (const std::exception&) {
@@ -366,6 +398,8 @@ Value apply_filter(const std::string& name, const Value& subject, const Argument
     }
   }
   if (name == "abs") {
+    if (subject.is_int() && subject.as_int() == INT64_MIN)
+      template_error(line, "integer overflow: abs(" + subject.str() + ") does not fit in 64 bits");
     if (subject.is_int()) return subject.as_int() < 0 ? -subject.as_int() : subject.as_int();
     if (subject.is_float())
       return subject.as_double() < 0 ? -subject.as_double() : subject.as_double();
@@ -407,6 +441,46 @@ bool apply_test(const std::string& name, const Value& subject, const Arguments& 
   template_error(line, "unsupported test '" + name + "'");
 }
 
+namespace {
+
+// Python's range(), its length computed without overflow and bounded by Limits::max_range.
+Value range(const Arguments& args) {
+  const auto& p = args.positional;
+  if (p.empty() || p.size() > 3)
+    throw Error("chat template: range() takes 1 to 3 integer arguments, got " +
+                std::to_string(p.size()));
+  for (const Value& v : p)
+    if (!v.is_int() && !v.is_bool())
+      throw Error("chat template: range() arguments must be integers, got a " + v.type_name());
+  int64_t start = 0, stop = 0, step = 1;
+  if (p.size() == 1) {
+    stop = p[0].as_int();
+  } else {
+    start = p[0].as_int();
+    stop = p[1].as_int();
+    if (p.size() > 2) step = p[2].as_int();
+  }
+  if (step == 0) throw Error("chat template: range() step must not be zero");
+  // Distances in unsigned arithmetic: stop - start can exceed int64_t.
+  const uint64_t span = step > 0 ? (stop > start ? static_cast<uint64_t>(stop) - static_cast<uint64_t>(start) : 0)
+                                 : (start > stop ? static_cast<uint64_t>(start) - static_cast<uint64_t>(stop) : 0);
+  const uint64_t stride = step > 0 ? static_cast<uint64_t>(step) : 0 - static_cast<uint64_t>(step);
+  const uint64_t count = span == 0 ? 0 : (span - 1) / stride + 1;
+  const int64_t limit = Budget::limits().max_range;
+  if (count > static_cast<uint64_t>(limit))
+    throw LimitError("range(" + std::to_string(start) + ", " + std::to_string(stop) + ", " +
+                     std::to_string(step) + ") has " + std::to_string(count) +
+                     " items, more than the limit of " + std::to_string(limit) +
+                     " (Limits::max_range)");
+  List out;
+  out.reserve(count);
+  for (uint64_t k = 0; k < count; ++k)
+    out.emplace_back(static_cast<int64_t>(static_cast<uint64_t>(start) + k * static_cast<uint64_t>(step)));
+  return out;
+}
+
+}  // namespace
+
 Dict global_functions() {
   Dict globals;
   globals.emplace_back("raise_exception", Function([](const Arguments& args) -> Value {
@@ -430,23 +504,10 @@ Dict global_functions() {
                          Dict attributes;
                          for (const auto& [key, value] : args.keyword)
                            attributes.emplace_back(key, value);
-                         return attributes;
+                         return Value::make_namespace(std::move(attributes));
                        }));
   globals.emplace_back("range", Function([](const Arguments& args) -> Value {
-                         int64_t start = 0, stop = 0, step = 1;
-                         const auto& p = args.positional;
-                         if (p.size() == 1) {
-                           stop = p[0].as_int();
-                         } else if (p.size() >= 2) {
-                           start = p[0].as_int();
-                           stop = p[1].as_int();
-                           if (p.size() > 2) step = p[2].as_int();
-                         }
-                         if (step == 0) throw Error("chat template: range() step must not be zero");
-                         List out;
-                         for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step)
-                           out.emplace_back(i);
-                         return out;
+                         return range(args);
                        }));
   return globals;
 }

@@ -248,8 +248,19 @@ class Lexer {
           if (pos + digits > src_.size())
             throw Error("chat template line " + std::to_string(line) + ": truncated \\" + e +
                         " escape");
-          utf8::append(value,
-                       static_cast<char32_t>(std::stoul(src_.substr(pos, digits), nullptr, 16)));
+          char32_t cp = 0;
+          for (std::size_t i = pos; i < pos + digits; ++i) {
+            const char h = src_[i];
+            if (!std::isxdigit(static_cast<unsigned char>(h)))
+              throw Error("chat template line " + std::to_string(line) + ": \\" + e +
+                          " escape needs " + std::to_string(digits) + " hex digits, got '" +
+                          src_.substr(pos, digits) + "'");
+            cp = cp * 16 + static_cast<char32_t>(h <= '9' ? h - '0' : (h | 0x20) - 'a' + 10);
+          }
+          if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            throw Error("chat template line " + std::to_string(line) + ": \\" + e + " escape " +
+                        src_.substr(pos, digits) + " is not a Unicode scalar value");
+          utf8::append(value, cp);
           pos += digits;
           break;
         }

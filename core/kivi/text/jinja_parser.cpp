@@ -2,6 +2,8 @@
 // expression, or, and, not, comparisons (== != < <= > >= in, not in), + -, ~, * / // %, **,
 // unary - +, then primaries with postfix . [] () and the filter/test chain | and is.
 #include <algorithm>
+#include <cstdlib>
+#include <stdexcept>
 
 #include "kivi/text/jinja_ast.h"
 #include "kivi/text/jinja_lexer.h"
@@ -20,7 +22,8 @@ Node make_node(Node::Kind kind, int line) {
 
 class Parser {
  public:
-  explicit Parser(std::vector<Token> tokens) : tokens_(std::move(tokens)) {}
+  Parser(std::vector<Token> tokens, const Limits& limits)
+      : tokens_(std::move(tokens)), limits_(limits) {}
 
   Body parse() {
     Body body = parse_body({});
@@ -33,6 +36,44 @@ class Parser {
     throw Error("chat template line " + std::to_string(line < 0 ? peek().line : line) + ": " +
                 message);
   }
+  // One level of recursion (a nested block, parenthesis, bracket or unary operator).
+  class Nest {
+   public:
+    explicit Nest(Parser& parser) : parser_(parser) {
+      if (++parser_.depth_ > parser_.limits_.max_nesting)
+        parser_.fail("blocks or expressions nested more than " +
+                     std::to_string(parser_.limits_.max_nesting) +
+                     " levels deep (Limits::max_nesting)");
+    }
+    ~Nest() { --parser_.depth_; }
+    Nest(const Nest&) = delete;
+    Nest& operator=(const Nest&) = delete;
+
+   private:
+    Parser& parser_;
+  };
+
+  // Appends `child` (may be null) to `parent`, keeping the tree's height bounded: a long chain
+  // (1 + 1 + ... or x|f|f|...) is built without recursion but evaluated with it.
+  void add(Expr& parent, ExprPtr child) {
+    if (child) {
+      parent.height = std::max(parent.height, child->height + 1);
+      if (parent.height > limits_.max_nesting)
+        fail("an expression nested more than " + std::to_string(limits_.max_nesting) +
+                 " levels deep (Limits::max_nesting)",
+             parent.line);
+    }
+    parent.children.push_back(std::move(child));
+  }
+
+  int64_t integer_literal(const Token& t) {
+    try {
+      return static_cast<int64_t>(std::stoll(t.value));
+    } catch (const std::out_of_range&) {
+      fail("integer literal " + t.value + " does not fit in 64 bits", t.line);
+    }
+  }
+
   const Token& peek(std::size_t ahead = 0) const {
     return tokens_[std::min(pos_ + ahead, tokens_.size() - 1)];
   }
@@ -103,6 +144,7 @@ class Parser {
   }
 
   void parse_statement(Body& body) {
+    const Nest nest(*this);
     const int line = peek().line;
     const std::string keyword = expect_name();
     if (keyword == "if") {
@@ -220,27 +262,28 @@ class Parser {
     ExprPtr first = parse_expression();
     if (!is_op(",")) return first;
     auto tuple = make(Expr::Kind::kTuple, first->line);
-    tuple->children.push_back(std::move(first));
+    add(*tuple, std::move(first));
     while (is_op(",")) {
       next();
-      tuple->children.push_back(parse_expression());
+      add(*tuple, parse_expression());
     }
     return tuple;
   }
 
   ExprPtr parse_expression(bool with_condition = true) {
+    const Nest nest(*this);
     ExprPtr expr = parse_or();
     if (!with_condition) return expr;
     while (is_name("if")) {
       next();
       auto conditional = make(Expr::Kind::kConditional, expr->line);
-      conditional->children.push_back(parse_or());
-      conditional->children.push_back(std::move(expr));
+      add(*conditional, parse_or());
+      add(*conditional, std::move(expr));
       if (is_name("else")) {
         next();
-        conditional->children.push_back(parse_expression());
+        add(*conditional, parse_expression());
       } else {
-        conditional->children.push_back(nullptr);
+        add(*conditional, nullptr);
       }
       expr = std::move(conditional);
     }
@@ -250,8 +293,8 @@ class Parser {
   ExprPtr binary(Expr::Kind kind, std::string op, ExprPtr lhs, ExprPtr rhs) {
     auto e = make(kind, lhs->line);
     e->name = std::move(op);
-    e->children.push_back(std::move(lhs));
-    e->children.push_back(std::move(rhs));
+    add(*e, std::move(lhs));
+    add(*e, std::move(rhs));
     return e;
   }
 
@@ -275,9 +318,10 @@ class Parser {
 
   ExprPtr parse_not() {
     if (is_name("not")) {
+      const Nest nest(*this);
       const int line = next().line;
       auto e = make(Expr::Kind::kNot, line);
-      e->children.push_back(parse_not());
+      add(*e, parse_not());
       return e;
     }
     return parse_compare();
@@ -349,11 +393,12 @@ class Parser {
   ExprPtr parse_unary(bool with_filter = true) {
     ExprPtr node;
     if (is_op("-") || is_op("+")) {
+      const Nest nest(*this);
       const Token sign = next();
       ExprPtr operand = parse_unary(false);
       if (sign.value == "-") {
         node = make(Expr::Kind::kNegate, sign.line);
-        node->children.push_back(std::move(operand));
+        add(*node, std::move(operand));
       } else {
         node = std::move(operand);
       }
@@ -382,9 +427,9 @@ class Parser {
         return literal(Value(std::move(text)), t.line);
       }
       case TokenKind::kInteger:
-        return literal(Value(static_cast<int64_t>(std::stoll(t.value))), t.line);
-      case TokenKind::kFloat:
-        return literal(Value(std::stod(t.value)), t.line);
+        return literal(Value(integer_literal(t)), t.line);
+      case TokenKind::kFloat:  // Python: too large a float literal is inf
+        return literal(Value(std::strtod(t.value.c_str(), nullptr)), t.line);
       case TokenKind::kOperator:
         if (t.value == "(") {
           if (is_op(")")) {
@@ -394,11 +439,11 @@ class Parser {
           ExprPtr inner = parse_expression();
           if (is_op(",")) {
             auto tuple = make(Expr::Kind::kTuple, t.line);
-            tuple->children.push_back(std::move(inner));
+            add(*tuple, std::move(inner));
             while (is_op(",")) {
               next();
               if (is_op(")")) break;
-              tuple->children.push_back(parse_expression());
+              add(*tuple, parse_expression());
             }
             inner = std::move(tuple);
           }
@@ -408,7 +453,7 @@ class Parser {
         if (t.value == "[") {
           auto list = make(Expr::Kind::kList, t.line);
           while (!is_op("]")) {
-            list->children.push_back(parse_expression());
+            add(*list, parse_expression());
             if (!is_op(",")) break;
             next();
           }
@@ -418,9 +463,9 @@ class Parser {
         if (t.value == "{") {
           auto dict = make(Expr::Kind::kDict, t.line);
           while (!is_op("}")) {
-            dict->children.push_back(parse_expression());
+            add(*dict, parse_expression());
             expect_op(":");
-            dict->children.push_back(parse_expression());
+            add(*dict, parse_expression());
             if (!is_op(",")) break;
             next();
           }
@@ -447,12 +492,12 @@ class Parser {
         auto e = make(Expr::Kind::kAttribute, node->line);
         if (peek().kind == TokenKind::kInteger) {
           e->kind = Expr::Kind::kItem;
-          e->children.push_back(std::move(node));
-          e->children.push_back(
-              literal(Value(static_cast<int64_t>(std::stoll(next().value))), e->line));
+          add(*e, std::move(node));
+          add(*e, 
+              literal(Value(integer_literal(next())), e->line));
         } else {
           e->name = expect_name();
-          e->children.push_back(std::move(node));
+          add(*e, std::move(node));
         }
         node = std::move(e);
       } else if (is_op("[")) {
@@ -485,13 +530,13 @@ class Parser {
     if (!is_slice) {
       if (!parts[0]) fail("empty subscript");
       auto e = make(Expr::Kind::kItem, line);
-      e->children.push_back(std::move(target));
-      e->children.push_back(std::move(parts[0]));
+      add(*e, std::move(target));
+      add(*e, std::move(parts[0]));
       return e;
     }
     auto e = make(Expr::Kind::kSlice, line);
-    e->children.push_back(std::move(target));
-    for (auto& p : parts) e->children.push_back(std::move(p));
+    add(*e, std::move(target));
+    for (auto& p : parts) add(*e, std::move(p));
     return e;
   }
 
@@ -499,16 +544,16 @@ class Parser {
   ExprPtr parse_call(ExprPtr subject, Expr::Kind kind, std::string name) {
     auto e = make(kind, subject->line);
     e->name = std::move(name);
-    e->children.push_back(std::move(subject));
+    add(*e, std::move(subject));
     expect_op("(");
     while (!is_op(")")) {
       if (peek().kind == TokenKind::kName && is_op("=", 1)) {
         e->keyword_names.push_back(next().value);
         next();
-        e->children.push_back(parse_expression());
+        add(*e, parse_expression());
       } else {
         if (!e->keyword_names.empty()) fail("positional argument after a keyword argument");
-        e->children.push_back(parse_expression());
+        add(*e, parse_expression());
       }
       if (!is_op(",")) break;
       next();
@@ -527,7 +572,7 @@ class Parser {
         } else {
           auto e = make(Expr::Kind::kFilter, node->line);
           e->name = std::move(name);
-          e->children.push_back(std::move(node));
+          add(*e, std::move(node));
           node = std::move(e);
         }
       } else if (is_name("is")) {
@@ -544,7 +589,7 @@ class Parser {
         } else {
           test = make(Expr::Kind::kTest, node->line);
           test->name = name;
-          test->children.push_back(std::move(node));
+          add(*test, std::move(node));
           // One bare argument: "is equalto 3", "is sameas none".
           const Token& t = peek();
           const bool starts_argument =
@@ -553,7 +598,7 @@ class Parser {
               t.kind == TokenKind::kString || t.kind == TokenKind::kInteger ||
               t.kind == TokenKind::kFloat ||
               (t.kind == TokenKind::kOperator && (t.value == "[" || t.value == "{"));
-          if (starts_argument) test->children.push_back(parse_postfix(parse_primary()));
+          if (starts_argument) add(*test, parse_postfix(parse_primary()));
         }
         test->negated = negated;
         node = std::move(test);
@@ -566,13 +611,15 @@ class Parser {
   }
 
   std::vector<Token> tokens_;
+  const Limits& limits_;
   std::size_t pos_ = 0;
+  int depth_ = 0;
 };
 
 }  // namespace
 
-Body parse_template(const std::string& source) {
-  return Parser(tokenize_template(source)).parse();
+Body parse_template(const std::string& source, const Limits& limits) {
+  return Parser(tokenize_template(source), limits).parse();
 }
 
 }  // namespace kivi::text::jinja

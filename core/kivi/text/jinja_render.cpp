@@ -1,6 +1,8 @@
 #include "kivi/text/jinja_render.h"
 
 #include <algorithm>
+#include <climits>
+#include <cstdint>
 #include <cmath>
 #include <optional>
 #include <unordered_map>
@@ -14,16 +16,34 @@ namespace {
 
 enum class Flow { kNormal, kBreak, kContinue };
 
-// Python's floor division and modulo for integers.
+[[noreturn]] void overflow(int line, int64_t x, const std::string& op, int64_t y) {
+  template_error(line, "integer overflow: " + std::to_string(x) + " " + op + " " +
+                           std::to_string(y) +
+                           " does not fit in 64 bits (Python's integers are unbounded; "
+                           "kivi's are not)");
+}
+
+// Python's floor division for integers (b != 0, and not INT64_MIN // -1).
 int64_t floor_div(int64_t a, int64_t b) {
   int64_t q = a / b;
   if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
   return q;
 }
 
+// Python's int ** int for a non-negative exponent, or an overflow error.
+int64_t int_power(int64_t base, int64_t exponent, int line) {
+  int64_t result = 1, b = base, e = exponent;
+  while (e > 0) {
+    if ((e & 1) && __builtin_mul_overflow(result, b, &result)) overflow(line, base, "**", exponent);
+    e >>= 1;
+    if (e > 0 && __builtin_mul_overflow(b, b, &b)) overflow(line, base, "**", exponent);
+  }
+  return result;
+}
+
 class Interpreter {
  public:
-  explicit Interpreter(const Dict& variables) {
+  Interpreter(const Dict& variables, const Limits& limits) : budget_(limits) {
     scopes_.emplace_back();
     for (const auto& [name, value] : global_functions()) scopes_.back()[name] = value;
     for (const auto& [name, value] : variables) scopes_.back()[name] = value;
@@ -51,13 +71,28 @@ class Interpreter {
     return Flow::kNormal;
   }
 
+  // Runs one node; a bound passed inside it is reported with the node's line.
   Flow exec(const Node& node) {
+    try {
+      Budget::charge(1);
+      return exec_node(node);
+    } catch (const LimitError& e) {
+      template_error(node.line, e.what());
+    }
+  }
+
+  void emit(const std::string& text) {
+    Budget::check_string(out_.size() + text.size(), "the output", false);
+    out_ += text;
+  }
+
+  Flow exec_node(const Node& node) {
     switch (node.kind) {
       case Node::Kind::kText:
-        out_ += node.text;
+        emit(node.text);
         return Flow::kNormal;
       case Node::Kind::kOutput:
-        out_ += eval(*node.expr).str();
+        emit(eval(*node.expr).str());
         return Flow::kNormal;
       case Node::Kind::kIf:
         for (const auto& [condition, branch] : node.branches)
@@ -88,9 +123,16 @@ class Interpreter {
   void exec_set(const Node& node, Value value) {
     if (node.set_attribute) {
       Value target = lookup(node.targets[0]);
-      if (!target.is_dict())
+      if (!target.is_namespace())
         template_error(node.line, "cannot set an attribute of '" + node.targets[0] + "' (a " +
                                       target.type_name() + ", not a namespace)");
+      if (value.holds_namespace())
+        template_error(node.line, "cannot store a namespace inside the namespace '" +
+                                      node.targets[0] + "'");
+      if (value.depth() >= Budget::limits().max_nesting)
+        template_error(node.line, "lists and dicts nested more than " +
+                                      std::to_string(Budget::limits().max_nesting) +
+                                      " levels deep (Limits::max_nesting)");
       Dict& dict = target.mutable_dict();
       for (auto& [key, existing] : dict) {
         if (key == node.targets[1]) {
@@ -132,6 +174,7 @@ class Interpreter {
     if (node.filter) {
       List kept;
       for (const Value& item : items) {
+        Budget::iteration();
         assign(node.targets, item, node.line);
         if (eval(*node.filter).truthy()) kept.push_back(item);
       }
@@ -139,6 +182,7 @@ class Interpreter {
     }
     const auto n = static_cast<int64_t>(items.size());
     for (int64_t i = 0; i < n; ++i) {
+      Budget::iteration();
       assign(node.targets, items[i], node.line);
       Dict loop{{"index", i + 1},      {"index0", i},
                 {"revindex", n - i},   {"revindex0", n - i - 1},
@@ -214,17 +258,27 @@ class Interpreter {
     const List items =
         object.is_list() ? object.as_list() : apply_filter("list", object, {}, e.line).as_list();
     const auto n = static_cast<int64_t>(items.size());
-    // Python's slice.indices().
+    // Python's slice.indices(): start and stop clamped into [0, n] (step > 0) or [-1, n - 1]
+    // (step < 0); then the count, so that no index is computed past the ends.
     auto clamp = [&](std::optional<int64_t> v, int64_t fallback) {
       if (!v) return fallback;
-      int64_t x = *v < 0 ? *v + n : *v;
+      const int64_t x = *v < 0 ? (*v < -n ? -1 : *v + n) : std::min(*v, n);
       if (step > 0) return std::clamp<int64_t>(x, 0, n);
       return std::clamp<int64_t>(x, -1, n - 1);
     };
     const int64_t begin = clamp(start, step > 0 ? 0 : n - 1);
     const int64_t end = clamp(stop, step > 0 ? n : -1);
+    const uint64_t stride = step > 0 ? static_cast<uint64_t>(step) : 0 - static_cast<uint64_t>(step);
+    const uint64_t span = step > 0 ? (end > begin ? static_cast<uint64_t>(end - begin) : 0)
+                                   : (begin > end ? static_cast<uint64_t>(begin - end) : 0);
+    const uint64_t count = span == 0 ? 0 : (span - 1) / stride + 1;
     List out;
-    for (int64_t i = begin; step > 0 ? i < end : i > end; i += step) out.push_back(items[i]);
+    for (uint64_t k = 0; k < count; ++k) {
+      const uint64_t offset = k * stride;  // < span <= n + 1
+      const int64_t i = step > 0 ? begin + static_cast<int64_t>(offset)
+                                 : begin - static_cast<int64_t>(offset);
+      out.push_back(items[static_cast<std::size_t>(i)]);
+    }
     if (object.is_string()) {
       std::string s;
       for (const Value& c : out) s += c.as_string();
@@ -234,6 +288,7 @@ class Interpreter {
   }
 
   Value eval(const Expr& e) {
+    Budget::charge(1);
     switch (e.kind) {
       case Expr::Kind::kLiteral:
         return e.literal;
@@ -256,7 +311,10 @@ class Interpreter {
       case Expr::Kind::kNegate: {
         const Value v = eval(*e.children[0]);
         if (v.is_float()) return -v.as_double();
-        if (v.is_int() || v.is_bool()) return -v.as_int();
+        if (v.is_int() || v.is_bool()) {
+          if (v.as_int() == INT64_MIN) overflow(e.line, 0, "-", v.as_int());
+          return -v.as_int();
+        }
         template_error(e.line, "cannot negate a " + v.type_name());
       }
       case Expr::Kind::kAnd: {
@@ -310,10 +368,15 @@ class Interpreter {
     template_error(e.line, "a " + function.type_name() + " value is not callable");
   }
 
+  static std::string concatenate(const std::string& a, const std::string& b) {
+    Budget::check_string(a.size() + b.size(), "a concatenated string");
+    return a + b;
+  }
+
   static Value binary(const std::string& op, const Value& a, const Value& b, int line) {
     if (op == "==") return a == b;
     if (op == "!=") return !(a == b);
-    if (op == "~") return a.str() + b.str();
+    if (op == "~") return concatenate(a.str(), b.str());
     if (op == "in" || op == "notin") {
       bool found = false;
       if (b.is_string()) {
@@ -332,16 +395,29 @@ class Interpreter {
     require_defined(a, line);
     require_defined(b, line);
     if (op == "+") {
-      if (a.is_string() && b.is_string()) return a.as_string() + b.as_string();
+      if (a.is_string() && b.is_string()) return concatenate(a.as_string(), b.as_string());
       if (a.is_list() && b.is_list()) {
+        if (a.as_list().size() + b.as_list().size() > static_cast<std::size_t>(Budget::limits().max_range))
+          throw LimitError("a list of more than " + std::to_string(Budget::limits().max_range) +
+                           " items (Limits::max_range)");
         List joined = a.as_list();
         joined.insert(joined.end(), b.as_list().begin(), b.as_list().end());
         return joined;
       }
     }
     if (op == "*" && a.is_string() && b.is_int()) {
+      const int64_t times = std::max<int64_t>(b.as_int(), 0);
+      const std::size_t bytes = a.as_string().size();
+      if (bytes > 0) {
+        if (static_cast<uint64_t>(times) > Budget::limits().max_string_bytes / bytes)
+          throw LimitError("a repeated string ('...' * " + std::to_string(times) +
+                           ") longer than " + std::to_string(Budget::limits().max_string_bytes) +
+                           " bytes (Limits::max_string_bytes)");
+        Budget::check_string(bytes * static_cast<std::size_t>(times), "a repeated string");
+      }
       std::string out;
-      for (int64_t i = 0; i < b.as_int(); ++i) out += a.as_string();
+      out.reserve(bytes * static_cast<std::size_t>(times));
+      for (int64_t i = 0; i < times && bytes > 0; ++i) out += a.as_string();
       return out;
     }
     if (op == "<" || op == "<=" || op == ">" || op == ">=") {
@@ -368,33 +444,59 @@ class Interpreter {
     }
     if (integral) {
       const int64_t x = a.as_int(), y = b.as_int();
-      if (op == "+") return x + y;
-      if (op == "-") return x - y;
-      if (op == "*") return x * y;
-      if ((op == "//" || op == "%") && y == 0) template_error(line, "division by zero");
-      if (op == "//") return floor_div(x, y);
-      if (op == "%") return x - floor_div(x, y) * y;
-      if (op == "**")
-        return static_cast<int64_t>(std::pow(static_cast<double>(x), static_cast<double>(y)));
+      int64_t r = 0;
+      if (op == "+") {
+        if (__builtin_add_overflow(x, y, &r)) overflow(line, x, op, y);
+        return r;
+      }
+      if (op == "-") {
+        if (__builtin_sub_overflow(x, y, &r)) overflow(line, x, op, y);
+        return r;
+      }
+      if (op == "*") {
+        if (__builtin_mul_overflow(x, y, &r)) overflow(line, x, op, y);
+        return r;
+      }
+      if ((op == "//" || op == "%") && y == 0)
+        template_error(line, "integer division or modulo by zero (" + std::to_string(x) + " " +
+                                 op + " 0)");
+      if (op == "//" || op == "%") {
+        if (y == -1) {  // INT64_MIN // -1 traps in C++; x % -1 is 0
+          if (op == "%") return int64_t{0};
+          if (x == INT64_MIN) overflow(line, x, op, y);
+          return -x;
+        }
+        const int64_t q = floor_div(x, y);
+        return op == "//" ? q : x - q * y;
+      }
+      if (op == "**" && y >= 0) return int_power(x, y, line);
+      // Python: a negative exponent gives a float.
     }
     const double x = a.as_double(), y = b.as_double();
     if (op == "+") return x + y;
     if (op == "-") return x - y;
     if (op == "*") return x * y;
+    if ((op == "//" || op == "%") && y == 0)
+      template_error(line, "float division or modulo by zero (" + a.str() + " " + op + " 0)");
     if (op == "//") return std::floor(x / y);
-    if (op == "%") return x - std::floor(x / y) * y;
+    if (op == "%") {  // Python: the sign of the divisor
+      double m = std::fmod(x, y);
+      if (m != 0 && ((m < 0) != (y < 0))) m += y;
+      return m;
+    }
     if (op == "**") return std::pow(x, y);
     template_error(line, "unsupported operator " + op);
   }
 
+  Budget budget_;
   std::vector<std::unordered_map<std::string, Value>> scopes_;
   std::string out_;
 };
 
 }  // namespace
 
-std::string render(const Body& body, const Dict& variables) {
-  return Interpreter(variables).run(body);
+std::string render(const Body& body, const Dict& variables, const Limits& limits) {
+  return Interpreter(variables, limits).run(body);
 }
 
 }  // namespace kivi::text::jinja

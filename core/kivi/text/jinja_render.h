@@ -1,4 +1,5 @@
-// Evaluates a parsed template with the given variables (plus the global functions).
+// Evaluates a parsed template with the given variables (plus the global functions), within
+// the bounds of `limits` (jinja_limits.h).
 #pragma once
 
 #include <string>
@@ -7,6 +8,7 @@
 
 namespace kivi::text::jinja {
 
-std::string render(const Body& body, const Dict& variables);
+// Throws kivi::Error naming the template line on an error or a bound passed (limits).
+std::string render(const Body& body, const Dict& variables, const Limits& limits = {});
 
 }  // namespace kivi::text::jinja

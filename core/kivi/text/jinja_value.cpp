@@ -1,16 +1,70 @@
 #include "kivi/text/jinja_value.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
 
 #include <nlohmann/json.hpp>
 
+#include "kivi/text/jinja_limits.h"
 #include "kivi/util/error.h"
 
 namespace kivi::text::jinja {
 
-Value Value::from_json(const nlohmann::json& json) {
+template <class Items>
+void Value::measure(const Items& items) {
+  int deepest = 0;
+  for (const auto& item : items) {
+    const Value& v = [&]() -> const Value& {
+      if constexpr (std::is_same_v<Items, List>)
+        return item;
+      else
+        return item.second;
+    }();
+    deepest = std::max(deepest, v.depth_);
+    holds_namespace_ = holds_namespace_ || v.holds_namespace_;
+  }
+  depth_ = deepest + 1;
+  const int limit = Budget::limits().max_nesting;
+  if (depth_ > limit)
+    throw LimitError("lists and dicts nested more than " + std::to_string(limit) +
+                     " levels deep (Limits::max_nesting)");
+  Budget::charge(static_cast<int64_t>(items.size()));
+}
+
+Value::Value(List list) {
+  measure(list);
+  storage_ = std::make_shared<List>(std::move(list));
+}
+
+Value::Value(Dict dict) {
+  measure(dict);
+  storage_ = std::make_shared<Dict>(std::move(dict));
+}
+
+Value Value::make_namespace(Dict attributes) {
+  if (std::any_of(attributes.begin(), attributes.end(),
+                  [](const auto& a) { return a.second.holds_namespace_; }))
+    throw Error("chat template: a namespace cannot hold another namespace");
+  Value v(std::move(attributes));
+  v.namespace_ = true;
+  v.holds_namespace_ = true;
+  return v;
+}
+
+Dict& Value::mutable_dict() {
+  if (!namespace_) throw Error("chat template: only a namespace can be changed");
+  return *std::get<std::shared_ptr<Dict>>(storage_);
+}
+
+Value Value::from_json(const nlohmann::json& json) { return from_json(json, 0); }
+
+Value Value::from_json(const nlohmann::json& json, int depth) {
+  const int limit = Budget::limits().max_nesting;
+  if (depth >= limit && (json.is_array() || json.is_object()))
+    throw Error("chat template: a JSON variable nests arrays and objects more than " +
+                std::to_string(limit) + " levels deep");
   switch (json.type()) {
     case nlohmann::json::value_t::null:
       return None{};
@@ -25,21 +79,24 @@ Value Value::from_json(const nlohmann::json& json) {
       return json.get<std::string>();
     case nlohmann::json::value_t::array: {
       List list;
-      for (const auto& item : json) list.push_back(from_json(item));
+      for (const auto& item : json) list.push_back(from_json(item, depth + 1));
       return list;
     }
     case nlohmann::json::value_t::object: {
       Dict dict;
-      for (const auto& [key, item] : json.items()) dict.emplace_back(key, from_json(item));
+      for (const auto& [key, item] : json.items())
+        dict.emplace_back(key, from_json(item, depth + 1));
       return dict;
     }
     default:
-      throw Error("chat template: cannot use JSON value " + json.dump() + " as a template value");
+      throw Error("chat template: cannot use a JSON " + std::string(json.type_name()) +
+                  " as a template value");
   }
 }
 
 int64_t Value::as_int() const {
   if (is_bool()) return as_bool() ? 1 : 0;
+  if (!is_int()) throw Error("chat template: expected an integer, got a " + type_name());
   return std::get<int64_t>(storage_);
 }
 
@@ -159,37 +216,46 @@ std::string python_string_repr(const std::string& s) {
 }  // namespace
 
 std::string Value::repr() const {
-  return std::visit(
-      [this](const auto& v) -> std::string {
-        using T = std::decay_t<decltype(v)>;
-        if constexpr (std::is_same_v<T, Undefined>)
-          return "";
-        else if constexpr (std::is_same_v<T, None>)
-          return "None";
-        else if constexpr (std::is_same_v<T, bool>)
-          return v ? "True" : "False";
-        else if constexpr (std::is_same_v<T, int64_t>)
-          return std::to_string(v);
-        else if constexpr (std::is_same_v<T, double>)
-          return format_float(v);
-        else if constexpr (std::is_same_v<T, std::string>)
-          return python_string_repr(v);
-        else if constexpr (std::is_same_v<T, std::shared_ptr<List>>) {
-          std::string out = "[";
-          for (std::size_t i = 0; i < v->size(); ++i) out += (i ? ", " : "") + (*v)[i].repr();
-          return out + "]";
-        } else if constexpr (std::is_same_v<T, std::shared_ptr<Dict>>) {
-          std::string out = "{";
-          for (std::size_t i = 0; i < v->size(); ++i)
-            out +=
-                (i ? ", " : "") + python_string_repr((*v)[i].first) + ": " + (*v)[i].second.repr();
-          return out + "}";
-        } else {
-          (void)this;
-          return "<function>";
-        }
-      },
-      storage_);
+  std::string out;
+  repr_into(out);
+  return out;
+}
+
+void Value::repr_into(std::string& out) const {
+  Budget::charge(1);
+  if (is_list()) {
+    out += '[';
+    const List& list = as_list();
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      if (i) out += ", ";
+      list[i].repr_into(out);
+    }
+    out += ']';
+  } else if (is_dict()) {
+    out += '{';
+    const Dict& dict = as_dict();
+    for (std::size_t i = 0; i < dict.size(); ++i) {
+      if (i) out += ", ";
+      out += python_string_repr(dict[i].first);
+      out += ": ";
+      dict[i].second.repr_into(out);
+    }
+    out += '}';
+  } else if (is_undefined()) {
+  } else if (is_none()) {
+    out += "None";
+  } else if (is_bool()) {
+    out += as_bool() ? "True" : "False";
+  } else if (is_int()) {
+    out += std::to_string(as_int());
+  } else if (is_float()) {
+    out += format_float(as_double());
+  } else if (is_string()) {
+    out += python_string_repr(as_string());
+  } else {
+    out += "<function>";
+  }
+  Budget::check_string(out.size(), "a printed value", false);
 }
 
 std::string Value::type_name() const {
@@ -253,6 +319,7 @@ void Value::write_json(std::string& out, int indent, int depth) const {
     out.append(static_cast<std::size_t>(indent * level), ' ');
   };
   const char* item_separator = indent < 0 ? ", " : ",";
+  Budget::check_string(out.size(), "a tojson result", false);
   if (is_undefined())
     throw Error("chat template: tojson of an undefined value '" + undefined_name() + "'");
   if (is_none()) {
@@ -310,6 +377,7 @@ std::string Value::to_json(int indent) const {
 }
 
 bool operator==(const Value& a, const Value& b) {
+  Budget::charge(1);
   if (a.is_number() && b.is_number()) {
     if (a.is_float() || b.is_float()) return a.as_double() == b.as_double();
     return a.as_int() == b.as_int();

@@ -42,8 +42,12 @@ class Value {
   Value(double d) : storage_(d) {}
   Value(std::string s) : storage_(std::move(s)) {}
   Value(const char* s) : storage_(std::string(s)) {}
-  Value(List list) : storage_(std::make_shared<List>(std::move(list))) {}
-  Value(Dict dict) : storage_(std::make_shared<Dict>(std::move(dict))) {}
+  // Containers record how deeply they nest: past Limits::max_nesting these throw LimitError
+  // (printing, comparing and destroying values recurse).
+  Value(List list);
+  Value(Dict dict);
+  // A namespace(): the one value templates mutate (set ns.attr = ...).
+  static Value make_namespace(Dict attributes);
   Value(Function f) : storage_(std::make_shared<const Function>(std::move(f))) {}
 
   static Value from_json(const nlohmann::json& json);
@@ -67,11 +71,18 @@ class Value {
   const std::string& as_string() const { return std::get<std::string>(storage_); }
   const List& as_list() const { return *std::get<std::shared_ptr<List>>(storage_); }
   const Dict& as_dict() const { return *std::get<std::shared_ptr<Dict>>(storage_); }
-  Dict& mutable_dict() { return *std::get<std::shared_ptr<Dict>>(storage_); }
+  // A namespace's attributes (throws unless is_namespace()).
+  Dict& mutable_dict();
   const Function& as_function() const {
     return *std::get<std::shared_ptr<const Function>>(storage_);
   }
   const std::string& undefined_name() const { return std::get<Undefined>(storage_).name; }
+  // Levels of lists and dicts (0 for a scalar). A namespace holds no namespace, so a value's
+  // real depth is at most this plus Limits::max_nesting even after namespaces change.
+  int depth() const { return depth_; }
+  bool is_namespace() const { return namespace_; }
+  // Whether a namespace is inside (or is) this value.
+  bool holds_namespace() const { return holds_namespace_; }
 
   // The value stored under `key`, or nullptr.
   const Value* find(const std::string& key) const;
@@ -82,7 +93,8 @@ class Value {
   std::string str() const;
   // Python's repr(x), used inside containers.
   std::string repr() const;
-  // Python's json.dumps(x, ensure_ascii=False, indent=indent) (indent < 0: none).
+  // Python's json.dumps(x, ensure_ascii=False, indent=indent) (indent < 0: none). Throws
+  // LimitError past Limits::max_string_bytes.
   std::string to_json(int indent = -1) const;
   // The type name for error messages ("str", "int", "list", ...).
   std::string type_name() const;
@@ -91,7 +103,14 @@ class Value {
 
  private:
   void write_json(std::string& out, int indent, int depth) const;
+  void repr_into(std::string& out) const;
+  static Value from_json(const nlohmann::json& json, int depth);
+  template <class Items>
+  void measure(const Items& items);
   Storage storage_;
+  int depth_ = 0;
+  bool namespace_ = false;
+  bool holds_namespace_ = false;
 };
 
 // Call arguments: positional then keyword.

@@ -15,6 +15,7 @@
 #include "kivi/text/pre_tokenizer.h"
 #include "kivi/text/utf8.h"
 #include "kivi/util/error.h"
+#include "kivi/util/json_limits.h"
 
 namespace kivi::text {
 
@@ -47,7 +48,7 @@ std::string read_text_file(const std::filesystem::path& path, const char* what) 
 nlohmann::json read_json_file(const std::filesystem::path& path, const char* what) {
   const std::string text = read_text_file(path, what);
   try {
-    return nlohmann::json::parse(text);
+    return parse_json_bounded(text, path.string());
   } catch (const nlohmann::json::exception& e) {
     throw Error(path.string() + ": the " + what + " is not valid JSON: " + e.what());
   }
@@ -103,6 +104,7 @@ Tokenizer Tokenizer::from_json(const nlohmann::json& tokenizer_json,
 Tokenizer Tokenizer::from_json(const nlohmann::json& json, const std::string& source) {
   const std::string where = source + ":";
   if (!json.is_object()) throw Error(source + ": expected a JSON object at the top level");
+  check_json_depth(json, source);  // also when the caller parsed it
   auto impl = std::make_unique<Impl>();
   const auto field = [&](const char* key) {
     return json.contains(key) ? json[key] : nlohmann::json(nullptr);
@@ -127,6 +129,11 @@ Tokenizer Tokenizer::from_json(const nlohmann::json& json, const std::string& so
     const std::string token_where = where + " added_tokens[" + std::to_string(i) + "]";
     const auto id = json_int(added[i], "id", token_where, -1);
     if (id < 0 || id > INT32_MAX) throw Error(token_where + ".id: expected a non-negative id");
+    const auto bound = static_cast<int64_t>(impl->model->vocab_size()) + kMaxTokenIdGap;
+    if (id >= bound)
+      throw Error(token_where + ".id: " + std::to_string(id) + " is far past the vocabulary (" +
+                  std::to_string(impl->model->vocab_size()) + " ids; added tokens must be below " +
+                  std::to_string(bound) + ")");
     impl->added.add(parse_added_token(added[i], static_cast<int32_t>(id), token_where));
   }
   impl->added.finish();
@@ -153,6 +160,7 @@ void Tokenizer::apply_config(const nlohmann::json& config, const std::string& so
                              const std::optional<std::filesystem::path>& jinja) {
   const std::string where = source + ":";
   if (!config.is_object()) throw Error(source + ": expected a JSON object at the top level");
+  check_json_depth(config, source);
   if (config.contains("added_tokens_decoder")) {
     const auto& decoder = config["added_tokens_decoder"];
     if (!decoder.is_object()) throw Error(where + " added_tokens_decoder: expected an object");
@@ -164,6 +172,12 @@ void Tokenizer::apply_config(const nlohmann::json& config, const std::string& so
       } catch (const std::exception&) {
         throw Error(token_where + ": expected an integer id as the key");
       }
+      if (id < 0 || std::to_string(id) != id_text ||
+          id >= static_cast<int64_t>(impl_->model->vocab_size()) + kMaxTokenIdGap)
+        throw Error(token_where + ": expected a token id from 0 to " +
+                    std::to_string(impl_->model->vocab_size() + kMaxTokenIdGap - 1) +
+                    " (the vocabulary has " + std::to_string(impl_->model->vocab_size()) +
+                    " ids)");
       impl_->added.add(parse_added_token(spec, id, token_where));
     }
     impl_->added.finish();

@@ -1,5 +1,7 @@
 #include "kivi/text/utf8.h"
 
+#include <algorithm>
+
 namespace kivi::text::utf8 {
 
 void append(std::string& out, char32_t cp) {
@@ -75,7 +77,12 @@ char32_t decode(std::string_view s, std::size_t& pos) {
     ++pos;
     return b0;
   }
-  int length = b0 < 0xE0 ? 2 : b0 < 0xF0 ? 3 : 4;
+  const auto [matched, complete] = match_prefix(s, pos);
+  if (!complete) {  // ill-formed: one U+FFFD for the maximal subpart, as sanitize() makes
+    pos += std::max<std::size_t>(matched, 1);
+    return kReplacement;
+  }
+  const int length = static_cast<int>(matched);
   char32_t cp = b0 & (0x7F >> length);
   for (int i = 1; i < length; ++i) cp = (cp << 6) | (static_cast<unsigned char>(s[pos + i]) & 0x3F);
   pos += length;

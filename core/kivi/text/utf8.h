@@ -16,8 +16,9 @@ void append(std::string& out, char32_t cp);
 // are not a complete, well-formed sequence.
 std::size_t valid_sequence_length(std::string_view s, std::size_t pos);
 
-// Decodes the well-formed sequence at `s[pos]` (the caller checked it with
-// valid_sequence_length) and advances `pos` past it.
+// Decodes the sequence at `s[pos]` and advances `pos` past it. An ill-formed or truncated one
+// (text from a template or a request need not be valid) gives U+FFFD and advances past its
+// maximal subpart (at least one byte), as sanitize() replaces it; nothing past `s` is read.
 char32_t decode(std::string_view s, std::size_t& pos);
 
 // True when `s` is well-formed UTF-8.
@@ -40,7 +41,8 @@ inline bool is_white_space(char32_t cp) {
   return is_python_space(cp) && (cp < 0x1C || cp > 0x1F);
 }
 
-// The code point that ends at `end` (exclusive) in valid UTF-8 `s`; moves `end` to its start.
+// The code point that ends at `end` (exclusive) in `s`; moves `end` to its start. In ill-formed
+// text: U+FFFD, or the code point before stray continuation bytes (they are skipped).
 char32_t decode_backward(std::string_view s, std::size_t& end);
 
 }  // namespace kivi::text::utf8
