@@ -1,6 +1,6 @@
-// The end of a tensor-core decode block: its warps' (and the tail's) softmax states merged per
-// query head, then either the output itself (one split) or the block's partial result, and the
-// last block of the (row, kv head) to finish combines every split's partial into the output.
+// The end of a tensor-core decode block: its warps' softmax states merged per query head, then
+// either the output itself (one split) or the block's partial result, and the last block of the
+// (row, kv head) to finish combines every split's partial into the output.
 // One kernel per call: no combine launch, whose dependent loads cost a fixed ~10 us.
 #pragma once
 
