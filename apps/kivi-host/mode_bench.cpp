@@ -62,10 +62,8 @@ class Bench {
   StepProfile profiled_run(KVCache& cache, int64_t batch, StepProfiler& profiler, const std::string& trace) {
     std::vector<int64_t> next(batch);
     fill(cache, batch, next);
-    wait_for(cache.geometry().device);
     profiler.start();
     decode(cache, next);
-    wait_for(cache.geometry().device);
     return profiler.stop(b_.decode_tokens, trace);
   }
 
@@ -238,7 +236,7 @@ int run_bench_mode(HostContext& context) {
     context.out << std::defaultfloat;
     print_cache_stats(context.out, *cache);
     if (b.profile) {
-      StepProfiler profiler(device.is_cuda());
+      StepProfiler profiler(device);
       const StepProfile profile = bench.profiled_run(*cache, b.batch, profiler, b.trace);
       print_profile(context.out, profile);
       if (!b.trace.empty()) context.out << "trace: " << b.trace << " (chrome://tracing or ui.perfetto.dev)\n";

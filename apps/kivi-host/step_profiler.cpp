@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 
+#include <ATen/ATen.h>
 #include <torch/csrc/autograd/profiler_kineto.h>
 
 namespace kivi::host {
@@ -51,16 +52,25 @@ std::string short_name(const std::string& name, size_t most = 90) {
 
 }  // namespace
 
-StepProfiler::StepProfiler(bool cuda) : cuda_(cuda) {
+StepProfiler::StepProfiler(const at::Device& device) : device_(device), cuda_(device.is_cuda()) {
   // Without a GPU, Kineto logs an "ERROR" for the device count it cannot read while saving the
   // trace; only its errors of level 5 and above are shown then (a user's setting wins).
   if (!cuda_) setenv("KINETO_LOG_LEVEL", "5", /*overwrite=*/0);
   profiler::prepareProfiler(ProfilerConfig(ProfilerState::KINETO), activities(cuda_));
 }
 
-void StepProfiler::start() { profiler::enableProfiler(ProfilerConfig(ProfilerState::KINETO), activities(cuda_)); }
+// A copy to the host waits for the device's stream.
+void StepProfiler::wait_for_device() const {
+  if (cuda_) (void)at::empty({1}, at::TensorOptions().device(device_)).to(at::kCPU);
+}
+
+void StepProfiler::start() {
+  wait_for_device();
+  profiler::enableProfiler(ProfilerConfig(ProfilerState::KINETO), activities(cuda_));
+}
 
 StepProfile StepProfiler::stop(int64_t steps, const std::string& trace_path) {
+  wait_for_device();
   std::unique_ptr<profiler::ProfilerResult> result = profiler::disableProfiler();
   if (!trace_path.empty()) result->save(trace_path);
   StepProfile p;

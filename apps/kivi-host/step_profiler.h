@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include <c10/core/Device.h>
 #include <nlohmann/json.hpp>
 
 namespace kivi::host {
@@ -33,13 +34,17 @@ struct StepProfile {
 
 class StepProfiler {
  public:
-  // cuda: also record the GPU's activity (kernels, copies) and summarize that.
-  explicit StepProfiler(bool cuda);
+  // On a CUDA device it also records the GPU's activity (kernels, copies) and summarizes that.
+  explicit StepProfiler(const at::Device& device);
+  // Both wait for the device's queued work first, so the recording holds what was launched in
+  // between and all of it.
   void start();
   // Stops, writes the Chrome trace to trace_path (unless empty) and summarizes `steps` steps.
   StepProfile stop(int64_t steps, const std::string& trace_path);
 
  private:
+  void wait_for_device() const;
+  at::Device device_;
   bool cuda_;
 };
 

@@ -80,28 +80,33 @@ void* row_pointer(const at::Tensor& t, int64_t b0) {
   return static_cast<char*>(t.data_ptr()) + b0 * t.stride(0) * static_cast<int64_t>(t.element_size());
 }
 
-// Scratch floats for the split partials, kept per thread and device and grown as needed:
-// launches on one stream are ordered, so a buffer can serve every layer and step.
-float* workspace(const at::Tensor& like, int64_t floats) {
-  thread_local std::vector<at::Tensor> buffers;
+// A buffer of at least `count` elements of `dtype` kept per thread and device in `buffers` and
+// grown as needed (zero-filled when made if `zeros`): launches on one stream are ordered, so a
+// buffer can serve every layer and step.
+at::Tensor& kept_buffer(std::vector<at::Tensor>& buffers, const at::Tensor& like, int64_t count,
+                        int64_t least, at::ScalarType dtype, bool zeros) {
   const int64_t device = like.device().index();
   if (static_cast<int64_t>(buffers.size()) <= device) buffers.resize(device + 1);
   at::Tensor& buffer = buffers[device];
-  if (!buffer.defined() || buffer.numel() < floats)
-    buffer = at::empty({std::max<int64_t>(floats, int64_t{1} << 20)}, like.options().dtype(at::kFloat));
-  return buffer.data_ptr<float>();
+  if (!buffer.defined() || buffer.numel() < count) {
+    const auto options = like.options().dtype(dtype);
+    const int64_t n = std::max(count, least);
+    buffer = zeros ? at::zeros({n}, options) : at::empty({n}, options);
+  }
+  return buffer;
 }
 
-// Split counters of the tensor-core kernel, kept like the workspace: zeros when made, and left
-// zero by every launch (its last block per (row, kv head) resets its counter).
+// Scratch floats for the split partials.
+float* workspace(const at::Tensor& like, int64_t floats) {
+  thread_local std::vector<at::Tensor> buffers;
+  return kept_buffer(buffers, like, floats, int64_t{1} << 20, at::kFloat, false).data_ptr<float>();
+}
+
+// Split counters of the tensor-core kernel: zeros when made, and left zero by every launch (its
+// last block per (row, kv head) resets its counter).
 int* split_counters(const at::Tensor& like, int64_t count) {
   thread_local std::vector<at::Tensor> buffers;
-  const int64_t device = like.device().index();
-  if (static_cast<int64_t>(buffers.size()) <= device) buffers.resize(device + 1);
-  at::Tensor& buffer = buffers[device];
-  if (!buffer.defined() || buffer.numel() < count)
-    buffer = at::zeros({std::max<int64_t>(count, 4096)}, like.options().dtype(at::kInt));
-  return buffer.data_ptr<int>();
+  return kept_buffer(buffers, like, count, 4096, at::kInt, true).data_ptr<int>();
 }
 
 // KIVI_DECODE_TIMING=1 (a profiling knob, read once): every tensor-core decode launch records

@@ -10,8 +10,6 @@
 #include <ostream>
 #include <sstream>
 
-#include <ATen/ATen.h>
-
 #include "host_context.h"
 #include "kivi/cache/kv_cache.h"
 #include "model_session.h"
@@ -61,11 +59,9 @@ int run_serve_mode(HostContext& context) {
   if (s.profile_steps > 0) {
     if (!s.profile_trace.empty())  // an unwritable trace path fails before the work, not after
       check(std::ofstream(s.profile_trace).good(), cfg.file.string() + ": [serve] profile_trace: cannot write " + s.profile_trace);
-    const at::Device device = model.options().device;
-    profiler = std::make_shared<StepProfiler>(device.is_cuda());
+    profiler = std::make_shared<StepProfiler>(model.options().device);
     options.profiling = {s.profile_steps, [profiler] { profiler->start(); },
-                         [&, profiler, device](int64_t steps) {
-                           if (device.is_cuda()) (void)at::empty({1}, at::TensorOptions().device(device)).to(at::kCPU);
+                         [&, profiler](int64_t steps) {
                            StepProfile profile = profiler->stop(steps, s.profile_trace);
                            profile.step_name = "forward passes";
                            std::lock_guard lock(log_mutex);
