@@ -53,7 +53,9 @@ struct MmaStage {
   static constexpr int kBytes = kValueMin + 2 * kTile * kMostGroups;
   // Tiles in flight per warp: about 12 KB of them (more bits, fewer tiles).
   static constexpr int kStages = kBytes <= 3 * 1024 ? 4 : kBytes <= 6 * 1024 ? 3 : 2;
-  static constexpr int kBlockBytes = kDecodeWarps * kStages * kBytes;
+  // A warp's shared memory: its stages, or in a tail block its staged key and value rows.
+  static constexpr int kWarpBytes = kStages * kBytes > 2 * kTailRowsBytes<DIM> ? kStages * kBytes : 2 * kTailRowsBytes<DIM>;
+  static constexpr int kBlockBytes = kDecodeWarps * kWarpBytes;
 };
 
 // Two T values (at shared or global addresses) as one pair register.
@@ -63,16 +65,204 @@ __device__ __forceinline__ uint32_t pair_of(const T* lo, const T* hi) {
          (static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(hi)) << 16);
 }
 
+// Scores of row g over a packed key tile staged at `stage` (the key part of MmaStage):
+// s[nt][j] = row g, token 8 nt + 2c + j, in base 2 (score_scale: the softmax scale * log2 e, and
+// for fp16 the queries' power-of-two prescale undone); every token of the tile is valid.
+//   acc[nt] = (q * scale) . codes on tensor cores, A = q * scale one HMUL2 per pair;
+//   bias    = q . min: one more MMA per k-tile whose B holds min in column 0.
+template <class T, int DIM, int KB>
+__device__ __forceinline__ void packed_tile_scores(const unsigned char* stage, const uint32_t (*q_frag)[2],
+                                                   float score_scale, float (&s)[4][2]) {
+  using KeyStage = TailKeyStage<DIM, KB>;       // (the key part of MmaStage: same offsets)
+  constexpr int kLaneKeyWords = DIM * KB / 32;  // a lane's key code words per tile
+  constexpr int kKeyPer = 16 / KB;              // code pairs per word half
+  const int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+  const uint32_t* scale2 = reinterpret_cast<const uint32_t*>(stage + KeyStage::kScale);  // channel pairs
+  const uint32_t* min2 = reinterpret_cast<const uint32_t*>(stage + KeyStage::kMin);
+  const uint4* words = reinterpret_cast<const uint4*>(stage + KeyStage::kCodes) + lane * (kLaneKeyWords / 4);
+  float acc[4][2], bias[2] = {0.0f, 0.0f};
+#pragma unroll
+  for (int nt = 0; nt < 4; ++nt) acc[nt][0] = acc[nt][1] = 0.0f;
+#pragma unroll
+  for (int chunk = 0; chunk < kLaneKeyWords / 4; ++chunk) {
+    const uint4 v = words[chunk];
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+    constexpr int kWordsPerKt = 8 / kKeyPer;  // 8 pairs (hi, nt) per k-tile
+#pragma unroll
+    for (int kk = 0; kk < 4 / kWordsPerKt; ++kk) {
+      const int kt = chunk * (4 / kWordsPerKt) + kk, pair0 = 8 * kt + c;
+      const uint32_t a0 = mul_pair<T>(q_frag[kt][0], scale2[pair0]);
+      const uint32_t a2 = mul_pair<T>(q_frag[kt][1], scale2[pair0 + 4]);
+      mma_rows8<T>(bias, q_frag[kt][0], q_frag[kt][1], g == 0 ? min2[pair0] : 0u, g == 0 ? min2[pair0 + 4] : 0u);
+      uint32_t pairs[8];  // (hi, nt) at 4 hi + nt
+#pragma unroll
+      for (int j = 0; j < kWordsPerKt; ++j) unpack_halves<T, KB>(w[kk * kWordsPerKt + j], pairs + j * kKeyPer);
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) mma_rows8<T>(acc[nt], a0, a2, pairs[nt], pairs[4 + nt]);
+    }
+  }
+  // Row g's bias sits in column 0: lane (g, 0).
+  const float row_bias = __shfl_sync(0xffffffffu, bias[0], lane & ~3);
+#pragma unroll
+  for (int nt = 0; nt < 4; ++nt) {
+    s[nt][0] = (acc[nt][0] + row_bias) * score_scale;
+    s[nt][1] = (acc[nt][1] + row_bias) * score_scale;
+  }
+}
+
+// fp16 only: the A operand q * scale must not overflow (|q * scale| > 65504 with a key group of
+// huge range). Scaling the queries by 2^-e so that |q| <= 1 makes that impossible (|scale| <=
+// 65504): the products round exactly as before (a power of two commutes with rounding, short of
+// subnormals) and 2^e moves into the float score scale.
+template <class T, int KT>
+__device__ __forceinline__ float prescale_queries(uint32_t (&q_frag)[KT][2], float score_scale) {
+  if constexpr (!std::is_same_v<T, __half>) {
+    return score_scale;
+  } else {
+    float largest = 0.0f;
+#pragma unroll
+    for (int kt = 0; kt < KT; ++kt)
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const float2 x = pair_to_float2(q_frag[kt][i], T{});
+        largest = fmaxf(largest, fmaxf(fabsf(x.x), fabsf(x.y)));
+      }
+    largest = warp_max(largest);  // every warp holds all of the block's query rows
+    int e = 0;
+    frexpf(largest, &e);  // largest < 2^e
+    if (e <= 0) return score_scale;
+#pragma unroll
+    for (int kt = 0; kt < KT; ++kt)
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const float2 x = pair_to_float2(q_frag[kt][i], T{});
+        q_frag[kt][i] = pack_pair<T>(ldexpf(x.x, -e), ldexpf(x.y, -e));
+      }
+    return ldexpf(score_scale, e);
+  }
+}
+
+// o += P V over one packed value tile staged at `stage` (MmaStage layout): k-tile kt of the tile
+// is tokens 16 kt + [0, 16); this lane's k rows are tokens 16 kt + 2c + {0, 1} (fragment regs 0)
+// and + {8, 9} (regs 1). A = P * scale of each 32-channel block's group, B = the codes; the min
+// term o_min (row g, value groups 2c, 2c + 1) is one more MMA whose B holds min[t][c] in column c.
+template <class T, int DIM, int KB, int VB>
+__device__ __forceinline__ void packed_tile_output(const unsigned char* stage, int group, int group_log2,
+                                                   const float (&p)[4][2], float (&o)[DIM / 8][2], float (&o_min)[2]) {
+  using Stage = MmaStage<DIM, KB, VB>;
+  constexpr int NT = DIM / 8;
+  constexpr int kMostGroups = Stage::kMostGroups;
+  constexpr int kValuePer = 16 / VB;
+  constexpr int kValueChunkBits = DIM * VB / 8;  // one lane's codes of one token
+  constexpr int v_words = DIM * VB / 32;
+  const int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+  const int v_groups = DIM >> group_log2;
+  const int block_group_shift = group_log2 - 5;  // 32-channel block j is in value group j >> this
+  const T* stage_scale = reinterpret_cast<const T*>(stage + Stage::kValueScale);
+  const T* stage_min = reinterpret_cast<const T*>(stage + Stage::kValueMin);
+  const uint32_t* stage_codes = reinterpret_cast<const uint32_t*>(stage + Stage::kValueCodes);
+#pragma unroll
+  for (int kt = 0; kt < 2; ++kt) {
+    int t[4];  // tile-local tokens of this lane's A/B rows
+    t[0] = 16 * kt + 2 * c;
+    t[1] = t[0] + 1;
+    t[2] = t[0] + 8;
+    t[3] = t[0] + 9;
+    const uint32_t pa0 = pack_pair<T>(p[2 * kt][0], p[2 * kt][1]);
+    const uint32_t pa2 = pack_pair<T>(p[2 * kt + 1][0], p[2 * kt + 1][1]);
+    uint32_t a_scaled[kMostGroups][2];  // A = P * scale of 32-channel block j's group
+    uint32_t min01 = 0u, min89 = 0u;    // B of the min term: column g = the minima of group g
+    if (group == 32) {  // a token's scales (and minima) are one 4- or 8-byte vector
+      constexpr int kWords = kMostGroups / 2;
+      uint32_t sc[4][kWords], mn[4][kWords];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        shared_words<kWords>(reinterpret_cast<const uint32_t*>(stage_scale + t[i] * kMostGroups), sc[i]);
+        shared_words<kWords>(reinterpret_cast<const uint32_t*>(stage_min + t[i] * kMostGroups), mn[i]);
+      }
+#pragma unroll
+      for (int j = 0; j < kMostGroups; ++j) {
+        a_scaled[j][0] = scaled_probs<T>(p[2 * kt][0], p[2 * kt][1], pa0, join_halves(sc[0][j / 2], sc[1][j / 2], j % 2));
+        a_scaled[j][1] = scaled_probs<T>(p[2 * kt + 1][0], p[2 * kt + 1][1], pa2, join_halves(sc[2][j / 2], sc[3][j / 2], j % 2));
+      }
+      if (g < kMostGroups) {
+        auto word = [&](int i) { return kWords == 2 && (g & 2) ? mn[i][kWords - 1] : mn[i][0]; };
+        min01 = join_halves(word(0), word(1), g & 1);
+        min89 = join_halves(word(2), word(3), g & 1);
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < kMostGroups; ++j) {
+        const int gr = j >> block_group_shift;
+        a_scaled[j][0] = scaled_probs<T>(p[2 * kt][0], p[2 * kt][1], pa0,
+                                         pair_of(stage_scale + t[0] * v_groups + gr, stage_scale + t[1] * v_groups + gr));
+        a_scaled[j][1] = scaled_probs<T>(p[2 * kt + 1][0], p[2 * kt + 1][1], pa2,
+                                         pair_of(stage_scale + t[2] * v_groups + gr, stage_scale + t[3] * v_groups + gr));
+      }
+      if (g < v_groups) {
+        min01 = pair_of(stage_min + t[0] * v_groups + g, stage_min + t[1] * v_groups + g);
+        min89 = pair_of(stage_min + t[2] * v_groups + g, stage_min + t[3] * v_groups + g);
+      }
+    }
+    mma_rows8<T>(o_min, pa0, pa2, min01, min89);
+    // B fragments of channels 8 nt + g for tokens (t0, t1) and (t2, t3), a 16-bit portion of
+    // this lane's run of codes at a time.
+    if constexpr (kValueChunkBits >= 32) {
+      constexpr int kWords = kValueChunkBits / 32;
+      uint32_t w[4][kWords];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) shared_words<kWords>(stage_codes + t[i] * v_words + g * kWords, w[i]);
+#pragma unroll
+      for (int q = 0; q < 2 * kWords; ++q) {
+        uint32_t lo[kValuePer], hi[kValuePer];
+        unpack_halves<T, VB>(join_halves(w[0][q / 2], w[1][q / 2], q % 2), lo);
+        unpack_halves<T, VB>(join_halves(w[2][q / 2], w[3][q / 2], q % 2), hi);
+#pragma unroll
+        for (int i = 0; i < kValuePer; ++i) {
+          const int nt = q * kValuePer + i;
+          mma_rows8<T>(o[nt], a_scaled[nt / 4][0], a_scaled[nt / 4][1], lo[i], hi[i]);
+        }
+      }
+    } else {  // head_dim 64 at 2 bits: the run is one half of word g / 2
+      const bool high = g % 2;
+      uint32_t lo[kValuePer], hi[kValuePer];
+      unpack_halves<T, VB>(join_halves(stage_codes[t[0] * v_words + g / 2], stage_codes[t[1] * v_words + g / 2], high), lo);
+      unpack_halves<T, VB>(join_halves(stage_codes[t[2] * v_words + g / 2], stage_codes[t[3] * v_words + g / 2], high), hi);
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) mma_rows8<T>(o[nt], a_scaled[nt / 4][0], a_scaled[nt / 4][1], lo[nt], hi[nt]);
+    }
+  }
+}
+
+// The group's query heads as rows 0..7 of q_s (zero past rep), exactly as stored, copied with
+// cp.async (one commit group) so that the first tiles' copies are in flight with them.
+template <class T, int DIM>
+__device__ __forceinline__ void issue_query_copies(const DecodeAttention& a, int b, int h, int rep, T (*q_s)[DIM]) {
+  constexpr int kChunks = DIM / 8;
+  for (int i = threadIdx.x; i < 8 * kChunks; i += blockDim.x) {
+    const int r = i / kChunks, chunk = i % kChunks;
+    T* dst = &q_s[r][8 * chunk];
+    if (r >= rep) {
+      *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
+      continue;
+    }
+    const T* src = static_cast<const T*>(a.q) + b * a.q_stride[0] + (h * rep + r) * a.q_stride[1] + 8 * chunk;
+    if ((reinterpret_cast<uintptr_t>(src) & 15u) == 0u) {
+      copy_async16(dst, src);
+    } else {  // a query view that is not 16-byte aligned
+#pragma unroll
+      for (int e = 0; e < 8; ++e) dst[e] = src[e];
+    }
+  }
+  copy_async_commit();
+}
+
 template <class T, int DIM, int KB, int VB>
 __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
     decode_mma_kernel(DecodeAttention a, int tiles_per_split) {
   using Stage = MmaStage<DIM, KB, VB>;
-  constexpr int KT = DIM / 16;                     // k-tiles over channels (scores)
-  constexpr int NT = DIM / 8;                      // n-tiles over channels (output)
-  constexpr int kMostGroups = Stage::kMostGroups;  // 32-channel blocks of the output
-  constexpr int kLaneKeyWords = DIM * KB / 32;     // a lane's key code words per tile
-  constexpr int kKeyPer = 16 / KB, kValuePer = 16 / VB;  // code pairs per word half
-  constexpr int kValueChunkBits = DIM * VB / 8;    // one lane's codes of one token
+  constexpr int KT = DIM / 16;  // k-tiles over channels (scores)
+  constexpr int NT = DIM / 8;   // n-tiles over channels (output)
   // 1-d grid: every (row, kv head)'s main splits, then every (row, kv head)'s tail blocks, so
   // that the long blocks start first and the short tail blocks fill the gaps.
   const int main_splits = a.splits - a.tail_splits, pairs = a.rows * a.kv_heads;
@@ -89,8 +279,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   const int rep = a.q_heads / a.kv_heads;
   const int length = a.length[b], kq = a.key_quantized[b], vq = a.value_quantized[b];
-  // Tiles packed on both sides go through the MMAs; [packed_end, length) is the tail. (An idle
-  // row has length 0 while its quantized counts stay as they are.)
+  // Tiles packed on both sides go through the main loop; [packed_end, length) is the tail. (An
+  // idle row has length 0 while its quantized counts stay as they are.)
   const int packed_end = min(min(kq, vq / kTile * kTile), length / kTile * kTile);
   // Blocks past the main splits (a.tail_splits of them) take 32 tail positions per warp.
   const bool tail_block = split >= main_splits;
@@ -98,15 +288,14 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
   const int tile_end = tail_block ? 0 : min(packed_end / kTile, tile_begin + tiles_per_split);
   // group_size: a power of two from 32 to DIM (decode_supported), so shifts replace divisions.
   const int group = a.group_size, group_log2 = __ffs(group) - 1, v_groups = DIM >> group_log2;
-  const int block_group_shift = group_log2 - 5;  // 32-channel block j is in value group j >> this
 
   const DecodeStamp stamp(a, b, h, split);
   stamp(0);
-  extern __shared__ __align__(16) unsigned char dynamic_smem[];  // per warp: kStages stages
+  extern __shared__ __align__(16) unsigned char dynamic_smem[];  // per warp: Stage::kWarpBytes
   // Merge state of the 4 warps.
   __shared__ float max_s[kDecodeWarps][8], sum_s[kDecodeWarps][8];
-  // The group's query heads as rows 0..7 (zero past rep), exactly as stored: the softmax scale
-  // (in base 2) multiplies the float scores instead, so no extra rounding enters the operands.
+  // The queries exactly as stored: the softmax scale (in base 2) multiplies the float scores
+  // instead, so no extra rounding enters the operands.
   __shared__ __align__(16) T q_s[8][DIM];
   const int v_words = DIM * VB / 32;
   RowView<T> row;
@@ -129,7 +318,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
 
   // Starts copying the packed data of this warp's k-th tile into stage k % kStages (one commit
   // group per call, empty past the range, so the wait counts stay uniform).
-  unsigned char* stages = dynamic_smem + warp * Stage::kStages * Stage::kBytes;
+  unsigned char* stages = dynamic_smem + warp * Stage::kWarpBytes;
   auto issue = [&](int k) {
     const int tile = tile_begin + warp + k * kDecodeWarps;
     unsigned char* dst = stages + (k % Stage::kStages) * Stage::kBytes;
@@ -159,18 +348,28 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) o[nt][0] = o[nt][1] = 0.0f;
 
+  // Everything the block reads first is in flight at once: the queries, and the first tiles'
+  // copies (main) or the whole tail tile (tail).
+  issue_query_copies<T, DIM>(a, b, h, rep, q_s);
+  // A tail warp's 32 positions (decode_tail.cuh).
+  const int t0 = packed_end + ((split - main_splits) * kDecodeWarps + warp) * kTile;
+  const int t1 = min(length, t0 + kTile);
+  if (tail_block) {
+    TailValueParams<DIM> tail_params;
+    static_assert(Stage::kWarpBytes >= 2 * kTailRowsBytes<DIM>, "a warp's shared memory holds its tail rows");
+    if (t0 < length) issue_tail_copies<T, DIM, KB, VB>(row, t0, t1, stages, tail_params);
+    copy_async_commit();
+    copy_async_wait<0>();
+    // Packed value rows, each by its lane, in place (before the queries' registers are live).
+    if (t0 + lane < min(t1, vq))
+      dequantize_tail_row<T, DIM, VB>(reinterpret_cast<T*>(stages + kTailRowsBytes<DIM>), group_log2, tail_params);
+  } else {
 #pragma unroll
-  for (int k = 0; k + 1 < Stage::kStages; ++k) issue(k);
-  // The queries load while the first tiles' copies are in flight.
-  for (int i = threadIdx.x; i < 8 * DIM; i += blockDim.x) {
-    const int r = i / DIM, d = i % DIM;
-    q_s[r][d] = r < rep ? static_cast<const T*>(a.q)[b * a.q_stride[0] + (h * rep + r) * a.q_stride[1] + d]
-                        : from_float<T>(0.0f);
+    for (int k = 0; k + 1 < Stage::kStages; ++k) issue(k);
+    copy_async_wait<Stage::kStages - 1>();  // the queries' group is the oldest
   }
   __syncthreads();
   stamp(1);
-  const float score_scale = a.scale * 1.4426950408889634f;  // softmax scale * log2(e)
-
   // This lane's A fragments of the queries: row g, channels 16 kt + 2c + {0, 1} and + 8.
   uint32_t q_frag[KT][2];
 #pragma unroll
@@ -178,14 +377,24 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
     q_frag[kt][0] = *reinterpret_cast<const uint32_t*>(&q_s[g][16 * kt + 2 * c]);
     q_frag[kt][1] = *reinterpret_cast<const uint32_t*>(&q_s[g][16 * kt + 2 * c + 8]);
   }
+  // softmax scale * log2(e), and for fp16 the queries' prescale undone
+  const float score_scale = prescale_queries<T>(q_frag, a.scale * 1.4426950408889634f);
 
-  if (tail_block) {  // this warp's 32 tail positions, through the same MMAs (decode_tail.cuh)
-    static_assert(Stage::kStages * Stage::kBytes >= kTailBytes<DIM>, "a warp's stages hold its tail rows");
-    const int t0 = packed_end + ((split - main_splits) * kDecodeWarps + warp) * kTile;
-    copy_async_wait<0>();  // (empty groups)
-    if (t0 < length)
-      decode_tail_tile<T, DIM>(row, t0, min(length, t0 + kTile), q_frag, score_scale,
-                               reinterpret_cast<T*>(stages), m, l, o, o_min);
+  if (tail_block && t0 < length) {  // this warp's tail tile, through the same MMAs
+    T* value_rows = reinterpret_cast<T*>(stages + kTailRowsBytes<DIM>);
+    float s[4][2], p[4][2];
+    if (t0 < kq) {  // a whole packed key tile, staged as the main loop stages one
+      packed_tile_scores<T, DIM, KB>(stages, q_frag, score_scale, s);
+    } else {
+      float acc[4][2];
+      row_tile_scores<T, DIM>(reinterpret_cast<const T*>(stages), q_frag, acc);
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) s[nt][j] = t0 + 8 * nt + 2 * c + j < t1 ? acc[nt][j] * score_scale : -INFINITY;
+    }
+    softmax_tile<NT>(s, m, l, o, o_min, p);
+    row_tile_output<T, DIM>(value_rows, p, o);
   }
   int k = 0;
   for (int tile = tile_begin + warp; tile < tile_end; tile += kDecodeWarps, ++k) {
@@ -193,161 +402,10 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
     copy_async_wait<Stage::kStages - 1>();
     __syncwarp();
     const unsigned char* stage = stages + (k % Stage::kStages) * Stage::kBytes;
-
-    // ---- scores: s[nt] = row g, tokens p0 + 8 nt + 2c + {0, 1}
-    float s[4][2];
-    {
-      const uint32_t* scale2 = reinterpret_cast<const uint32_t*>(stage + Stage::kKeyScale);  // channel pairs
-      const uint32_t* min2 = reinterpret_cast<const uint32_t*>(stage + Stage::kKeyMin);
-      const uint4* words = reinterpret_cast<const uint4*>(stage + Stage::kKeyCodes) + lane * (kLaneKeyWords / 4);
-      // acc += (q * scale / unscale) . codes; the bias q . min lands in column 0 of `bias`.
-      // `safe`: A in float, divided by `unscale` (fp16 A would overflow at |q * scale| > 65504).
-      auto packed_scores = [&](bool safe, float unscale, float (&acc)[4][2], float (&bias)[2]) {
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt) acc[nt][0] = acc[nt][1] = 0.0f;
-        bias[0] = bias[1] = 0.0f;
-#pragma unroll
-        for (int chunk = 0; chunk < kLaneKeyWords / 4; ++chunk) {
-          const uint4 v = words[chunk];
-          const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-          constexpr int kWordsPerKt = 8 / kKeyPer;  // 8 pairs (hi, nt) per k-tile
-#pragma unroll
-          for (int kk = 0; kk < 4 / kWordsPerKt; ++kk) {
-            const int kt = chunk * (4 / kWordsPerKt) + kk, pair0 = 8 * kt + c;
-            const uint32_t s01 = scale2[pair0], s89 = scale2[pair0 + 4];
-            uint32_t a0, a2;
-            if (!safe) {
-              a0 = mul_pair<T>(q_frag[kt][0], s01);
-              a2 = mul_pair<T>(q_frag[kt][1], s89);
-            } else {
-              const float2 q01 = pair_to_float2(q_frag[kt][0], T{}), q89 = pair_to_float2(q_frag[kt][1], T{});
-              const float2 x01 = pair_to_float2(s01, T{}), x89 = pair_to_float2(s89, T{});
-              a0 = pack_pair<T>(q01.x * x01.x / unscale, q01.y * x01.y / unscale);
-              a2 = pack_pair<T>(q89.x * x89.x / unscale, q89.y * x89.y / unscale);
-            }
-            mma_rows8<T>(bias, q_frag[kt][0], q_frag[kt][1], g == 0 ? min2[pair0] : 0u,
-                         g == 0 ? min2[pair0 + 4] : 0u);
-            uint32_t pairs[8];  // (hi, nt) at 4 hi + nt
-#pragma unroll
-            for (int j = 0; j < kWordsPerKt; ++j) unpack_halves<T, KB>(w[kk * kWordsPerKt + j], pairs + j * kKeyPer);
-#pragma unroll
-            for (int nt = 0; nt < 4; ++nt) mma_rows8<T>(acc[nt], a0, a2, pairs[nt], pairs[4 + nt]);
-          }
-        }
-      };
-      float acc[4][2], bias[2], unscale = 1.0f;
-      packed_scores(false, 1.0f, acc, bias);
-      if constexpr (std::is_same_v<T, __half>) {
-        // q * scale past fp16's range (a key group of huge range; rare): redo the tile with A
-        // scaled down by a power of two.
-        bool bad = false;
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt) bad = bad || !isfinite(acc[nt][0]) || !isfinite(acc[nt][1]);
-        if (__any_sync(0xffffffffu, bad)) {
-          float largest = 0.0f;
-#pragma unroll
-          for (int kt = 0; kt < KT; ++kt) {
-            const float2 q01 = pair_to_float2(q_frag[kt][0], T{}), q89 = pair_to_float2(q_frag[kt][1], T{});
-            const float2 x01 = pair_to_float2(scale2[8 * kt + c], T{});
-            const float2 x89 = pair_to_float2(scale2[8 * kt + c + 4], T{});
-            largest = fmaxf(largest, fmaxf(fmaxf(fabsf(q01.x * x01.x), fabsf(q01.y * x01.y)),
-                                           fmaxf(fabsf(q89.x * x89.x), fabsf(q89.y * x89.y))));
-          }
-          largest = warp_max(largest);
-          unscale = largest > 16384.0f ? exp2f(ceilf(log2f(largest / 16384.0f))) : 1.0f;
-          packed_scores(true, unscale, acc, bias);
-        }
-      }
-      // Row g's bias sits in column 0: lane (g, 0). Every token of the tile is valid.
-      const float row_bias = __shfl_sync(0xffffffffu, bias[0], lane & ~3);
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-        s[nt][0] = (acc[nt][0] * unscale + row_bias) * score_scale;
-        s[nt][1] = (acc[nt][1] * unscale + row_bias) * score_scale;
-      }
-    }
-
-    // ---- online softmax of row g over the tile
-    float p[4][2];
+    float s[4][2], p[4][2];
+    packed_tile_scores<T, DIM, KB>(stage, q_frag, score_scale, s);
     softmax_tile<NT>(s, m, l, o, o_min, p);
-
-    // ---- output: k-tile kt of the tile is tokens 16 kt + [0, 16); this lane's k rows are
-    // tokens 16 kt + 2c + {0, 1} (fragment regs 0) and + {8, 9} (regs 1).
-    const T* stage_scale = reinterpret_cast<const T*>(stage + Stage::kValueScale);
-    const T* stage_min = reinterpret_cast<const T*>(stage + Stage::kValueMin);
-    const uint32_t* stage_codes = reinterpret_cast<const uint32_t*>(stage + Stage::kValueCodes);
-#pragma unroll
-    for (int kt = 0; kt < 2; ++kt) {
-      int t[4];  // tile-local tokens of this lane's A/B rows
-      t[0] = 16 * kt + 2 * c;
-      t[1] = t[0] + 1;
-      t[2] = t[0] + 8;
-      t[3] = t[0] + 9;
-      const uint32_t pa0 = pack_pair<T>(p[2 * kt][0], p[2 * kt][1]);
-      const uint32_t pa2 = pack_pair<T>(p[2 * kt + 1][0], p[2 * kt + 1][1]);
-      uint32_t a_scaled[kMostGroups][2];  // A = P * scale of 32-channel block j's group
-      uint32_t min01 = 0u, min89 = 0u;    // B of the min term: column g = the minima of group g
-      if (group == 32) {  // a token's scales (and minima) are one 4- or 8-byte vector
-        constexpr int kWords = kMostGroups / 2;
-        uint32_t sc[4][kWords], mn[4][kWords];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          shared_words<kWords>(reinterpret_cast<const uint32_t*>(stage_scale + t[i] * kMostGroups), sc[i]);
-          shared_words<kWords>(reinterpret_cast<const uint32_t*>(stage_min + t[i] * kMostGroups), mn[i]);
-        }
-#pragma unroll
-        for (int j = 0; j < kMostGroups; ++j) {
-          a_scaled[j][0] = scaled_probs<T>(p[2 * kt][0], p[2 * kt][1], pa0, join_halves(sc[0][j / 2], sc[1][j / 2], j % 2));
-          a_scaled[j][1] = scaled_probs<T>(p[2 * kt + 1][0], p[2 * kt + 1][1], pa2, join_halves(sc[2][j / 2], sc[3][j / 2], j % 2));
-        }
-        if (g < kMostGroups) {
-          auto word = [&](int i) { return kWords == 2 && (g & 2) ? mn[i][kWords - 1] : mn[i][0]; };
-          min01 = join_halves(word(0), word(1), g & 1);
-          min89 = join_halves(word(2), word(3), g & 1);
-        }
-      } else {
-#pragma unroll
-        for (int j = 0; j < kMostGroups; ++j) {
-          const int gr = j >> block_group_shift;
-          a_scaled[j][0] = scaled_probs<T>(p[2 * kt][0], p[2 * kt][1], pa0,
-                                           pair_of(stage_scale + t[0] * v_groups + gr, stage_scale + t[1] * v_groups + gr));
-          a_scaled[j][1] = scaled_probs<T>(p[2 * kt + 1][0], p[2 * kt + 1][1], pa2,
-                                           pair_of(stage_scale + t[2] * v_groups + gr, stage_scale + t[3] * v_groups + gr));
-        }
-        if (g < v_groups) {
-          min01 = pair_of(stage_min + t[0] * v_groups + g, stage_min + t[1] * v_groups + g);
-          min89 = pair_of(stage_min + t[2] * v_groups + g, stage_min + t[3] * v_groups + g);
-        }
-      }
-      mma_rows8<T>(o_min, pa0, pa2, min01, min89);
-      // B fragments of channels 8 nt + g for tokens (t0, t1) and (t2, t3), a 16-bit portion
-      // of this lane's run of codes at a time.
-      if constexpr (kValueChunkBits >= 32) {
-        constexpr int kWords = kValueChunkBits / 32;
-        uint32_t w[4][kWords];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) shared_words<kWords>(stage_codes + t[i] * v_words + g * kWords, w[i]);
-#pragma unroll
-        for (int q = 0; q < 2 * kWords; ++q) {
-          uint32_t lo[kValuePer], hi[kValuePer];
-          unpack_halves<T, VB>(join_halves(w[0][q / 2], w[1][q / 2], q % 2), lo);
-          unpack_halves<T, VB>(join_halves(w[2][q / 2], w[3][q / 2], q % 2), hi);
-#pragma unroll
-          for (int i = 0; i < kValuePer; ++i) {
-            const int nt = q * kValuePer + i;
-            mma_rows8<T>(o[nt], a_scaled[nt / 4][0], a_scaled[nt / 4][1], lo[i], hi[i]);
-          }
-        }
-      } else {  // head_dim 64 at 2 bits: the run is one half of word g / 2
-        const bool high = g % 2;
-        uint32_t lo[kValuePer], hi[kValuePer];
-        unpack_halves<T, VB>(join_halves(stage_codes[t[0] * v_words + g / 2], stage_codes[t[1] * v_words + g / 2], high), lo);
-        unpack_halves<T, VB>(join_halves(stage_codes[t[2] * v_words + g / 2], stage_codes[t[3] * v_words + g / 2], high), hi);
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
-          mma_rows8<T>(o[nt], a_scaled[nt / 4][0], a_scaled[nt / 4][1], lo[nt], hi[nt]);
-      }
-    }
+    packed_tile_output<T, DIM, KB, VB>(stage, group, group_log2, p, o, o_min);
     __syncwarp();  // the stage is refilled kStages - 1 tiles later
   }
   copy_async_wait<0>();

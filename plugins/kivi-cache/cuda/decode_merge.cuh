@@ -95,23 +95,31 @@ __device__ void merge_and_finish(const DecodeAttention& a, int b, int h, int rep
   __syncthreads();
   stamp(4);
   if (!last) return;
-  // Per query head (warp w: rows w, w + 4): the largest max, the weights exp2(max - largest) of
-  // the splits (into shared memory, over the block's merge state, now published) and their sum.
+  // Per query head (warp w: rows w, w + 4), one pass over the splits' states (one round trip
+  // through L2): each lane keeps a running max and its sum rescaled to it, and parks the maxima
+  // in shared memory (over the block's merge state, now published) until the largest is known;
+  // then they become the weights exp2(max - largest).
   __shared__ float total_s[8];
   float* weights_s = acc_all;  // [rep][splits]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int r = warp; r < rep; r += kDecodeWarps) {
     const int64_t first = (int64_t{b} * a.q_heads + h * rep + r) * a.splits;
-    float m = -INFINITY;
-    for (int s = lane; s < a.splits; s += 32) m = fmaxf(m, __ldcg(ws.max + first + s));
-    m = warp_max(m);
-    float total = 0.0f;
+    float* weights = weights_s + r * a.splits;
+    float m = -INFINITY, total = 0.0f;
     for (int s = lane; s < a.splits; s += 32) {
-      const float weight = m == -INFINITY ? 0.0f : exp2f(__ldcg(ws.max + first + s) - m);
-      weights_s[r * a.splits + s] = weight;
-      total += __ldcg(ws.sum + first + s) * weight;
+      const float max_of_split = __ldcg(ws.max + first + s), sum_of_split = __ldcg(ws.sum + first + s);
+      weights[s] = max_of_split;
+      if (max_of_split > m) {
+        total = total * exp2f(m - max_of_split) + sum_of_split;  // (m = -inf: total is 0)
+        m = max_of_split;
+      } else if (max_of_split != -INFINITY) {
+        total += sum_of_split * exp2f(max_of_split - m);
+      }
     }
-    total = warp_sum(total);
+    const float largest = warp_max(m);
+    total = warp_sum(m == -INFINITY ? 0.0f : total * exp2f(m - largest));
+    for (int s = lane; s < a.splits; s += 32)
+      weights[s] = largest == -INFINITY ? 0.0f : exp2f(weights[s] - largest);
     if (lane == 0) total_s[r] = total;
   }
   __syncthreads();

@@ -1,9 +1,16 @@
 // The tail of a row for the tensor-core decode kernel: positions after its last tile packed on
 // both sides (the residual windows and the tiles they straddle). Tail blocks give each warp 32
-// of them; the warp stages their keys, then their values, as T rows in its shared memory (copied
-// with cp.async from the residual windows, dequantized where a side is packed) and attends them
-// with the same m16n8k16 MMAs and online softmax as a packed tile, so its state merges with the
-// main warps' like any other warp's (decode_attention_mma.cuh).
+// of them, and everything the warp needs is in flight in one round trip, issued before the
+// queries are even waited for (issue_tail_copies):
+//   keys    a tile is all packed (kq is a multiple of 32) or all residual: a packed tile is
+//           staged as the main loop stages it and scored by the same code (packed_tile_scores);
+//           a residual tile is copied as T rows;
+//   values  residual rows are copied from the ring; the rows still packed (the first tail tile
+//           may hold up to 31 of them) have their codes copied into their own row's bytes and
+//           their scales and minima loaded into registers, and each lane then dequantizes its
+//           row in place.
+// Rows are [32][DIM] T with 16-byte chunks XOR-swizzled by row (tail_row_offset), so that the
+// fragment loads of both MMAs hit distinct banks without padding.
 #pragma once
 
 #include <cstdint>
@@ -58,114 +65,163 @@ __device__ __forceinline__ void softmax_tile(const float (&s)[4][2], float& m, f
   }
 }
 
-// T elements per staged row: 16-byte aligned rows whose fragment loads hit distinct banks.
+// Element offset of (row r, channel d) in a warp's staged rows [32][DIM]: 16-byte chunk d / 8
+// XOR r % 8.
 template <int DIM>
-inline constexpr int kTailStride = DIM + 8;
+__device__ __forceinline__ int tail_row_offset(int r, int d) {
+  return r * DIM + (((d >> 3) ^ (r & 7)) << 3) + (d & 7);
+}
+// One warp's staged rows of one side, in bytes.
 template <int DIM>
-inline constexpr int kTailBytes = kTile * kTailStride<DIM> * 2;  // one warp's staged rows
+inline constexpr int kTailRowsBytes = kTile * DIM * 2;
 
-// Copies (cp.async) position t0 + r's residual row `source(p)` into rows_s[r] for the rows
-// `wanted(p)` selects, and zeros the rows past t1. Every lane issues its share first.
+// Copies (cp.async) rows r of [t0, t1) that `wanted(p)` selects from `source(p)` into rows_s, and
+// zeros the rows past t1. Lane l copies the chunk l % (DIM / 8) of every (32 / (DIM / 8))-th row.
 template <int DIM, class T, class Wanted, class Source>
 __device__ __forceinline__ void copy_tail_rows(T* rows_s, int t0, int t1, Wanted wanted, Source source) {
-  constexpr int kChunks = DIM / 8;  // 16-byte chunks per row
-  const int lane = threadIdx.x % 32;
+  constexpr int kChunks = DIM / 8, kRowStep = 32 / kChunks;
+  const int lane = threadIdx.x % 32, chunk = lane % kChunks;
 #pragma unroll 4
-  for (int i = lane; i < kTile * kChunks; i += 32) {
-    const int r = i / kChunks, chunk = i % kChunks, p = t0 + r;
-    T* dst = rows_s + r * kTailStride<DIM> + 8 * chunk;
+  for (int r = lane / kChunks; r < kTile; r += kRowStep) {
+    const int p = t0 + r;
+    T* dst = rows_s + tail_row_offset<DIM>(r, 8 * chunk);
     if (p >= t1)
       *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
     else if (wanted(p))
       copy_async16(dst, source(p) + 8 * chunk);
   }
-  copy_async_commit();
 }
 
-// Attention of row g's query heads over positions [t0, t1) (t1 - t0 <= 32) of this warp's tail
-// tile: the running state (m, l, o) of the warp goes on as after a packed tile. rows_s: the
-// warp's kTailBytes<DIM> of shared memory.
-template <class T, int DIM>
-__device__ void decode_tail_tile(const RowView<T>& row, int t0, int t1, const uint32_t (*q_frag)[2],
-                                 float score_scale, T* rows_s, float& m, float& l,
-                                 float (&o)[DIM / 8][2], float (&o_min)[2]) {
-  constexpr int KT = DIM / 16, NT = DIM / 8, S = kTailStride<DIM>;
-  const int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+// What a tail warp's lane holds between issuing its copies and attending its tile: the scale and
+// minimum of each value group of its own packed row (lane r: position t0 + r < vq), as bits.
+template <int DIM>
+struct TailValueParams {
+  static constexpr int kGroups = DIM / 32;  // at most (group_size >= 32)
+  uint16_t scale[kGroups], min[kGroups];
+};
 
-  // ---- keys: the tile is all residual or all packed (kq is a multiple of 32)
-  copy_tail_rows<DIM>(rows_s, t0, t1, [&](int p) { return p >= row.kq; },
-                      [&](int p) { return row.key_res + int64_t{p - row.kq} * DIM; });
-  if (t0 < row.kq && t0 + lane < t1) {  // packed: lane dequantizes position t0 + lane
-    const int p = t0 + lane, gi = p >> row.group_log2, t = p & (row.group - 1);
-    const uint32_t* block = row.key_codes + int64_t{gi} * DIM * (row.group * row.k_bits / 32);
-    const T* scale = row.key_scale + int64_t{gi} * DIM;
-    const T* minimum = row.key_min + int64_t{gi} * DIM;
-    const uint32_t mask = (1u << row.k_bits) - 1u;
-    for (int d0 = 0; d0 < DIM; d0 += 8) {  // 8 channels' loads in flight, then their uses
-      uint32_t words[8];
+// The packed key tile of a tail warp goes where a main warp's stage would (its key part).
+template <int DIM, int KB>
+struct TailKeyStage {
+  static constexpr int kCodes = 0, kScale = 4 * DIM * KB, kMin = kScale + 2 * DIM;
+};
+
+// Issues every copy of the tail tile [t0, t1) of this warp into smem (kTailRowsBytes for the
+// keys, then as much for the values) and loads its packed rows' value parameters; one commit.
+template <class T, int DIM, int KB, int VB>
+__device__ __forceinline__ void issue_tail_copies(const RowView<T>& row, int t0, int t1,
+                                                  unsigned char* smem, TailValueParams<DIM>& params) {
+  using KeyStage = TailKeyStage<DIM, KB>;
+  const int lane = threadIdx.x % 32;
+  T* key_rows = reinterpret_cast<T*>(smem);
+  T* value_rows = reinterpret_cast<T*>(smem + kTailRowsBytes<DIM>);
+  if (t0 < row.kq) {  // a whole packed key tile: codes in tile order, the group's scale and min
+    const int gi = t0 >> row.group_log2, tile_in_group = (t0 & (row.group - 1)) / kTile;
+    const uint32_t* src = row.key_codes + (int64_t{gi} << row.group_log2) * (DIM * KB / 32) + tile_in_group * DIM * KB;
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        int word, bit;
-        key_tile_slot(d0 + j, t, DIM, row.k_bits, word, bit);
-        words[j] = __ldg(block + word) >> bit;
-      }
-      const uint4 s8 = __ldg(reinterpret_cast<const uint4*>(scale + d0));
-      const uint4 m8 = __ldg(reinterpret_cast<const uint4*>(minimum + d0));
-      const T* sv = reinterpret_cast<const T*>(&s8);
-      const T* mv = reinterpret_cast<const T*>(&m8);
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-        rows_s[lane * S + d0 + j] = from_float<T>(fmaf(static_cast<float>(words[j] & mask), to_float(sv[j]), to_float(mv[j])));
+    for (int i = lane; i < DIM * KB / 4; i += 32) copy_async16(smem + KeyStage::kCodes + 16 * i, src + 4 * i);
+    if (lane < DIM / 8) {
+      copy_async16(smem + KeyStage::kScale + 16 * lane, row.key_scale + int64_t{gi} * DIM + 8 * lane);
+      copy_async16(smem + KeyStage::kMin + 16 * lane, row.key_min + int64_t{gi} * DIM + 8 * lane);
     }
+  } else {
+    copy_tail_rows<DIM>(key_rows, t0, t1, [](int) { return true; },
+                        [&](int p) { return row.key_res + int64_t{p - row.kq} * DIM; });
   }
-  copy_async_wait<0>();
-  __syncwarp();
-  // scores: A = the queries (rows 0..7), B = K^T: b0 = K[token 8 nt + g][channels 16 kt + 2c, +1]
-  float acc[4][2];
+  copy_tail_rows<DIM>(value_rows, t0, t1, [&](int p) { return p >= row.vq; },
+                      [&](int p) { return row.value_res + int64_t{p % row.value_slots} * DIM; });
+  // Packed value rows: lane r copies its row's codes into the row's first bytes (its own
+  // dequantization overwrites them later) and loads its scales and minima.
+  const int p = t0 + lane;
+  if (p < t1 && p < row.vq) {
+    constexpr int kCodeChunks = DIM * VB / 128;  // 16-byte chunks of one row's codes
+    const uint32_t* codes = row.value_codes + int64_t{p} * (DIM * VB / 32);
+    unsigned char* dst = reinterpret_cast<unsigned char*>(value_rows + lane * DIM);
+#pragma unroll
+    for (int i = 0; i < kCodeChunks; ++i) copy_async16(dst + 16 * i, codes + 4 * i);
+    const int v_groups = DIM >> row.group_log2;
+    const uint16_t* scale = reinterpret_cast<const uint16_t*>(row.value_scale) + int64_t{p} * v_groups;
+    const uint16_t* minimum = reinterpret_cast<const uint16_t*>(row.value_min) + int64_t{p} * v_groups;
+#pragma unroll
+    for (int j = 0; j < TailValueParams<DIM>::kGroups; ++j)
+      if (j < v_groups) {
+        params.scale[j] = scale[j];
+        params.min[j] = minimum[j];
+      }
+  }
+}
+
+// Lane r's packed value row (t0 + r < vq), in place: its codes (copied into the row's first
+// bytes) become code * scale + min rounded to T, one 16-byte chunk of 8 channels at a time.
+template <class T, int DIM, int VB>
+__device__ __noinline__ void dequantize_tail_row(T* value_rows, int group_log2,
+                                                    const TailValueParams<DIM>& params) {
+  const int lane = threadIdx.x % 32;
+  constexpr int kWords = DIM * VB / 32;
+  uint32_t words[kWords];
+  const uint4* src = reinterpret_cast<const uint4*>(value_rows + lane * DIM);
+#pragma unroll
+  for (int i = 0; i < kWords / 4; ++i) {
+    const uint4 v = src[i];
+    words[4 * i] = v.x;
+    words[4 * i + 1] = v.y;
+    words[4 * i + 2] = v.z;
+    words[4 * i + 3] = v.w;
+  }
+  constexpr uint32_t kMask = (1u << VB) - 1u;
+#pragma unroll
+  for (int chunk = 0; chunk < DIM / 8; ++chunk) {
+    const int group = (8 * chunk) >> group_log2;
+    uint16_t s_bits = params.scale[0], m_bits = params.min[0];
+#pragma unroll
+    for (int j = 1; j < TailValueParams<DIM>::kGroups; ++j)
+      if (group == j) {
+        s_bits = params.scale[j];
+        m_bits = params.min[j];
+      }
+    const float scale = to_float(*reinterpret_cast<const T*>(&s_bits));
+    const float minimum = to_float(*reinterpret_cast<const T*>(&m_bits));
+    uint32_t out[4];
+#pragma unroll
+    for (int e = 0; e < 8; e += 2) {
+      int word0, bit0, word1, bit1;
+      value_tile_slot(8 * chunk + e, DIM, VB, word0, bit0);
+      value_tile_slot(8 * chunk + e + 1, DIM, VB, word1, bit1);
+      const float x0 = fmaf(static_cast<float>((words[word0] >> bit0) & kMask), scale, minimum);
+      const float x1 = fmaf(static_cast<float>((words[word1] >> bit1) & kMask), scale, minimum);
+      out[e / 2] = pack_pair<T>(x0, x1);
+    }
+    *reinterpret_cast<uint4*>(value_rows + tail_row_offset<DIM>(lane, 8 * chunk)) =
+        make_uint4(out[0], out[1], out[2], out[3]);
+  }
+}
+
+// Scores of row g over residual key rows staged by issue_tail_copies: A = the queries (rows
+// 0..7), B = K^T: b0 = K[token 8 nt + g][channels 16 kt + 2c, +1], b1 the same at + 8.
+template <class T, int DIM>
+__device__ __forceinline__ void row_tile_scores(const T* key_rows, const uint32_t (*q_frag)[2], float (&acc)[4][2]) {
+  constexpr int KT = DIM / 16;
+  const int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
 #pragma unroll
   for (int nt = 0; nt < 4; ++nt) acc[nt][0] = acc[nt][1] = 0.0f;
 #pragma unroll
   for (int kt = 0; kt < KT; ++kt)
 #pragma unroll
     for (int nt = 0; nt < 4; ++nt) {
-      const T* k_row = rows_s + (8 * nt + g) * S + 16 * kt + 2 * c;
-      mma_rows8<T>(acc[nt], q_frag[kt][0], q_frag[kt][1], *reinterpret_cast<const uint32_t*>(k_row),
-                   *reinterpret_cast<const uint32_t*>(k_row + 8));
+      const int r = 8 * nt + g;
+      const uint32_t b0 = *reinterpret_cast<const uint32_t*>(key_rows + tail_row_offset<DIM>(r, 16 * kt + 2 * c));
+      const uint32_t b1 = *reinterpret_cast<const uint32_t*>(key_rows + tail_row_offset<DIM>(r, 16 * kt + 8 + 2 * c));
+      mma_rows8<T>(acc[nt], q_frag[kt][0], q_frag[kt][1], b0, b1);
     }
-  float s[4][2], p[4][2];
-#pragma unroll
-  for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-    for (int j = 0; j < 2; ++j) s[nt][j] = t0 + 8 * nt + 2 * c + j < t1 ? acc[nt][j] * score_scale : -INFINITY;
-  softmax_tile<NT>(s, m, l, o, o_min, p);
-  __syncwarp();  // every lane is done with the keys: the rows take the values
+}
 
-  // ---- values: residual rows copied, packed rows (p < vq) dequantized by their lane
-  copy_tail_rows<DIM>(rows_s, t0, t1, [&](int p) { return p >= row.vq; },
-                      [&](int p) { return row.value_res + int64_t{p % row.value_slots} * DIM; });
-  if (t0 + lane < min(t1, row.vq)) {
-    const int p = t0 + lane, groups_log2 = __ffs(DIM) - 1 - row.group_log2;
-    const uint32_t* codes = row.value_codes + int64_t{p} * (DIM * row.v_bits / 32);
-    const uint32_t mask = (1u << row.v_bits) - 1u;
-    for (int d0 = 0; d0 < DIM; d0 += 8) {  // 8 channels of one group: loads first, then uses
-      uint32_t words[8];
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        int word, bit;
-        value_tile_slot(d0 + j, DIM, row.v_bits, word, bit);
-        words[j] = __ldg(codes + word) >> bit;
-      }
-      const int64_t at = (int64_t{p} << groups_log2) + (d0 >> row.group_log2);
-      const float scale = to_float(row.value_scale[at]), minimum = to_float(row.value_min[at]);
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-        rows_s[lane * S + d0 + j] = from_float<T>(fmaf(static_cast<float>(words[j] & mask), scale, minimum));
-    }
-  }
-  copy_async_wait<0>();
-  __syncwarp();
-  // output: A = P (rows 0..7, tokens 16 kt + 2c + {0, 1} and + 8), B = V: b0 = V[tokens 16 kt +
-  // 2c, +1][channel 8 nt + g]
+// o += P V over value rows staged (and dequantized) for the tail tile: A = P (rows 0..7, tokens
+// 16 kt + 2c + {0, 1} and + 8), B = V: b0 = V[tokens 16 kt + 2c, +1][channel 8 nt + g].
+template <class T, int DIM>
+__device__ __forceinline__ void row_tile_output(const T* value_rows, const float (&p)[4][2], float (&o)[DIM / 8][2]) {
+  constexpr int NT = DIM / 8;
+  const int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+  const uint16_t* rows = reinterpret_cast<const uint16_t*>(value_rows);
 #pragma unroll
   for (int kt = 0; kt < 2; ++kt) {
     const uint32_t pa0 = pack_pair<T>(p[2 * kt][0], p[2 * kt][1]);
@@ -178,17 +234,16 @@ __device__ void decode_tail_tile(const RowView<T>& row, int t0, int t1, const ui
       pl0 = pack_pair<T>(p[2 * kt][0] - h0.x, p[2 * kt][1] - h0.y);
       pl2 = pack_pair<T>(p[2 * kt + 1][0] - h2.x, p[2 * kt + 1][1] - h2.y);
     }
-    const T* v0 = rows_s + (16 * kt + 2 * c) * S + g;
+    const int r0 = 16 * kt + 2 * c;
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
-      const uint16_t* x = reinterpret_cast<const uint16_t*>(v0 + 8 * nt);
-      const uint32_t b0 = uint32_t(x[0]) | (uint32_t(x[S]) << 16);
-      const uint32_t b1 = uint32_t(x[8 * S]) | (uint32_t(x[9 * S]) << 16);
+      const int d = 8 * nt + g;
+      const uint32_t b0 = uint32_t(rows[tail_row_offset<DIM>(r0, d)]) | (uint32_t(rows[tail_row_offset<DIM>(r0 + 1, d)]) << 16);
+      const uint32_t b1 = uint32_t(rows[tail_row_offset<DIM>(r0 + 8, d)]) | (uint32_t(rows[tail_row_offset<DIM>(r0 + 9, d)]) << 16);
       mma_rows8<T>(o[nt], pa0, pa2, b0, b1);
       if constexpr (kSplitP) mma_rows8<T>(o[nt], pl0, pl2, b0, b1);
     }
   }
-  __syncwarp();  // the rows are free again
 }
 
 }  // namespace kivi::kivi_cache::cuda
