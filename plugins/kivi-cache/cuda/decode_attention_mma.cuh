@@ -65,24 +65,28 @@ __device__ __forceinline__ uint32_t pair_of(const T* lo, const T* hi) {
          (static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(hi)) << 16);
 }
 
-// Scores of row g over a packed key tile staged at `stage` (the key part of MmaStage):
-// s[nt][j] = row g, token 8 nt + 2c + j, in base 2 (score_scale: the softmax scale * log2 e, and
-// for fp16 the queries' power-of-two prescale undone); every token of the tile is valid.
-//   acc[nt] = (q * scale) . codes on tensor cores, A = q * scale one HMUL2 per pair;
-//   bias    = q . min: one more MMA per k-tile whose B holds min in column 0.
+// Scores over a packed key tile staged at `stage` (the key part of MmaStage), transposed:
+// s[mt][i] = token 16 mt + g + 8 (i / 2), head 2c + i % 2, in base 2 (score_scale: the softmax
+// scale * log2 e, and for fp16 the queries' power-of-two prescale undone); every token is valid.
+//   acc  = codes . (q * scale)^T: A = the codes (exact small integers), B = q * scale, one
+//          HMUL2 per pair;
+//   bias = q . min, one more MMA per k-tile whose A holds min in every row (so every row of the
+//          result holds the bias of its head: no shuffle).
 template <class T, int DIM, int KB>
 __device__ __forceinline__ void packed_tile_scores(const unsigned char* stage, const uint32_t (*q_frag)[2],
-                                                   float score_scale, float (&s)[4][2]) {
+                                                   float score_scale, float (&s)[2][4]) {
   using KeyStage = TailKeyStage<DIM, KB>;       // (the key part of MmaStage: same offsets)
   constexpr int kLaneKeyWords = DIM * KB / 32;  // a lane's key code words per tile
   constexpr int kKeyPer = 16 / KB;              // code pairs per word half
-  const int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+  const int lane = threadIdx.x % 32, c = lane % 4;
   const uint32_t* scale2 = reinterpret_cast<const uint32_t*>(stage + KeyStage::kScale);  // channel pairs
   const uint32_t* min2 = reinterpret_cast<const uint32_t*>(stage + KeyStage::kMin);
   const uint4* words = reinterpret_cast<const uint4*>(stage + KeyStage::kCodes) + lane * (kLaneKeyWords / 4);
-  float acc[4][2], bias[2] = {0.0f, 0.0f};
+  float acc[2][4], bias[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-  for (int nt = 0; nt < 4; ++nt) acc[nt][0] = acc[nt][1] = 0.0f;
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc[mt][i] = 0.0f;
 #pragma unroll
   for (int chunk = 0; chunk < kLaneKeyWords / 4; ++chunk) {
     const uint4 v = words[chunk];
@@ -91,23 +95,23 @@ __device__ __forceinline__ void packed_tile_scores(const unsigned char* stage, c
 #pragma unroll
     for (int kk = 0; kk < 4 / kWordsPerKt; ++kk) {
       const int kt = chunk * (4 / kWordsPerKt) + kk, pair0 = 8 * kt + c;
-      const uint32_t a0 = mul_pair<T>(q_frag[kt][0], scale2[pair0]);
-      const uint32_t a2 = mul_pair<T>(q_frag[kt][1], scale2[pair0 + 4]);
-      mma_rows8<T>(bias, q_frag[kt][0], q_frag[kt][1], g == 0 ? min2[pair0] : 0u, g == 0 ? min2[pair0 + 4] : 0u);
-      uint32_t pairs[8];  // (hi, nt) at 4 hi + nt
+      const uint32_t b0 = mul_pair<T>(q_frag[kt][0], scale2[pair0]);
+      const uint32_t b1 = mul_pair<T>(q_frag[kt][1], scale2[pair0 + 4]);
+      const uint32_t min01 = min2[pair0], min89 = min2[pair0 + 4];
+      mma_16816<T>(bias, min01, min01, min89, min89, q_frag[kt][0], q_frag[kt][1]);
+      // pairs[4 hi + n]: token 8 n + g, channels 16 kt + 8 hi + 2c, +1 (tile order)
+      uint32_t pairs[8];
 #pragma unroll
       for (int j = 0; j < kWordsPerKt; ++j) unpack_halves<T, KB>(w[kk * kWordsPerKt + j], pairs + j * kKeyPer);
 #pragma unroll
-      for (int nt = 0; nt < 4; ++nt) mma_rows8<T>(acc[nt], a0, a2, pairs[nt], pairs[4 + nt]);
+      for (int mt = 0; mt < 2; ++mt)
+        mma_16816<T>(acc[mt], pairs[2 * mt], pairs[2 * mt + 1], pairs[4 + 2 * mt], pairs[5 + 2 * mt], b0, b1);
     }
   }
-  // Row g's bias sits in column 0: lane (g, 0).
-  const float row_bias = __shfl_sync(0xffffffffu, bias[0], lane & ~3);
 #pragma unroll
-  for (int nt = 0; nt < 4; ++nt) {
-    s[nt][0] = (acc[nt][0] + row_bias) * score_scale;
-    s[nt][1] = (acc[nt][1] + row_bias) * score_scale;
-  }
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) s[mt][i] = (acc[mt][i] + bias[i % 2]) * score_scale;
 }
 
 // fp16 only: the A operand q * scale must not overflow (|q * scale| > 65504 with a key group of
@@ -142,16 +146,19 @@ __device__ __forceinline__ float prescale_queries(uint32_t (&q_frag)[KT][2], flo
   }
 }
 
-// o += P V over one packed value tile staged at `stage` (MmaStage layout): k-tile kt of the tile
-// is tokens 16 kt + [0, 16); this lane's k rows are tokens 16 kt + 2c + {0, 1} (fragment regs 0)
-// and + {8, 9} (regs 1). A = P * scale of each 32-channel block's group, B = the codes; the min
-// term o_min (row g, value groups 2c, 2c + 1) is one more MMA whose B holds min[t][c] in column c.
+// o += P V over one packed value tile staged at `stage` (MmaStage layout), transposed: for
+// k-tile kt (tokens 16 kt + [0, 16)) and output m-tile mt (channels 16 mt + g, + 8), A = the
+// value codes (tokens 16 kt + 2c, +1 and + 8; exact small integers), B = (P * scale)^T of the
+// m-tile's channel group; the min term adds sum_t P[r][t] * min[t][group] with one more MMA per
+// k-tile whose A holds min^T (row = group, so o_min row g is group g).
+//   fp16: P^T transposed once, times the scales of the lane's tokens (one HMUL2 per pair);
+//   bf16: each token's P times its scales in float (one rounding, as the reference rounds),
+//         then transposed per group.
 template <class T, int DIM, int KB, int VB>
 __device__ __forceinline__ void packed_tile_output(const unsigned char* stage, int group, int group_log2,
-                                                   const float (&p)[4][2], float (&o)[DIM / 8][2], float (&o_min)[2]) {
+                                                   const float (&p)[2][4], float (&o)[DIM / 16][4], float (&o_min)[4]) {
   using Stage = MmaStage<DIM, KB, VB>;
-  constexpr int NT = DIM / 8;
-  constexpr int kMostGroups = Stage::kMostGroups;
+  constexpr int kMostGroups = Stage::kMostGroups;  // 32-channel blocks of the output
   constexpr int kValuePer = 16 / VB;
   constexpr int kValueChunkBits = DIM * VB / 8;  // one lane's codes of one token
   constexpr int v_words = DIM * VB / 32;
@@ -163,15 +170,15 @@ __device__ __forceinline__ void packed_tile_output(const unsigned char* stage, i
   const uint32_t* stage_codes = reinterpret_cast<const uint32_t*>(stage + Stage::kValueCodes);
 #pragma unroll
   for (int kt = 0; kt < 2; ++kt) {
-    int t[4];  // tile-local tokens of this lane's A/B rows
+    int t[4];  // tile-local tokens of this lane's (transposed) k rows
     t[0] = 16 * kt + 2 * c;
     t[1] = t[0] + 1;
     t[2] = t[0] + 8;
     t[3] = t[0] + 9;
-    const uint32_t pa0 = pack_pair<T>(p[2 * kt][0], p[2 * kt][1]);
-    const uint32_t pa2 = pack_pair<T>(p[2 * kt + 1][0], p[2 * kt + 1][1]);
-    uint32_t a_scaled[kMostGroups][2];  // A = P * scale of 32-channel block j's group
-    uint32_t min01 = 0u, min89 = 0u;    // B of the min term: column g = the minima of group g
+    uint32_t pt0, pt1;  // P^T, unscaled: the min term's B
+    transposed_probs<T>(p[kt], 1.0f, 1.0f, pt0, pt1);
+    uint32_t b_scaled[kMostGroups][2];  // B = (P * scale)^T of 32-channel block j's group
+    uint32_t min01 = 0u, min89 = 0u;    // A of the min term: row g = the minima of group g
     if (group == 32) {  // a token's scales (and minima) are one 4- or 8-byte vector
       constexpr int kWords = kMostGroups / 2;
       uint32_t sc[4][kWords], mn[4][kWords];
@@ -180,10 +187,12 @@ __device__ __forceinline__ void packed_tile_output(const unsigned char* stage, i
         shared_words<kWords>(reinterpret_cast<const uint32_t*>(stage_scale + t[i] * kMostGroups), sc[i]);
         shared_words<kWords>(reinterpret_cast<const uint32_t*>(stage_min + t[i] * kMostGroups), mn[i]);
       }
+      if constexpr (std::is_same_v<T, __half>) {
 #pragma unroll
-      for (int j = 0; j < kMostGroups; ++j) {
-        a_scaled[j][0] = scaled_probs<T>(p[2 * kt][0], p[2 * kt][1], pa0, join_halves(sc[0][j / 2], sc[1][j / 2], j % 2));
-        a_scaled[j][1] = scaled_probs<T>(p[2 * kt + 1][0], p[2 * kt + 1][1], pa2, join_halves(sc[2][j / 2], sc[3][j / 2], j % 2));
+        for (int j = 0; j < kMostGroups; ++j) {
+          b_scaled[j][0] = mul_pair<T>(pt0, join_halves(sc[0][j / 2], sc[1][j / 2], j % 2));
+          b_scaled[j][1] = mul_pair<T>(pt1, join_halves(sc[2][j / 2], sc[3][j / 2], j % 2));
+        }
       }
       if (g < kMostGroups) {
         auto word = [&](int i) { return kWords == 2 && (g & 2) ? mn[i][kWords - 1] : mn[i][0]; };
@@ -191,22 +200,31 @@ __device__ __forceinline__ void packed_tile_output(const unsigned char* stage, i
         min89 = join_halves(word(2), word(3), g & 1);
       }
     } else {
+      if constexpr (std::is_same_v<T, __half>) {
 #pragma unroll
-      for (int j = 0; j < kMostGroups; ++j) {
-        const int gr = j >> block_group_shift;
-        a_scaled[j][0] = scaled_probs<T>(p[2 * kt][0], p[2 * kt][1], pa0,
-                                         pair_of(stage_scale + t[0] * v_groups + gr, stage_scale + t[1] * v_groups + gr));
-        a_scaled[j][1] = scaled_probs<T>(p[2 * kt + 1][0], p[2 * kt + 1][1], pa2,
-                                         pair_of(stage_scale + t[2] * v_groups + gr, stage_scale + t[3] * v_groups + gr));
+        for (int j = 0; j < kMostGroups; ++j) {
+          const int gr = j >> block_group_shift;
+          b_scaled[j][0] = mul_pair<T>(pt0, pair_of(stage_scale + t[0] * v_groups + gr, stage_scale + t[1] * v_groups + gr));
+          b_scaled[j][1] = mul_pair<T>(pt1, pair_of(stage_scale + t[2] * v_groups + gr, stage_scale + t[3] * v_groups + gr));
+        }
       }
       if (g < v_groups) {
         min01 = pair_of(stage_min + t[0] * v_groups + g, stage_min + t[1] * v_groups + g);
         min89 = pair_of(stage_min + t[2] * v_groups + g, stage_min + t[3] * v_groups + g);
       }
     }
-    mma_rows8<T>(o_min, pa0, pa2, min01, min89);
-    // B fragments of channels 8 nt + g for tokens (t0, t1) and (t2, t3), a 16-bit portion of
-    // this lane's run of codes at a time.
+    if constexpr (!std::is_same_v<T, __half>) {
+      const int tok0 = 16 * kt + g, tok1 = tok0 + 8;  // the lane's tokens before the transpose
+#pragma unroll
+      for (int j = 0; j < kMostGroups; ++j) {
+        const int gr = j >> block_group_shift;
+        transposed_probs<T>(p[kt], to_float(stage_scale[tok0 * v_groups + gr]), to_float(stage_scale[tok1 * v_groups + gr]),
+                            b_scaled[j][0], b_scaled[j][1]);
+      }
+    }
+    mma_16816<T>(o_min, min01, 0u, min89, 0u, pt0, pt1);
+    // A fragments: the codes of channels 8 n + g for tokens (t0, t1) and (t2, t3), a 16-bit
+    // portion of this lane's run of codes at a time (n-tile n = q * kValuePer + i).
     if constexpr (kValueChunkBits >= 32) {
       constexpr int kWords = kValueChunkBits / 32;
       uint32_t w[4][kWords];
@@ -218,9 +236,9 @@ __device__ __forceinline__ void packed_tile_output(const unsigned char* stage, i
         unpack_halves<T, VB>(join_halves(w[0][q / 2], w[1][q / 2], q % 2), lo);
         unpack_halves<T, VB>(join_halves(w[2][q / 2], w[3][q / 2], q % 2), hi);
 #pragma unroll
-        for (int i = 0; i < kValuePer; ++i) {
-          const int nt = q * kValuePer + i;
-          mma_rows8<T>(o[nt], a_scaled[nt / 4][0], a_scaled[nt / 4][1], lo[i], hi[i]);
+        for (int i = 0; i < kValuePer; i += 2) {
+          const int mt = (q * kValuePer + i) / 2;
+          mma_16816<T>(o[mt], lo[i], lo[i + 1], hi[i], hi[i + 1], b_scaled[mt / 2][0], b_scaled[mt / 2][1]);
         }
       }
     } else {  // head_dim 64 at 2 bits: the run is one half of word g / 2
@@ -229,7 +247,8 @@ __device__ __forceinline__ void packed_tile_output(const unsigned char* stage, i
       unpack_halves<T, VB>(join_halves(stage_codes[t[0] * v_words + g / 2], stage_codes[t[1] * v_words + g / 2], high), lo);
       unpack_halves<T, VB>(join_halves(stage_codes[t[2] * v_words + g / 2], stage_codes[t[3] * v_words + g / 2], high), hi);
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt) mma_rows8<T>(o[nt], a_scaled[nt / 4][0], a_scaled[nt / 4][1], lo[nt], hi[nt]);
+      for (int mt = 0; mt < DIM / 16; ++mt)
+        mma_16816<T>(o[mt], lo[2 * mt], lo[2 * mt + 1], hi[2 * mt], hi[2 * mt + 1], b_scaled[mt / 2][0], b_scaled[mt / 2][1]);
     }
   }
 }
@@ -262,7 +281,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
     decode_mma_kernel(DecodeAttention a, int tiles_per_split) {
   using Stage = MmaStage<DIM, KB, VB>;
   constexpr int KT = DIM / 16;  // k-tiles over channels (scores)
-  constexpr int NT = DIM / 8;   // n-tiles over channels (output)
+  constexpr int MT = DIM / 16;  // m-tiles over channels (output)
   // 1-d grid: every (row, kv head)'s main splits, then every (row, kv head)'s tail blocks, so
   // that the long blocks start first and the short tail blocks fill the gaps.
   const int main_splits = a.splits - a.tail_splits, pairs = a.rows * a.kv_heads;
@@ -342,11 +361,11 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
     copy_async_commit();
   };
 
-  float m = -INFINITY, l = 0.0f;  // row g: running max (base 2) and this lane's share of the sum
-  float o[NT][2], o_min[2] = {0.0f, 0.0f};  // C fragments: row g, channels 8 nt + 2c + {0, 1};
-                                            // o_min: row g, value groups 2c, 2c + 1
+  // The warp's softmax state in the transposed layout (decode_tail.cuh): heads 2c, 2c + 1.
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  float o[MT][4], o_min[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // o_min: value group g, heads 2c, 2c + 1
 #pragma unroll
-  for (int nt = 0; nt < NT; ++nt) o[nt][0] = o[nt][1] = 0.0f;
+  for (int mt = 0; mt < MT; ++mt) o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
 
   // Everything the block reads first is in flight at once: the queries, and the first tiles'
   // copies (main) or the whole tail tile (tail).
@@ -382,18 +401,18 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
 
   if (tail_block && t0 < length) {  // this warp's tail tile, through the same MMAs
     T* value_rows = reinterpret_cast<T*>(stages + kTailRowsBytes<DIM>);
-    float s[4][2], p[4][2];
+    float s[2][4], p[2][4];
     if (t0 < kq) {  // a whole packed key tile, staged as the main loop stages one
       packed_tile_scores<T, DIM, KB>(stages, q_frag, score_scale, s);
     } else {
-      float acc[4][2];
+      float acc[2][4];
       row_tile_scores<T, DIM>(reinterpret_cast<const T*>(stages), q_frag, acc);
 #pragma unroll
-      for (int nt = 0; nt < 4; ++nt)
+      for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-        for (int j = 0; j < 2; ++j) s[nt][j] = t0 + 8 * nt + 2 * c + j < t1 ? acc[nt][j] * score_scale : -INFINITY;
+        for (int i = 0; i < 4; ++i) s[mt][i] = t0 + 16 * mt + g + 8 * (i / 2) < t1 ? acc[mt][i] * score_scale : -INFINITY;
     }
-    softmax_tile<NT>(s, m, l, o, o_min, p);
+    softmax_tile<MT>(s, m, l, o, o_min, p);
     row_tile_output<T, DIM>(value_rows, p, o);
   }
   int k = 0;
@@ -402,9 +421,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
     copy_async_wait<Stage::kStages - 1>();
     __syncwarp();
     const unsigned char* stage = stages + (k % Stage::kStages) * Stage::kBytes;
-    float s[4][2], p[4][2];
+    float s[2][4], p[2][4];
     packed_tile_scores<T, DIM, KB>(stage, q_frag, score_scale, s);
-    softmax_tile<NT>(s, m, l, o, o_min, p);
+    softmax_tile<MT>(s, m, l, o, o_min, p);
     packed_tile_output<T, DIM, KB, VB>(stage, group, group_log2, p, o, o_min);
     __syncwarp();  // the stage is refilled kStages - 1 tiles later
   }
@@ -414,24 +433,29 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
 
   float* acc_all = reinterpret_cast<float*>(dynamic_smem);  // [kDecodeWarps][8][DIM]
 
-  // ---- merge: row g's sum over its quad; the min term moved to its channels; warps combined
-  l += __shfl_xor_sync(0xffffffffu, l, 1);
-  l += __shfl_xor_sync(0xffffffffu, l, 2);
-  float* acc_s = acc_all + warp * 8 * DIM;
+  // ---- merge: each head's sum over g; the min term moved to its channels; warps combined
 #pragma unroll
-  for (int nt = 0; nt < NT; ++nt) {
-    // o_min holds groups 2c, 2c + 1 of row g; channel 8 nt + 2c is in group (8 nt) >> log2.
-    const int gr = (8 * nt) >> group_log2;
-    const int source = (lane & ~3) | (gr >> 1);
-    const float from0 = __shfl_sync(0xffffffffu, o_min[0], source);
-    const float from1 = __shfl_sync(0xffffffffu, o_min[1], source);
-    const float add = (gr & 1) ? from1 : from0;
-    acc_s[g * DIM + 8 * nt + 2 * c] = o[nt][0] + add;
-    acc_s[g * DIM + 8 * nt + 2 * c + 1] = o[nt][1] + add;
-  }
-  if (c == 0) {
-    max_s[warp][g] = m;
-    sum_s[warp][g] = l;
+  for (int j = 0; j < 2; ++j)
+#pragma unroll
+    for (int offset = 4; offset < 32; offset *= 2) l[j] += __shfl_xor_sync(0xffffffffu, l[j], offset);
+  float* acc_s = acc_all + warp * 8 * DIM;  // [head][channel]
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      // channel d's group (the same for the m-tile's 16 channels: groups are >= 32 wide) holds
+      // its min term in o_min of lane (group, c)
+      const int d = 16 * mt + 8 * half + g, source = (((16 * mt) >> group_log2) << 2) | c;
+      const float add0 = __shfl_sync(0xffffffffu, o_min[0], source);
+      const float add1 = __shfl_sync(0xffffffffu, o_min[1], source);
+      acc_s[(2 * c) * DIM + d] = o[mt][2 * half] + add0;
+      acc_s[(2 * c + 1) * DIM + d] = o[mt][2 * half + 1] + add1;
+    }
+  if (g == 0) {
+    max_s[warp][2 * c] = m[0];
+    max_s[warp][2 * c + 1] = m[1];
+    sum_s[warp][2 * c] = l[0];
+    sum_s[warp][2 * c + 1] = l[1];
   }
   __syncthreads();
 

@@ -32,37 +32,55 @@ struct RowView {
   int length, kq, vq, group, group_log2, k_bits, v_bits, value_slots;
 };
 
-// Online softmax of row g over one tile's scores s[nt][j] (row g, tokens 8 nt + 2c + j, base-2
-// logits, -inf for absent tokens): updates the running max m and this lane's share of the sum
-// l, rescales the output accumulators, and leaves the probabilities in p.
-template <int NT>
-__device__ __forceinline__ void softmax_tile(const float (&s)[4][2], float& m, float& l,
-                                             float (&o)[NT][2], float (&o_min)[2], float (&p)[4][2]) {
-  float tile_max = fmaxf(fmaxf(fmaxf(s[0][0], s[0][1]), fmaxf(s[1][0], s[1][1])),
-                         fmaxf(fmaxf(s[2][0], s[2][1]), fmaxf(s[3][0], s[3][1])));
-  tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-  tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-  const float m_new = fmaxf(m, tile_max);
-  const float correction = exp2f(m - m_new);
-  m = m_new;
-  l *= correction;
+// The transposed layout of the kernel's per-tile state (mma_fragments.cuh), per lane (g, c):
+//   scores  s[mt][i]: token 16 mt + g + 8 (i / 2) of the tile, query head 2c + i % 2;
+//   output  o[mt][i]: channel 16 mt + g + 8 (i / 2), query head 2c + i % 2;
+//   m[j], l[j]: the running max (base 2) of head 2c + j, and this lane's share of its sum.
+// Online softmax over one tile's scores (-inf for absent tokens): updates m and l, rescales the
+// output accumulators (o_min: the min term, columns are heads too) and leaves the
+// probabilities in p.
+template <int MT>
+__device__ __forceinline__ void softmax_tile(const float (&s)[2][4], float (&m)[2], float (&l)[2],
+                                             float (&o)[MT][4], float (&o_min)[4], float (&p)[2][4]) {
+  float correction[2];
 #pragma unroll
-  for (int nt = 0; nt < 4; ++nt)
+  for (int j = 0; j < 2; ++j) {
+    float tile_max = fmaxf(fmaxf(s[0][j], s[0][j + 2]), fmaxf(s[1][j], s[1][j + 2]));
 #pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      p[nt][j] = exp2f(s[nt][j] - m_new);
-      l += p[nt][j];
-    }
-  // Rescale only when some row's maximum moved (after the first tiles, it rarely does).
-  if (__any_sync(0xffffffffu, correction != 1.0f)) {
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-      o[nt][0] *= correction;
-      o[nt][1] *= correction;
-    }
-    o_min[0] *= correction;
-    o_min[1] *= correction;
+    for (int offset = 4; offset < 32; offset *= 2)  // over g: the tile's 32 tokens
+      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, offset));
+    const float m_new = fmaxf(m[j], tile_max);
+    correction[j] = exp2f(m[j] - m_new);
+    m[j] = m_new;
+    l[j] *= correction[j];
   }
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      p[mt][i] = exp2f(s[mt][i] - m[i % 2]);
+      l[i % 2] += p[mt][i];
+    }
+  // Rescale only when some head's maximum moved (after the first tiles, it rarely does).
+  if (__any_sync(0xffffffffu, correction[0] != 1.0f || correction[1] != 1.0f)) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) o[mt][i] *= correction[i % 2];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) o_min[i] *= correction[i % 2];
+  }
+}
+
+// The B fragments of P^T for k-tile kt (tokens 16 kt + [0, 16)) of the output MMAs: b0 = P[head
+// g][tokens 16 kt + 2c, +1], b1 the same at + 8, from the lane's probabilities in the score
+// layout (tokens 16 kt + g, + 8; heads 2c, 2c + 1) by two 8 x 8 transposes; `scale0`/`scale1`
+// multiply the lane's two tokens first (in float: one rounding to T).
+template <class T>
+__device__ __forceinline__ void transposed_probs(const float (&p)[4], float scale0, float scale1,
+                                                 uint32_t& b0, uint32_t& b1) {
+  b0 = transpose_pair(pack_pair<T>(p[0] * scale0, p[1] * scale0));
+  b1 = transpose_pair(pack_pair<T>(p[2] * scale1, p[3] * scale1));
 }
 
 // Element offset of (row r, channel d) in a warp's staged rows [32][DIM]: 16-byte chunk d / 8
@@ -196,52 +214,60 @@ __device__ __noinline__ void dequantize_tail_row(T* value_rows, int group_log2,
   }
 }
 
-// Scores of row g over residual key rows staged by issue_tail_copies: A = the queries (rows
-// 0..7), B = K^T: b0 = K[token 8 nt + g][channels 16 kt + 2c, +1], b1 the same at + 8.
+// Scores over residual key rows staged by issue_tail_copies, transposed: A = K (tokens 16 mt +
+// g, + 8; channels 16 kt + 2c, +1 and + 8), B = the queries (q_frag: head g, same channels).
 template <class T, int DIM>
-__device__ __forceinline__ void row_tile_scores(const T* key_rows, const uint32_t (*q_frag)[2], float (&acc)[4][2]) {
+__device__ __forceinline__ void row_tile_scores(const T* key_rows, const uint32_t (*q_frag)[2], float (&acc)[2][4]) {
   constexpr int KT = DIM / 16;
   const int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+  auto pair_at = [&](int r, int d) { return *reinterpret_cast<const uint32_t*>(key_rows + tail_row_offset<DIM>(r, d)); };
 #pragma unroll
-  for (int nt = 0; nt < 4; ++nt) acc[nt][0] = acc[nt][1] = 0.0f;
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc[mt][i] = 0.0f;
 #pragma unroll
   for (int kt = 0; kt < KT; ++kt)
 #pragma unroll
-    for (int nt = 0; nt < 4; ++nt) {
-      const int r = 8 * nt + g;
-      const uint32_t b0 = *reinterpret_cast<const uint32_t*>(key_rows + tail_row_offset<DIM>(r, 16 * kt + 2 * c));
-      const uint32_t b1 = *reinterpret_cast<const uint32_t*>(key_rows + tail_row_offset<DIM>(r, 16 * kt + 8 + 2 * c));
-      mma_rows8<T>(acc[nt], q_frag[kt][0], q_frag[kt][1], b0, b1);
+    for (int mt = 0; mt < 2; ++mt) {
+      const int r = 16 * mt + g, d = 16 * kt + 2 * c;
+      mma_16816<T>(acc[mt], pair_at(r, d), pair_at(r + 8, d), pair_at(r, d + 8), pair_at(r + 8, d + 8),
+                   q_frag[kt][0], q_frag[kt][1]);
     }
 }
 
-// o += P V over value rows staged (and dequantized) for the tail tile: A = P (rows 0..7, tokens
-// 16 kt + 2c + {0, 1} and + 8), B = V: b0 = V[tokens 16 kt + 2c, +1][channel 8 nt + g].
+// o += P V over the value rows staged (and dequantized) for the tail tile, transposed: A = V^T
+// (channels 16 mt + g, + 8; tokens 16 kt + 2c, +1 and + 8), B = P^T (transposed_probs). bf16:
+// P is its rounding plus the remainder, two MMAs (P's 8-bit mantissa alone costs too much).
 template <class T, int DIM>
-__device__ __forceinline__ void row_tile_output(const T* value_rows, const float (&p)[4][2], float (&o)[DIM / 8][2]) {
-  constexpr int NT = DIM / 8;
+__device__ __forceinline__ void row_tile_output(const T* value_rows, const float (&p)[2][4], float (&o)[DIM / 16][4]) {
+  constexpr int MT = DIM / 16;
+  constexpr bool kSplitP = !std::is_same_v<T, __half>;
   const int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   const uint16_t* rows = reinterpret_cast<const uint16_t*>(value_rows);
+  auto pair_at = [&](int t, int d) {  // (V[t][d], V[t + 1][d])
+    return uint32_t(rows[tail_row_offset<DIM>(t, d)]) | (uint32_t(rows[tail_row_offset<DIM>(t + 1, d)]) << 16);
+  };
 #pragma unroll
   for (int kt = 0; kt < 2; ++kt) {
-    const uint32_t pa0 = pack_pair<T>(p[2 * kt][0], p[2 * kt][1]);
-    const uint32_t pa2 = pack_pair<T>(p[2 * kt + 1][0], p[2 * kt + 1][1]);
-    // bf16: P = its rounding + the remainder, two MMAs (P's 8-bit mantissa alone costs too much)
-    constexpr bool kSplitP = !std::is_same_v<T, __half>;
-    uint32_t pl0 = 0u, pl2 = 0u;
+    uint32_t b0, b1, lo0 = 0u, lo1 = 0u;
+    transposed_probs<T>(p[kt], 1.0f, 1.0f, b0, b1);
     if constexpr (kSplitP) {
-      const float2 h0 = pair_to_float2(pa0, T{}), h2 = pair_to_float2(pa2, T{});
-      pl0 = pack_pair<T>(p[2 * kt][0] - h0.x, p[2 * kt][1] - h0.y);
-      pl2 = pack_pair<T>(p[2 * kt + 1][0] - h2.x, p[2 * kt + 1][1] - h2.y);
+      float rest[4];
+      const float2 h01 = pair_to_float2(pack_pair<T>(p[kt][0], p[kt][1]), T{});
+      const float2 h23 = pair_to_float2(pack_pair<T>(p[kt][2], p[kt][3]), T{});
+      rest[0] = p[kt][0] - h01.x;
+      rest[1] = p[kt][1] - h01.y;
+      rest[2] = p[kt][2] - h23.x;
+      rest[3] = p[kt][3] - h23.y;
+      transposed_probs<T>(rest, 1.0f, 1.0f, lo0, lo1);
     }
-    const int r0 = 16 * kt + 2 * c;
+    const int t = 16 * kt + 2 * c;
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-      const int d = 8 * nt + g;
-      const uint32_t b0 = uint32_t(rows[tail_row_offset<DIM>(r0, d)]) | (uint32_t(rows[tail_row_offset<DIM>(r0 + 1, d)]) << 16);
-      const uint32_t b1 = uint32_t(rows[tail_row_offset<DIM>(r0 + 8, d)]) | (uint32_t(rows[tail_row_offset<DIM>(r0 + 9, d)]) << 16);
-      mma_rows8<T>(o[nt], pa0, pa2, b0, b1);
-      if constexpr (kSplitP) mma_rows8<T>(o[nt], pl0, pl2, b0, b1);
+    for (int mt = 0; mt < MT; ++mt) {
+      const int d = 16 * mt + g;
+      const uint32_t a0 = pair_at(t, d), a1 = pair_at(t, d + 8), a2 = pair_at(t + 8, d), a3 = pair_at(t + 8, d + 8);
+      mma_16816<T>(o[mt], a0, a1, a2, a3, b0, b1);
+      if constexpr (kSplitP) mma_16816<T>(o[mt], a0, a1, a2, a3, lo0, lo1);
     }
   }
 }

@@ -7,8 +7,9 @@
 //                           a2 = A[g][2c+8, +9]   a3 = A[g+8][2c+8, +9]
 //   B (16 x 8, k x n):      b0 = B[2c, 2c+1][g]   b1 = B[2c+8, 2c+9][g]
 //   C (16 x 8, float):      c0, c1 = C[g][2c, 2c+1]   c2, c3 = C[g+8][2c, 2c+1]
-// The decode kernel puts the (at most 8) query heads of a GQA group in rows 0..7, so rows 8..15
-// are zero: a1 = a3 = 0, and c2, c3 are neither kept nor read.
+// The decode kernel works transposed, so that no fragment row is wasted on absent query heads:
+// tokens or channels are the 16 rows (M), the (at most 8) query heads of a GQA group the 8
+// columns (N) of every MMA.
 #pragma once
 
 #include <cstdint>
@@ -39,26 +40,32 @@ __device__ __forceinline__ float2 pair_to_float2(uint32_t bits, __nv_bfloat16) {
   return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&bits));
 }
 
-// d (rows 0..7 of a 16 x 8 tile) += A (rows 0..7) * B; rows 8..15 of A are zero.
+// d (16 x 8) += A (16 x 16) * B (16 x 8), fp16 or bf16 inputs, float accumulators.
 template <class T>
-__device__ __forceinline__ void mma_rows8(float (&d)[2], uint32_t a0, uint32_t a2, uint32_t b0,
-                                          uint32_t b1) {
-  float unused0, unused1;
+__device__ __forceinline__ void mma_16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                          uint32_t b0, uint32_t b1) {
   if constexpr (std::is_same_v<T, __half>) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%10,%11,%12,%13};\n"
-        : "=f"(d[0]), "=f"(d[1]), "=f"(unused0), "=f"(unused1)
-        : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1), "f"(d[0]), "f"(d[1]), "f"(0.0f),
-          "f"(0.0f));
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
   } else {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%10,%11,%12,%13};\n"
-        : "=f"(d[0]), "=f"(d[1]), "=f"(unused0), "=f"(unused1)
-        : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1), "f"(d[0]), "f"(d[1]), "f"(0.0f),
-          "f"(0.0f));
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
   }
+}
+
+// The 8 x 8 matrix of 16-bit values of which this lane holds row g, columns 2c, 2c + 1 (a C
+// fragment's half packed, or an A/B fragment register), transposed across the warp: the lane
+// then holds row g of the transpose, i.e. rows 2c, 2c + 1 of column g.
+__device__ __forceinline__ uint32_t transpose_pair(uint32_t x) {
+  uint32_t y;
+  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x));
+  return y;
 }
 
 }  // namespace kivi::kivi_cache::cuda
