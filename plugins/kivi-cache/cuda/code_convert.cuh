@@ -45,6 +45,16 @@ __device__ __forceinline__ uint32_t mul_pair(uint32_t x, uint32_t y) {
   return *reinterpret_cast<const uint32_t*>(&r);
 }
 
+// x * y - r on T pairs with one rounding: with r = x * y rounded (mul_pair), the rounding error
+// of that product, for a second MMA term where one T's mantissa is not enough (bf16).
+template <class T>
+__device__ __forceinline__ uint32_t product_rest(uint32_t x, uint32_t y, uint32_t r) {
+  using T2 = std::conditional_t<std::is_same_v<T, __half>, __half2, __nv_bfloat162>;
+  const T2 v = __hfma2(*reinterpret_cast<const T2*>(&x), *reinterpret_cast<const T2*>(&y),
+                       __hneg2(*reinterpret_cast<const T2*>(&r)));
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
 // P * scale as a T pair for the A operand of the value MMA. bf16 rounds the float product once:
 // with its 8-bit mantissa, rounding P first and then the product doubles the error. fp16 (11
 // bits) multiplies the rounded pair, one HMUL2.

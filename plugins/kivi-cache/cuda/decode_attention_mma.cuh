@@ -69,7 +69,8 @@ __device__ __forceinline__ uint32_t pair_of(const T* lo, const T* hi) {
 // s[mt][i] = token 16 mt + g + 8 (i / 2), head 2c + i % 2, in base 2 (score_scale: the softmax
 // scale * log2 e, and for fp16 the queries' power-of-two prescale undone); every token is valid.
 //   acc  = codes . (q * scale)^T: A = the codes (exact small integers), B = q * scale, one
-//          HMUL2 per pair;
+//          HMUL2 per pair; bf16 adds a second MMA with B = the rounding error of q * scale
+//          (bf16's 8-bit mantissa alone costs about 1% in the output);
 //   bias = q . min, one more MMA per k-tile whose A holds min in every row (so every row of the
 //          result holds the bias of its head: no shuffle).
 template <class T, int DIM, int KB>
@@ -106,6 +107,13 @@ __device__ __forceinline__ void packed_tile_scores(const unsigned char* stage, c
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt)
         mma_16816<T>(acc[mt], pairs[2 * mt], pairs[2 * mt + 1], pairs[4 + 2 * mt], pairs[5 + 2 * mt], b0, b1);
+      if constexpr (!std::is_same_v<T, __half>) {
+        const uint32_t rest0 = product_rest<T>(q_frag[kt][0], scale2[pair0], b0);
+        const uint32_t rest1 = product_rest<T>(q_frag[kt][1], scale2[pair0 + 4], b1);
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt)
+          mma_16816<T>(acc[mt], pairs[2 * mt], pairs[2 * mt + 1], pairs[4 + 2 * mt], pairs[5 + 2 * mt], rest0, rest1);
+      }
     }
   }
 #pragma unroll
