@@ -373,4 +373,28 @@ std::string map_plugin_error(const std::string& message, const std::string& sour
   return source + ": [" + table_name + "]: " + message;
 }
 
+std::string missing_input_note(const fs::path& config_file, const fs::path& path) {
+  std::error_code ec;
+  if (path.empty() || fs::exists(path, ec)) return "";
+  std::string note = " (no such file or folder)";
+  if (config_file.empty()) return note;
+  // The checkout holding run.toml: the nearest folder above it with a .git (a folder, or a file
+  // in a worktree or submodule).
+  fs::path root;
+  for (fs::path dir = fs::absolute(config_file, ec).parent_path(); !dir.empty(); dir = dir.parent_path()) {
+    if (fs::exists(dir / ".git", ec)) {
+      root = dir.lexically_normal();
+      break;
+    }
+    if (dir == dir.parent_path()) break;
+  }
+  if (root.empty()) return note;
+  const fs::path target = fs::absolute(path, ec).lexically_normal();
+  const fs::path inside = target.lexically_relative(root);
+  if (!inside.empty() && *inside.begin() != "..") return note;
+  return " (no such file or folder: it lies outside this checkout, " + root.string() +
+         ", in a folder beside it that this clone does not have, such as ../shared beside a "
+         "development checkout; point the key at a file in the repository or fetch that folder)";
+}
+
 }  // namespace kivi::host

@@ -178,6 +178,12 @@ HostConfig parse_host_config(const toml::table& root, const std::string& source)
 // `overrides`: command-line `--set section.key=value` (apply_overrides), applied before reading.
 HostConfig load_host_config(const std::filesystem::path& file, const std::vector<std::string>& overrides = {});
 
+// Why an input path named by run.toml `config_file` cannot be read: "(no such file)", and when
+// the path also lies outside the checkout that holds run.toml (the nearest folder above it with
+// a .git), that it points outside the repository, at a folder a plain clone does not have (e.g.
+// ../shared beside a development checkout). Empty when the path exists.
+std::string missing_input_note(const std::filesystem::path& config_file, const std::filesystem::path& path);
+
 // Sets each "section.key=value" (or "key=value" at the top level) in `root`, creating missing
 // tables: value is read as TOML (42, 0.5, true, "text", [1, 2]) or, when it is not, as a plain
 // string (so --set cache.backend=fp16 needs no quotes). Throws naming the override when its

@@ -19,7 +19,8 @@ std::vector<std::vector<int64_t>> read_prompts(const HostConfig& cfg, const Mode
   std::vector<std::string> texts = g.prompts;
   if (!g.prompt_file.empty()) {
     std::ifstream in(g.prompt_file);
-    check(in.good(), cfg.file.string() + ": [generate] prompt_file: cannot open " + g.prompt_file.string());
+    check(in.good(), cfg.file.string() + ": [generate] prompt_file: cannot open " + g.prompt_file.string() +
+                         missing_input_note(cfg.file, g.prompt_file));
     for (std::string line; std::getline(in, line);)
       if (!line.empty()) texts.push_back(line);
   }

@@ -20,7 +20,9 @@ int run_tokenize_mode(HostContext& context) {
   check(!choice.tokenizer.empty(), context.config.file.string() +
                                        ": mode tokenize needs a [tokenize] table with `tokenizer` (a folder or tokenizer.json)");
   const std::string where = context.config.file.string() + ": [tokenize] ";
-  check(std::filesystem::exists(choice.tokenizer), where + "tokenizer: " + choice.tokenizer.string() + " does not exist");
+  check(std::filesystem::exists(choice.tokenizer),
+        where + "tokenizer: " + choice.tokenizer.string() + " does not exist" +
+            missing_input_note(context.config.file, choice.tokenizer));
   const text::Tokenizer tokenizer = load_tokenizer(choice.tokenizer);
   auto& out = context.out;
   out << "tokenizer: " << choice.tokenizer.string() << " (vocabulary " << tokenizer.vocab_size() << ")\n";
@@ -43,7 +45,8 @@ int run_tokenize_mode(HostContext& context) {
     std::string source = tokenizer.chat_template();
     if (!choice.chat_template.empty()) {
       std::ifstream in(choice.chat_template);
-      check(in.good(), where + "chat_template: cannot open " + choice.chat_template.string());
+      check(in.good(), where + "chat_template: cannot open " + choice.chat_template.string() +
+                           missing_input_note(context.config.file, choice.chat_template));
       std::ostringstream text;
       text << in.rdbuf();
       source = text.str();

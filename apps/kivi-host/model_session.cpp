@@ -53,7 +53,8 @@ ModelSession open_model(const HostContext& context, const std::vector<CachePairi
   const HostConfig& cfg = context.config;
   const std::string file = cfg.file.string();
   check(cfg.model.present, file + ": mode " + cfg.mode + " needs a [model] table with the checkpoint's path");
-  check(fs::exists(cfg.model.path), file + ": [model] path: " + cfg.model.path.string() + " does not exist");
+  check(fs::exists(cfg.model.path), file + ": [model] path: " + cfg.model.path.string() + " does not exist" +
+                                        missing_input_note(cfg.file, cfg.model.path));
   check(!pairings.empty(), "open_model: no cache to run the model with");
   ModelSession session;
   session.config = load_checkpoint_config(context.registry, cfg.model.path);

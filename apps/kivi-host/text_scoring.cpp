@@ -13,8 +13,7 @@ TextPlan plan_text_windows(const HostConfig& cfg, const ModelSession& session) {
   check(!p.text.empty(), where + " text: needed (a text file to score)");
   check(session.tokenizer.has_value(), where + ": " + cfg.model.path.string() + " has no tokenizer.json");
   std::ifstream in(p.text, std::ios::binary);
-  check(in.good(), where + " text: cannot open " + p.text.string() +
-                       (std::filesystem::exists(p.text) ? "" : " (no such file)"));
+  check(in.good(), where + " text: cannot open " + p.text.string() + missing_input_note(cfg.file, p.text));
   std::ostringstream buffer;
   buffer << in.rdbuf();
   const std::vector<int32_t> ids32 = session.tokenizer->encode(buffer.str(), false);

@@ -162,6 +162,26 @@ TEST_CASE("kivi-host rejects bad command lines and missing files clearly", "[hos
   CHECK_THAT(run_host("serve --config " + config + " --profile 0").output,
              Contains("--profile \"0\": expected a number of forward passes from 1 to 1048576"));
   CHECK_THAT(run_host("serve --config " + config + " --profile x2").output, Contains("--profile \"x2\""));
+
+  // A config inside a checkout that points outside it, at a folder this clone lacks (as
+  // configs/tokenize-llama3.1.toml points at ../shared beside a development checkout), says so;
+  // a missing path inside the checkout is only missing.
+  const auto checkout = std::filesystem::temp_directory_path() / ("kivi-outside-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(checkout / ".git");
+  std::filesystem::create_directories(checkout / "configs");
+  std::ofstream(checkout / "configs" / "outside.toml")
+      << "mode = \"tokenize\"\n[tokenize]\ntokenizer = \"../../absent-shared/tokenizers/llama3.1\"\ntext = \"x\"\n";
+  std::ofstream(checkout / "configs" / "inside.toml")
+      << "mode = \"tokenize\"\n[tokenize]\ntokenizer = \"../models/none\"\ntext = \"x\"\n";
+  const Run outside = run_host("--config " + (checkout / "configs" / "outside.toml").string());
+  CHECK(outside.exit_code == 1);
+  CHECK_THAT(outside.output, Contains("[tokenize] tokenizer: ") && Contains("absent-shared/tokenizers/llama3.1 does not exist") &&
+                                 Contains("it lies outside this checkout, " + checkout.string()));
+  const Run inside = run_host("--config " + (checkout / "configs" / "inside.toml").string());
+  CHECK(inside.exit_code == 1);
+  CHECK_THAT(inside.output, Contains("models/none does not exist (no such file or folder)"));
+  CHECK_THAT(inside.output, !Contains("outside this checkout"));
+  std::filesystem::remove_all(checkout);
 }
 
 TEST_CASE("kivi-host tokenize with the Llama-3.1 tokenizer and its official chat template", "[host]") {
