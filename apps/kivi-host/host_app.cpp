@@ -15,8 +15,10 @@ namespace {
 void print_help(std::ostream& out) {
   out << "kivi-host " << KIVI_VERSION_STRING
       << ": LLM inference with a KIVI-quantized KV cache\n\n"
-         "usage: kivi-host [MODE] --config run.toml [--set section.key=value]... [--plugin-dir DIR]...\n"
-         "       kivi-host serve --config run.toml --profile N   (profile the first N forward passes)\n"
+         "usage: kivi-host [MODE] --config run.toml [--set section.key=value]... [--plugin-dir "
+         "DIR]...\n"
+         "       kivi-host serve --config run.toml --profile N   (profile the first N forward "
+         "passes)\n"
          "       kivi-host plugins [--plugin-dir DIR]...\n"
          "       kivi-host MODE --help | --help | --version\n\n"
          "MODE overrides `mode` in run.toml; --set overrides one key (e.g. --set cache.k_bits=4,\n"
@@ -46,14 +48,22 @@ CommandLine parse_command_line(int argc, const char* const* argv) {
       if (i + 1 >= argc) throw Error("command line: " + flag + " needs a value");
       return argv[++i];
     };
-    if (arg == "--help" || arg == "-h") cl.help = true;
-    else if (arg == "--version") cl.version = true;
-    else if (arg == "--config" || arg == "-c") cl.config_file = value(arg);
-    else if (arg == "--plugin-dir") cl.plugin_dirs.push_back(value(arg));
-    else if (arg == "--set") cl.overrides.push_back(value(arg));
-    else if (arg == "--profile") cl.profile_steps = value(arg);
-    else if (!arg.empty() && arg[0] != '-' && cl.mode.empty()) cl.mode = arg;
-    else throw Error("command line: unknown argument \"" + arg + "\"; see kivi-host --help");
+    if (arg == "--help" || arg == "-h")
+      cl.help = true;
+    else if (arg == "--version")
+      cl.version = true;
+    else if (arg == "--config" || arg == "-c")
+      cl.config_file = value(arg);
+    else if (arg == "--plugin-dir")
+      cl.plugin_dirs.push_back(value(arg));
+    else if (arg == "--set")
+      cl.overrides.push_back(value(arg));
+    else if (arg == "--profile")
+      cl.profile_steps = value(arg);
+    else if (!arg.empty() && arg[0] != '-' && cl.mode.empty())
+      cl.mode = arg;
+    else
+      throw Error("command line: unknown argument \"" + arg + "\"; see kivi-host --help");
   }
   return cl;
 }
@@ -68,7 +78,8 @@ int run_host(int argc, const char* const* argv, std::ostream& out, std::ostream&
       return 0;
     }
     if (cl.version) {
-      out << "kivi-host " << KIVI_VERSION_STRING << "\nbuild fingerprint: " << build_fingerprint() << "\n";
+      out << "kivi-host " << KIVI_VERSION_STRING << "\nbuild fingerprint: " << build_fingerprint()
+          << "\n";
       return 0;
     }
     if (!cl.mode.empty()) {
@@ -84,10 +95,14 @@ int run_host(int argc, const char* const* argv, std::ostream& out, std::ostream&
       }
     }
     HostConfig config;
-    if (!cl.config_file.empty()) config = load_host_config(cl.config_file, cl.overrides);
-    else if (!cl.overrides.empty()) throw Error("command line: --set needs --config run.toml to apply to");
+    if (!cl.config_file.empty())
+      config = load_host_config(cl.config_file, cl.overrides);
+    else if (!cl.overrides.empty())
+      throw Error("command line: --set needs --config run.toml to apply to");
     else if (cl.mode != "plugins")
-      throw Error("command line: --config run.toml is required (only `kivi-host plugins` runs without one)");
+      throw Error(
+          "command line: --config run.toml is required (only `kivi-host plugins` runs without "
+          "one)");
     if (!cl.mode.empty()) config.mode = cl.mode;
     if (!cl.profile_steps.empty()) {
       if (config.mode != "serve")
@@ -101,7 +116,8 @@ int run_host(int argc, const char* const* argv, std::ostream& out, std::ostream&
         used = 0;
       }
       if (used != cl.profile_steps.size() || steps < 1 || steps > (int64_t{1} << 20))
-        throw Error("command line: --profile \"" + cl.profile_steps + "\": expected a number of forward passes from 1 to 1048576");
+        throw Error("command line: --profile \"" + cl.profile_steps +
+                    "\": expected a number of forward passes from 1 to 1048576");
       config.serve.profile_steps = steps;
     }
     for (const auto& dir : cl.plugin_dirs) config.plugin_dirs.emplace_back(dir);

@@ -18,7 +18,8 @@ fs::path relative_to(const fs::path& base, const std::string& path) {
 }
 
 // Reads a plugin table: `backend` names the plugin, every other key is the plugin's option.
-PluginChoice read_plugin_choice(ConfigTable& parent, const std::string& key, const std::string& fallback) {
+PluginChoice read_plugin_choice(ConfigTable& parent, const std::string& key,
+                                const std::string& fallback) {
   PluginChoice choice;
   choice.name = fallback;
   const toml::table* raw = parent.raw_table(key);
@@ -110,7 +111,8 @@ GenerateChoice read_generate(ConfigTable& top, const fs::path& base) {
 
 // [[compare.variants]] name = "...", cache = {backend = "...", ...}, attention = "kivi" (or a
 // table with backend and options). A variant without cache/attention takes the top-level ones.
-CompareChoice read_compare(ConfigTable& top, const PluginChoice& cache, const PluginChoice& attention) {
+CompareChoice read_compare(ConfigTable& top, const PluginChoice& cache,
+                           const PluginChoice& attention) {
   CompareChoice choice;
   const toml::table* raw = top.raw_table("compare");
   ConfigTable table = top.sub("compare");
@@ -118,7 +120,8 @@ CompareChoice read_compare(ConfigTable& top, const PluginChoice& cache, const Pl
   table.mark_used("variants");
   const toml::array* list = raw->get_as<toml::array>("variants");
   if (!list || list->size() < 2)
-    table.fail("variants", "expected two or more [[compare.variants]] tables (name, cache, attention)");
+    table.fail("variants",
+               "expected two or more [[compare.variants]] tables (name, cache, attention)");
   for (size_t i = 0; i < list->size(); ++i) {
     const toml::table* v = (*list)[i].as_table();
     if (!v) table.fail("variants", "expected tables, got " + describe_toml((*list)[i]));
@@ -128,7 +131,8 @@ CompareChoice read_compare(ConfigTable& top, const PluginChoice& cache, const Pl
     CompareVariant variant;
     variant.name = vt.require_string("name");
     for (const auto& other : choice.variants)
-      if (other.name == variant.name) vt.fail("name", "\"" + variant.name + "\" is used by two variants");
+      if (other.name == variant.name)
+        vt.fail("name", "\"" + variant.name + "\" is used by two variants");
     variant.cache = cache;
     if (v->contains("cache")) variant.cache = read_plugin_choice(vt, "cache", cache.name);
     variant.attention = attention;
@@ -153,8 +157,9 @@ PerplexityChoice read_perplexity(ConfigTable& top, const fs::path& base) {
   choice.context = table.get_int_in("context", choice.context, 2, int64_t{1} << 24);
   choice.stride = table.get_int_in("stride", choice.stride, 0, int64_t{1} << 24);
   if (choice.stride >= choice.context)
-    table.fail("stride", "stride = " + std::to_string(choice.stride) + " must be below context = " +
-                             std::to_string(choice.context) + " (each window predicts at most context - 1 tokens)");
+    table.fail("stride", "stride = " + std::to_string(choice.stride) +
+                             " must be below context = " + std::to_string(choice.context) +
+                             " (each window predicts at most context - 1 tokens)");
   choice.max_windows = table.get_int_in("max_windows", choice.max_windows, 0, int64_t{1} << 30);
   choice.max_tokens = table.get_int_in("max_tokens", choice.max_tokens, 0, int64_t{1} << 40);
   choice.chunk = table.get_int_in("chunk", choice.chunk, 0, int64_t{1} << 24);
@@ -177,16 +182,20 @@ TokenizeChoice read_tokenize(ConfigTable& top, const fs::path& base) {
   choice.text = table.get_string("text", "");
   choice.add_special_tokens = table.get_bool("add_special_tokens", choice.add_special_tokens);
   choice.skip_special_tokens = table.get_bool("skip_special_tokens", choice.skip_special_tokens);
-  choice.add_generation_prompt = table.get_bool("add_generation_prompt", choice.add_generation_prompt);
+  choice.add_generation_prompt =
+      table.get_bool("add_generation_prompt", choice.add_generation_prompt);
   if (const std::string file = table.get_string("chat_template", ""); !file.empty())
     choice.chat_template = relative_to(base, file);
   table.mark_used("messages");  // known whether or not it is given (finish() lists known keys)
   if (raw->contains("messages")) {
     const toml::array* list = raw->get_as<toml::array>("messages");
-    if (!list) table.fail("messages", "expected an array of tables: [[tokenize.messages]] role = ..., content = ...");
+    if (!list)
+      table.fail("messages",
+                 "expected an array of tables: [[tokenize.messages]] role = ..., content = ...");
     for (const toml::node& item : *list) {
       const toml::table* message = item.as_table();
-      if (!message) table.fail("messages", "expected tables with role and content, got " + describe_toml(item));
+      if (!message)
+        table.fail("messages", "expected tables with role and content, got " + describe_toml(item));
       ConfigTable m(*message, top.source(), "tokenize.messages");
       const std::string role = m.get_choice("role", "user", {"system", "user", "assistant"});
       choice.messages.emplace_back(role, m.require_string("content"));
@@ -208,7 +217,8 @@ ServeChoice read_serve(ConfigTable& top, const fs::path& base) {
   s.prefill_chunk = table.get_int_in("prefill_chunk", s.prefill_chunk, 1, int64_t{1} << 24);
   s.step_tokens = table.get_int_in("step_tokens", s.step_tokens, 1, int64_t{1} << 30);
   s.context = table.get_int_in("context", s.context, 0, int64_t{1} << 24);
-  s.default_max_tokens = table.get_int_in("default_max_tokens", s.default_max_tokens, 0, int64_t{1} << 24);
+  s.default_max_tokens =
+      table.get_int_in("default_max_tokens", s.default_max_tokens, 0, int64_t{1} << 24);
   s.max_n = table.get_int_in("max_n", s.max_n, 1, 1024);
   s.profile_steps = table.get_int_in("profile_steps", s.profile_steps, 0, int64_t{1} << 20);
   s.profile_trace = table.get_string("profile_trace", s.profile_trace);
@@ -255,7 +265,8 @@ HostConfig parse_host_config(const toml::table& root, const std::string& source)
     plan.lengths.clear();
     for (const toml::node& item : *list) {
       const auto value = item.value<int64_t>();
-      if (!value || *value <= 0) memory.fail("lengths", "expected positive integers, got " + describe_toml(item));
+      if (!value || *value <= 0)
+        memory.fail("lengths", "expected positive integers, got " + describe_toml(item));
       plan.lengths.push_back(*value);
     }
   }
@@ -312,7 +323,8 @@ void apply_overrides(toml::table& root, const std::vector<std::string>& override
       check(!parts[i].empty(), "command line: --set " + o + ": empty name in \"" + path + "\"");
       toml::node* node = table->get(parts[i]);
       if (!node) node = &table->insert(parts[i], toml::table{}).first->second;
-      check(node->is_table(), "command line: --set " + o + ": \"" + parts[i] + "\" is not a table in run.toml");
+      check(node->is_table(),
+            "command line: --set " + o + ": \"" + parts[i] + "\" is not a table in run.toml");
       table = node->as_table();
     }
     check(!parts.back().empty(), "command line: --set " + o + ": empty key in \"" + path + "\"");
@@ -334,7 +346,8 @@ std::vector<std::string> known_keys(const std::string& table) {
       {"model", "path"}, {"perplexity", "text"}, {"tokenize", "tokenizer"}};
   const auto req = required_keys.find(table);
   const std::string required = req == required_keys.end() ? "" : req->second + " = \".\"\n";
-  const std::string text = table.empty() ? probe + " = 0\n" : "[" + table + "]\n" + required + probe + " = 0\n";
+  const std::string text =
+      table.empty() ? probe + " = 0\n" : "[" + table + "]\n" + required + probe + " = 0\n";
   try {
     parse_host_config(ConfigTable::parse_text(text, "help"), "");
   } catch (const Error& e) {
@@ -343,7 +356,8 @@ std::vector<std::string> known_keys(const std::string& table) {
     if (at == std::string::npos) return {};
     std::vector<std::string> keys;
     std::stringstream list(m.substr(at + marker.size()));
-    for (std::string k; std::getline(list, k, ',');) keys.push_back(k.substr(k.find_first_not_of(' ')));
+    for (std::string k; std::getline(list, k, ',');)
+      keys.push_back(k.substr(k.find_first_not_of(' ')));
     return keys;
   }
   return {};
@@ -353,8 +367,9 @@ std::string map_plugin_error(const std::string& message, const std::string& sour
                              const std::string& table_name,
                              const std::map<std::string, std::string>& positions) {
   // Our own ConfigTable writes "<plugin options>[:line:col]: key: message".
-  static const std::regex pattern(std::string("^") + plugin::kOptionsSource +
-                                  R"((?::\d+:\d+)?: ([A-Za-z0-9_\-]+)(?:\.[A-Za-z0-9_.\-]+)?: ([\s\S]*)$)");
+  static const std::regex pattern(
+      std::string("^") + plugin::kOptionsSource +
+      R"((?::\d+:\d+)?: ([A-Za-z0-9_\-]+)(?:\.[A-Za-z0-9_.\-]+)?: ([\s\S]*)$)");
   std::smatch match;
   std::string plugin_part = message;
   std::string prefix;
@@ -367,7 +382,8 @@ std::string map_plugin_error(const std::string& message, const std::string& sour
     std::ostringstream out;
     out << source;
     if (auto it = positions.find(key); it != positions.end()) out << ':' << it->second;
-    out << ": " << table_name << "." << key << ": " << match[2].str() << "  [" << prefix.substr(0, prefix.size() - 2) << "]";
+    out << ": " << table_name << "." << key << ": " << match[2].str() << "  ["
+        << prefix.substr(0, prefix.size() - 2) << "]";
     return out.str();
   }
   return source + ": [" + table_name + "]: " + message;
@@ -381,7 +397,8 @@ std::string missing_input_note(const fs::path& config_file, const fs::path& path
   // The checkout holding run.toml: the nearest folder above it with a .git (a folder, or a file
   // in a worktree or submodule).
   fs::path root;
-  for (fs::path dir = fs::absolute(config_file, ec).parent_path(); !dir.empty(); dir = dir.parent_path()) {
+  for (fs::path dir = fs::absolute(config_file, ec).parent_path(); !dir.empty();
+       dir = dir.parent_path()) {
     if (fs::exists(dir / ".git", ec)) {
       root = dir.lexically_normal();
       break;

@@ -42,12 +42,12 @@ struct MemoryPlan {
 // its config.json `architectures`.
 struct ModelChoice {
   bool present = false;
-  std::filesystem::path path;         // relative to run.toml
-  std::string dtype = "auto";         // auto | float32 | float16 | bfloat16
-  std::string device = "auto";        // auto | cpu | cuda
+  std::filesystem::path path;           // relative to run.toml
+  std::string dtype = "auto";           // auto | float32 | float16 | bfloat16
+  std::string device = "auto";          // auto | cpu | cuda
   std::string weights = "safetensors";  // safetensors | dummy (random, from config.json alone)
-  int64_t seed = 0;                   // dummy weights
-  bool cuda_graphs = true;            // decode steps on CUDA replay captured graphs
+  int64_t seed = 0;                     // dummy weights
+  bool cuda_graphs = true;              // decode steps on CUDA replay captured graphs
   bool operator==(const ModelChoice&) const = default;
 };
 
@@ -68,9 +68,9 @@ struct GenerateChoice {
   std::vector<std::string> stop;  // stop strings
   int64_t num_beams = 1;
   double length_penalty = 1.0;
-  int64_t context = 0;      // 0 = the model's max_position_embeddings
-  bool stream = false;      // print tokens as they come (one prompt at a time)
-  bool cache_stats = false; // print the cache's memory statistics after the run
+  int64_t context = 0;       // 0 = the model's max_position_embeddings
+  bool stream = false;       // print tokens as they come (one prompt at a time)
+  bool cache_stats = false;  // print the cache's memory statistics after the run
   bool operator==(const GenerateChoice&) const = default;
 };
 
@@ -81,21 +81,24 @@ struct PerplexityChoice {
   int64_t stride = 0;          // new tokens per window; 0 = context - 1 (non-overlapping)
   int64_t max_windows = 0;     // 0 = all
   int64_t max_tokens = 0;      // use only the first max_tokens text tokens; 0 = all
-  int64_t chunk = 256;         // tokens per forward pass; later passes read the cache (0 = whole window)
-  bool progress = true;        // progress bar on stderr
+  int64_t chunk = 256;   // tokens per forward pass; later passes read the cache (0 = whole window)
+  bool progress = true;  // progress bar on stderr
   bool cache_stats = false;
   bool operator==(const PerplexityChoice&) const = default;
 };
 
 // [tokenize]: encode/decode text and render a chat prompt with a checkpoint's tokenizer.
 struct TokenizeChoice {
-  std::filesystem::path tokenizer;  // a folder with tokenizer.json, or the file; relative to run.toml
-  std::string text;                 // encoded, then decoded back
+  std::filesystem::path
+      tokenizer;     // a folder with tokenizer.json, or the file; relative to run.toml
+  std::string text;  // encoded, then decoded back
   bool add_special_tokens = true;
   bool skip_special_tokens = false;
-  std::vector<std::pair<std::string, std::string>> messages;  // (role, content), for the chat template
+  std::vector<std::pair<std::string, std::string>>
+      messages;  // (role, content), for the chat template
   bool add_generation_prompt = true;
-  std::filesystem::path chat_template;  // a Jinja file instead of the tokenizer's (relative to run.toml)
+  std::filesystem::path
+      chat_template;  // a Jinja file instead of the tokenizer's (relative to run.toml)
   bool operator==(const TokenizeChoice&) const = default;
 };
 
@@ -130,7 +133,7 @@ struct BenchChoice {
 
 // [serve]: the OpenAI-compatible HTTP server (docs/server.md).
 struct ServeChoice {
-  std::string host = "127.0.0.1";  // loopback unless asked otherwise
+  std::string host = "127.0.0.1";   // loopback unless asked otherwise
   int64_t port = 8000;              // 0 = any free port (printed at start)
   std::string model_name;           // the "model" clients send; "" = the model folder's name
   int64_t max_batch = 8;            // cache rows: sequences decoded together
@@ -142,7 +145,7 @@ struct ServeChoice {
   int64_t max_n = 16;               // n per request
   int64_t profile_steps = 0;        // profile the first N forward passes (step_profiler.h); 0: off
   std::string profile_trace = "kivi-serve-trace.json";  // their Chrome trace ("": none)
-  int64_t max_logprobs = 20;        // logprobs / top_logprobs
+  int64_t max_logprobs = 20;                            // logprobs / top_logprobs
   int64_t max_body_bytes = 8 << 20;
   int64_t max_connections = 256;
   int64_t read_timeout_ms = 30000;
@@ -157,17 +160,17 @@ struct HostConfig {
   bool default_plugin_dir = true;                  // [plugins] default_dir
   // The research code's default cache (kivi, 2-bit keys and values, group 32, residual 128; the
   // plugin's own defaults) and the attention backend that reads its views.
-  PluginChoice cache{"kivi", "", {}, false};              // [cache] backend + options
-  PluginChoice attention{"kivi", "", {}, false};          // [attention] backend + options
-  std::string json_output;                         // [output] json: also write results here
-  MemoryPlan memory;                               // [memory]
-  ModelChoice model;                               // [model]
-  GenerateChoice generate;                         // [generate]
-  TokenizeChoice tokenize;                         // [tokenize]
-  PerplexityChoice perplexity;                     // [perplexity]
-  CompareChoice compare;                           // [compare]
-  BenchChoice bench;                               // [bench]
-  ServeChoice serve;                               // [serve]
+  PluginChoice cache{"kivi", "", {}, false};      // [cache] backend + options
+  PluginChoice attention{"kivi", "", {}, false};  // [attention] backend + options
+  std::string json_output;                        // [output] json: also write results here
+  MemoryPlan memory;                              // [memory]
+  ModelChoice model;                              // [model]
+  GenerateChoice generate;                        // [generate]
+  TokenizeChoice tokenize;                        // [tokenize]
+  PerplexityChoice perplexity;                    // [perplexity]
+  CompareChoice compare;                          // [compare]
+  BenchChoice bench;                              // [bench]
+  ServeChoice serve;                              // [serve]
   bool operator==(const HostConfig&) const = default;
 };
 
@@ -176,13 +179,15 @@ const std::vector<std::string>& known_modes();
 
 HostConfig parse_host_config(const toml::table& root, const std::string& source);
 // `overrides`: command-line `--set section.key=value` (apply_overrides), applied before reading.
-HostConfig load_host_config(const std::filesystem::path& file, const std::vector<std::string>& overrides = {});
+HostConfig load_host_config(const std::filesystem::path& file,
+                            const std::vector<std::string>& overrides = {});
 
 // Why an input path named by run.toml `config_file` cannot be read: "(no such file)", and when
 // the path also lies outside the checkout that holds run.toml (the nearest folder above it with
 // a .git), that it points outside the repository, at a folder a plain clone does not have (e.g.
 // ../shared beside a development checkout). Empty when the path exists.
-std::string missing_input_note(const std::filesystem::path& config_file, const std::filesystem::path& path);
+std::string missing_input_note(const std::filesystem::path& config_file,
+                               const std::filesystem::path& path);
 
 // Sets each "section.key=value" (or "key=value" at the top level) in `root`, creating missing
 // tables: value is read as TOML (42, 0.5, true, "text", [1, 2]) or, when it is not, as a plain

@@ -42,11 +42,14 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 
 // Waits for the device's queued work (a copy to the host waits for the stream).
-void wait_for(const at::Device& device) { (void)at::empty({1}, at::TensorOptions().device(device)).to(at::kCPU); }
+void wait_for(const at::Device& device) {
+  (void)at::empty({1}, at::TensorOptions().device(device)).to(at::kCPU);
+}
 
 class Bench {
  public:
-  Bench(const BenchChoice& b, ModelSession& session) : b_(b), session_(session), rng_(static_cast<uint64_t>(b.seed)) {}
+  Bench(const BenchChoice& b, ModelSession& session)
+      : b_(b), session_(session), rng_(static_cast<uint64_t>(b.seed)) {}
 
   // One run: fill, then decode_tokens steps. Returns {prefill tokens/s (NaN for a random
   // fill), decode tokens/s}.
@@ -59,7 +62,8 @@ class Bench {
   }
 
   // One more run whose decode steps the profiler records (the fill is not recorded).
-  StepProfile profiled_run(KVCache& cache, int64_t batch, StepProfiler& profiler, const std::string& trace) {
+  StepProfile profiled_run(KVCache& cache, int64_t batch, StepProfiler& profiler,
+                           const std::string& trace) {
     std::vector<int64_t> next(batch);
     fill(cache, batch, next);
     profiler.start();
@@ -79,7 +83,8 @@ class Bench {
     cache.reset();
     const auto t0 = std::chrono::steady_clock::now();
     if (b_.fill == "prefill") {
-      const at::Tensor logits = generate::prefill(session_.model(), cache, random_prompts(batch));  // [B, V]
+      const at::Tensor logits =
+          generate::prefill(session_.model(), cache, random_prompts(batch));  // [B, V]
       take(logits, next);
       return static_cast<double>(batch * b_.prompt_tokens) / seconds_since(t0);
     }
@@ -105,7 +110,8 @@ class Bench {
   // Greedy pick, copied to the host: each step waits for the device, as generation does.
   static void take(const at::Tensor& logits, std::vector<int64_t>& next) {
     const at::Tensor chosen = logits.argmax(-1).to(at::kCPU);
-    for (size_t r = 0; r < next.size(); ++r) next[r] = chosen[static_cast<int64_t>(r)].item<int64_t>();
+    for (size_t r = 0; r < next.size(); ++r)
+      next[r] = chosen[static_cast<int64_t>(r)].item<int64_t>();
   }
   // prompt_tokens random keys/values per sequence into every layer, 1024 tokens at a time (the
   // same chunk for every layer: only the cost of reading them later matters).
@@ -114,7 +120,8 @@ class Bench {
     const auto opts = at::TensorOptions().dtype(g.dtype).device(g.device);
     for (int64_t start = 0; start < b_.prompt_tokens; start += 1024) {
       const int64_t n = std::min<int64_t>(1024, b_.prompt_tokens - start);
-      const at::Tensor k = at::randn({batch, g.num_kv_heads, n, g.head_dim}, opts);  // [B, kv, n, hd]
+      const at::Tensor k =
+          at::randn({batch, g.num_kv_heads, n, g.head_dim}, opts);  // [B, kv, n, hd]
       const at::Tensor v = at::randn({batch, g.num_kv_heads, n, g.head_dim}, opts);
       for (int64_t l = 0; l < g.num_layers; ++l) cache.append(l, k, v);
     }
@@ -145,8 +152,8 @@ int64_t search_max_batch(Bench& bench, const at::Device& device, int64_t limit, 
     }
     release_cached_device_memory(device);
     const DeviceMemory m = device_memory(device);
-    out << "  batch " << batch << ": " << (ok ? "fits" : "out of memory") << " (peak "
-        << std::fixed << std::setprecision(2) << m.peak_allocated / 1e9 << " GB allocated)\n"
+    out << "  batch " << batch << ": " << (ok ? "fits" : "out of memory") << " (peak " << std::fixed
+        << std::setprecision(2) << m.peak_allocated / 1e9 << " GB allocated)\n"
         << std::defaultfloat << std::flush;
     reset_peak_device_memory(device);
     return ok;
@@ -180,12 +187,15 @@ int run_bench_mode(HostContext& context) {
   const at::Device device = session.model().options().device;
   const int64_t context_limit = position_limit(session.config);  // 0: dynamic NTK rope, no limit
   check(context_limit <= 0 || b.prompt_tokens + b.decode_tokens <= context_limit,
-        cfg.file.string() + ": [bench] prompt_tokens + decode_tokens = " + std::to_string(b.prompt_tokens + b.decode_tokens) +
+        cfg.file.string() + ": [bench] prompt_tokens + decode_tokens = " +
+            std::to_string(b.prompt_tokens + b.decode_tokens) +
             " exceeds the model's max_position_embeddings (" + std::to_string(context_limit) +
             "; only a dynamic NTK rope may go past it)");
   if (b.profile && !b.trace.empty())  // an unwritable trace path fails before the work, not after
-    check(std::ofstream(b.trace).good(), cfg.file.string() + ": [bench] trace: cannot write " + b.trace);
-  context.out << describe(session) << (cfg.model.cuda_graphs && device.is_cuda() ? ", CUDA graphs" : "") << "\n";
+    check(std::ofstream(b.trace).good(),
+          cfg.file.string() + ": [bench] trace: cannot write " + b.trace);
+  context.out << describe(session)
+              << (cfg.model.cuda_graphs && device.is_cuda() ? ", CUDA graphs" : "") << "\n";
   Bench bench(b, session);
   nlohmann::json doc = {{"mode", "bench"},
                         {"model", cfg.model.path.string()},
@@ -201,23 +211,25 @@ int run_bench_mode(HostContext& context) {
                         {"device_total_bytes", device_memory(device).total}};
 
   if (b.find_max_batch) {
-    context.out << "bench: the largest batch that fills " << b.prompt_tokens << " tokens (" << b.fill
-                << ") and decodes " << b.decode_tokens << " more, up to " << b.batch << "\n";
+    context.out << "bench: the largest batch that fills " << b.prompt_tokens << " tokens ("
+                << b.fill << ") and decodes " << b.decode_tokens << " more, up to " << b.batch
+                << "\n";
     const int64_t best = search_max_batch(bench, device, b.batch, context.out);
     context.out << "largest batch that fits: " << best << "\n";
     doc["max_batch"] = best;
     doc["max_batch_limit"] = b.batch;
   } else {
-    context.out << "bench: batch " << b.batch << ", context " << b.prompt_tokens << " tokens (" << b.fill
-                << "), decode " << b.decode_tokens << " tokens, " << b.warmup << " warm-up + " << b.repeats
-                << " timed runs\n";
+    context.out << "bench: batch " << b.batch << ", context " << b.prompt_tokens << " tokens ("
+                << b.fill << "), decode " << b.decode_tokens << " tokens, " << b.warmup
+                << " warm-up + " << b.repeats << " timed runs\n";
     auto cache = bench.make_cache(b.batch);
     std::vector<double> prefill_rates, decode_rates;
     reset_peak_device_memory(device);
     for (int64_t r = 0; r < b.warmup + b.repeats; ++r) {
       const auto [prefill_rate, decode_rate] = bench.run(*cache, b.batch);
-      context.err << "bench: run " << (r + 1) << "/" << (b.warmup + b.repeats) << (r < b.warmup ? " (warm-up)" : "")
-                  << ": decode " << std::fixed << std::setprecision(1) << decode_rate << " tokens/s\n"
+      context.err << "bench: run " << (r + 1) << "/" << (b.warmup + b.repeats)
+                  << (r < b.warmup ? " (warm-up)" : "") << ": decode " << std::fixed
+                  << std::setprecision(1) << decode_rate << " tokens/s\n"
                   << std::defaultfloat << std::flush;
       if (r < b.warmup) continue;
       prefill_rates.push_back(prefill_rate);
@@ -227,23 +239,28 @@ int run_bench_mode(HostContext& context) {
     const double decode_rate = median(decode_rates);
     context.out << std::fixed << std::setprecision(1);
     if (b.fill == "prefill")
-      context.out << "prefill: " << median(prefill_rates) << " tokens/s (median of " << b.repeats << ")\n";
-    context.out << "decode: " << decode_rate << " tokens/s (median of " << b.repeats << "; " << b.batch
-                << " sequences per step, " << std::setprecision(3) << 1e3 * b.batch / decode_rate << " ms per step)\n";
+      context.out << "prefill: " << median(prefill_rates) << " tokens/s (median of " << b.repeats
+                  << ")\n";
+    context.out << "decode: " << decode_rate << " tokens/s (median of " << b.repeats << "; "
+                << b.batch << " sequences per step, " << std::setprecision(3)
+                << 1e3 * b.batch / decode_rate << " ms per step)\n";
     if (device.is_cuda())
-      context.out << std::setprecision(2) << "device memory: peak " << m.peak_allocated / 1e9 << " GB allocated, "
-                  << m.peak_reserved / 1e9 << " GB reserved (of " << m.total / 1e9 << " GB)\n";
+      context.out << std::setprecision(2) << "device memory: peak " << m.peak_allocated / 1e9
+                  << " GB allocated, " << m.peak_reserved / 1e9 << " GB reserved (of "
+                  << m.total / 1e9 << " GB)\n";
     context.out << std::defaultfloat;
     print_cache_stats(context.out, *cache);
     if (b.profile) {
       StepProfiler profiler(device);
       const StepProfile profile = bench.profiled_run(*cache, b.batch, profiler, b.trace);
       print_profile(context.out, profile);
-      if (!b.trace.empty()) context.out << "trace: " << b.trace << " (chrome://tracing or ui.perfetto.dev)\n";
+      if (!b.trace.empty())
+        context.out << "trace: " << b.trace << " (chrome://tracing or ui.perfetto.dev)\n";
       doc["profile"] = profile_json(profile);
     }
     doc["batch"] = b.batch;
-    doc["prefill_tokens_per_s"] = b.fill == "prefill" ? nlohmann::json(median(prefill_rates)) : nlohmann::json();
+    doc["prefill_tokens_per_s"] =
+        b.fill == "prefill" ? nlohmann::json(median(prefill_rates)) : nlohmann::json();
     doc["decode_tokens_per_s"] = decode_rate;
     doc["decode_step_ms"] = 1e3 * b.batch / decode_rate;
     doc["decode_tokens_per_s_runs"] = decode_rates;

@@ -22,11 +22,13 @@ int run_chat_mode(HostContext& context) {
   const HostConfig& cfg = context.config;
   ModelSession session = open_model_session(context, cfg.cache, cfg.attention);
   check(session.tokenizer && !session.tokenizer->chat_template().empty(),
-        cfg.model.path.string() + ": mode chat needs a tokenizer with a chat template (tokenizer_config.json "
-                                  "chat_template or chat_template.jinja)");
+        cfg.model.path.string() +
+            ": mode chat needs a tokenizer with a chat template (tokenizer_config.json "
+            "chat_template or chat_template.jinja)");
   const text::Tokenizer& tokenizer = *session.tokenizer;
   const text::ChatTemplate chat(tokenizer.chat_template());
-  const nlohmann::json variables = {{"bos_token", tokenizer.bos_token()}, {"eos_token", tokenizer.eos_token()}};
+  const nlohmann::json variables = {{"bos_token", tokenizer.bos_token()},
+                                    {"eos_token", tokenizer.eos_token()}};
   generate::GenerateOptions options = generate_options(cfg, session);
   options.context = effective_context(context, session, cfg.generate.context, "[generate] context");
   CausalLM& model = session.model();
@@ -54,11 +56,14 @@ int run_chat_mode(HostContext& context) {
       continue;
     }
     messages.push_back({"user", line});
-    const std::vector<int32_t> ids32 = tokenizer.encode(chat.render(messages, true, variables), false);
+    const std::vector<int32_t> ids32 =
+        tokenizer.encode(chat.render(messages, true, variables), false);
     std::vector<int64_t> ids(ids32.begin(), ids32.end());
-    if (context_limit > 0 && static_cast<int64_t>(ids.size()) + options.max_new_tokens > context_limit) {
-      out << "(the conversation (" << ids.size() << " tokens) and max_new_tokens (" << options.max_new_tokens
-          << ") exceed the context of " << context_limit << "; /reset to start again)\n";
+    if (context_limit > 0 &&
+        static_cast<int64_t>(ids.size()) + options.max_new_tokens > context_limit) {
+      out << "(the conversation (" << ids.size() << " tokens) and max_new_tokens ("
+          << options.max_new_tokens << ") exceed the context of " << context_limit
+          << "; /reset to start again)\n";
       messages.pop_back();
       continue;
     }
@@ -69,9 +74,13 @@ int run_chat_mode(HostContext& context) {
     cache->truncate(static_cast<int64_t>(keep));
     const int64_t fresh = static_cast<int64_t>(ids.size() - keep);
     const at::Device device = model.options().device;
-    const at::Tensor input = at::tensor(std::vector<int64_t>(ids.begin() + keep, ids.end()), at::kLong).view({1, fresh});
-    const at::Tensor positions = at::arange(static_cast<int64_t>(keep), static_cast<int64_t>(ids.size()), at::kLong).view({1, fresh});
-    at::Tensor logits = model.forward(input.to(device), positions.to(device), {}, *cache).select(1, fresh - 1);  // [1, V]
+    const at::Tensor input =
+        at::tensor(std::vector<int64_t>(ids.begin() + keep, ids.end()), at::kLong).view({1, fresh});
+    const at::Tensor positions =
+        at::arange(static_cast<int64_t>(keep), static_cast<int64_t>(ids.size()), at::kLong)
+            .view({1, fresh});
+    at::Tensor logits = model.forward(input.to(device), positions.to(device), {}, *cache)
+                            .select(1, fresh - 1);  // [1, V]
     cached = ids;
 
     text::StreamDecoder decoder(tokenizer, true);
@@ -79,7 +88,8 @@ int run_chat_mode(HostContext& context) {
     std::string reply;
     for (int64_t step = 0; step < options.max_new_tokens; ++step) {
       const int64_t token = sampler.next(logits[0], cached);
-      if (std::find(options.eos_ids.begin(), options.eos_ids.end(), token) != options.eos_ids.end()) break;
+      if (std::find(options.eos_ids.begin(), options.eos_ids.end(), token) != options.eos_ids.end())
+        break;
       auto [piece, stop] = stops.add(decoder.step(static_cast<int32_t>(token)));
       reply += piece;
       out << piece << std::flush;

@@ -11,7 +11,8 @@ int run_check_mode(HostContext& context) {
   const HostConfig& cfg = context.config;
   const CachePairing pairing = make_cache_pairing(context, cfg.cache, cfg.attention);
   context.out << "config " << cfg.file.string() << ": valid\n";
-  context.out << "cache: " << pairing.cache_name << " (view format " << pairing.factory->view_format() << ")\n";
+  context.out << "cache: " << pairing.cache_name << " (view format "
+              << pairing.factory->view_format() << ")\n";
   context.out << "attention: " << pairing.attention_name
               << (cfg.attention.explicit_choice ? "\n" : " (the cache's)\n");
   for (size_t v = 0; v < cfg.compare.variants.size(); ++v)

@@ -19,28 +19,30 @@ std::vector<std::vector<int64_t>> read_prompts(const HostConfig& cfg, const Mode
   std::vector<std::string> texts = g.prompts;
   if (!g.prompt_file.empty()) {
     std::ifstream in(g.prompt_file);
-    check(in.good(), cfg.file.string() + ": [generate] prompt_file: cannot open " + g.prompt_file.string() +
-                         missing_input_note(cfg.file, g.prompt_file));
+    check(in.good(), cfg.file.string() + ": [generate] prompt_file: cannot open " +
+                         g.prompt_file.string() + missing_input_note(cfg.file, g.prompt_file));
     for (std::string line; std::getline(in, line);)
       if (!line.empty()) texts.push_back(line);
   }
   std::vector<std::vector<int64_t>> prompts = g.prompt_ids;
   if (!texts.empty())
     check(session.tokenizer.has_value(), cfg.file.string() + ": [generate] prompts are text, but " +
-                                             cfg.model.path.string() + " has no tokenizer.json (give prompt_ids)");
+                                             cfg.model.path.string() +
+                                             " has no tokenizer.json (give prompt_ids)");
   for (const std::string& text : texts) {
     const std::vector<int32_t> ids = session.tokenizer->encode(text, g.add_special_tokens);
     prompts.emplace_back(ids.begin(), ids.end());
   }
-  check(!prompts.empty(), cfg.file.string() + ": mode generate needs [generate] prompts (text), prompt_file or "
-                                              "prompt_ids");
+  check(!prompts.empty(), cfg.file.string() +
+                              ": mode generate needs [generate] prompts (text), prompt_file or "
+                              "prompt_ids");
   return prompts;
 }
 
-void print_generation(std::ostream& out, size_t row, size_t prompt_tokens, const generate::Generation& g,
-                      bool has_text) {
-  out << "prompt " << row << " (" << prompt_tokens << " tokens) -> " << g.tokens.size() << " new tokens ["
-      << generate::to_string(g.stop) << "]:";
+void print_generation(std::ostream& out, size_t row, size_t prompt_tokens,
+                      const generate::Generation& g, bool has_text) {
+  out << "prompt " << row << " (" << prompt_tokens << " tokens) -> " << g.tokens.size()
+      << " new tokens [" << generate::to_string(g.stop) << "]:";
   for (int64_t id : g.tokens) out << " " << id;
   out << "\n";
   if (has_text) out << "text " << row << ": " << g.text << "\n";
@@ -67,19 +69,23 @@ int run_generate_mode(HostContext& context) {
     batches.push_back(prompts);
   size_t row0 = 0;
   for (const auto& batch : batches) {
-    const int64_t slots = options.num_beams > 1 ? options.num_beams : static_cast<int64_t>(batch.size());
+    const int64_t slots =
+        options.num_beams > 1 ? options.num_beams : static_cast<int64_t>(batch.size());
     auto cache = session.cache_factory->create(session.model().cache_geometry(slots));
     generate::TokenCallback on_token;
     if (cfg.generate.stream) {
       out << "prompt " << row0 << ": " << std::flush;
       on_token = [&](int64_t, int64_t, const std::string& piece) { out << piece << std::flush; };
     }
-    const auto results = generate::generate(session.model(), *cache, batch, options, text, on_token);
+    const auto results =
+        generate::generate(session.model(), *cache, batch, options, text, on_token);
     if (cfg.generate.stream) out << "\n";
     for (size_t i = 0; i < results.size() && (i == 0 || options.num_beams == 1); ++i)
-      print_generation(out, row0 + i, batch[i % batch.size()].size(), results[i], text && !cfg.generate.stream);
+      print_generation(out, row0 + i, batch[i % batch.size()].size(), results[i],
+                       text && !cfg.generate.stream);
     if (options.num_beams > 1 && !results.empty())
-      out << "beam score " << results[0].score << " (best of " << results.size() << " hypotheses)\n";
+      out << "beam score " << results[0].score << " (best of " << results.size()
+          << " hypotheses)\n";
     if (cfg.generate.cache_stats) print_cache_stats(out, *cache);
     row0 += batch.size();
   }

@@ -16,7 +16,8 @@ namespace {
 
 // The bytes of a cache sized for `tokens`, by component, without allocating them; nullopt for
 // a plugin that cannot build on the meta device.
-std::optional<MemoryStats> parts_of(const KVCacheFactory& factory, CacheGeometry g, int64_t tokens) {
+std::optional<MemoryStats> parts_of(const KVCacheFactory& factory, CacheGeometry g,
+                                    int64_t tokens) {
   g.max_tokens = tokens;
   g.device = at::kMeta;
   try {
@@ -40,10 +41,9 @@ int run_memory_mode(HostContext& context) {
             : plan.dtype == "bfloat16" ? at::kBFloat16
                                        : at::kFloat;
   const CacheSpec spec = factory->spec(g);
-  context.out << "model: " << g.num_layers << " layers, " << g.num_kv_heads << " kv heads, head_dim "
-              << g.head_dim << ", " << plan.dtype << "\n";
-  std::vector<MemoryTableRow> rows =
-      memory_table(g, spec, plan.lengths, spec.residual_length);
+  context.out << "model: " << g.num_layers << " layers, " << g.num_kv_heads
+              << " kv heads, head_dim " << g.head_dim << ", " << plan.dtype << "\n";
+  std::vector<MemoryTableRow> rows = memory_table(g, spec, plan.lengths, spec.residual_length);
   for (MemoryTableRow& row : rows) row.parts = parts_of(*factory, g, row.tokens);
   context.out << format_memory_table(spec.description, rows);
   context.out << spec.accounting_notes;  // what the write-up leaves out, in the cache's words
@@ -55,8 +55,9 @@ int run_memory_mode(HostContext& context) {
     const int64_t planned = spec.bytes_per_sequence(tokens);
     context.out << "live " << tokens << " tokens: held " << held.total() << " bytes (codes "
                 << held.payload_bytes << ", scales+minima " << held.scale_bytes << ", residual "
-                << held.residual_bytes << ", workspace " << held.workspace_bytes << "), " << std::fixed
-                << std::setprecision(1) << static_cast<double>(held.total()) / static_cast<double>(tokens)
+                << held.residual_bytes << ", workspace " << held.workspace_bytes << "), "
+                << std::fixed << std::setprecision(1)
+                << static_cast<double>(held.total()) / static_cast<double>(tokens)
                 << std::defaultfloat << " bytes/token; spec " << planned
                 << (held.total() == planned ? ": equal\n" : ": MISMATCH\n");
     if (held.total() != planned) status = 1;

@@ -19,9 +19,9 @@ int run_perplexity_mode(HostContext& context) {
   const TextPlan plan = plan_text_windows(cfg, session);
   auto& out = context.out;
   out << describe(session) << "\n";
-  out << "text: " << cfg.perplexity.text.string() << ", " << plan.text_tokens << " tokens, " << plan.windows.size()
-      << " windows (context " << plan.context << ", stride " << plan.stride << ", chunk " << cfg.perplexity.chunk
-      << ")\n";
+  out << "text: " << cfg.perplexity.text.string() << ", " << plan.text_tokens << " tokens, "
+      << plan.windows.size() << " windows (context " << plan.context << ", stride " << plan.stride
+      << ", chunk " << cfg.perplexity.chunk << ")\n";
   auto cache = session.cache_factory->create(session.model().cache_geometry(1, plan.context));
   double nll = 0;
   int64_t count = 0;
@@ -32,11 +32,14 @@ int run_perplexity_mode(HostContext& context) {
                              nll += generate::nll_sum(log_probs, targets);
                              count += targets.numel();
                            });
-    if (cfg.perplexity.progress) print_progress(context.err, static_cast<int64_t>(w + 1), plan.windows.size(), "windows");
+    if (cfg.perplexity.progress)
+      print_progress(context.err, static_cast<int64_t>(w + 1), plan.windows.size(), "windows");
   }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  out << std::fixed << std::setprecision(4) << "perplexity: " << std::exp(nll / count) << " (nll " << nll / count
-      << " nats/token) over " << count << " tokens, " << std::setprecision(1) << count / seconds << " tokens/s\n"
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  out << std::fixed << std::setprecision(4) << "perplexity: " << std::exp(nll / count) << " (nll "
+      << nll / count << " nats/token) over " << count << " tokens, " << std::setprecision(1)
+      << count / seconds << " tokens/s\n"
       << std::defaultfloat;
   if (cfg.perplexity.cache_stats) print_cache_stats(out, *cache);
   return 0;

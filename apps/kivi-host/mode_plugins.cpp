@@ -17,13 +17,15 @@ int run_plugins_mode(HostContext& context) {
   }
   auto& out = context.out;
   out << std::left << std::setw(kind_w + 2) << "KIND" << std::setw(name_w + 2) << "NAME"
-      << std::setw(version_w + 2) << "VERSION" << "FILE\n";
+      << std::setw(version_w + 2) << "VERSION"
+      << "FILE\n";
   for (const auto& p : plugins)
     out << std::setw(kind_w + 2) << p.kind << std::setw(name_w + 2) << p.name
         << std::setw(version_w + 2) << p.version << p.file << "\n";
   out << plugins.size() << " plugins loaded";
   if (!context.registry.refused().empty())
-    out << ", " << context.registry.refused().size() << " refused (libraries, or duplicate names; see warnings)";
+    out << ", " << context.registry.refused().size()
+        << " refused (libraries, or duplicate names; see warnings)";
   out << "\n";
   return 0;
 }

@@ -31,7 +31,8 @@ at::Device pick_device(const std::string& device) {
 
 // auto: float32 on the CPU (bf16/fp16 matmuls there are slow and less exact); the checkpoint's
 // torch_dtype (else bfloat16) on a GPU.
-at::ScalarType pick_dtype(const std::string& dtype, const ModelConfig& config, const at::Device& device) {
+at::ScalarType pick_dtype(const std::string& dtype, const ModelConfig& config,
+                          const at::Device& device) {
   if (dtype != "auto") return *parse_dtype_name(dtype);
   if (device.is_cpu()) return at::kFloat;
   return config.torch_dtype.value_or(at::kBFloat16);
@@ -52,8 +53,10 @@ class StreamText final : public generate::TextStream {
 ModelSession open_model(const HostContext& context, const std::vector<CachePairing>& pairings) {
   const HostConfig& cfg = context.config;
   const std::string file = cfg.file.string();
-  check(cfg.model.present, file + ": mode " + cfg.mode + " needs a [model] table with the checkpoint's path");
-  check(fs::exists(cfg.model.path), file + ": [model] path: " + cfg.model.path.string() + " does not exist" +
+  check(cfg.model.present,
+        file + ": mode " + cfg.mode + " needs a [model] table with the checkpoint's path");
+  check(fs::exists(cfg.model.path), file + ": [model] path: " + cfg.model.path.string() +
+                                        " does not exist" +
                                         missing_input_note(cfg.file, cfg.model.path));
   check(!pairings.empty(), "open_model: no cache to run the model with");
   ModelSession session;
@@ -65,16 +68,22 @@ ModelSession open_model(const HostContext& context, const std::vector<CachePairi
   // From config.json alone, before the weights load: a family plugin that builds it, then each
   // cache's options against its shapes (e.g. a KIVI group_size that does not divide head_dim).
   resolve_model_family(context.registry, session.config);
-  const CacheGeometry geometry{session.config.num_hidden_layers, session.config.num_key_value_heads,
-                               session.config.head_dim, 1, 0, options.dtype, options.device};
+  const CacheGeometry geometry{session.config.num_hidden_layers,
+                               session.config.num_key_value_heads,
+                               session.config.head_dim,
+                               1,
+                               0,
+                               options.dtype,
+                               options.device};
   for (const CachePairing& p : pairings) {
     try {
       p.factory->spec(geometry);
     } catch (const Error& e) {
       throw Error(file + ": [" + p.table + "] backend \"" + p.cache_name + "\" cannot serve " +
-                  cfg.model.path.string() + " (" + std::to_string(geometry.num_layers) + " layers, " +
-                  std::to_string(geometry.num_kv_heads) + " kv heads, head_dim " + std::to_string(geometry.head_dim) +
-                  ", " + c10::toString(geometry.dtype) + "): " + e.what());
+                  cfg.model.path.string() + " (" + std::to_string(geometry.num_layers) +
+                  " layers, " + std::to_string(geometry.num_kv_heads) + " kv heads, head_dim " +
+                  std::to_string(geometry.head_dim) + ", " + c10::toString(geometry.dtype) +
+                  "): " + e.what());
     }
   }
   options.cuda_graphs = cfg.model.cuda_graphs;
@@ -82,7 +91,8 @@ ModelSession open_model(const HostContext& context, const std::vector<CachePairi
                               static_cast<uint64_t>(cfg.model.seed));
   use_cache(session, pairings.front());
   // A GGUF file carries its tokenizer in its metadata, when it has one.
-  const bool gguf_tokenizer = is_gguf_file(cfg.model.path) && GgufFile(cfg.model.path).has("tokenizer.ggml.model");
+  const bool gguf_tokenizer =
+      is_gguf_file(cfg.model.path) && GgufFile(cfg.model.path).has("tokenizer.ggml.model");
   if (fs::is_regular_file(cfg.model.path / "tokenizer.json") || gguf_tokenizer)
     session.tokenizer = load_tokenizer(cfg.model.path);
   return session;
@@ -104,8 +114,9 @@ std::string describe(const ModelSession& s) {
   const ModelOptions& o = s.loaded.model->options();
   std::ostringstream out;
   out << "model: " << s.config.folder.string() << " (family " << s.loaded.family_name << ", "
-      << s.config.num_hidden_layers << " layers, vocab " << s.config.vocab_size << "), " << c10::toString(o.dtype)
-      << " on " << o.device.str() << ", attention " << s.attention_name << ", cache " << s.cache_name;
+      << s.config.num_hidden_layers << " layers, vocab " << s.config.vocab_size << "), "
+      << c10::toString(o.dtype) << " on " << o.device.str() << ", attention " << s.attention_name
+      << ", cache " << s.cache_name;
   return out.str();
 }
 
@@ -114,7 +125,8 @@ namespace {
 // 1234567 -> "1.23 MB" (decimal units, as the README's figures).
 std::string megabytes(int64_t bytes) {
   std::ostringstream s;
-  s << std::fixed << std::setprecision(bytes < 10'000'000 ? 2 : 1) << static_cast<double>(bytes) / 1e6 << " MB";
+  s << std::fixed << std::setprecision(bytes < 10'000'000 ? 2 : 1)
+    << static_cast<double>(bytes) / 1e6 << " MB";
   return s.str();
 }
 
@@ -131,44 +143,55 @@ void print_cache_stats(std::ostream& out, const KVCache& cache) {
   const MemoryStats held = cache.memory();
   const bool packed = u.quantizing;
   const std::string full = "float" + std::to_string(u.full_element_bits);
-  out << "cache: " << u.tokens << " tokens in " << u.sequences << (u.sequences == 1 ? " sequence\n" : " sequences\n");
+  out << "cache: " << u.tokens << " tokens in " << u.sequences
+      << (u.sequences == 1 ? " sequence\n" : " sequences\n");
   if (u.tokens > 0) {
     if (!packed) {
       out << "  keys and values: all in full precision (" << full << ")\n";
     } else {
       auto side = [&](const char* name, int64_t quantized, int64_t bits, const char* residual) {
         out << "  " << name;
-        if (bits >= 16) out << "all " << u.tokens << " in full precision (not quantized at 16 bits)\n";
-        else out << quantized << " quantized to " << bits << " bits, " << u.tokens - quantized << residual << "\n";
+        if (bits >= 16)
+          out << "all " << u.tokens << " in full precision (not quantized at 16 bits)\n";
+        else
+          out << quantized << " quantized to " << bits << " bits, " << u.tokens - quantized
+              << residual << "\n";
       };
-      side("keys:   ", u.key_quantized, u.key_bits, (" in the full-precision residual (" + full + ")").c_str());
+      side("keys:   ", u.key_quantized, u.key_bits,
+           (" in the full-precision residual (" + full + ")").c_str());
       side("values: ", u.value_quantized, u.value_bits, " in the residual");
     }
-    out << "  these tokens use " << megabytes(u.total()) << " (" << u.total() << " bytes) = " << fixed2(u.bits(u.total()))
-        << " bits per stored K/V element on average: codes " << fixed2(u.bits(u.code_bytes)) << " + scales and minima "
-        << fixed2(u.bits(u.scale_bytes)) << " + residual " << fixed2(u.bits(u.full_bytes)) << "\n";
+    out << "  these tokens use " << megabytes(u.total()) << " (" << u.total()
+        << " bytes) = " << fixed2(u.bits(u.total()))
+        << " bits per stored K/V element on average: codes " << fixed2(u.bits(u.code_bytes))
+        << " + scales and minima " << fixed2(u.bits(u.scale_bytes)) << " + residual "
+        << fixed2(u.bits(u.full_bytes)) << "\n";
     const double ratio = static_cast<double>(u.fp16_bytes()) / static_cast<double>(u.total());
-    out << "  an fp16 cache of the same tokens: " << megabytes(u.fp16_bytes()) << " (16 bits per element); this cache "
-        << (ratio >= 1.0 ? "is " + fixed2(ratio) + "x smaller" : "is " + fixed2(1.0 / ratio) + "x larger") << "\n";
+    out << "  an fp16 cache of the same tokens: " << megabytes(u.fp16_bytes())
+        << " (16 bits per element); this cache "
+        << (ratio >= 1.0 ? "is " + fixed2(ratio) + "x smaller"
+                         : "is " + fixed2(1.0 / ratio) + "x larger")
+        << "\n";
   }
   out << "  held (capacity preallocated or grown ahead of the tokens): " << megabytes(held.total());
   if (packed)
-    out << " (codes " << megabytes(held.payload_bytes) << ", scales and minima " << megabytes(held.scale_bytes)
-        << ", residual windows " << megabytes(held.residual_bytes) << ", workspace " << megabytes(held.workspace_bytes)
-        << ")\n";
+    out << " (codes " << megabytes(held.payload_bytes) << ", scales and minima "
+        << megabytes(held.scale_bytes) << ", residual windows " << megabytes(held.residual_bytes)
+        << ", workspace " << megabytes(held.workspace_bytes) << ")\n";
   else
     out << " (K/V " << megabytes(held.payload_bytes + held.residual_bytes) << ", workspace "
         << megabytes(held.workspace_bytes) << ")\n";
 }
 
-int64_t effective_context(const HostContext& context, const ModelSession& session, int64_t requested,
-                          const std::string& key) {
+int64_t effective_context(const HostContext& context, const ModelSession& session,
+                          int64_t requested, const std::string& key) {
   const int64_t limit = position_limit(session.config);
   if (requested <= 0) return session.config.max_position_embeddings;
   if (limit <= 0 || requested <= limit) return requested;
-  context.err << "warning: " << context.config.file.string() << ": " << key << " = " << requested << " is more than "
-              << session.config.source << "'s max_position_embeddings = " << limit << "; using " << limit
-              << " (rope \"" << session.config.rope.type
+  context.err << "warning: " << context.config.file.string() << ": " << key << " = " << requested
+              << " is more than " << session.config.source
+              << "'s max_position_embeddings = " << limit << "; using " << limit << " (rope \""
+              << session.config.rope.type
               << "\" was not trained past it; only dynamic NTK rope goes beyond)\n";
   return limit;
 }
@@ -181,7 +204,8 @@ generate::GenerateOptions generate_options(const HostConfig& config, const Model
   o.max_new_tokens = g.max_new_tokens;
   o.eos_ids = session.config.eos_token_ids;
   if (session.tokenizer && session.tokenizer->eos_id() &&
-      std::find(o.eos_ids.begin(), o.eos_ids.end(), *session.tokenizer->eos_id()) == o.eos_ids.end())
+      std::find(o.eos_ids.begin(), o.eos_ids.end(), *session.tokenizer->eos_id()) ==
+          o.eos_ids.end())
     o.eos_ids.push_back(*session.tokenizer->eos_id());
   o.stop_strings = g.stop;
   o.context = g.context;

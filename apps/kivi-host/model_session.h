@@ -49,8 +49,8 @@ void print_cache_stats(std::ostream& out, const KVCache& cache);
 // A mode's context (`key`, e.g. "[generate] context"; 0 = the model's max_position_embeddings) as
 // the run gets it: past max_position_embeddings it is cut there, with a warning on err, unless
 // the model's rope is dynamic NTK (kivi::position_limit).
-int64_t effective_context(const HostContext& context, const ModelSession& session, int64_t requested,
-                          const std::string& key);
+int64_t effective_context(const HostContext& context, const ModelSession& session,
+                          int64_t requested, const std::string& key);
 
 // [generate] as generation options (eos ids from the model config and the tokenizer).
 generate::GenerateOptions generate_options(const HostConfig& config, const ModelSession& session);

@@ -9,7 +9,8 @@ void load_plugins(HostContext& context) {
   for (const auto& dir : context.config.plugin_dirs) context.registry.load_dir(dir);
   if (context.config.default_plugin_dir) {
     const auto dir = Registry::default_plugin_dir();
-    if (std::filesystem::is_directory(dir)) context.registry.load_dir(dir);
+    if (std::filesystem::is_directory(dir))
+      context.registry.load_dir(dir);
     else if (context.config.plugin_dirs.empty())
       context.err << "warning: default plugin folder " << dir.string() << " does not exist\n";
   }
@@ -49,14 +50,16 @@ CachePairing make_cache_pairing(const HostContext& context, const PluginChoice& 
     p.attention = create_plugin<Attention>(context, attention, attention_table);
   } else {
     p.attention_name = p.factory->attention();
-    p.attention = create_plugin<Attention>(context, PluginChoice{p.attention_name, "", {}, false}, attention_table);
+    p.attention = create_plugin<Attention>(context, PluginChoice{p.attention_name, "", {}, false},
+                                           attention_table);
   }
   check(p.attention->supports(format),
         context.config.file.string() + ": [" + attention_table + "] backend \"" + p.attention_name +
             "\" cannot read the \"" + format + "\" views of cache \"" + cache.name + "\"" +
-            (attention.explicit_choice ? " (leave [" + attention_table + "] out for the cache's own, \"" +
-                                             p.factory->attention() + "\")"
-                                       : " (the attention the cache names; a packaging error of its plugin)"));
+            (attention.explicit_choice
+                 ? " (leave [" + attention_table + "] out for the cache's own, \"" +
+                       p.factory->attention() + "\")"
+                 : " (the attention the cache names; a packaging error of its plugin)"));
   return p;
 }
 

@@ -88,7 +88,8 @@ StepProfile StepProfiler::stop(int64_t steps, const std::string& trace_path) {
   }
   if (!cuda_) counted = top_level(std::move(cpu_ops));
   if (counted.empty()) return p;
-  std::sort(counted.begin(), counted.end(), [](const Interval& a, const Interval& b) { return a.start < b.start; });
+  std::sort(counted.begin(), counted.end(),
+            [](const Interval& a, const Interval& b) { return a.start < b.start; });
   std::map<std::string, ProfileEntry> by_name;
   uint64_t first = counted.front().start, last = 0, busy_until = counted.front().start;
   for (const Interval& i : counted) {
@@ -103,7 +104,9 @@ StepProfile StepProfiler::stop(int64_t steps, const std::string& trace_path) {
         p.largest_gap_us = std::max(p.largest_gap_us, gap_us);
       }
     }
-    p.busy_us += std::max<double>(0.0, (static_cast<double>(i.end) - static_cast<double>(std::max(i.start, busy_until))) / 1e3);
+    p.busy_us += std::max<double>(
+        0.0,
+        (static_cast<double>(i.end) - static_cast<double>(std::max(i.start, busy_until))) / 1e3);
     busy_until = std::max(busy_until, i.end);
     last = std::max(last, i.end);
   }
@@ -118,15 +121,18 @@ void print_profile(std::ostream& out, const StepProfile& p, size_t rows) {
   const double steps = static_cast<double>(p.steps);
   const double busy = std::max(p.busy_us, 1e-9);
   out << std::fixed << std::setprecision(1) << "profile (" << p.steps << " " << p.step_name << "; "
-      << (p.device_kernels ? "GPU kernels and copies" : "top-level CPU operators") << "): "
-      << p.span_us / steps << " us per step, busy " << p.busy_us / steps << " us ("
-      << 100.0 * p.busy_us / std::max(p.span_us, 1e-9) << "%), " << static_cast<double>(p.gaps) / steps
-      << " idle gaps per step (largest " << p.largest_gap_us << " us)\n";
-  out << "| " << (p.device_kernels ? "kernel" : "operator") << " | calls/step | us/step | share |\n|---|---|---|---|\n";
+      << (p.device_kernels ? "GPU kernels and copies" : "top-level CPU operators")
+      << "): " << p.span_us / steps << " us per step, busy " << p.busy_us / steps << " us ("
+      << 100.0 * p.busy_us / std::max(p.span_us, 1e-9) << "%), "
+      << static_cast<double>(p.gaps) / steps << " idle gaps per step (largest " << p.largest_gap_us
+      << " us)\n";
+  out << "| " << (p.device_kernels ? "kernel" : "operator")
+      << " | calls/step | us/step | share |\n|---|---|---|---|\n";
   for (size_t i = 0; i < std::min(rows, p.entries.size()); ++i) {
     const ProfileEntry& e = p.entries[i];
-    out << "| " << short_name(e.name) << " | " << std::setprecision(1) << static_cast<double>(e.calls) / steps
-        << " | " << e.total_us / steps << " | " << 100.0 * e.total_us / busy << "% |\n";
+    out << "| " << short_name(e.name) << " | " << std::setprecision(1)
+        << static_cast<double>(e.calls) / steps << " | " << e.total_us / steps << " | "
+        << 100.0 * e.total_us / busy << "% |\n";
   }
   out << std::defaultfloat;
 }
@@ -138,9 +144,12 @@ nlohmann::json profile_json(const StepProfile& p, size_t rows) {
     top.push_back({{"name", p.entries[i].name},
                    {"calls_per_step", static_cast<double>(p.entries[i].calls) / steps},
                    {"us_per_step", p.entries[i].total_us / steps}});
-  return {{"what", p.device_kernels ? "gpu" : "cpu"}, {"steps", p.steps},
-          {"span_us_per_step", p.span_us / steps}, {"busy_us_per_step", p.busy_us / steps},
-          {"idle_gaps_per_step", static_cast<double>(p.gaps) / steps}, {"largest_gap_us", p.largest_gap_us},
+  return {{"what", p.device_kernels ? "gpu" : "cpu"},
+          {"steps", p.steps},
+          {"span_us_per_step", p.span_us / steps},
+          {"busy_us_per_step", p.busy_us / steps},
+          {"idle_gaps_per_step", static_cast<double>(p.gaps) / steps},
+          {"largest_gap_us", p.largest_gap_us},
           {"top", top}};
 }
 

@@ -25,9 +25,9 @@ struct StepProfile {
   bool device_kernels = false;  // true: GPU kernels and copies; false: top-level CPU operators
   int64_t steps = 1;
   std::string step_name = "decode steps";  // what a step is (the server's: forward passes)
-  double span_us = 0;           // first start to last end of what is counted
-  double busy_us = 0;           // the union of their intervals
-  int64_t gaps = 0;             // idle gaps of at least 1 us between them
+  double span_us = 0;                      // first start to last end of what is counted
+  double busy_us = 0;                      // the union of their intervals
+  int64_t gaps = 0;                        // idle gaps of at least 1 us between them
   double largest_gap_us = 0;
   std::vector<ProfileEntry> entries;  // by total time, largest first
 };

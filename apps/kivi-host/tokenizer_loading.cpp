@@ -18,8 +18,9 @@ text::Tokenizer load_tokenizer(const fs::path& folder_or_file) {
   }
   const bool folder = fs::is_directory(folder_or_file);
   const fs::path json = folder ? folder_or_file / "tokenizer.json" : folder_or_file;
-  check(fs::is_regular_file(json), json.string() + ": no tokenizer.json there (expected a checkpoint "
-                                   "folder holding one, or the file itself)");
+  check(fs::is_regular_file(json), json.string() +
+                                       ": no tokenizer.json there (expected a checkpoint "
+                                       "folder holding one, or the file itself)");
   const fs::path config = json.parent_path() / "tokenizer_config.json";
   if (fs::is_regular_file(config)) return text::Tokenizer::from_file(json, config);
   return text::Tokenizer::from_file(json);

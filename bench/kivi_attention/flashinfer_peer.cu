@@ -30,23 +30,28 @@ using Params = fi::BatchDecodeParams<half, KV, half, int32_t>;
 
 void check(cudaError_t status, const char* what) {
   if (status != cudaSuccess)
-    throw std::runtime_error(std::string("FlashInfer peer: ") + what + ": " + cudaGetErrorString(status));
+    throw std::runtime_error(std::string("FlashInfer peer: ") + what + ": " +
+                             cudaGetErrorString(status));
 }
 
 // [batch, heads, context, dim] -> pages [batch * context / 16, heads, 16, dim] (HND).
 at::Tensor to_pages(const at::Tensor& x) {
   const int64_t b = x.size(0), h = x.size(1), l = x.size(2), d = x.size(3);
-  return x.view({b, h, l / kPageSize, kPageSize, d}).permute({0, 2, 1, 3, 4}).contiguous().view(
-      {b * l / kPageSize, h, kPageSize, d});
+  return x.view({b, h, l / kPageSize, kPageSize, d})
+      .permute({0, 2, 1, 3, 4})
+      .contiguous()
+      .view({b * l / kPageSize, h, kPageSize, d});
 }
 
 }  // namespace
 
-std::string flashinfer_absent_reason() { return {}; }
+std::string flashinfer_absent_reason() {
+  return {};
+}
 
 struct FlashInferDecode::State {
-  at::Tensor k_pages, v_pages;                  // [pages, kv_heads, 16, dim], fp16 or fp8
-  at::Tensor indptr, indices, last_page_len;    // int32 on the GPU
+  at::Tensor k_pages, v_pages;                // [pages, kv_heads, 16, dim], fp16 or fp8
+  at::Tensor indptr, indices, last_page_len;  // int32 on the GPU
   std::vector<int32_t> indptr_host;
   at::Tensor float_workspace, int_workspace, int_workspace_host;  // the last one pinned
   fi::DecodePlanInfo plan;
@@ -61,14 +66,16 @@ template <int DIM, class KV>
 void plan(FlashInferDecode::State& s) {
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   DISPATCH_GQA_GROUP_SIZE(s.q_heads / s.kv_heads, GROUP_SIZE, {
-    auto estimate = fi::BatchDecodeWithPagedKVCacheWorkEstimationDispatched<GROUP_SIZE, DIM, kNoRope,
-                                                                             Variant, Params<KV>>;
-    check(fi::DecodePlan<DIM, kNoRope, Variant, Params<KV>>(
-              s.float_workspace.data_ptr(), s.float_workspace.nbytes(), s.int_workspace.data_ptr(),
-              s.int_workspace_host.data_ptr(), s.int_workspace.nbytes(), s.plan,
-              s.indptr_host.data(), static_cast<uint32_t>(s.batch), static_cast<uint32_t>(s.q_heads),
-              kPageSize, /*enable_cuda_graph=*/false, stream, estimate),
-          "plan");
+    auto estimate =
+        fi::BatchDecodeWithPagedKVCacheWorkEstimationDispatched<GROUP_SIZE, DIM, kNoRope, Variant,
+                                                                Params<KV>>;
+    check(
+        fi::DecodePlan<DIM, kNoRope, Variant, Params<KV>>(
+            s.float_workspace.data_ptr(), s.float_workspace.nbytes(), s.int_workspace.data_ptr(),
+            s.int_workspace_host.data_ptr(), s.int_workspace.nbytes(), s.plan, s.indptr_host.data(),
+            static_cast<uint32_t>(s.batch), static_cast<uint32_t>(s.q_heads), kPageSize,
+            /*enable_cuda_graph=*/false, stream, estimate),
+        "plan");
   });
 }
 
@@ -77,8 +84,9 @@ void run(FlashInferDecode::State& s, const at::Tensor& q, at::Tensor& out) {
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   fi::paged_kv_t<KV, int32_t> kv(
       static_cast<uint32_t>(s.kv_heads), kPageSize, DIM, static_cast<uint32_t>(s.batch),
-      fi::QKVLayout::kHND, static_cast<KV*>(s.k_pages.data_ptr()), static_cast<KV*>(s.v_pages.data_ptr()),
-      s.indices.data_ptr<int32_t>(), s.indptr.data_ptr<int32_t>(), s.last_page_len.data_ptr<int32_t>());
+      fi::QKVLayout::kHND, static_cast<KV*>(s.k_pages.data_ptr()),
+      static_cast<KV*>(s.v_pages.data_ptr()), s.indices.data_ptr<int32_t>(),
+      s.indptr.data_ptr<int32_t>(), s.last_page_len.data_ptr<int32_t>());
   Params<KV> params;
   params.q = static_cast<half*>(q.data_ptr());
   params.paged_kv = kv;
@@ -95,7 +103,8 @@ void run(FlashInferDecode::State& s, const at::Tensor& q, at::Tensor& out) {
   params.request_indices = fi::GetPtrFromBaseOffset<int32_t>(ints, s.plan.request_indices_offset);
   params.kv_tile_indices = fi::GetPtrFromBaseOffset<int32_t>(ints, s.plan.kv_tile_indices_offset);
   params.o_indptr = fi::GetPtrFromBaseOffset<int32_t>(ints, s.plan.o_indptr_offset);
-  params.kv_chunk_size_ptr = fi::GetPtrFromBaseOffset<int32_t>(ints, s.plan.kv_chunk_size_ptr_offset);
+  params.kv_chunk_size_ptr =
+      fi::GetPtrFromBaseOffset<int32_t>(ints, s.plan.kv_chunk_size_ptr_offset);
   half* tmp_v = nullptr;
   float* tmp_s = nullptr;
   if (s.plan.split_kv) {
@@ -105,7 +114,8 @@ void run(FlashInferDecode::State& s, const at::Tensor& q, at::Tensor& out) {
     params.block_valid_mask = fi::GetPtrFromBaseOffset<bool>(ints, s.plan.block_valid_mask_offset);
   }
   check(fi::BatchDecodeWithPagedKVCacheDispatched<DIM, kNoRope, Variant>(params, tmp_v, tmp_s,
-                                                                          /*enable_pdl=*/false, stream),
+                                                                         /*enable_pdl=*/false,
+                                                                         stream),
         "decode");
 }
 
@@ -138,8 +148,9 @@ FlashInferDecode::FlashInferDecode(const at::Tensor& k, const at::Tensor& v, int
   const int64_t context = k.size(2);
   if (k.scalar_type() != at::kHalf || !k.is_cuda() || context % kPageSize != 0 ||
       (s.dim != 64 && s.dim != 128))
-    throw std::runtime_error("FlashInfer peer: expected fp16 K/V on the GPU, context a multiple of "
-                             "16 and head_dim 64 or 128");
+    throw std::runtime_error(
+        "FlashInfer peer: expected fp16 K/V on the GPU, context a multiple of "
+        "16 and head_dim 64 or 128");
   s.k_pages = to_pages(fp8 ? k.to(at::kFloat8_e4m3fn) : k);
   s.v_pages = to_pages(fp8 ? v.to(at::kFloat8_e4m3fn) : v);
   const int64_t pages_per_row = context / kPageSize;
@@ -152,7 +163,8 @@ FlashInferDecode::FlashInferDecode(const at::Tensor& k, const at::Tensor& v, int
   // FlashInfer's default workspace sizes (128 MB of floats, 8 MB of ints).
   s.float_workspace = at::empty({int64_t{128} << 20}, k.options().dtype(at::kByte));
   s.int_workspace = at::empty({int64_t{8} << 20}, k.options().dtype(at::kByte));
-  s.int_workspace_host = at::empty({int64_t{8} << 20}, at::TensorOptions().dtype(at::kByte).pinned_memory(true));
+  s.int_workspace_host =
+      at::empty({int64_t{8} << 20}, at::TensorOptions().dtype(at::kByte).pinned_memory(true));
   plan_any(s);
   check(cudaStreamSynchronize(at::cuda::getCurrentCUDAStream()), "plan copy");
 }

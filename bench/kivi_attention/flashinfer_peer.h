@@ -20,7 +20,8 @@ class FlashInferDecode {
   // k, v: [batch, kv_heads, context, head_dim] fp16 on the GPU (context a multiple of 16,
   // head_dim 64 or 128, q_heads / kv_heads in 1, 2, 3, 4, 6, 8); fp8: the cache holds them
   // converted to e4m3 (scale 1). Plans the launch once (FlashInfer's split-KV scheduler).
-  FlashInferDecode(const at::Tensor& k, const at::Tensor& v, int64_t q_heads, double scale, bool fp8);
+  FlashInferDecode(const at::Tensor& k, const at::Tensor& v, int64_t q_heads, double scale,
+                   bool fp8);
   ~FlashInferDecode();
   // out = attention of q [batch, q_heads, 1, head_dim] (fp16) over the cache; out like q.
   void run(const at::Tensor& q, at::Tensor& out);

@@ -17,6 +17,8 @@ FlashInferDecode::FlashInferDecode(const at::Tensor&, const at::Tensor&, int64_t
 }
 FlashInferDecode::~FlashInferDecode() = default;
 void FlashInferDecode::run(const at::Tensor&, at::Tensor&) {}
-double FlashInferDecode::cache_mb() const { return 0.0; }
+double FlashInferDecode::cache_mb() const {
+  return 0.0;
+}
 
 }  // namespace kivi::bench

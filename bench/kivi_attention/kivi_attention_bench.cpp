@@ -58,14 +58,22 @@ Settings parse_args(int argc, char** argv) {
     const std::string arg = argv[i];
     if (i + 1 >= argc) throw std::runtime_error("missing value after " + arg);
     const std::string value = argv[++i];
-    if (arg == "--batches") s.batches = parse_list(value);
-    else if (arg == "--contexts") s.contexts = parse_list(value);
-    else if (arg == "--bits") s.bits = parse_list(value);
-    else if (arg == "--q-heads") s.q_heads = std::stoll(value);
-    else if (arg == "--kv-heads") s.kv_heads = std::stoll(value);
-    else if (arg == "--head-dim") s.head_dim = std::stoll(value);
-    else if (arg == "--reps") s.reps = std::stoll(value);
-    else if (arg == "--json") s.json = value;
+    if (arg == "--batches")
+      s.batches = parse_list(value);
+    else if (arg == "--contexts")
+      s.contexts = parse_list(value);
+    else if (arg == "--bits")
+      s.bits = parse_list(value);
+    else if (arg == "--q-heads")
+      s.q_heads = std::stoll(value);
+    else if (arg == "--kv-heads")
+      s.kv_heads = std::stoll(value);
+    else if (arg == "--head-dim")
+      s.head_dim = std::stoll(value);
+    else if (arg == "--reps")
+      s.reps = std::stoll(value);
+    else if (arg == "--json")
+      s.json = value;
     else if (arg == "--extra") {
       std::stringstream in(value);
       for (std::string item; std::getline(in, item, ',');) {
@@ -107,7 +115,8 @@ double median_us(const std::function<void()>& fn, int64_t reps, at::Tensor& scra
 // Device-to-device copy bandwidth, counting bytes read and written (GB/s).
 double copy_bandwidth(at::Tensor& scratch) {
   const int64_t bytes = int64_t{2} << 30;
-  at::Tensor src = at::empty({bytes}, at::TensorOptions().dtype(at::kByte).device(at::kCUDA)).fill_(1);
+  at::Tensor src =
+      at::empty({bytes}, at::TensorOptions().dtype(at::kByte).device(at::kCUDA)).fill_(1);
   at::Tensor dst = at::empty_like(src);
   const double us = median_us([&] { dst.copy_(src); }, 10, scratch);
   return 2.0 * static_cast<double>(bytes) / (us * 1e3);
@@ -118,9 +127,11 @@ double copy_bandwidth(at::Tensor& scratch) {
 double kivi_bytes(const KiviParts& p, const std::vector<int64_t>& lengths, int64_t kv_heads,
                   int64_t dim, int64_t q_heads) {
   double total = 0;
-  const double half = 2.0, groups_per_token = static_cast<double>(dim) / static_cast<double>(p.group_size);
+  const double half = 2.0,
+               groups_per_token = static_cast<double>(dim) / static_cast<double>(p.group_size);
   for (size_t b = 0; b < lengths.size(); ++b) {
-    const double kq = static_cast<double>(p.key_quantized[b]), vq = static_cast<double>(p.value_quantized[b]);
+    const double kq = static_cast<double>(p.key_quantized[b]),
+                 vq = static_cast<double>(p.value_quantized[b]);
     const double length = static_cast<double>(lengths[b]);
     double per_head = 0;
     if (p.k_bits < 16) per_head += kq * dim * p.k_bits / 8.0 + kq / p.group_size * dim * 2 * half;
@@ -152,8 +163,10 @@ void time_flashinfer(Row& row, const at::Tensor& q, const at::Tensor& k, const a
     const double error = (out.to(at::kFloat) - reference.to(at::kFloat)).norm().item<double>() /
                          reference.to(at::kFloat).norm().item<double>();
     if (!fp8 && error > 1e-2)
-      std::fprintf(stderr, "warning: FlashInfer's fp16 decode is %.3g off SDPA at batch %lld x "
-                   "context %lld: the peer is set up wrong\n", error, (long long)row.batch, (long long)row.context);
+      std::fprintf(stderr,
+                   "warning: FlashInfer's fp16 decode is %.3g off SDPA at batch %lld x "
+                   "context %lld: the peer is set up wrong\n",
+                   error, (long long)row.batch, (long long)row.context);
     row.peer_us.push_back(median_us([&] { peer.run(q, out); }, reps, scratch));
     row.peer_mb.push_back(peer.cache_mb());
     row.peer_error.push_back(error);
@@ -169,13 +182,15 @@ int main(int argc, char** argv) try {
     return 0;
   }
   const auto* props = at::cuda::getCurrentDeviceProperties();
-  at::Tensor scratch = at::zeros({int64_t{256} << 20}, at::TensorOptions().dtype(at::kByte).device(at::kCUDA));
+  at::Tensor scratch =
+      at::zeros({int64_t{256} << 20}, at::TensorOptions().dtype(at::kByte).device(at::kCUDA));
   const double copy_gbs = copy_bandwidth(scratch);
   std::printf("device: %s, %d SMs; copy bandwidth (read + write) %.0f GB/s\n", props->name,
               props->multiProcessorCount, copy_gbs);
-  std::printf("shapes: %lld query heads, %lld kv heads, head_dim %lld, one layer; fp16 storage; "
-              "KIVI group 32, residual 128\n",
-              (long long)s.q_heads, (long long)s.kv_heads, (long long)s.head_dim);
+  std::printf(
+      "shapes: %lld query heads, %lld kv heads, head_dim %lld, one layer; fp16 storage; "
+      "KIVI group 32, residual 128\n",
+      (long long)s.q_heads, (long long)s.kv_heads, (long long)s.head_dim);
 
   std::vector<std::pair<int64_t, int64_t>> cases;
   for (int64_t b : s.batches)
@@ -195,7 +210,9 @@ int main(int argc, char** argv) try {
     const double fp16_bytes = 2.0 * static_cast<double>(k.nbytes()) + 2.0 * q.nbytes();
     row.fp16_cache_mb = 2.0 * static_cast<double>(k.nbytes()) / 1e6;
     row.sdpa_us = median_us(
-        [&] { at::scaled_dot_product_attention(q, k, v, {}, 0.0, false, scale, /*enable_gqa=*/true); },
+        [&] {
+          at::scaled_dot_product_attention(q, k, v, {}, 0.0, false, scale, /*enable_gqa=*/true);
+        },
         s.reps, scratch);
     row.sdpa_gbs = fp16_bytes / (row.sdpa_us * 1e3);
     if (bench::flashinfer_absent_reason().empty()) {
@@ -224,12 +241,16 @@ int main(int argc, char** argv) try {
       std::string why;
       if (!cuda_decode_attention(q, kivi_parts(view), view.lengths, {}, params, &why))
         throw std::runtime_error("the fused kernel cannot serve this case: " + why);
-      const double us = median_us(
-          [&] { cuda_decode_attention(q, kivi_parts(view), view.lengths, {}, params); }, s.reps, scratch);
+      const double us =
+          median_us([&] { cuda_decode_attention(q, kivi_parts(view), view.lengths, {}, params); },
+                    s.reps, scratch);
       const double cores_us = median_us(
-          [&] { cuda_decode_attention(q, kivi_parts(view), view.lengths, {}, params, nullptr, {}, true); },
+          [&] {
+            cuda_decode_attention(q, kivi_parts(view), view.lengths, {}, params, nullptr, {}, true);
+          },
           s.reps, scratch);
-      const double bytes = kivi_bytes(kivi_parts(view), view.lengths, s.kv_heads, s.head_dim, s.q_heads);
+      const double bytes =
+          kivi_bytes(kivi_parts(view), view.lengths, s.kv_heads, s.head_dim, s.q_heads);
       row.cores_us.push_back(cores_us);
       row.kivi_us.push_back(us);
       row.kivi_gbs.push_back(bytes / (us * 1e3));
@@ -238,7 +259,8 @@ int main(int argc, char** argv) try {
       row.kivi_mb.push_back(static_cast<double>(cache.memory().total()) / 1e6);
     }
     rows.push_back(row);
-    std::fprintf(stderr, "measured batch %lld x context %lld\n", (long long)batch, (long long)context);
+    std::fprintf(stderr, "measured batch %lld x context %lld\n", (long long)batch,
+                 (long long)context);
   }
 
   std::printf("\n| batch | context | fp16 cache MB | SDPA fp16 us | SDPA GB/s |");
@@ -246,7 +268,10 @@ int main(int argc, char** argv) try {
     std::printf(" KIVI-%lld MB | KIVI-%lld us | GB/s | of copy bw | vs SDPA | CUDA-core us |",
                 (long long)bits, (long long)bits);
   const bool peer = bench::flashinfer_absent_reason().empty();
-  if (peer) std::printf(" FlashInfer fp16 us | vs SDPA | FlashInfer fp8 us | fp8 MB | vs SDPA | KIVI-%lld vs fp8 |", (long long)s.bits[0]);
+  if (peer)
+    std::printf(
+        " FlashInfer fp16 us | vs SDPA | FlashInfer fp8 us | fp8 MB | vs SDPA | KIVI-%lld vs fp8 |",
+        (long long)s.bits[0]);
   std::printf("\n|---|---|---|---|---|");
   for (size_t i = 0; i < s.bits.size(); ++i) std::printf("---|---|---|---|---|---|");
   if (peer) std::printf("---|---|---|---|---|---|");
@@ -258,8 +283,9 @@ int main(int argc, char** argv) try {
       std::printf(" %.0f | %.1f | %.0f | %.0f%% | %.2fx | %.1f |", r.kivi_mb[i], r.kivi_us[i],
                   r.kivi_gbs[i], 100.0 * r.kivi_fraction[i], r.speedup[i], r.cores_us[i]);
     if (peer)
-      std::printf(" %.1f | %.2fx | %.1f | %.0f | %.2fx | %.2fx |", r.peer_us[0], r.sdpa_us / r.peer_us[0],
-                  r.peer_us[1], r.peer_mb[1], r.sdpa_us / r.peer_us[1], r.peer_us[1] / r.kivi_us[0]);
+      std::printf(" %.1f | %.2fx | %.1f | %.0f | %.2fx | %.2fx |", r.peer_us[0],
+                  r.sdpa_us / r.peer_us[0], r.peer_us[1], r.peer_mb[1], r.sdpa_us / r.peer_us[1],
+                  r.peer_us[1] / r.kivi_us[0]);
     std::printf("\n");
   }
   if (peer) {
@@ -268,8 +294,10 @@ int main(int argc, char** argv) try {
       worst16 = std::max(worst16, r.peer_error[0]);
       worst8 = std::max(worst8, r.peer_error[1]);
     }
-    std::printf("\nFlashInfer against SDPA: largest ||out - ref|| / ||ref|| %.2g (fp16 pages), %.2g "
-                "(fp8 e4m3 pages)\n", worst16, worst8);
+    std::printf(
+        "\nFlashInfer against SDPA: largest ||out - ref|| / ||ref|| %.2g (fp16 pages), %.2g "
+        "(fp8 e4m3 pages)\n",
+        worst16, worst8);
   } else {
     std::printf("\nFlashInfer peer absent: %s\n", bench::flashinfer_absent_reason().c_str());
   }
@@ -287,13 +315,16 @@ int main(int argc, char** argv) try {
       for (size_t j = 0; j < s.bits.size(); ++j)
         out << (j ? ", " : "") << "{\"bits\": " << s.bits[j] << ", \"cache_mb\": " << r.kivi_mb[j]
             << ", \"us\": " << r.kivi_us[j] << ", \"gbs\": " << r.kivi_gbs[j]
-            << ", \"fraction_of_copy\": " << r.kivi_fraction[j] << ", \"speedup_vs_sdpa\": "
-            << r.speedup[j] << ", \"cuda_cores_us\": " << r.cores_us[j] << "}";
+            << ", \"fraction_of_copy\": " << r.kivi_fraction[j]
+            << ", \"speedup_vs_sdpa\": " << r.speedup[j] << ", \"cuda_cores_us\": " << r.cores_us[j]
+            << "}";
       out << "]";
       if (!r.peer_us.empty())
-        out << ", \"flashinfer\": [{\"kv\": \"fp16\", \"us\": " << r.peer_us[0] << ", \"cache_mb\": "
-            << r.peer_mb[0] << ", \"error_vs_sdpa\": " << r.peer_error[0] << "}, {\"kv\": \"fp8_e4m3\", \"us\": "
-            << r.peer_us[1] << ", \"cache_mb\": " << r.peer_mb[1] << ", \"error_vs_sdpa\": " << r.peer_error[1] << "}]";
+        out << ", \"flashinfer\": [{\"kv\": \"fp16\", \"us\": " << r.peer_us[0]
+            << ", \"cache_mb\": " << r.peer_mb[0] << ", \"error_vs_sdpa\": " << r.peer_error[0]
+            << "}, {\"kv\": \"fp8_e4m3\", \"us\": " << r.peer_us[1]
+            << ", \"cache_mb\": " << r.peer_mb[1] << ", \"error_vs_sdpa\": " << r.peer_error[1]
+            << "}]";
       out << "}" << (i + 1 < rows.size() ? "," : "") << "\n";
     }
     out << "  ],\n  \"flashinfer\": \"" << (peer ? "present" : "absent") << "\"\n}\n";

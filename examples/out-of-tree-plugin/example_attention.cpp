@@ -15,16 +15,19 @@ class ExampleAttention final : public kivi::Attention {
   bool supports(std::string_view format) const override { return format == kivi::kDenseFormat; }
 
   at::Tensor prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                     std::span<const int64_t> counts, const kivi::AttentionParams& params) const override {
+                     std::span<const int64_t> counts,
+                     const kivi::AttentionParams& params) const override {
     const int64_t T = q.size(2);
     std::vector<int64_t> lengths(q.size(0), T);
     if (!counts.empty()) lengths.assign(counts.begin(), counts.end());
     return attend(q, k, v, lengths, lengths, params);
   }
 
-  at::Tensor decode(const at::Tensor& q, const kivi::CacheView& view, std::span<const int64_t> counts,
+  at::Tensor decode(const at::Tensor& q, const kivi::CacheView& view,
+                    std::span<const int64_t> counts,
                     const kivi::AttentionParams& params) const override {
-    kivi::check(view.is_dense(), "example attention reads dense views only, got \"" + view.format + "\"");
+    kivi::check(view.is_dense(),
+                "example attention reads dense views only, got \"" + view.format + "\"");
     std::vector<int64_t> new_counts(q.size(0), q.size(2));
     if (!counts.empty()) new_counts.assign(counts.begin(), counts.end());
     return attend(q, view.dense.k, view.dense.v, view.lengths, new_counts, params);
@@ -41,9 +44,11 @@ class ExampleAttention final : public kivi::Attention {
     for (int64_t b = 0; b < q.size(0); ++b) {
       const int64_t n = kv_lengths[b], t = q_counts[b];
       if (t == 0) continue;
-      at::Tensor kb = k[b].narrow(1, 0, n).repeat_interleave(group, 0).to(at::kFloat);  // [Hq, n, D]
-      at::Tensor vb = v[b].narrow(1, 0, n).repeat_interleave(group, 0).to(at::kFloat);  // [Hq, n, D]
-      at::Tensor qb = q[b].narrow(1, 0, t).to(at::kFloat);                              // [Hq, t, D]
+      at::Tensor kb =
+          k[b].narrow(1, 0, n).repeat_interleave(group, 0).to(at::kFloat);  // [Hq, n, D]
+      at::Tensor vb =
+          v[b].narrow(1, 0, n).repeat_interleave(group, 0).to(at::kFloat);  // [Hq, n, D]
+      at::Tensor qb = q[b].narrow(1, 0, t).to(at::kFloat);                  // [Hq, t, D]
       at::Tensor scores = at::matmul(qb, kb.transpose(1, 2)) * (params.scale * scale_multiplier_);
       // Query i sits at position n - t + i and sees keys 0..n-t+i.
       at::Tensor pos_q = at::arange(n - t, n).unsqueeze(1);
@@ -64,4 +69,5 @@ std::unique_ptr<kivi::Attention> make(kivi::ConfigTable& options) {
 }  // namespace
 
 KIVI_PLUGIN(example_attention, "example-attention", "1.0.0",
-            kivi::plugin::factory<kivi::Attention, &make>("example", "plain softmax attention (out-of-tree example)"))
+            kivi::plugin::factory<kivi::Attention, &make>(
+                "example", "plain softmax attention (out-of-tree example)"))

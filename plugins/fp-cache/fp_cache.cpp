@@ -21,9 +21,9 @@ FpCache::FpCache(const CacheGeometry& geometry, at::ScalarType storage_dtype, in
 }
 
 void FpCache::check_layer(int64_t layer) const {
-  check(layer >= 0 && layer < geometry_.num_layers,
-        "fp cache: layer " + std::to_string(layer) + " out of range [0, " +
-            std::to_string(geometry_.num_layers) + ")");
+  check(layer >= 0 && layer < geometry_.num_layers, "fp cache: layer " + std::to_string(layer) +
+                                                        " out of range [0, " +
+                                                        std::to_string(geometry_.num_layers) + ")");
 }
 
 void FpCache::ensure_capacity(int64_t layer, int64_t tokens) {
@@ -35,7 +35,8 @@ void FpCache::ensure_capacity(int64_t layer, int64_t tokens) {
   target = (target + chunk_tokens_ - 1) / chunk_tokens_ * chunk_tokens_;
   if (geometry_.max_tokens > 0) target = std::min(target, std::max(tokens, geometry_.max_tokens));
   auto options = at::TensorOptions().dtype(storage_dtype_).device(geometry_.device);
-  const std::vector<int64_t> shape = {geometry_.max_batch, geometry_.num_kv_heads, target, geometry_.head_dim};
+  const std::vector<int64_t> shape = {geometry_.max_batch, geometry_.num_kv_heads, target,
+                                      geometry_.head_dim};
   at::Tensor k = at::zeros(shape, options);
   at::Tensor v = at::zeros(shape, options);
   if (capacity > 0) {
@@ -56,7 +57,8 @@ void FpCache::append(int64_t layer, const at::Tensor& k, const at::Tensor& v,
   if (!new_counts.empty()) counts.assign(new_counts.begin(), new_counts.end());
 
   int64_t needed = 0;
-  for (int64_t b = 0; b < geometry_.max_batch; ++b) needed = std::max(needed, lengths[b] + counts[b]);
+  for (int64_t b = 0; b < geometry_.max_batch; ++b)
+    needed = std::max(needed, lengths[b] + counts[b]);
   check(geometry_.max_tokens == 0 || needed <= geometry_.max_tokens,
         "fp cache: appending would hold " + std::to_string(needed) +
             " tokens in one sequence, over max_tokens = " + std::to_string(geometry_.max_tokens));
@@ -86,7 +88,8 @@ CacheView FpCache::view(int64_t layer) const {
   if (!keys_[layer].defined()) {
     // Nothing stored yet: an empty capacity of the right shape.
     auto options = at::TensorOptions().dtype(storage_dtype_).device(geometry_.device);
-    const std::vector<int64_t> shape = {geometry_.max_batch, geometry_.num_kv_heads, 0, geometry_.head_dim};
+    const std::vector<int64_t> shape = {geometry_.max_batch, geometry_.num_kv_heads, 0,
+                                        geometry_.head_dim};
     view.dense = DenseKV{at::empty(shape, options), at::empty(shape, options), view.lengths};
   } else {
     view.dense = DenseKV{keys_[layer], values_[layer], view.lengths};
@@ -97,14 +100,16 @@ CacheView FpCache::view(int64_t layer) const {
 }
 
 int64_t FpCache::length(int64_t seq) const {
-  check(seq >= 0 && seq < geometry_.max_batch, "fp cache: sequence " + std::to_string(seq) + " out of range");
+  check(seq >= 0 && seq < geometry_.max_batch,
+        "fp cache: sequence " + std::to_string(seq) + " out of range");
   return lengths_[0][seq];
 }
 
 void FpCache::reorder(std::span<const int64_t> beam_index) {
   check_beam_index(geometry_, beam_index, "fp cache");
-  at::Tensor index = at::tensor(std::vector<int64_t>(beam_index.begin(), beam_index.end()), at::kLong)
-                         .to(geometry_.device);
+  at::Tensor index =
+      at::tensor(std::vector<int64_t>(beam_index.begin(), beam_index.end()), at::kLong)
+          .to(geometry_.device);
   for (int64_t l = 0; l < geometry_.num_layers; ++l) {
     if (keys_[l].defined()) {
       keys_[l] = keys_[l].index_select(0, index);

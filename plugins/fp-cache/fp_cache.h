@@ -31,8 +31,8 @@ class FpCache final : public KVCache {
   CacheGeometry geometry_;
   at::ScalarType storage_dtype_;
   int64_t chunk_tokens_;
-  std::vector<at::Tensor> keys_;    // per layer: [batch, kv_heads, capacity, head_dim]
-  std::vector<at::Tensor> values_;  // per layer: [batch, kv_heads, capacity, head_dim]
+  std::vector<at::Tensor> keys_;               // per layer: [batch, kv_heads, capacity, head_dim]
+  std::vector<at::Tensor> values_;             // per layer: [batch, kv_heads, capacity, head_dim]
   std::vector<std::vector<int64_t>> lengths_;  // [layer][batch] tokens stored
 };
 

@@ -41,10 +41,14 @@ namespace {
 
 std::optional<cuda::DType> kernel_dtype(at::ScalarType type) {
   switch (type) {
-    case at::kHalf: return cuda::DType::kHalf;
-    case at::kBFloat16: return cuda::DType::kBFloat16;
-    case at::kFloat: return cuda::DType::kFloat;
-    default: return std::nullopt;
+    case at::kHalf:
+      return cuda::DType::kHalf;
+    case at::kBFloat16:
+      return cuda::DType::kBFloat16;
+    case at::kFloat:
+      return cuda::DType::kFloat;
+    default:
+      return std::nullopt;
   }
 }
 
@@ -77,7 +81,8 @@ bool rows_aligned16(const at::Tensor& t) {
 
 // Element (b0, 0, ...) of t.
 void* row_pointer(const at::Tensor& t, int64_t b0) {
-  return static_cast<char*>(t.data_ptr()) + b0 * t.stride(0) * static_cast<int64_t>(t.element_size());
+  return static_cast<char*>(t.data_ptr()) +
+         b0 * t.stride(0) * static_cast<int64_t>(t.element_size());
 }
 
 // A buffer of at least `count` elements of `dtype` kept per thread and device in `buffers` and
@@ -242,14 +247,13 @@ std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviP
         "kivi decode attention: the output buffer must be a contiguous tensor like q");
   // The tensor-core kernel copies rows with 16-byte copies; unaligned storage takes the other.
   bool cores_only = cuda_cores_only;
-  for (const at::Tensor* t : {&parts.key_codes, &parts.key_scale, &parts.key_min, &parts.value_codes,
-                              &parts.value_scale, &parts.value_min, &kr, &vr})
+  for (const at::Tensor* t : {&parts.key_codes, &parts.key_scale, &parts.key_min,
+                              &parts.value_codes, &parts.value_scale, &parts.value_min, &kr, &vr})
     cores_only = cores_only || !rows_aligned16(*t);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const int sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-  const int blocks_per_sm =
-      cuda::decode_blocks_per_sm(*dtype, dim, static_cast<int>(parts.k_bits),
-                                 static_cast<int>(parts.v_bits), cores_only);
+  const int blocks_per_sm = cuda::decode_blocks_per_sm(*dtype, dim, static_cast<int>(parts.k_bits),
+                                                       static_cast<int>(parts.v_bits), cores_only);
   for (int b0 = 0; b0 < batch; b0 += cuda::kMaxDecodeRows) {
     const int rows = std::min(cuda::kMaxDecodeRows, batch - b0);
     cuda::DecodeAttention a;

@@ -28,12 +28,9 @@ bool cuda_store_values(const at::Tensor& x, int64_t group_size, int64_t bits, at
 // Returns [B, Hq, 1, D] in q's dtype, written into `into` when given (contiguous, that shape;
 // tests pass a poisoned buffer). `why` (if given) receives the reason when it cannot serve.
 // fp16/bf16 run on tensor cores unless `cuda_cores_only` (tests and benchmarks compare both).
-std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviParts& parts,
-                                                const std::vector<int64_t>& lengths,
-                                                std::span<const int64_t> counts,
-                                                const AttentionParams& params,
-                                                std::string* why = nullptr,
-                                                const at::Tensor& into = {},
-                                                bool cuda_cores_only = false);
+std::optional<at::Tensor> cuda_decode_attention(
+    const at::Tensor& q, const KiviParts& parts, const std::vector<int64_t>& lengths,
+    std::span<const int64_t> counts, const AttentionParams& params, std::string* why = nullptr,
+    const at::Tensor& into = {}, bool cuda_cores_only = false);
 
 }  // namespace kivi::kivi_cache

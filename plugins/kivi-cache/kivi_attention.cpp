@@ -129,8 +129,8 @@ at::Tensor KiviAttention::decode(const at::Tensor& q, const CacheView& view,
   // On the GPU, a decode step (one token per row) reads the packed cache in one fused kernel;
   // chunks and sliding windows take the blocked path below, which runs there too.
   if (q.is_cuda() && view.format == kFormat)
-    if (std::optional<at::Tensor> fused =
-            cuda_decode_attention(q, view.payload_as<KiviParts>(kFormat), view.lengths, rows, params))
+    if (std::optional<at::Tensor> fused = cuda_decode_attention(
+            q, view.payload_as<KiviParts>(kFormat), view.lengths, rows, params))
       return *fused;
   at::Tensor out = at::zeros_like(q);
   for (int64_t b = 0; b < batch; ++b) {

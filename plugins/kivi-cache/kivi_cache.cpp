@@ -134,8 +134,9 @@ void KiviCache::store_values(Layer& s, Rows rows, int64_t pos0, const at::Tensor
   at::Tensor min = p.value_min.narrow(0, rows.b0, rows.n).narrow(2, pos0, tokens);
   if (cuda_store_values(x, options_.group_size, options_.v_bits, codes, scale, min)) return;
   const PackedValues q = quantize_values(x, options_.group_size, options_.v_bits);
-  codes.copy_(values_in_tile_order(geometry_.head_dim) ? values_to_tile_order(q.codes, options_.v_bits)
-                                                       : q.codes);
+  codes.copy_(values_in_tile_order(geometry_.head_dim)
+                  ? values_to_tile_order(q.codes, options_.v_bits)
+                  : q.codes);
   scale.copy_(q.scale);
   min.copy_(q.min);
 }

@@ -24,10 +24,10 @@ at::Tensor read_keys(const KiviParts& parts, int64_t b, int64_t p0, int64_t p1,
     const at::Tensor codes = keys_in_tile_order(words.size(3), group)
                                  ? unpack_keys_from_tile_order(words, parts.k_bits)
                                  : unpack_codes(words, parts.k_bits);  // [1, H, g1 - g0, D, G]
-    at::Tensor keys = dequantize_unpacked_keys(codes,
-                                               parts.key_scale[b].narrow(1, g0, g1 - g0).unsqueeze(0),
-                                               parts.key_min[b].narrow(1, g0, g1 - g0).unsqueeze(0),
-                                               dtype);  // [1, H, (g1 - g0) * G, D]
+    at::Tensor keys =
+        dequantize_unpacked_keys(codes, parts.key_scale[b].narrow(1, g0, g1 - g0).unsqueeze(0),
+                                 parts.key_min[b].narrow(1, g0, g1 - g0).unsqueeze(0),
+                                 dtype);  // [1, H, (g1 - g0) * G, D]
     pieces.push_back(keys[0].narrow(1, p0 - g0 * group, end - p0));
   }
   if (p1 > quantized) {

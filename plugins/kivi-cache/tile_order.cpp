@@ -43,7 +43,8 @@ const at::Tensor& permutation(Side side, int64_t dim, int64_t tokens, int64_t bi
   std::vector<int64_t> index = tile_to_research_index(side, dim, tokens, bits);
   if (inverse) {
     std::vector<int64_t> back(index.size());
-    for (size_t f = 0; f < index.size(); ++f) back[static_cast<size_t>(index[f])] = static_cast<int64_t>(f);
+    for (size_t f = 0; f < index.size(); ++f)
+      back[static_cast<size_t>(index[f])] = static_cast<int64_t>(f);
     index = std::move(back);
   }
   at::Tensor t = at::tensor(index, at::kLong).to(device);
@@ -62,9 +63,10 @@ void check_words(const at::Tensor& words, int64_t bits, int64_t min_dims, const 
 at::Tensor moved_key_codes(const at::Tensor& words, int64_t bits, bool to_tile) {
   check_words(words, bits, 2, "keys");
   const int64_t dim = words.size(-2), group = words.size(-1) * 32 / bits;
-  check(dim % 16 == 0 && group % 32 == 0,
-        "kivi tile order: keys need head_dim a multiple of 16 and group_size a multiple of 32, got " +
-            std::to_string(dim) + " and " + std::to_string(group));
+  check(
+      dim % 16 == 0 && group % 32 == 0,
+      "kivi tile order: keys need head_dim a multiple of 16 and group_size a multiple of 32, got " +
+          std::to_string(dim) + " and " + std::to_string(group));
   const at::Tensor& index = permutation(Side::kKeys, dim, group, bits, !to_tile, words.device());
   return unpack_codes(words, bits).flatten(-2).index_select(-1, index);
 }
@@ -77,7 +79,8 @@ at::Tensor reorder_keys(const at::Tensor& words, int64_t bits, bool to_tile) {
 at::Tensor moved_value_codes(const at::Tensor& words, int64_t bits, bool to_tile) {
   check_words(words, bits, 1, "values");
   const int64_t dim = words.size(-1) * 32 / bits;
-  check(dim % 8 == 0, "kivi tile order: values need head_dim a multiple of 8, got " + std::to_string(dim));
+  check(dim % 8 == 0,
+        "kivi tile order: values need head_dim a multiple of 8, got " + std::to_string(dim));
   const at::Tensor& index = permutation(Side::kValues, dim, 1, bits, !to_tile, words.device());
   return unpack_codes(words, bits).index_select(-1, index);
 }

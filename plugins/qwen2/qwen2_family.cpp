@@ -19,18 +19,21 @@ std::vector<int64_t> sliding_windows(const kivi::ModelConfig& c) {
   const int64_t layers = c.num_hidden_layers;
   const bool use = f.boolean("use_sliding_window", false);
   const int64_t window = f.integer("sliding_window", 0);
-  if (use && window <= 0) f.fail("sliding_window", "a positive integer (use_sliding_window is true)");
+  if (use && window <= 0)
+    f.fail("sliding_window", "a positive integer (use_sliding_window is true)");
   const int64_t max_window_layers = f.integer("max_window_layers", layers);
   const std::vector<std::string> types = f.strings("layer_types");
   if (!types.empty() && static_cast<int64_t>(types.size()) != layers)
-    f.fail("layer_types", "one entry per layer (num_hidden_layers = " + std::to_string(layers) + ")");
+    f.fail("layer_types",
+           "one entry per layer (num_hidden_layers = " + std::to_string(layers) + ")");
   for (const auto& t : types)
     if (t != "full_attention" && t != "sliding_attention")
       f.fail("layer_types", "entries \"full_attention\" or \"sliding_attention\"");
   std::vector<int64_t> windows(layers, 0);
   if (!use) return windows;
   for (int64_t l = 0; l < layers; ++l)
-    if (types.empty() ? l >= max_window_layers : types[l] == "sliding_attention") windows[l] = window;
+    if (types.empty() ? l >= max_window_layers : types[l] == "sliding_attention")
+      windows[l] = window;
   return windows;
 }
 

@@ -41,7 +41,8 @@ GgufConvention resolve_gguf_convention(const Registry& registry, const GgufFile&
               (known.empty() ? std::string("none") : known) + ")");
 }
 
-ModelConfig load_checkpoint_config(const Registry& registry, const std::filesystem::path& folder_or_gguf) {
+ModelConfig load_checkpoint_config(const Registry& registry,
+                                   const std::filesystem::path& folder_or_gguf) {
   if (is_gguf_file(folder_or_gguf)) {
     const GgufFile file(folder_or_gguf);
     return gguf_model_config(file, resolve_gguf_convention(registry, file));
@@ -56,7 +57,8 @@ LoadedModel load_model(const Registry& registry, const std::filesystem::path& fo
   if (is_gguf_file(folder)) gguf = std::make_shared<const GgufFile>(folder);
   std::optional<GgufConvention> convention;
   if (gguf) convention = resolve_gguf_convention(registry, *gguf);
-  const ModelConfig config = gguf ? gguf_model_config(*gguf, *convention) : load_model_config(folder);
+  const ModelConfig config =
+      gguf ? gguf_model_config(*gguf, *convention) : load_model_config(folder);
   LoadedModel loaded;
   loaded.family_name = resolve_model_family(registry, config);
   loaded.family = registry.create<ModelFamily>(loaded.family_name);

@@ -30,7 +30,8 @@ GgufConvention resolve_gguf_convention(const Registry& registry, const GgufFile&
 
 // A checkpoint's config: <folder>/config.json, or the metadata of a .gguf file (through the
 // family that reads its architecture).
-ModelConfig load_checkpoint_config(const Registry& registry, const std::filesystem::path& folder_or_gguf);
+ModelConfig load_checkpoint_config(const Registry& registry,
+                                   const std::filesystem::path& folder_or_gguf);
 
 // Reads <folder>/config.json, resolves the family and builds the model from `weight_format`
 // ("safetensors" from the folder, or "dummy" random weights with `seed`). `folder` may also be

@@ -36,7 +36,11 @@ std::string not_elf_reason(const fs::path& file) {
   if (!in) return "cannot be read";
   char magic[4] = {};
   in.read(magic, sizeof magic);
-  if (in.gcount() == 4 && std::memcmp(magic, "\x7f" "ELF", 4) == 0) return "";
+  if (in.gcount() == 4 && std::memcmp(magic,
+                                      "\x7f"
+                                      "ELF",
+                                      4) == 0)
+    return "";
   return "not a shared library: the file does not start with the ELF magic bytes (is it text, or a "
          "linker script?)";
 }
@@ -77,7 +81,8 @@ void Registry::load_dir(const fs::path& dir) {
     throw Error("plugin folder " + dir.string() + ": not found or not a folder");
   std::vector<fs::path> files;
   for (const auto& item : fs::directory_iterator(dir))
-    if (item.is_regular_file() && looks_like_shared_library(item.path())) files.push_back(item.path());
+    if (item.is_regular_file() && looks_like_shared_library(item.path()))
+      files.push_back(item.path());
   std::sort(files.begin(), files.end());
   for (const auto& file : files) load_file(file);
 }
@@ -89,14 +94,17 @@ bool Registry::refuse(const std::string& file, const std::string& reason) {
 
 bool Registry::load_file(const fs::path& file) {
   std::lock_guard<std::mutex> lock(load_mutex());
-  if (const std::string reason = not_elf_reason(file); !reason.empty()) return refuse(file.string(), reason);
+  if (const std::string reason = not_elf_reason(file); !reason.empty())
+    return refuse(file.string(), reason);
   boost::dll::shared_library library;
   boost::dll::fs::error_code ec;
   // rtld_now: every symbol resolves at load, so a library built against another core is refused
   // here with the loader's message rather than failing at its first call. rtld_local: plugins
   // do not see each other's symbols; they share the core through libkivi_core.
   library.load(file, ec, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
-  if (ec) return refuse(file.string(), "not a loadable shared library: " + loader_message(file, ec.message()));
+  if (ec)
+    return refuse(file.string(),
+                  "not a loadable shared library: " + loader_message(file, ec.message()));
   if (!library.has(KIVI_PLUGIN_ENTRY_SYMBOL))
     return refuse(file.string(), std::string("not a kivi plugin: it does not export '") +
                                      KIVI_PLUGIN_ENTRY_SYMBOL + "'");
@@ -118,8 +126,10 @@ bool Registry::add_static(const kivi_plugin_v1* d, const std::string& origin) {
     return refuse(origin, "descriptor too small (" + std::to_string(d->struct_size) + " bytes)");
   const std::string theirs = d->fingerprint ? d->fingerprint : "(none)";
   if (theirs != build_fingerprint())
-    return refuse(origin, "build fingerprint differs; rebuild the plugin against this kivi.\n"
-                          "    plugin: " + theirs + "\n    kivi:   " + build_fingerprint());
+    return refuse(origin,
+                  "build fingerprint differs; rebuild the plugin against this kivi.\n"
+                  "    plugin: " +
+                      theirs + "\n    kivi:   " + build_fingerprint());
   // Check every factory before registering any, so a broken library is taken not at all. A
   // factory whose (kind, name) is already registered is skipped alone: the library's others
   // still register, and the refusal names the file whose factory stays in use.
@@ -131,7 +141,8 @@ bool Registry::add_static(const kivi_plugin_v1* d, const std::string& origin) {
     if (f.struct_size < sizeof(kivi_factory_v1) || !f.create || !f.destroy || !f.name)
       return refuse(origin, "factory " + label + " is incomplete");
     if (!is_known_kind(f.kind))
-      return refuse(origin, "factory " + label + " has unknown kind; expected kv_cache, attention or model_family");
+      return refuse(origin, "factory " + label +
+                                " has unknown kind; expected kv_cache, attention or model_family");
     const auto key = std::make_pair(std::string(f.kind), std::string(f.name));
     for (const Entry& p : pending)
       if (p.info.kind == key.first && p.info.name == key.second)
@@ -141,9 +152,10 @@ bool Registry::add_static(const kivi_plugin_v1* d, const std::string& origin) {
                            " provides it and was loaded first; that one is used");
       continue;
     }
-    pending.push_back({PluginInfo{f.kind, f.name, f.summary ? f.summary : "", d->library ? d->library : "?",
-                                  d->version ? d->version : "?", origin},
-                       &f});
+    pending.push_back(
+        {PluginInfo{f.kind, f.name, f.summary ? f.summary : "", d->library ? d->library : "?",
+                    d->version ? d->version : "?", origin},
+         &f});
   }
   for (Entry& e : pending) {
     auto key = std::make_pair(e.info.kind, e.info.name);

@@ -23,7 +23,7 @@ struct PluginInfo {
   std::string summary;
   std::string library;  // the library's own name
   std::string version;
-  std::string file;     // path it was loaded from, or "<static>"
+  std::string file;  // path it was loaded from, or "<static>"
 };
 
 struct RefusedPlugin {
@@ -59,7 +59,8 @@ class Registry {
   // The returned pointer's deleter calls the plugin's own destroy. Throws kivi::Error naming
   // the known plugins of that kind if `name` is unknown, or with the plugin's message.
   template <class Interface>
-  std::shared_ptr<Interface> create(const std::string& name, const std::string& options_toml = "") const {
+  std::shared_ptr<Interface> create(const std::string& name,
+                                    const std::string& options_toml = "") const {
     const Entry& entry = find(Interface::kPluginKind, name);
     void* object = create_raw(entry, options_toml);
     auto destroy = entry.factory->destroy;

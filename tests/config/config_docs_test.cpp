@@ -20,7 +20,7 @@ using kivi::ConfigTable;
 namespace {
 
 struct DocKey {
-  std::string table;    // "" (top level), "generate", "[tokenize.messages]", ...
+  std::string table;  // "" (top level), "generate", "[tokenize.messages]", ...
   std::string key;
   std::string default_cell;  // as written, e.g. "`32`", "required"
   std::string where;         // file:line
@@ -43,7 +43,9 @@ std::vector<DocKey> documented_keys(const std::filesystem::path& file) {
     std::smatch m;
     if (line.rfind("#", 0) == 0) {
       in_table_section = std::regex_search(line, m, heading) || std::regex_search(line, top);
-      table = !in_table_section || m.empty() ? "" : (m[1].str() == "[[" ? "[" + m[2].str() + "]" : m[2].str());
+      table = !in_table_section || m.empty()
+                  ? ""
+                  : (m[1].str() == "[[" ? "[" + m[2].str() + "]" : m[2].str());
       default_column = -1;
       continue;
     }
@@ -65,7 +67,8 @@ std::vector<DocKey> documented_keys(const std::filesystem::path& file) {
     INFO(file.string() << ":" << line_number);
     REQUIRE(default_column >= 0);
     REQUIRE(static_cast<int>(cells.size()) > default_column);
-    keys.push_back({table, m[1].str(), cells[default_column], file.string() + ":" + std::to_string(line_number)});
+    keys.push_back({table, m[1].str(), cells[default_column],
+                    file.string() + ":" + std::to_string(line_number)});
   }
   return keys;
 }
@@ -78,8 +81,9 @@ std::string config_with(const std::string& table, const std::string& extra) {
     return "[tokenize]\ntokenizer = \"t\"\n[[tokenize.messages]]\ncontent = \"x\"\n" + extra;
   if (table == "[compare.variants]")
     return "[[compare.variants]]\nname = \"a\"\n" + extra + "[[compare.variants]]\nname = \"b\"\n";
-  const std::map<std::string, std::string> required = {
-      {"model", "path = \"m\"\n"}, {"perplexity", "text = \"t\"\n"}, {"tokenize", "tokenizer = \"t\"\n"}};
+  const std::map<std::string, std::string> required = {{"model", "path = \"m\"\n"},
+                                                       {"perplexity", "text = \"t\"\n"},
+                                                       {"tokenize", "tokenizer = \"t\"\n"}};
   const auto it = required.find(table);
   return "[" + table + "]\n" + (it == required.end() ? "" : it->second) + extra;
 }
@@ -101,7 +105,8 @@ std::set<std::string> parser_keys(const std::string& table) {
     REQUIRE(at != std::string::npos);
     std::set<std::string> keys;
     std::stringstream list(message.substr(at + marker.size()));
-    for (std::string key; std::getline(list, key, ',');) keys.insert(key.substr(key.find_first_not_of(' ')));
+    for (std::string key; std::getline(list, key, ',');)
+      keys.insert(key.substr(key.find_first_not_of(' ')));
     return keys;
   }
   FAIL("an unknown key in [" << table << "] was accepted");
@@ -113,20 +118,23 @@ std::optional<std::string> literal_default(const std::string& cell) {
   std::smatch m;
   if (!std::regex_match(cell, m, std::regex("`([^`]+)`"))) return std::nullopt;
   const std::string value = m[1].str();
-  if (std::regex_match(value, std::regex(R"(\[[a-z]+\])"))) return std::nullopt;  // "[cache]": another table's
+  if (std::regex_match(value, std::regex(R"(\[[a-z]+\])")))
+    return std::nullopt;  // "[cache]": another table's
   return value;
 }
 
 std::vector<DocKey> all_documented_keys() {
   std::vector<DocKey> keys = documented_keys(kivi::test::source_dir() / "docs" / "config.md");
-  const std::vector<DocKey> serve = documented_keys(kivi::test::source_dir() / "docs" / "server.md");
+  const std::vector<DocKey> serve =
+      documented_keys(kivi::test::source_dir() / "docs" / "server.md");
   keys.insert(keys.end(), serve.begin(), serve.end());
   return keys;
 }
 
 }  // namespace
 
-TEST_CASE("docs/config.md: every documented key is accepted with its documented default", "[config][docs]") {
+TEST_CASE("docs/config.md: every documented key is accepted with its documented default",
+          "[config][docs]") {
   const std::vector<DocKey> keys = all_documented_keys();
   REQUIRE(keys.size() > 60);
   for (const DocKey& k : keys) {
@@ -149,10 +157,12 @@ TEST_CASE("docs/config.md: every key the parser accepts is documented", "[config
   std::map<std::string, std::set<std::string>> documented;
   for (const DocKey& k : all_documented_keys()) documented[k.table].insert(k.key);
   // [cache] and [attention] take the plugin's own options besides `backend` (documented as prose).
-  for (const std::string table : {"plugins", "output", "memory", "model", "generate", "perplexity", "tokenize",
-                                  "[tokenize.messages]", "[compare.variants]", "bench", "serve"}) {
+  for (const std::string table :
+       {"plugins", "output", "memory", "model", "generate", "perplexity", "tokenize",
+        "[tokenize.messages]", "[compare.variants]", "bench", "serve"}) {
     for (const std::string& key : parser_keys(table)) {
-      INFO("[" << table << "] " << key << " is accepted by the parser but not in docs/config.md or docs/server.md");
+      INFO("[" << table << "] " << key
+               << " is accepted by the parser but not in docs/config.md or docs/server.md");
       CHECK(documented[table].count(key) == 1);
     }
   }

@@ -29,7 +29,8 @@ TEST_CASE("a valid config is read with its defaults", "[config]") {
 }
 
 TEST_CASE("plugin folders are relative to run.toml", "[config]") {
-  const toml::table root = ConfigTable::parse_text("[plugins]\ndirs = [\"p\", \"/abs\"]\n", "/etc/kivi/run.toml");
+  const toml::table root =
+      ConfigTable::parse_text("[plugins]\ndirs = [\"p\", \"/abs\"]\n", "/etc/kivi/run.toml");
   const auto config = kivi::host::parse_host_config(root, "/etc/kivi/run.toml");
   REQUIRE(config.plugin_dirs.size() == 2);
   CHECK(config.plugin_dirs[0] == "/etc/kivi/p");
@@ -37,35 +38,46 @@ TEST_CASE("plugin folders are relative to run.toml", "[config]") {
 }
 
 TEST_CASE("malformed TOML names the file, line and column", "[config]") {
-  CHECK_THROWS_WITH(parse("mode = \"check\"\n[cache\n"), Contains("run.toml:2:") && Contains("malformed TOML"));
+  CHECK_THROWS_WITH(parse("mode = \"check\"\n[cache\n"),
+                    Contains("run.toml:2:") && Contains("malformed TOML"));
   CHECK_THROWS_WITH(parse("mode = \n"), Contains("run.toml:1:") && Contains("malformed TOML"));
 }
 
 TEST_CASE("unknown keys are errors listing the known ones", "[config]") {
-  CHECK_THROWS_WITH(parse("mode = \"check\"\nmodel_path = \"x\"\n"),
-                    Contains("run.toml:2:1: model_path: unknown key; expected one of: attention, bench, cache,"));
-  CHECK_THROWS_WITH(parse("[plugins]\ndir = [\"x\"]\n"),
-                    Contains("run.toml:2:1: plugins.dir: unknown key") && Contains("default_dir, dirs"));
+  CHECK_THROWS_WITH(
+      parse("mode = \"check\"\nmodel_path = \"x\"\n"),
+      Contains("run.toml:2:1: model_path: unknown key; expected one of: attention, bench, cache,"));
+  CHECK_THROWS_WITH(
+      parse("[plugins]\ndir = [\"x\"]\n"),
+      Contains("run.toml:2:1: plugins.dir: unknown key") && Contains("default_dir, dirs"));
   CHECK_THROWS_WITH(parse("[output]\njsn = \"x\"\n"), Contains("output.jsn: unknown key"));
 }
 
 TEST_CASE("wrong types and bad values say what was expected", "[config]") {
-  CHECK_THROWS_WITH(parse("mode = 3\n"), Contains("run.toml:1:8: mode: expected a string, got an integer 3"));
-  CHECK_THROWS_WITH(parse("mode = \"serv\"\n"), Contains("mode: \"serv\" is not allowed; expected one of: bench, chat, check,"));
-  CHECK_THROWS_WITH(parse("[plugins]\ndirs = \"x\"\n"), Contains("plugins.dirs: expected an array of strings"));
+  CHECK_THROWS_WITH(parse("mode = 3\n"),
+                    Contains("run.toml:1:8: mode: expected a string, got an integer 3"));
+  CHECK_THROWS_WITH(
+      parse("mode = \"serv\"\n"),
+      Contains("mode: \"serv\" is not allowed; expected one of: bench, chat, check,"));
+  CHECK_THROWS_WITH(parse("[plugins]\ndirs = \"x\"\n"),
+                    Contains("plugins.dirs: expected an array of strings"));
   CHECK_THROWS_WITH(parse("[plugins]\ndirs = [\"x\", 2]\n"), Contains("element 1 is an integer 2"));
-  CHECK_THROWS_WITH(parse("[plugins]\ndefault_dir = \"yes\"\n"), Contains("expected true or false"));
+  CHECK_THROWS_WITH(parse("[plugins]\ndefault_dir = \"yes\"\n"),
+                    Contains("expected true or false"));
   CHECK_THROWS_WITH(parse("cache = \"fp16\"\n"), Contains("cache: expected a table, got a string"));
-  CHECK_THROWS_WITH(parse("[cache]\nbackend = 16\n"), Contains("run.toml:2:11: cache.backend: expected a string"));
+  CHECK_THROWS_WITH(parse("[cache]\nbackend = 16\n"),
+                    Contains("run.toml:2:11: cache.backend: expected a string"));
 }
 
 TEST_CASE("ConfigTable range and choice checks", "[config]") {
   const toml::table t = ConfigTable::parse_text("bits = 3\nratio = 2\nname = \"x\"\n", "opts");
   ConfigTable table(t, "opts", "cache");
-  CHECK_THROWS_WITH(table.get_int_choice("bits", 2, {2, 4, 8, 16}),
-                    Contains("opts:1:8: cache.bits: 3 is not allowed; expected one of: 2, 4, 8, 16"));
+  CHECK_THROWS_WITH(
+      table.get_int_choice("bits", 2, {2, 4, 8, 16}),
+      Contains("opts:1:8: cache.bits: 3 is not allowed; expected one of: 2, 4, 8, 16"));
   CHECK(table.get_double("ratio", 0.0) == 2.0);  // integers are accepted where numbers are
-  CHECK_THROWS_WITH(table.get_int_in("ratio", 0, 3, 5), Contains("2 is out of range; expected 3 <= value <= 5"));
+  CHECK_THROWS_WITH(table.get_int_in("ratio", 0, 3, 5),
+                    Contains("2 is out of range; expected 3 <= value <= 5"));
   CHECK(table.get_int("missing", 7) == 7);
   CHECK_THROWS_WITH(table.finish(), Contains("cache.name: unknown key"));
   table.get_string("name", "");
@@ -75,7 +87,10 @@ TEST_CASE("ConfigTable range and choice checks", "[config]") {
 TEST_CASE("plugin option errors are mapped to the key's place in run.toml", "[config]") {
   const std::map<std::string, std::string> positions = {{"k_bits", "7:1"}};
   const std::string mapped = kivi::host::map_plugin_error(
-      "kv_cache plugin \"kivi\" (/p/libkivi.so): <plugin options>:1:10: k_bits: 3 is not allowed; expected one of: 2, 4",
+      "kv_cache plugin \"kivi\" (/p/libkivi.so): <plugin options>:1:10: k_bits: 3 is not allowed; "
+      "expected one of: 2, 4",
       "run.toml", "cache", positions);
-  CHECK(mapped == "run.toml:7:1: cache.k_bits: 3 is not allowed; expected one of: 2, 4  [kv_cache plugin \"kivi\" (/p/libkivi.so)]");
+  CHECK(mapped ==
+        "run.toml:7:1: cache.k_bits: 3 is not allowed; expected one of: 2, 4  [kv_cache plugin "
+        "\"kivi\" (/p/libkivi.so)]");
 }

@@ -22,8 +22,9 @@ std::string repeat(const std::string& s, int n) {
 }  // namespace
 
 TEST_CASE("TOML dotted keys and headers nested past the bound are errors", "[config]") {
-  CHECK_THROWS_WITH(ConfigTable::parse_text("x = 1\n" + repeat("a.", 200000) + "a = 1\n", "run.toml"),
-                    Contains("run.toml:2") && Contains("more than 64 parts"));
+  CHECK_THROWS_WITH(
+      ConfigTable::parse_text("x = 1\n" + repeat("a.", 200000) + "a = 1\n", "run.toml"),
+      Contains("run.toml:2") && Contains("more than 64 parts"));
   CHECK_THROWS_WITH(ConfigTable::parse_text("[" + repeat("a.", 200000) + "a]\n", "run.toml"),
                     Contains("run.toml:1") && Contains("more than 64 parts"));
   CHECK_THROWS_WITH(ConfigTable::parse_text("x = {" + repeat("a.", 100) + "a = 1}\n", "r.toml"),

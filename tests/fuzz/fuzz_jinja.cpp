@@ -18,9 +18,9 @@ jinja::Dict chat_variables() {
   auto message = [](const char* role, const char* content) {
     return jinja::Value(jinja::Dict{{"role", role}, {"content", content}});
   };
-  jinja::List tool_call{jinja::Value(jinja::Dict{
-      {"type", "function"},
-      {"function", jinja::Dict{{"name", "f"}, {"arguments", jinja::Dict{{"x", 1}}}}}})};
+  jinja::List tool_call{jinja::Value(
+      jinja::Dict{{"type", "function"},
+                  {"function", jinja::Dict{{"name", "f"}, {"arguments", jinja::Dict{{"x", 1}}}}}})};
   jinja::Dict assistant{{"role", "assistant"}, {"content", "Hi."}, {"tool_calls", tool_call}};
   return {{"messages", jinja::List{message("system", "Be brief."), message("user", "Hello"),
                                    jinja::Value(std::move(assistant)),

@@ -23,7 +23,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     ids.resize(size / 4);
     if (!ids.empty()) std::memcpy(ids.data(), data, ids.size() * 4);
     if (mode & 2)  // mostly valid ids: the decoder's paths beyond "unknown id"
-      for (int32_t& id : ids) id = static_cast<int32_t>(static_cast<uint32_t>(id) % (tokenizer.vocab_size() + 8));
+      for (int32_t& id : ids)
+        id = static_cast<int32_t>(static_cast<uint32_t>(id) % (tokenizer.vocab_size() + 8));
   } else {
     ids = tokenizer.encode(std::string_view(reinterpret_cast<const char*>(data), size),
                            (mode & 2) != 0);

@@ -1,6 +1,6 @@
 // tokenizer.json loading from arbitrary bytes, then encode and decode of a fixed text with
-// what loaded. Malformed JSON (nlohmann's exceptions while parsing) and kivi::Error are the expected
-// failures; any other exception, crash or sanitizer report is a bug.
+// what loaded. Malformed JSON (nlohmann's exceptions while parsing) and kivi::Error are the
+// expected failures; any other exception, crash or sanitizer report is a bug.
 #include <cstddef>
 #include <cstdint>
 #include <string>

@@ -15,12 +15,30 @@ void read_all(kivi::ConfigTable table, const toml::table& raw, int depth) {
     const std::string name(key.str());
     (void)kivi::describe_toml(node);
     (void)table.where(name);
-    try { (void)table.get_string(name, ""); } catch (const kivi::Error&) {}
-    try { (void)table.get_int_in(name, 0, -5, 1 << 20); } catch (const kivi::Error&) {}
-    try { (void)table.get_double(name, 0); } catch (const kivi::Error&) {}
-    try { (void)table.get_bool(name, false); } catch (const kivi::Error&) {}
-    try { (void)table.get_string_list(name, {}); } catch (const kivi::Error&) {}
-    try { (void)table.get_choice(name, "a", {"a", "b"}); } catch (const kivi::Error&) {}
+    try {
+      (void)table.get_string(name, "");
+    } catch (const kivi::Error&) {
+    }
+    try {
+      (void)table.get_int_in(name, 0, -5, 1 << 20);
+    } catch (const kivi::Error&) {
+    }
+    try {
+      (void)table.get_double(name, 0);
+    } catch (const kivi::Error&) {
+    }
+    try {
+      (void)table.get_bool(name, false);
+    } catch (const kivi::Error&) {
+    }
+    try {
+      (void)table.get_string_list(name, {});
+    } catch (const kivi::Error&) {
+    }
+    try {
+      (void)table.get_choice(name, "a", {"a", "b"});
+    } catch (const kivi::Error&) {
+    }
     if (depth < 4 && node.is_table()) {
       try {
         read_all(table.sub(name), *node.as_table(), depth + 1);
@@ -28,7 +46,10 @@ void read_all(kivi::ConfigTable table, const toml::table& raw, int depth) {
       }
     }
   }
-  try { table.finish(); } catch (const kivi::Error&) {}
+  try {
+    table.finish();
+  } catch (const kivi::Error&) {
+  }
 }
 
 }  // namespace

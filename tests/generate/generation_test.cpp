@@ -21,7 +21,8 @@ namespace {
 struct TinyModel {
   kivi::test::TempDir dir{"generate-tiny"};
   kivi::LoadedModel loaded;
-  std::shared_ptr<kivi::KVCacheFactory> cache = kivi::test::model_registry().create<kivi::KVCacheFactory>("fp32");
+  std::shared_ptr<kivi::KVCacheFactory> cache =
+      kivi::test::model_registry().create<kivi::KVCacheFactory>("fp32");
 
   TinyModel() {
     std::ofstream(dir.path / "config.json")
@@ -34,16 +35,20 @@ struct TinyModel {
     loaded = kivi::load_model(kivi::test::model_registry(), dir.path, options, "dummy", 11);
   }
   kivi::CausalLM& model() { return *loaded.model; }
-  std::unique_ptr<kivi::KVCache> new_cache(int64_t batch) { return cache->create(model().cache_geometry(batch)); }
+  std::unique_ptr<kivi::KVCache> new_cache(int64_t batch) {
+    return cache->create(model().cache_geometry(batch));
+  }
 };
 
 // log p of every next token after each position: [B, T, V], from one fresh prefill.
 at::Tensor log_probs(TinyModel& m, const std::vector<std::vector<int64_t>>& rows) {
-  const int64_t batch = static_cast<int64_t>(rows.size()), length = static_cast<int64_t>(rows[0].size());
+  const int64_t batch = static_cast<int64_t>(rows.size()),
+                length = static_cast<int64_t>(rows[0].size());
   at::Tensor ids = at::empty({batch, length}, at::kLong);
   for (int64_t b = 0; b < batch; ++b) ids[b] = at::tensor(rows[b], at::kLong);
   auto cache = m.new_cache(batch);
-  const at::Tensor positions = at::arange(length, at::kLong).unsqueeze(0).expand({batch, length}).contiguous();
+  const at::Tensor positions =
+      at::arange(length, at::kLong).unsqueeze(0).expand({batch, length}).contiguous();
   return at::log_softmax(m.model().forward(ids, positions, {}, *cache).to(at::kDouble), -1);
 }
 
@@ -74,7 +79,8 @@ TEST_CASE("a padded batch of prompts gives each row its own greedy continuation"
     CHECK(c->length(0) == 3);  // the prompt only: the EOS was never fed
     for (size_t b = 1; b < prompts.size(); ++b) {
       // Up to its own EOS (if it makes that token), a row is unchanged.
-      for (size_t i = 0; i < ended[b].tokens.size(); ++i) CHECK(ended[b].tokens[i] == batch[b].tokens[i]);
+      for (size_t i = 0; i < ended[b].tokens.size(); ++i)
+        CHECK(ended[b].tokens[i] == batch[b].tokens[i]);
       CHECK(c->length(b) == static_cast<int64_t>(prompts[b].size() + ended[b].tokens.size()) - 1);
     }
   }
@@ -105,7 +111,8 @@ TEST_CASE("a prompt longer than the context is a clear error", "[generate]") {
   CHECK_THROWS_WITH(gen::generate(m.model(), *cache, {long_prompt}, o),
                     Contains("prompt 0 has 17 tokens, longer than the context of 16"));
   o.context = 4;
-  CHECK_THROWS_WITH(gen::generate(m.model(), *cache, {{0, 1, 2, 3, 4}}, o), Contains("context of 4"));
+  CHECK_THROWS_WITH(gen::generate(m.model(), *cache, {{0, 1, 2, 3, 4}}, o),
+                    Contains("context of 4"));
   // Generation stops when the context is full.
   auto c2 = m.new_cache(1);
   const auto r = gen::generate(m.model(), *c2, {{0, 2, 3}}, o);
@@ -113,7 +120,8 @@ TEST_CASE("a prompt longer than the context is a clear error", "[generate]") {
   CHECK(r[0].tokens.size() == 2);  // the first token is fed at position 3, the last one
 }
 
-TEST_CASE("beam search with enough beams finds the exhaustive search's best sequence", "[generate][beam]") {
+TEST_CASE("beam search with enough beams finds the exhaustive search's best sequence",
+          "[generate][beam]") {
   TinyModel m;
   const std::vector<int64_t> prompt = {0, 4, 2};
   // Exhaustive over 3 new tokens: every (t1, t2) prefix, best t3 from the last position.
@@ -156,7 +164,8 @@ TEST_CASE("beam search with enough beams finds the exhaustive search's best sequ
     double sum = 0;
     for (size_t i = 0; i < beams[0].tokens.size(); ++i)
       sum += l[0][prompt.size() - 1 + i][beams[0].tokens[i]].item<double>();
-    CHECK(beams[0].score == Approx(sum / std::pow(static_cast<double>(beams[0].tokens.size()), 0.5)).epsilon(1e-6));
+    CHECK(beams[0].score ==
+          Approx(sum / std::pow(static_cast<double>(beams[0].tokens.size()), 0.5)).epsilon(1e-6));
   }
 }
 
@@ -166,5 +175,6 @@ TEST_CASE("beam search checks the cache slots and takes one prompt", "[generate]
   o.num_beams = 4;
   auto cache = m.new_cache(2);
   CHECK_THROWS_WITH(gen::generate(m.model(), *cache, {{0, 3}}, o), Contains("num_beams is 4"));
-  CHECK_THROWS_WITH(gen::generate(m.model(), *cache, {{0, 3}, {0, 4}}, o), Contains("one prompt at a time"));
+  CHECK_THROWS_WITH(gen::generate(m.model(), *cache, {{0, 3}, {0, 4}}, o),
+                    Contains("one prompt at a time"));
 }

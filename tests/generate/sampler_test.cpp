@@ -9,16 +9,18 @@
 #include "kivi/generate/sampler.h"
 #include "kivi/util/error.h"
 
+using Catch::Matchers::Contains;
 using kivi::generate::Sampler;
 using kivi::generate::SamplingOptions;
-using Catch::Matchers::Contains;
 
 namespace {
 
 // logits for 6 tokens: softmax at T=1 is about [0.47, 0.26, 0.13, 0.07, 0.05, 0.02]
 const std::vector<float> kLogits = {2.0f, 1.4f, 0.7f, 0.1f, -0.2f, -1.0f};
 
-at::Tensor logits() { return at::tensor(kLogits); }
+at::Tensor logits() {
+  return at::tensor(kLogits);
+}
 
 std::vector<double> softmax(const std::vector<double>& x, double t) {
   std::vector<double> p(x.size());
@@ -30,7 +32,8 @@ std::vector<double> softmax(const std::vector<double>& x, double t) {
 
 // Draws n samples and returns Pearson's chi-square against `expected` (cells with p > 0), and
 // fails if a token with p == 0 was drawn.
-double chi_square(Sampler& sampler, const std::vector<double>& expected, int n, std::span<const int64_t> history = {}) {
+double chi_square(Sampler& sampler, const std::vector<double>& expected, int n,
+                  std::span<const int64_t> history = {}) {
   std::vector<int> counts(expected.size(), 0);
   const at::Tensor l = logits();
   for (int i = 0; i < n; ++i) ++counts.at(sampler.next(l, history));
@@ -52,7 +55,9 @@ double chi_bound(int dof) {
   return q[dof];
 }
 
-std::vector<double> as_double() { return {kLogits.begin(), kLogits.end()}; }
+std::vector<double> as_double() {
+  return {kLogits.begin(), kLogits.end()};
+}
 
 }  // namespace
 
@@ -111,7 +116,8 @@ TEST_CASE("top-k, top-p and min-p keep the right tokens and renormalize", "[gene
   }
 }
 
-TEST_CASE("repetition penalty divides positive and multiplies negative logits of seen tokens", "[generate][sampler]") {
+TEST_CASE("repetition penalty divides positive and multiplies negative logits of seen tokens",
+          "[generate][sampler]") {
   SamplingOptions o;
   o.temperature = 1.0;
   o.repetition_penalty = 2.0;
@@ -147,7 +153,8 @@ TEST_CASE("invalid sampling options are clear errors", "[generate][sampler]") {
   auto bad = [](SamplingOptions o) { kivi::generate::validate(o, "run.toml [generate]"); };
   SamplingOptions o;
   o.temperature = -0.5;
-  CHECK_THROWS_WITH(bad(o), Contains("run.toml [generate]: temperature = -0.5: expected a finite number >= 0"));
+  CHECK_THROWS_WITH(
+      bad(o), Contains("run.toml [generate]: temperature = -0.5: expected a finite number >= 0"));
   o = {};
   o.top_p = 0;
   CHECK_THROWS_WITH(bad(o), Contains("top_p = 0: expected a number in (0, 1]"));

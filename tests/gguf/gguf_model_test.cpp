@@ -11,8 +11,6 @@
 
 #include "../model/model_test_support.h"
 #include "gguf_test_support.h"
-#include "test_paths.h"
-#include "test_skip.h"
 #include "kivi/attention/attention.h"
 #include "kivi/cache/kv_cache.h"
 #include "kivi/model/gguf_file.h"
@@ -22,6 +20,8 @@
 #include "kivi/model_loader.h"
 #include "kivi/text/chat_template.h"
 #include "kivi/text/tokenizer.h"
+#include "test_paths.h"
+#include "test_skip.h"
 
 namespace fs = std::filesystem;
 using kivi::test::gguf_fixture;
@@ -37,13 +37,16 @@ kivi::LoadedModel load_gguf(const fs::path& file, const std::string& attention =
 
 // Logits [T, V] of one unpadded prompt through a fresh fp32 cache.
 at::Tensor prompt_logits(kivi::CausalLM& model, const at::Tensor& ids /* [T] */) {
-  auto cache = model_registry().create<kivi::KVCacheFactory>("fp32")->create(model.cache_geometry(1));
+  auto cache =
+      model_registry().create<kivi::KVCacheFactory>("fp32")->create(model.cache_geometry(1));
   const int64_t t = ids.size(0);
   return model.forward(ids.view({1, t}), at::arange(t, at::kLong).view({1, t}), {}, *cache)[0];
 }
 
-std::vector<int64_t> greedy(kivi::CausalLM& model, const std::vector<int64_t>& prompt, int64_t steps) {
-  auto cache = model_registry().create<kivi::KVCacheFactory>("fp32")->create(model.cache_geometry(1));
+std::vector<int64_t> greedy(kivi::CausalLM& model, const std::vector<int64_t>& prompt,
+                            int64_t steps) {
+  auto cache =
+      model_registry().create<kivi::KVCacheFactory>("fp32")->create(model.cache_geometry(1));
   const int64_t t = static_cast<int64_t>(prompt.size());
   at::Tensor logits = model.forward(at::tensor(prompt, at::kLong).view({1, t}),
                                     at::arange(t, at::kLong).view({1, t}), {}, *cache);
@@ -60,7 +63,8 @@ std::vector<int64_t> greedy(kivi::CausalLM& model, const std::vector<int64_t>& p
 kivi::text::Tokenizer gguf_tokenizer(const fs::path& file) {
   const auto files = kivi::gguf_tokenizer_files(kivi::GgufFile(file));
   return kivi::text::Tokenizer::from_json(nlohmann::json::parse(files.tokenizer_json),
-                                          nlohmann::json::parse(files.tokenizer_config_json), file.string());
+                                          nlohmann::json::parse(files.tokenizer_config_json),
+                                          file.string());
 }
 
 // The bits checksum of make_gguf_fixtures.py: sum of bits_i * (2i + 1) mod 2^64.
@@ -68,7 +72,8 @@ std::string bits_checksum(const at::Tensor& x) {
   const at::Tensor c = x.contiguous();
   const auto* bits = reinterpret_cast<const uint32_t*>(c.data_ptr<float>());
   uint64_t h = 0;
-  for (int64_t i = 0; i < c.numel(); ++i) h += uint64_t{bits[i]} * (2 * static_cast<uint64_t>(i) + 1);
+  for (int64_t i = 0; i < c.numel(); ++i)
+    h += uint64_t{bits[i]} * (2 * static_cast<uint64_t>(i) + 1);
   char text[17];
   std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h));
   return text;
@@ -98,12 +103,14 @@ TEST_CASE("GGUF fixtures: logits equal transformers' GGUF loading (fp32)", "[ggu
 TEST_CASE("GGUF fixture: q/k are un-permuted (a permuted load would differ)", "[gguf]") {
   // llama-mixed's blk.0.attn_q is Q8_0 and permuted in the file; the model must see HF rows.
   const kivi::GgufFile file(gguf_fixture("llama-mixed.gguf"));
-  const kivi::GgufConvention convention = kivi::resolve_gguf_convention(kivi::test::model_registry(), file);
+  const kivi::GgufConvention convention =
+      kivi::resolve_gguf_convention(kivi::test::model_registry(), file);
   const kivi::ModelConfig config = kivi::gguf_model_config(file, convention);
-  kivi::GgufWeights weights(std::make_shared<const kivi::GgufFile>(gguf_fixture("llama-mixed.gguf")), config,
-                            convention);
+  kivi::GgufWeights weights(
+      std::make_shared<const kivi::GgufFile>(gguf_fixture("llama-mixed.gguf")), config, convention);
   const at::Tensor raw = file.dequantize("blk.0.attn_q.weight");  // [128, 64], ggml row order
-  const at::Tensor hf = weights.load("model.layers.0.self_attn.q_proj.weight", {128, 64}, at::kFloat);
+  const at::Tensor hf =
+      weights.load("model.layers.0.self_attn.q_proj.weight", {128, 64}, at::kFloat);
   CHECK_FALSE(at::equal(raw, hf));
   // Row 1 of ggml's order is row head_dim/2 of HF's (the second half's first element).
   CHECK(at::equal(raw[1], hf[32]));
@@ -118,7 +125,8 @@ TEST_CASE("GGUF tokenizer equals the tokenizer.json it was made from", "[gguf]")
   CHECK(ours.vocab_size() == folder.vocab_size());
   std::vector<std::string> texts = {"It is a truth universally acknowledged, that a single man",
                                     "Numbers 12345 and 3.14159, 'quotes' don't stop",
-                                    "  spaces\n\nnew lines\ttabs <|bos|> special <|eos|>", "café 東京 🙂"};
+                                    "  spaces\n\nnew lines\ttabs <|bos|> special <|eos|>",
+                                    "café 東京 🙂"};
   std::ifstream in(kivi::test::data_dir() / "persuasion-ch1-6.txt");
   std::string persuasion((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   REQUIRE(persuasion.size() > 20000);
@@ -138,9 +146,11 @@ TEST_CASE("GGUF tokenizer equals the tokenizer.json it was made from", "[gguf]")
   CHECK(chat.render(messages, true) == "<|bos|>user\nHi<|eos|>\n<|bos|>assistant\n");
 }
 
-TEST_CASE("SmolLM2-135M-Instruct GGUF: tensors, logits, greedy tokens, tokenizer, template", "[gguf]") {
+TEST_CASE("SmolLM2-135M-Instruct GGUF: tensors, logits, greedy tokens, tokenizer, template",
+          "[gguf]") {
   if (!kivi::test::smollm2_available()) {
-    kivi::test::skip_test(kivi::test::smollm2_path().string() + " is absent (tools/fetch-smollm2.sh fetches it)");
+    kivi::test::skip_test(kivi::test::smollm2_path().string() +
+                          " is absent (tools/fetch-smollm2.sh fetches it)");
     return;
   }
   const nlohmann::json ref = smollm2_reference();
@@ -160,11 +170,13 @@ TEST_CASE("SmolLM2-135M-Instruct GGUF: tensors, logits, greedy tokens, tokenizer
     const auto ours = tokenizer.encode(text, false);
     CHECK(std::vector<int64_t>(ours.begin(), ours.end()) == ids.get<std::vector<int64_t>>());
   }
-  // llama.cpp's "smollm" pre-tokenizer isolates every digit (transformers' GGUF converter does not).
+  // llama.cpp's "smollm" pre-tokenizer isolates every digit (transformers' GGUF converter does
+  // not).
   CHECK(tokenizer.encode("2024", false).size() == 4);
   const kivi::text::ChatTemplate chat(tokenizer.chat_template());
-  const std::string rendered = chat.render(ref["chat_messages"], true,
-                                           {{"bos_token", tokenizer.bos_token()}, {"eos_token", tokenizer.eos_token()}});
+  const std::string rendered =
+      chat.render(ref["chat_messages"], true,
+                  {{"bos_token", tokenizer.bos_token()}, {"eos_token", tokenizer.eos_token()}});
   CHECK(rendered == ref["chat_rendered"].get<std::string>());
   const auto prompt_ids = tokenizer.encode(rendered, false);
   const std::vector<int64_t> prompt(prompt_ids.begin(), prompt_ids.end());
@@ -177,8 +189,9 @@ TEST_CASE("SmolLM2-135M-Instruct GGUF: tensors, logits, greedy tokens, tokenizer
   const auto positions = ref["logit_positions"].get<std::vector<int64_t>>();
   const at::Tensor ours = logits.index_select(0, at::tensor(positions, at::kLong));
   const double diff = (ours - ref_logits.tensor("logits")).abs().max().item<double>();
-  WARN("SmolLM2: max |logit diff| vs transformers' GGUF loading " << diff << " (logits up to "
-       << ref_logits.tensor("logits").abs().max().item<double>() << ")");
+  WARN("SmolLM2: max |logit diff| vs transformers' GGUF loading "
+       << diff << " (logits up to " << ref_logits.tensor("logits").abs().max().item<double>()
+       << ")");
   CHECK(diff < 2e-3);  // fp32 over 30 layers; measured in docs/gguf.md
   // transformers stopped at <|im_end|>; the same number of greedy steps here.
   const auto greedy_ref = ref["greedy_ids"].get<std::vector<int64_t>>();

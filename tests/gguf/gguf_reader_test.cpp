@@ -35,7 +35,8 @@ void check_dequantization(const std::string& fixture) {
   const kivi::SafetensorsFile ref(gguf_fixture(fixture + ".reference.safetensors"));
   REQUIRE(!file.tensors().empty());
   for (const kivi::GgufTensorInfo& t : file.tensors()) {
-    INFO(fixture << ": " << t.name << " (" << kivi::ggml_type_name(static_cast<uint32_t>(t.type)) << ")");
+    INFO(fixture << ": " << t.name << " (" << kivi::ggml_type_name(static_cast<uint32_t>(t.type))
+                 << ")");
     const at::Tensor ours = file.dequantize(t.name);
     const at::Tensor theirs = ref.tensor("dequant." + t.name);
     REQUIRE(ours.sizes() == theirs.sizes());
@@ -102,7 +103,8 @@ TEST_CASE("GGUF: every truncation of a real file is an error, never a crash", "[
   // the last tensor to the alignment (32), and cutting that padding loses no data.
   for (size_t n = 0; n + 32 < whole.size(); n += (n < 4096 ? 1 : 997)) {
     const fs::path cut = dir.path / "cut.gguf";
-    std::ofstream(cut, std::ios::binary | std::ios::trunc).write(whole.data(), static_cast<std::streamsize>(n));
+    std::ofstream(cut, std::ios::binary | std::ios::trunc)
+        .write(whole.data(), static_cast<std::streamsize>(n));
     const std::string error = error_of(cut);
     INFO("truncated to " << n << " of " << whole.size() << " bytes: " << error);
     REQUIRE_FALSE(error.empty());
@@ -132,19 +134,29 @@ TEST_CASE("GGUF: lying or unsupported files name the field and value", "[gguf]")
   }
   expect(gguf_header(0, uint64_t{1} << 60), "metadata count 1152921504606846976 cannot fit");
   expect(gguf_header(uint64_t{1} << 60, 0), "tensor count 1152921504606846976 cannot fit");
-  expect(gguf_header(0, 1).put<uint64_t>(uint64_t{1} << 62).put<uint32_t>(0), "truncated GGUF file");
-  expect(gguf_header(0, 1).str("general.architecture").put<uint32_t>(99), "unknown GGUF value type 99");
-  expect(gguf_header(0, 1).str("tokens").put<uint32_t>(9).put<uint32_t>(8).put<uint64_t>(uint64_t{1} << 50),
+  expect(gguf_header(0, 1).put<uint64_t>(uint64_t{1} << 62).put<uint32_t>(0),
+         "truncated GGUF file");
+  expect(gguf_header(0, 1).str("general.architecture").put<uint32_t>(99),
+         "unknown GGUF value type 99");
+  expect(gguf_header(0, 1).str("tokens").put<uint32_t>(9).put<uint32_t>(8).put<uint64_t>(uint64_t{1}
+                                                                                         << 50),
          "metadata \"tokens\": array length 1125899906842624 cannot fit");
-  expect(gguf_header(0, 1).kv_u32("general.architecture", 7), "\"general.architecture\" is a uint32, expected a string");
+  expect(gguf_header(0, 1).kv_u32("general.architecture", 7),
+         "\"general.architecture\" is a uint32, expected a string");
   expect(gguf_header(0, 1).kv_string("general.architecture", "gpt2"),
-         "\"general.architecture\" is \"gpt2\", which no loaded model_family plugin reads (families loaded: llama, qwen2)");
-  expect(gguf_header(0, 1).kv_string("general.architecture", "llama"), "metadata \"llama.embedding_length\" is missing");
-  expect(gguf_header(1, 0).tensor("w", {32, 2}, 77, 0).pad_to(32), "tensor \"w\" has tensor type 77, which ggml does not define");
-  expect(gguf_header(1, 0).tensor("w", {33}, 2, 0).pad_to(32), "not a multiple of Q4_0's block of 32");
+         "\"general.architecture\" is \"gpt2\", which no loaded model_family plugin reads "
+         "(families loaded: llama, qwen2)");
+  expect(gguf_header(0, 1).kv_string("general.architecture", "llama"),
+         "metadata \"llama.embedding_length\" is missing");
+  expect(gguf_header(1, 0).tensor("w", {32, 2}, 77, 0).pad_to(32),
+         "tensor \"w\" has tensor type 77, which ggml does not define");
+  expect(gguf_header(1, 0).tensor("w", {33}, 2, 0).pad_to(32),
+         "not a multiple of Q4_0's block of 32");
   expect(gguf_header(1, 0).tensor("w", {0, 2}, 0, 0).pad_to(32), "tensor \"w\" dimension 0 is 0");
-  expect(gguf_header(1, 0).tensor("w", {32}, 0, 3).pad_to(32), "offset 3 is not a multiple of the alignment 32");
-  expect(gguf_header(1, 0).tensor("w", {32}, 0, 0).pad_to(32), "tensor \"w\" (F32 [32], 128 bytes at data offset 0) extends past the end");
+  expect(gguf_header(1, 0).tensor("w", {32}, 0, 3).pad_to(32),
+         "offset 3 is not a multiple of the alignment 32");
+  expect(gguf_header(1, 0).tensor("w", {32}, 0, 0).pad_to(32),
+         "tensor \"w\" (F32 [32], 128 bytes at data offset 0) extends past the end");
   {
     auto b = gguf_header(2, 0).tensor("a", {32}, 0, 0).tensor("b", {32}, 0, 64).pad_to(32);
     b.bytes.resize(b.bytes.size() + 256);
@@ -153,7 +165,9 @@ TEST_CASE("GGUF: lying or unsupported files name the field and value", "[gguf]")
   {
     auto b = gguf_header(1, 0).tensor("k", {256}, 12, 0).pad_to(32);  // one Q4_K block: 144 bytes
     b.bytes.resize(b.bytes.size() + 160);
-    expect(b, "tensor \"k\" is stored as Q4_K, which kivi cannot read (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)");
+    expect(b,
+           "tensor \"k\" is stored as Q4_K, which kivi cannot read (supported: F32, F16, BF16, "
+           "Q8_0, Q4_0, Q4_1)");
   }
   {
     auto b = gguf_header(0, 2).kv_string("a", "x").kv_string("a", "y");

@@ -7,13 +7,20 @@
 namespace kivi::test {
 namespace fs = std::filesystem;
 
-fs::path gguf_fixture(const std::string& file) { return fixtures_dir() / "gguf" / file; }
-fs::path smollm2_path() { return source_dir() / "models" / "smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"; }
-bool smollm2_available() { return fs::is_regular_file(smollm2_path()); }
+fs::path gguf_fixture(const std::string& file) {
+  return fixtures_dir() / "gguf" / file;
+}
+fs::path smollm2_path() {
+  return source_dir() / "models" / "smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf";
+}
+bool smollm2_available() {
+  return fs::is_regular_file(smollm2_path());
+}
 
 void GgufBytes::write(const fs::path& file) const {
   std::ofstream out(file, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
 }
 
 GgufBytes gguf_header(uint64_t tensors, uint64_t kvs) {

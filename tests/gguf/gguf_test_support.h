@@ -9,7 +9,6 @@
 #include <string>
 #include <vector>
 
-
 namespace kivi::test {
 
 std::filesystem::path gguf_fixture(const std::string& file);  // tests/fixtures/gguf/<file>
@@ -35,9 +34,12 @@ struct GgufBytes {
   GgufBytes& kv_string(const std::string& key, const std::string& value) {
     return str(key).put<uint32_t>(8).str(value);
   }
-  GgufBytes& kv_u32(const std::string& key, uint32_t value) { return str(key).put<uint32_t>(4).put<uint32_t>(value); }
+  GgufBytes& kv_u32(const std::string& key, uint32_t value) {
+    return str(key).put<uint32_t>(4).put<uint32_t>(value);
+  }
   // A tensor table entry; `ne` fastest-varying first, as GGUF stores it.
-  GgufBytes& tensor(const std::string& name, std::vector<uint64_t> ne, uint32_t type, uint64_t offset) {
+  GgufBytes& tensor(const std::string& name, std::vector<uint64_t> ne, uint32_t type,
+                    uint64_t offset) {
     str(name).put<uint32_t>(static_cast<uint32_t>(ne.size()));
     for (uint64_t d : ne) put<uint64_t>(d);
     return put<uint32_t>(type).put<uint64_t>(offset);

@@ -18,7 +18,8 @@ TEST_CASE("our own CUDA kernel runs and computes the right numbers", "[gpu]") {
   at::Tensor x = at::randn({n}, at::TensorOptions().device(at::kCUDA));
   at::Tensor y = at::randn({n}, at::TensorOptions().device(at::kCUDA));
   at::Tensor expected = (2.5f * x + y).cpu();
-  const std::string error = kivi::test::saxpy_on_device(n, 2.5f, x.data_ptr<float>(), y.data_ptr<float>());
+  const std::string error =
+      kivi::test::saxpy_on_device(n, 2.5f, x.data_ptr<float>(), y.data_ptr<float>());
   REQUIRE(error.empty());
   CHECK(at::allclose(y.cpu(), expected, 1e-6, 1e-6));
 }

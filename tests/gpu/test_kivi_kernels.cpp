@@ -70,8 +70,9 @@ KiviParts parts_on_cpu(const KiviParts& p) {
 }
 
 // Softmax attention of one new token per row over dense K/V, in float64.
-at::Tensor attend_float64(const at::Tensor& q, const DenseKV& kv, const std::vector<int64_t>& lengths,
-                          const std::vector<int64_t>& counts, double scale) {
+at::Tensor attend_float64(const at::Tensor& q, const DenseKV& kv,
+                          const std::vector<int64_t>& lengths, const std::vector<int64_t>& counts,
+                          double scale) {
   const int64_t batch = q.size(0), q_heads = q.size(1), kv_heads = kv.k.size(1);
   at::Tensor out = at::zeros(q.sizes(), at::kDouble);
   for (int64_t b = 0; b < batch; ++b) {
@@ -126,7 +127,8 @@ DecodeErrors check_decode(const DecodeCase& c) {
   KiviCache cache(g, o);
   const int64_t longest = *std::max_element(c.prompts.begin(), c.prompts.end());
   cache.append(0, test_data({batch, c.kv_heads, longest, c.dim}, c.dtype, c.group).to(kGpu),
-               test_data({batch, c.kv_heads, longest, c.dim}, c.dtype, c.group).to(kGpu), c.prompts);
+               test_data({batch, c.kv_heads, longest, c.dim}, c.dtype, c.group).to(kGpu),
+               c.prompts);
   std::vector<int64_t> counts(batch, 1);
   for (int step = 0; step < 4; ++step) {
     if (step == 3 && batch > 2) counts[2] = 0;
@@ -143,8 +145,8 @@ DecodeErrors check_decode(const DecodeCase& c) {
     const at::Tensor poisoned =
         at::full(q.sizes(), std::numeric_limits<float>::quiet_NaN(), q.options());
     std::string why;
-    const auto fused = cuda_decode_attention(q, kivi_parts(view), view.lengths, counts, params, &why,
-                                             poisoned, cuda_cores_only);
+    const auto fused = cuda_decode_attention(q, kivi_parts(view), view.lengths, counts, params,
+                                             &why, poisoned, cuda_cores_only);
     INFO(why);
     REQUIRE(fused.has_value());
     const at::Tensor out = fused->cpu();
@@ -158,9 +160,8 @@ DecodeErrors check_decode(const DecodeCase& c) {
   CacheView cpu_view = view;
   cpu_view.payload = std::make_shared<const KiviParts>(cpu_parts);
   const at::Tensor blocked = KiviAttention(128).decode(q.cpu(), cpu_view, counts, params);
-  const at::Tensor exact =
-      attend_float64(q, expand_kivi(cpu_parts, view.lengths, at::kDouble), view.lengths, counts,
-                     params.scale);
+  const at::Tensor exact = attend_float64(q, expand_kivi(cpu_parts, view.lengths, at::kDouble),
+                                          view.lengths, counts, params.scale);
   return {relative_error(out, blocked), relative_error(out, exact), relative_error(cores, exact)};
 }
 
@@ -184,9 +185,11 @@ TEST_CASE("kivi key flush kernel equals the ATen quantizer", "[gpu][kivi]") {
   CHECK(at::equal(scale.cpu(), ref.scale));
   CHECK(at::equal(min.cpu(), ref.min));
   // The kernel writes the tile order; compared in the research order, code by code.
-  const auto [fraction, largest] = code_mismatch(keys_from_tile_order(codes.cpu(), bits), ref.codes, bits);
+  const auto [fraction, largest] =
+      code_mismatch(keys_from_tile_order(codes.cpu(), bits), ref.codes, bits);
   std::cout << "flush " << c10::toString(dtype) << " bits " << bits << " group " << group
-            << ": codes differing from the ATen quantizer " << fraction << ", by at most " << largest << "\n";
+            << ": codes differing from the ATen quantizer " << fraction << ", by at most "
+            << largest << "\n";
   CHECK(fraction <= 1e-3);  // a value on a rounding boundary may land one code over
   CHECK(largest <= 1);
 }
@@ -209,7 +212,8 @@ TEST_CASE("kivi value flush kernel equals the ATen quantizer", "[gpu][kivi]") {
   const auto [fraction, largest] =
       code_mismatch(values_from_tile_order(codes.cpu(), bits), ref.codes, bits);
   std::cout << "flush " << c10::toString(dtype) << " bits " << bits << " group " << group
-            << ": codes differing from the ATen quantizer " << fraction << ", by at most " << largest << "\n";
+            << ": codes differing from the ATen quantizer " << fraction << ", by at most "
+            << largest << "\n";
   CHECK(fraction <= 1e-3);
   CHECK(largest <= 1);
 }
@@ -238,12 +242,15 @@ TEST_CASE("fused decode attention: every bit width, head_dim and GQA ratio", "[g
 
 TEST_CASE("fused decode attention: mixed and 16-bit sides, groups, no residual, fp32, long rows",
           "[gpu][kivi]") {
-  std::vector<DecodeCase> cases = {
-      {at::kHalf, 128, 8, 4, 4, 2},  {at::kBFloat16, 128, 8, 4, 2, 8},
-      {at::kHalf, 128, 2, 4, 16, 16}, {at::kBFloat16, 64, 2, 6, 16, 2},
-      {at::kHalf, 64, 2, 7, 2, 16},  {at::kHalf, 128, 2, 4, 2, 2, 64, 128},
-      {at::kBFloat16, 128, 2, 3, 4, 4, 32, 0}, {at::kFloat, 128, 2, 4, 2, 2},
-      {at::kFloat, 64, 2, 1, 16, 16}};
+  std::vector<DecodeCase> cases = {{at::kHalf, 128, 8, 4, 4, 2},
+                                   {at::kBFloat16, 128, 8, 4, 2, 8},
+                                   {at::kHalf, 128, 2, 4, 16, 16},
+                                   {at::kBFloat16, 64, 2, 6, 16, 2},
+                                   {at::kHalf, 64, 2, 7, 2, 16},
+                                   {at::kHalf, 128, 2, 4, 2, 2, 64, 128},
+                                   {at::kBFloat16, 128, 2, 3, 4, 4, 32, 0},
+                                   {at::kFloat, 128, 2, 4, 2, 2},
+                                   {at::kFloat, 64, 2, 1, 16, 16}};
   // One long row (many splits) and a batch over one launch's rows.
   cases.push_back({at::kHalf, 128, 8, 4, 2, 2, 32, 128, {6000}});
   cases.push_back({at::kBFloat16, 64, 1, 2, 4, 4, 32, 128, std::vector<int64_t>(70, 150)});
@@ -268,12 +275,14 @@ TEST_CASE("the fused kernel names what it serves when it cannot", "[gpu][kivi]")
   g.dtype = at::kHalf;
   g.device = kGpu;
   KiviCache cache(g, KiviOptions{});
-  const at::Tensor kv = at::randn({1, 1, 40, 96}, at::TensorOptions().dtype(at::kHalf).device(kGpu));
+  const at::Tensor kv =
+      at::randn({1, 1, 40, 96}, at::TensorOptions().dtype(at::kHalf).device(kGpu));
   cache.append(0, kv, kv);
   const CacheView view = cache.view(0);
   std::string why;
   const at::Tensor q = at::randn({1, 2, 1, 96}, kv.options());
-  CHECK_FALSE(cuda_decode_attention(q, kivi_parts(view), view.lengths, {}, AttentionParams{}, &why));
+  CHECK_FALSE(
+      cuda_decode_attention(q, kivi_parts(view), view.lengths, {}, AttentionParams{}, &why));
   CHECK(why.find("head_dim 96") != std::string::npos);
   CHECK(why.find("head_dim 64 or 128") != std::string::npos);
   // The attention backend still serves it, through the blocked path.

@@ -57,7 +57,8 @@ TEST_CASE("kivi-host generate runs a checkpoint folder and matches the reference
   fs::create_directories(dir);
   std::ofstream toml(dir / "run.toml");
   toml << "mode = \"generate\"\n[model]\npath = \"" << model.string() << "\"\ndtype = \"float32\"\n"
-       << "device = \"cpu\"\n[attention]\nbackend = \"" << attention << "\"\n[cache]\nbackend = \"fp32\"\n"
+       << "device = \"cpu\"\n[attention]\nbackend = \"" << attention
+       << "\"\n[cache]\nbackend = \"fp32\"\n"
        << "[generate]\nmax_new_tokens = 32\nprompt_ids = [";
   for (int64_t b = 0; b < prompts.size(0); ++b) {
     const at::Tensor ids = prompts[b].narrow(0, 0, lengths[b].item<int64_t>());
@@ -85,8 +86,9 @@ TEST_CASE("kivi-host generate runs a checkpoint folder and matches the reference
       ids += " " + std::to_string(id);
       eos = id == 2 || id == 3;
     }
-    const std::string expected = "prompt " + std::to_string(b) + " (" + std::to_string(lengths[b].item<int64_t>()) +
-                                 " tokens) -> " + std::to_string(n) + " new tokens [" +
+    const std::string expected = "prompt " + std::to_string(b) + " (" +
+                                 std::to_string(lengths[b].item<int64_t>()) + " tokens) -> " +
+                                 std::to_string(n) + " new tokens [" +
                                  (eos ? "eos" : "max_new_tokens") + "]:" + ids + "\n";
     CHECK_THAT(output, Contains(expected));
   }

@@ -107,8 +107,10 @@ TEST_CASE("a chunk attends to the cache as stored and to its own K/V in full pre
         const at::Tensor out = kivi_cache::KiviAttention(block).chunk(q, k, v, stored, counts, p);
         for (int64_t b = 0; b < 3; ++b) {
           const int64_t n = counts[b], first = stored.lengths[b];
-          const at::Tensor keys = at::cat({before.k[b].narrow(1, 0, first), k[b].narrow(1, 0, n)}, 1);
-          const at::Tensor values = at::cat({before.v[b].narrow(1, 0, first), v[b].narrow(1, 0, n)}, 1);
+          const at::Tensor keys =
+              at::cat({before.k[b].narrow(1, 0, first), k[b].narrow(1, 0, n)}, 1);
+          const at::Tensor values =
+              at::cat({before.v[b].narrow(1, 0, first), v[b].narrow(1, 0, n)}, 1);
           const at::Tensor ref = naive(q[b].narrow(1, 0, n), keys, values, first, p);
           CHECK(max_diff(out[b].narrow(1, 0, n), ref) < 1e-5);
           if (n < 40) CHECK(out[b].narrow(1, n, 40 - n).abs().max().item<double>() == 0);
@@ -119,9 +121,11 @@ TEST_CASE("a chunk attends to the cache as stored and to its own K/V in full pre
     // old order) differs. (The stored view aliases the storage the append rewrites, so the
     // faithful result is taken before it.)
     const AttentionParams plain{1.0 / std::sqrt(32.0), 0};
-    const at::Tensor faithful = kivi_cache::KiviAttention(1000).chunk(q, k, v, stored, counts, plain);
+    const at::Tensor faithful =
+        kivi_cache::KiviAttention(1000).chunk(q, k, v, stored, counts, plain);
     cache.append(0, k, v, counts);
-    const at::Tensor after = kivi_cache::KiviAttention(1000).decode(q, cache.view(0), counts, plain);
+    const at::Tensor after =
+        kivi_cache::KiviAttention(1000).decode(q, cache.view(0), counts, plain);
     CHECK(max_diff(after[0], faithful[0]) > 1e-3);
   }
 }

@@ -29,10 +29,12 @@ void check_state(const KiviCache& cache, const KiviOptions& o, const at::Tensor&
   const CacheView view = cache.view(0);
   REQUIRE(view.format == kivi_cache::kFormat);
   REQUIRE(view.lengths[b] == s.length);
-  REQUIRE(kivi_cache::kivi_parts(view).key_quantized[b] == (o.quantize_keys() ? s.key_quantized : 0));
-  REQUIRE(kivi_cache::kivi_parts(view).value_quantized[b] == (o.quantize_values() ? s.value_quantized : 0));
-  const auto [ek, ev] =
-      expected_dense(k, v, o, kivi_cache::kivi_parts(view).key_quantized[b], kivi_cache::kivi_parts(view).value_quantized[b], s.length);
+  REQUIRE(kivi_cache::kivi_parts(view).key_quantized[b] ==
+          (o.quantize_keys() ? s.key_quantized : 0));
+  REQUIRE(kivi_cache::kivi_parts(view).value_quantized[b] ==
+          (o.quantize_values() ? s.value_quantized : 0));
+  const auto [ek, ev] = expected_dense(k, v, o, kivi_cache::kivi_parts(view).key_quantized[b],
+                                       kivi_cache::kivi_parts(view).value_quantized[b], s.length);
   const auto [ak, av] = expanded_row(cache, b);
   REQUIRE(at::equal(ak, ek));
   REQUIRE(at::equal(av, ev));
@@ -138,8 +140,10 @@ TEST_CASE("a padded batch quantizes no padding: each row equals its own cache", 
     const auto [sk, sv] = expanded_row(*single[b], 0);
     REQUIRE(at::equal(bk, sk));
     REQUIRE(at::equal(bv, sv));
-    CHECK(kivi_cache::kivi_parts(batch.view(0)).key_quantized[b] == kivi_cache::kivi_parts(single[b]->view(0)).key_quantized[0]);
-    CHECK(kivi_cache::kivi_parts(batch.view(0)).value_quantized[b] == kivi_cache::kivi_parts(single[b]->view(0)).value_quantized[0]);
+    CHECK(kivi_cache::kivi_parts(batch.view(0)).key_quantized[b] ==
+          kivi_cache::kivi_parts(single[b]->view(0)).key_quantized[0]);
+    CHECK(kivi_cache::kivi_parts(batch.view(0)).value_quantized[b] ==
+          kivi_cache::kivi_parts(single[b]->view(0)).value_quantized[0]);
   }
 }
 
@@ -202,8 +206,10 @@ TEST_CASE("reorder moves codes, scales, minima, residuals and lengths", "[kivi]"
   const DenseKV after = view.expand();
   for (int64_t b = 0; b < 3; ++b) {
     CHECK(view.lengths[b] == old_view.lengths[beam[b]]);
-    CHECK(kivi_cache::kivi_parts(view).key_quantized[b] == kivi_cache::kivi_parts(old_view).key_quantized[beam[b]]);
-    CHECK(kivi_cache::kivi_parts(view).value_quantized[b] == kivi_cache::kivi_parts(old_view).value_quantized[beam[b]]);
+    CHECK(kivi_cache::kivi_parts(view).key_quantized[b] ==
+          kivi_cache::kivi_parts(old_view).key_quantized[beam[b]]);
+    CHECK(kivi_cache::kivi_parts(view).value_quantized[b] ==
+          kivi_cache::kivi_parts(old_view).value_quantized[beam[b]]);
     const int64_t n = view.lengths[b];
     CHECK(at::equal(after.k[b].narrow(1, 0, n), before.k[beam[b]].narrow(1, 0, n)));
     CHECK(at::equal(after.v[b].narrow(1, 0, n), before.v[beam[b]].narrow(1, 0, n)));

@@ -5,8 +5,8 @@
 #include <iterator>
 
 #include <ATen/ATen.h>
-#include "kivi_catch.h"
 #include <nlohmann/json.hpp>
+#include "kivi_catch.h"
 
 #include "quantize.h"
 #include "test_paths.h"

@@ -27,18 +27,21 @@ TEST_CASE("tile order: conversions are exact inverses", "[kivi][tile_order]") {
     for (int64_t dim : {32, 64, 128})
       for (int64_t group : {32, 64}) {
         INFO("bits " << bits << " dim " << dim << " group " << group);
-        const at::Tensor keys = pack_codes(at::randint(0, 1 << bits, {2, 3, dim, group}, at::kInt), bits);
+        const at::Tensor keys =
+            pack_codes(at::randint(0, 1 << bits, {2, 3, dim, group}, at::kInt), bits);
         const at::Tensor tiled = keys_to_tile_order(keys, bits);
         CHECK(tiled.sizes() == keys.sizes());
         CHECK_FALSE(at::equal(tiled, keys));
         CHECK(at::equal(keys_from_tile_order(tiled, bits), keys));
-        const at::Tensor values = pack_codes(at::randint(0, 1 << bits, {2, 5, dim}, at::kInt), bits);
+        const at::Tensor values =
+            pack_codes(at::randint(0, 1 << bits, {2, 5, dim}, at::kInt), bits);
         const at::Tensor tiled_values = values_to_tile_order(values, bits);
         CHECK(at::equal(values_from_tile_order(tiled_values, bits), values));
         // Unpacking straight from the tile order gives the research order's codes.
         CHECK(at::equal(unpack_keys_from_tile_order(tiled, bits),
                         unpack_codes(keys, bits).reshape({2, 3, dim, group})));
-        CHECK(at::equal(unpack_values_from_tile_order(tiled_values, bits), unpack_codes(values, bits)));
+        CHECK(at::equal(unpack_values_from_tile_order(tiled_values, bits),
+                        unpack_codes(values, bits)));
       }
 }
 

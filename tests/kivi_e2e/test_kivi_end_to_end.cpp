@@ -14,8 +14,8 @@
 #include "kivi/model_loader.h"
 #include "kivi/plugin/plugin.h"
 #include "kivi/text/tokenizer.h"
-#include "test_paths.h"
 #include "kivi_catch.h"  // last: keeps Catch's CHECK over c10's
+#include "test_paths.h"
 
 KIVI_DECLARE_PLUGIN(kivi_llama);
 KIVI_DECLARE_PLUGIN(kivi_qwen2);
@@ -55,9 +55,12 @@ std::vector<int64_t> held_out_tokens(const std::filesystem::path& model_dir) {
 }
 
 // Log-probabilities [steps, vocab]: the prompt's last position, then each teacher-forced step.
-at::Tensor run(kivi::CausalLM& model, const std::vector<int64_t>& tokens, const std::string& cache_name,
-               const std::string& cache_options, at::Tensor* prefill_logits) {
-  auto cache = registry().create<kivi::KVCacheFactory>(cache_name, cache_options)->create(model.cache_geometry(1));
+at::Tensor run(kivi::CausalLM& model, const std::vector<int64_t>& tokens,
+               const std::string& cache_name, const std::string& cache_options,
+               at::Tensor* prefill_logits) {
+  auto cache = registry()
+                   .create<kivi::KVCacheFactory>(cache_name, cache_options)
+                   ->create(model.cache_geometry(1));
   const at::Tensor ids = at::tensor(tokens, at::kLong).view({1, -1});
   const at::Tensor prompt = ids.narrow(1, 0, kPromptTokens);
   const at::Tensor prompt_pos = at::arange(kPromptTokens, at::kLong).view({1, -1});
@@ -65,7 +68,8 @@ at::Tensor run(kivi::CausalLM& model, const std::vector<int64_t>& tokens, const 
   *prefill_logits = prefill[0];
   std::vector<at::Tensor> steps = {prefill[0][kPromptTokens - 1]};
   for (int64_t t = kPromptTokens; t < kPromptTokens + kDecodeTokens - 1; ++t) {
-    const at::Tensor step = model.forward(ids.narrow(1, t, 1), at::full({1, 1}, t, at::kLong), {}, *cache);
+    const at::Tensor step =
+        model.forward(ids.narrow(1, t, 1), at::full({1, 1}, t, at::kLong), {}, *cache);
     steps.push_back(step[0][0]);
   }
   return at::log_softmax(at::stack(steps), -1);  // [steps, V]
@@ -87,7 +91,8 @@ Divergence compare(const at::Tensor& ref, const at::Tensor& other) {
 
 }  // namespace
 
-TEST_CASE("kivi on a trained model: 16 bits equals fp32, 8/4/2 bits diverge boundedly", "[kivi][e2e]") {
+TEST_CASE("kivi on a trained model: 16 bits equals fp32, 8/4/2 bits diverge boundedly",
+          "[kivi][e2e]") {
   for (const std::string name : {"kivi-llama-tiny", "kivi-qwen2-tiny"}) {
     const auto dir = kivi::test::source_dir() / "models" / name;
     const auto tokens = held_out_tokens(dir);
@@ -95,7 +100,8 @@ TEST_CASE("kivi on a trained model: 16 bits equals fp32, 8/4/2 bits diverge boun
     options.attention = registry().create<kivi::Attention>("eager");
     auto reference_model = kivi::load_model(registry(), dir, options);
     at::Tensor reference_prefill;
-    const at::Tensor reference = run(*reference_model.model, tokens, "fp32", "", &reference_prefill);
+    const at::Tensor reference =
+        run(*reference_model.model, tokens, "fp32", "", &reference_prefill);
 
     options.attention = registry().create<kivi::Attention>("kivi");
     auto kivi_model = kivi::load_model(registry(), dir, options);
@@ -142,7 +148,8 @@ TEST_CASE("chunked perplexity equals token-by-token perplexity for KIVI-2", "[ki
     kivi::generate::TextWindow window;
     window.ids = tokens;  // starts with the tokenizer's <bos>
     auto perplexity = [&](int64_t chunk) {
-      auto cache = registry().create<kivi::KVCacheFactory>("kivi", "k_bits = 2\nv_bits = 2\n")
+      auto cache = registry()
+                       .create<kivi::KVCacheFactory>("kivi", "k_bits = 2\nv_bits = 2\n")
                        ->create(model.model->cache_geometry(1));
       double nll = 0;
       int64_t scored = 0;

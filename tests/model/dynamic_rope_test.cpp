@@ -19,7 +19,8 @@ using namespace kivi::test;
 namespace {
 
 std::map<std::string, at::Tensor> dynamic_rope_reference() {
-  const SafetensorsFile file(fixtures_dir() / "dynamic_rope" / "reference-llama-tied-hd64.safetensors");
+  const SafetensorsFile file(fixtures_dir() / "dynamic_rope" /
+                             "reference-llama-tied-hd64.safetensors");
   std::map<std::string, at::Tensor> out;
   for (const auto& name : file.names()) out[name] = file.tensor(name).clone();
   return out;
@@ -32,7 +33,8 @@ std::vector<int64_t> row(const at::Tensor& t, int64_t b, int64_t n) {
 
 }  // namespace
 
-TEST_CASE("dynamic NTK rope: generation past max_position_embeddings matches transformers", "[model][golden]") {
+TEST_CASE("dynamic NTK rope: generation past max_position_embeddings matches transformers",
+          "[model][golden]") {
   const auto ref = dynamic_rope_reference();
   auto loaded = load_fixture_model("llama-tied-hd64", "sdpa", at::kFloat, at::kCPU);
   CausalLM& model = *loaded.model;
@@ -76,7 +78,8 @@ TEST_CASE("dynamic NTK rope: generation past max_position_embeddings matches tra
     for (int64_t s = 0; s + 1 < steps; ++s) {
       const at::Tensor token = greedy[b].narrow(0, s, 1).view({1, 1});
       logits = model.forward(token, at::full({1, 1}, n + s, at::kLong), {}, *one);
-      max_diff = std::max(max_diff, (logits[0][0] - ref.at("greedy_logits")[b][s + 1]).abs().max().item<double>());
+      max_diff = std::max(
+          max_diff, (logits[0][0] - ref.at("greedy_logits")[b][s + 1]).abs().max().item<double>());
     }
     CHECK(max_diff <= 1e-4);
   }
@@ -87,9 +90,11 @@ TEST_CASE("rope types other than dynamic are cut at max_position_embeddings", "[
   REQUIRE(loaded.model->config().rope.type == "llama3");
   generate::GenerateOptions options;
   options.context = 1000;
-  CHECK(generate::context_length(*loaded.model, options) == loaded.model->config().max_position_embeddings);
+  CHECK(generate::context_length(*loaded.model, options) ==
+        loaded.model->config().max_position_embeddings);
   options.context = 0;
-  CHECK(generate::context_length(*loaded.model, options) == loaded.model->config().max_position_embeddings);
+  CHECK(generate::context_length(*loaded.model, options) ==
+        loaded.model->config().max_position_embeddings);
   CHECK(position_limit(loaded.model->config()) == 256);
   CHECK(position_limit(load_model_config(model_fixture("llama-tied-hd64"))) == 0);
 }

@@ -23,7 +23,9 @@ at::Tensor reference_rotary(const at::Tensor& x, const at::Tensor& cos, const at
   return x * cos.unsqueeze(1) + rotated * sin.unsqueeze(1);
 }
 
-double ulp_bound(at::ScalarType t) { return t == at::kBFloat16 ? 1.0 / 128 : t == at::kHalf ? 1.0 / 1024 : 1e-6; }
+double ulp_bound(at::ScalarType t) {
+  return t == at::kBFloat16 ? 1.0 / 128 : t == at::kHalf ? 1.0 / 1024 : 1e-6;
+}
 
 }  // namespace
 
@@ -38,17 +40,21 @@ TEST_CASE("fused rms_norm, rotary and silu-mul equal the ATen ops on the GPU", "
   const at::Tensor w = at::randn({4096}, opts);
   REQUIRE(fused::fused_ops_apply(x));
   for (const at::Tensor& input : {x, x.narrow(-1, 0, 4096).select(1, 2)}) {
-    const at::Tensor got = fused::rms_norm(input, w, 1e-5), want = reference_rms_norm(input, w, 1e-5);
+    const at::Tensor got = fused::rms_norm(input, w, 1e-5),
+                     want = reference_rms_norm(input, w, 1e-5);
     // Relative to each element's size: one unit in the last place of the storage type.
-    const double worst = ((got.to(at::kFloat) - want.to(at::kFloat)).abs() /
-                          (want.to(at::kFloat).abs() + 1e-3)).max().item<double>();
+    const double worst =
+        ((got.to(at::kFloat) - want.to(at::kFloat)).abs() / (want.to(at::kFloat).abs() + 1e-3))
+            .max()
+            .item<double>();
     CHECK(worst <= 2 * ulp_bound(dtype));
   }
 
   // Rotary over a strided q view as the model makes it: [B, T, heads * D] -> [B, heads, T, D].
   const int64_t batch = 2, tokens = 7, heads = 4, dim = 128;
   const at::Tensor qkv = at::randn({batch, tokens, 3 * heads * dim}, opts);
-  const at::Tensor q = qkv.narrow(-1, heads * dim, heads * dim).view({batch, tokens, heads, dim}).transpose(1, 2);
+  const at::Tensor q =
+      qkv.narrow(-1, heads * dim, heads * dim).view({batch, tokens, heads, dim}).transpose(1, 2);
   const at::Tensor angle = at::rand({batch, tokens, dim}, opts.dtype(at::kFloat)) * 100;
   const at::Tensor cos = angle.cos().to(dtype), sin = angle.sin().to(dtype);
   CHECK(at::equal(fused::rotary(q, cos, sin), reference_rotary(q, cos, sin)));
@@ -58,7 +64,9 @@ TEST_CASE("fused rms_norm, rotary and silu-mul equal the ATen ops on the GPU", "
   const at::Tensor want = at::silu(gate_up.narrow(-1, 0, 1000)) * gate_up.narrow(-1, 1000, 1000);
   const at::Tensor got = fused::silu_mul(gate_up);
   // ATen's silu may use a faster exp than expf: equal, or within one unit in the last place.
-  const double worst = ((got.to(at::kFloat) - want.to(at::kFloat)).abs() /
-                        (want.to(at::kFloat).abs() + 1e-3)).max().item<double>();
+  const double worst =
+      ((got.to(at::kFloat) - want.to(at::kFloat)).abs() / (want.to(at::kFloat).abs() + 1e-3))
+          .max()
+          .item<double>();
   CHECK(worst <= ulp_bound(dtype));
 }

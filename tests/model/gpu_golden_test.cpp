@@ -56,8 +56,9 @@ TEST_CASE("golden gpu: the kivi cache at 16 bits, through its fused decode kerne
   INFO("fixture " << fixture << ", " << c10::toString(dtype));
   auto loaded = load_fixture_model(fixture, "kivi", dtype, at::Device(at::kCUDA, 0));
   const int64_t group = std::min<int64_t>(32, loaded.model->cache_geometry(1).head_dim);
-  const GoldenResult r = run_golden(*loaded.model, fixture, "kivi",
-                                    "k_bits = 16\nv_bits = 16\ngroup_size = " + std::to_string(group) + "\n");
+  const GoldenResult r =
+      run_golden(*loaded.model, fixture, "kivi",
+                 "k_bits = 16\nv_bits = 16\ngroup_size = " + std::to_string(group) + "\n");
   std::cout << "golden cuda kivi-16 " << c10::toString(dtype) << " " << fixture << ": prefill "
             << r.prefill_max_diff << ", decode " << r.decode_max_diff << ", chunk "
             << r.chunk_max_diff << ", greedy " << greedy_agreement(r) << "\n";
@@ -70,8 +71,10 @@ namespace {
 
 // Three prompts for the bundled models; the last one (> 128 tokens) gets quantized at once.
 std::vector<std::vector<int64_t>> bundled_prompts(const std::filesystem::path& dir) {
-  const auto tokenizer = text::Tokenizer::from_file(dir / "tokenizer.json", dir / "tokenizer_config.json");
-  const std::string a = "It was a bright cold morning, and the old house stood silent by the river. ";
+  const auto tokenizer =
+      text::Tokenizer::from_file(dir / "tokenizer.json", dir / "tokenizer_config.json");
+  const std::string a =
+      "It was a bright cold morning, and the old house stood silent by the river. ";
   const std::string b = "She had never thought that a letter could change so much in one day. ";
   std::string long_text;
   for (int i = 0; i < 8; ++i) long_text += (i % 2 ? a : b);
@@ -84,8 +87,8 @@ std::vector<std::vector<int64_t>> bundled_prompts(const std::filesystem::path& d
 }
 
 // Greedy generation with the kivi cache (`options`, TOML) on `device`, in float32.
-std::vector<std::vector<int64_t>> generate_greedy(const std::filesystem::path& dir, at::Device device,
-                                                  const std::string& options) {
+std::vector<std::vector<int64_t>> generate_greedy(const std::filesystem::path& dir,
+                                                  at::Device device, const std::string& options) {
   ModelOptions model_options;
   model_options.device = device;
   model_options.attention = model_registry().create<Attention>("kivi");
@@ -96,7 +99,8 @@ std::vector<std::vector<int64_t>> generate_greedy(const std::filesystem::path& d
   generate::GenerateOptions gen;
   gen.max_new_tokens = 160;  // the short prompts cross the 128-token window too
   std::vector<std::vector<int64_t>> out;
-  for (const auto& g : generate::generate(*loaded.model, *cache, prompts, gen)) out.push_back(g.tokens);
+  for (const auto& g : generate::generate(*loaded.model, *cache, prompts, gen))
+    out.push_back(g.tokens);
   return out;
 }
 
@@ -146,7 +150,8 @@ TEST_CASE("gpu decode steps through CUDA graphs equal the launched ops", "[model
     return load_model(model_registry(), dir, options);
   };
   auto with_graphs = build(true), launched = build(false);
-  const std::string backend = cache_name == "kivi" ? "kivi" : (dtype == at::kFloat ? "fp32" : "bf16");
+  const std::string backend =
+      cache_name == "kivi" ? "kivi" : (dtype == at::kFloat ? "fp32" : "bf16");
   const std::string options = cache_name == "kivi" ? "k_bits = 2\nv_bits = 2\n" : "";
   auto factory = model_registry().create<KVCacheFactory>(backend, options);
   double worst = 0;

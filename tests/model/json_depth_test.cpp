@@ -15,15 +15,17 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-std::string nested(int depth) { return std::string(depth, '[') + std::string(depth, ']'); }
+std::string nested(int depth) {
+  return std::string(depth, '[') + std::string(depth, ']');
+}
 
 }  // namespace
 
 TEST_CASE("model config: JSON nested past the bound is an error naming the file",
           "[model][config][bad]") {
-  CHECK_THROWS_WITH(parse_model_config(R"({"eos_token_id": )" + nested(200000) + "}",
-                                       "deep/config.json"),
-                    Contains("deep/config.json") && Contains("nested more than 512 levels"));
+  CHECK_THROWS_WITH(
+      parse_model_config(R"({"eos_token_id": )" + nested(200000) + "}", "deep/config.json"),
+      Contains("deep/config.json") && Contains("nested more than 512 levels"));
   // Just inside the bound: the usual field error, which prints the value.
   CHECK_THROWS_WITH(parse_model_config(R"({"vocab_size": )" + nested(500) + "}", "m/config.json"),
                     Contains("vocab_size"));
@@ -36,9 +38,9 @@ TEST_CASE("safetensors: a header nested past the bound is an error naming the fi
           "[model][safetensors][bad]") {
   test::TempDir dir("st-deep");
   const auto file = dir.path / "model.safetensors";
-  test::write_raw_safetensors(file, R"({"w": {"dtype": "F32", "shape": )" + nested(100000) +
-                                        R"(, "data_offsets": [0, 0]}})",
-                              0);
+  test::write_raw_safetensors(
+      file,
+      R"({"w": {"dtype": "F32", "shape": )" + nested(100000) + R"(, "data_offsets": [0, 0]}})", 0);
   CHECK_THROWS_WITH(SafetensorsFile(file),
                     Contains(file.string()) && Contains("nested more than 512 levels"));
   // Strings may hold brackets: only real nesting counts.

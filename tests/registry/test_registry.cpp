@@ -43,7 +43,8 @@ TEST_CASE("a good plugin folder loads and its factories work", "[registry]") {
   CHECK(registry.refused().empty());
   for (const char* name : {"fp16", "bf16", "fp32"}) CHECK(registry.contains("kv_cache", name));
   const auto list = registry.list();
-  const auto fp16 = std::find_if(list.begin(), list.end(), [](auto& p) { return p.name == "fp16"; });
+  const auto fp16 =
+      std::find_if(list.begin(), list.end(), [](auto& p) { return p.name == "fp16"; });
   REQUIRE(fp16 != list.end());
   CHECK(fp16->library == "kivi-fp-cache");
   CHECK(fp16->file.find("libkivi-fp-cache.so") != std::string::npos);
@@ -60,7 +61,7 @@ TEST_CASE("bad libraries are refused with a reason and the rest still load", "[r
 
   const std::string fingerprint = refusal_for(registry, "kivi-test-bad_fingerprint");
   CHECK_THAT(fingerprint, Catch::Contains("fingerprint differs"));
-  CHECK_THAT(fingerprint, Catch::Contains("torch=1.0.0"));                // theirs
+  CHECK_THAT(fingerprint, Catch::Contains("torch=1.0.0"));              // theirs
   CHECK_THAT(fingerprint, Catch::Contains(kivi::build_fingerprint()));  // ours
   CHECK_FALSE(registry.contains("kv_cache", "mismatched"));
 
@@ -68,7 +69,8 @@ TEST_CASE("bad libraries are refused with a reason and the rest still load", "[r
              Catch::Contains("does not export 'kivi_plugin_entry'"));
   // Loaded RTLD_NOW: an unresolved symbol refuses the library at load, naming the symbol.
   CHECK_THAT(refusal_for(registry, "kivi-test-unresolved"),
-             Catch::Contains("not a loadable shared library") && Catch::Contains("kivi_test_symbol_defined_nowhere"));
+             Catch::Contains("not a loadable shared library") &&
+                 Catch::Contains("kivi_test_symbol_defined_nowhere"));
   // A text file named .so: said so, not dlopen's "Bad file descriptor".
   CHECK_THAT(refusal_for(registry, "libkivi-not-a-library.so"),
              Catch::Contains("not a shared library") && Catch::Contains("ELF"));
@@ -76,7 +78,8 @@ TEST_CASE("bad libraries are refused with a reason and the rest still load", "[r
   // Only the clashing factory of the drop-in is refused, naming the file that stays in use.
   const std::string duplicate = refusal_for(registry, "kivi-test-duplicate");
   CHECK_THAT(duplicate, Catch::Contains("duplicate plugin kv_cache/fp16 skipped") &&
-                            Catch::Contains("libkivi-fp-cache.so") && Catch::Contains("that one is used"));
+                            Catch::Contains("libkivi-fp-cache.so") &&
+                            Catch::Contains("that one is used"));
   CHECK(registry.contains("kv_cache", "fp16-dropin"));
 
   // Everything good still works, including the library whose create() throws.
@@ -87,21 +90,25 @@ TEST_CASE("bad libraries are refused with a reason and the rest still load", "[r
                     Catch::Contains("this plugin always fails to create"));
 }
 
-TEST_CASE("a drop-in folder loaded first keeps its duplicate, and the built-in library loses only that name",
-          "[registry]") {
+TEST_CASE(
+    "a drop-in folder loaded first keeps its duplicate, and the built-in library loses only that "
+    "name",
+    "[registry]") {
   kivi::Registry registry;
-  registry.load_dir(kBad);   // as kivi-host loads [plugins] dirs before the default folder
+  registry.load_dir(kBad);  // as kivi-host loads [plugins] dirs before the default folder
   registry.load_dir(kGood);
   const auto list = registry.list();
-  const auto fp16 = std::find_if(list.begin(), list.end(), [](auto& p) { return p.name == "fp16"; });
+  const auto fp16 =
+      std::find_if(list.begin(), list.end(), [](auto& p) { return p.name == "fp16"; });
   REQUIRE(fp16 != list.end());
   CHECK(fp16->library == "kivi-test-duplicate");
   // The built-in library's other caches are still there, and they work.
-  for (const char* name : {"bf16", "fp32", "fp16-dropin"}) CHECK(registry.contains("kv_cache", name));
+  for (const char* name : {"bf16", "fp32", "fp16-dropin"})
+    CHECK(registry.contains("kv_cache", name));
   CHECK_NOTHROW(registry.create<kivi::KVCacheFactory>("fp32"));
   CHECK_THAT(refusal_for(registry, "libkivi-fp-cache.so"),
-             Catch::Contains("duplicate plugin kv_cache/fp16 skipped") && Catch::Contains("kivi-test-duplicate") &&
-                 Catch::Contains("that one is used"));
+             Catch::Contains("duplicate plugin kv_cache/fp16 skipped") &&
+                 Catch::Contains("kivi-test-duplicate") && Catch::Contains("that one is used"));
 }
 
 TEST_CASE("plugin option errors come back as text naming the key", "[registry]") {
@@ -113,8 +120,9 @@ TEST_CASE("plugin option errors come back as text naming the key", "[registry]")
                     Catch::Contains("chunk_size: unknown key") && Catch::Contains("chunk_tokens"));
   CHECK_THROWS_WITH(registry.create<kivi::KVCacheFactory>("fp16", "chunk_tokens = "),
                     Catch::Contains("malformed TOML"));
-  CHECK_THROWS_WITH(registry.create<kivi::KVCacheFactory>("fp8"),
-                    Catch::Contains("no kv_cache plugin named \"fp8\"") && Catch::Contains("bf16, fp16, fp32"));
+  CHECK_THROWS_WITH(
+      registry.create<kivi::KVCacheFactory>("fp8"),
+      Catch::Contains("no kv_cache plugin named \"fp8\"") && Catch::Contains("bf16, fp16, fp32"));
 }
 
 TEST_CASE("a missing plugin folder is an error", "[registry]") {

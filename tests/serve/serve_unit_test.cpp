@@ -40,7 +40,8 @@ std::string round_trip(int port, const std::string& request) {
   ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
   std::string reply;
   char buffer[4096];
-  for (ssize_t n; (n = ::recv(fd, buffer, sizeof buffer, 0)) > 0;) reply.append(buffer, static_cast<size_t>(n));
+  for (ssize_t n; (n = ::recv(fd, buffer, sizeof buffer, 0)) > 0;)
+    reply.append(buffer, static_cast<size_t>(n));
   ::close(fd);
   return reply;
 }
@@ -58,7 +59,9 @@ struct RunningServer {
   }
 };
 
-std::string status_line(const std::string& reply) { return reply.substr(0, reply.find("\r\n")); }
+std::string status_line(const std::string& reply) {
+  return reply.substr(0, reply.find("\r\n"));
+}
 
 }  // namespace
 
@@ -74,17 +77,20 @@ TEST_CASE("http server: requests, limits and streamed replies", "[serve]") {
       return;
     }
     if (r.path == "/wait") {  // a long job whose client leaves
-      for (int i = 0; i < 100 && !c.peer_closed(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      for (int i = 0; i < 100 && !c.peer_closed(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
       if (c.peer_closed()) ++abandoned;
       return;
     }
     if (r.path == "/throw") throw std::runtime_error("handler failed");
-    c.send(200, "text/plain", r.method + " " + r.path + " [" + r.body + "] " + r.headers.at("x-key"));
+    c.send(200, "text/plain",
+           r.method + " " + r.path + " [" + r.body + "] " + r.headers.at("x-key"));
   });
   const int port = s.server.port();
   CHECK(port > 0);
 
-  const std::string ok = round_trip(port, "POST /echo?q=1 HTTP/1.1\r\nX-Key:  v \r\nContent-Length: 5\r\n\r\nhello");
+  const std::string ok =
+      round_trip(port, "POST /echo?q=1 HTTP/1.1\r\nX-Key:  v \r\nContent-Length: 5\r\n\r\nhello");
   CHECK(status_line(ok) == "HTTP/1.1 200 OK");
   CHECK_THAT(ok, Contains("Content-Length: 20\r\n"));
   CHECK_THAT(ok, Contains("\r\n\r\nPOST /echo [hello] v"));
@@ -94,17 +100,22 @@ TEST_CASE("http server: requests, limits and streamed replies", "[serve]") {
   CHECK_THAT(stream, Contains("data: 0\n\ndata: 1\n\ndata: 2\n\n"));
 
   CHECK(status_line(round_trip(port, "garbage\r\n\r\n")) == "HTTP/1.1 400 Bad Request");
-  CHECK(status_line(round_trip(port, "GET nothing HTTP/1.1\r\n\r\n")) == "HTTP/1.1 400 Bad Request");
-  CHECK(status_line(round_trip(port, "GET / HTTP/1.1\r\nno colon\r\n\r\n")) == "HTTP/1.1 400 Bad Request");
-  CHECK(status_line(round_trip(port, "POST / HTTP/1.1\r\nContent-Length: 12x\r\n\r\n")) == "HTTP/1.1 400 Bad Request");
+  CHECK(status_line(round_trip(port, "GET nothing HTTP/1.1\r\n\r\n")) ==
+        "HTTP/1.1 400 Bad Request");
+  CHECK(status_line(round_trip(port, "GET / HTTP/1.1\r\nno colon\r\n\r\n")) ==
+        "HTTP/1.1 400 Bad Request");
+  CHECK(status_line(round_trip(port, "POST / HTTP/1.1\r\nContent-Length: 12x\r\n\r\n")) ==
+        "HTTP/1.1 400 Bad Request");
   CHECK(status_line(round_trip(port, "POST / HTTP/1.1\r\nContent-Length: 1001\r\n\r\n")) ==
         "HTTP/1.1 413 Payload Too Large");
   CHECK(status_line(round_trip(port, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")) ==
         "HTTP/1.1 411 Length Required");
-  CHECK(status_line(round_trip(port, "GET / HTTP/1.1\r\nX: " + std::string(20000, 'a') + "\r\n\r\n")) ==
+  CHECK(status_line(
+            round_trip(port, "GET / HTTP/1.1\r\nX: " + std::string(20000, 'a') + "\r\n\r\n")) ==
         "HTTP/1.1 431 Request Header Fields Too Large");
   // A body that never comes: 408 after read_timeout_ms.
-  CHECK(status_line(round_trip(port, "POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")) == "HTTP/1.1 408 Request Timeout");
+  CHECK(status_line(round_trip(port, "POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")) ==
+        "HTTP/1.1 408 Request Timeout");
   const std::string failed = round_trip(port, "GET /throw HTTP/1.1\r\n\r\n");
   CHECK(status_line(failed) == "HTTP/1.1 500 Internal Server Error");
   CHECK_THAT(failed, Contains("handler failed"));
@@ -117,33 +128,41 @@ TEST_CASE("http server: requests, limits and streamed replies", "[serve]") {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     ::close(fd);
   }
-  for (int i = 0; i < 100 && abandoned == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  for (int i = 0; i < 100 && abandoned == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   CHECK(abandoned == 1);
-  CHECK(status_line(round_trip(port, "GET /echo HTTP/1.1\r\nX-Key: k\r\n\r\n")) == "HTTP/1.1 200 OK");  // still serving
+  CHECK(status_line(round_trip(port, "GET /echo HTTP/1.1\r\nX-Key: k\r\n\r\n")) ==
+        "HTTP/1.1 200 OK");  // still serving
 }
 
 TEST_CASE("http server: beyond max_connections, 503 at once", "[serve]") {
   kivi::serve::HttpLimits limits;
   limits.max_connections = 1;
   limits.read_timeout_ms = 2000;
-  RunningServer s(limits, [](const kivi::serve::HttpRequest&, kivi::serve::HttpConnection& c) { c.send(200, "text/plain", "ok"); });
+  RunningServer s(limits, [](const kivi::serve::HttpRequest&, kivi::serve::HttpConnection& c) {
+    c.send(200, "text/plain", "ok");
+  });
   // The first connection holds the only slot while it sends nothing.
   const int idle = connect_loopback(s.server.port());
-  for (int i = 0; i < 100 && s.server.open_connections() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (int i = 0; i < 100 && s.server.open_connections() == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   const std::string busy = round_trip(s.server.port(), "GET / HTTP/1.1\r\n\r\n");
   CHECK(status_line(busy) == "HTTP/1.1 503 Service Unavailable");
   CHECK_THAT(busy, Contains("too many open connections"));
   ::close(idle);
 }
 
-TEST_CASE("api requests: fields are checked with the field, the value and what was expected", "[serve]") {
+TEST_CASE("api requests: fields are checked with the field, the value and what was expected",
+          "[serve]") {
   kivi::serve::ServedModel model;
   model.name = "tiny";
   model.context = 32;
   model.vocab_size = 100;
   model.eos_ids = {1};
   const kivi::serve::ApiLimits limits;
-  auto parse = [&](const std::string& body) { return kivi::serve::parse_completion_request(json::parse(body), model, limits, false); };
+  auto parse = [&](const std::string& body) {
+    return kivi::serve::parse_completion_request(json::parse(body), model, limits, false);
+  };
   auto error = [&](const std::string& body) -> ApiError {
     try {
       parse(body);
@@ -154,7 +173,8 @@ TEST_CASE("api requests: fields are checked with the field, the value and what w
     return {};
   };
 
-  const auto r = parse(R"({"model": "tiny", "prompt": [[3, 4], [5]], "n": 2, "max_tokens": 5, "temperature": 0,
+  const auto r =
+      parse(R"({"model": "tiny", "prompt": [[3, 4], [5]], "n": 2, "max_tokens": 5, "temperature": 0,
                           "stop": "x", "logprobs": 2, "echo": true, "seed": 9})");
   CHECK(r.prompts == std::vector<std::vector<int64_t>>{{3, 4}, {5}});
   CHECK(r.n == 2);
@@ -164,26 +184,33 @@ TEST_CASE("api requests: fields are checked with the field, the value and what w
   CHECK(r.logprobs == 2);
   CHECK(r.echo);
   CHECK(r.seed == 9);
-  CHECK(parse(R"({"prompt": [3]})").max_tokens == 16);         // OpenAI's default
+  CHECK(parse(R"({"prompt": [3]})").max_tokens == 16);           // OpenAI's default
   CHECK(parse(R"({"prompt": [3]})").sampling.temperature == 1);  // OpenAI's default
-  CHECK(parse(R"({"prompt": [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]})").max_tokens == 14);
+  CHECK(parse(R"({"prompt": [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]})")
+            .max_tokens == 14);
 
   CHECK(error(R"({"prompt": [3], "model": "other"})").status == 404);
-  CHECK_THAT(error(R"({"prompt": [3], "max_tokens": -1})").message, Contains("max_tokens = -1: expected an integer >= 0"));
-  CHECK_THAT(error(R"({"prompt": [3], "max_tokens": 2.5})").message, Contains("max_tokens: expected an integer, got a number"));
+  CHECK_THAT(error(R"({"prompt": [3], "max_tokens": -1})").message,
+             Contains("max_tokens = -1: expected an integer >= 0"));
+  CHECK_THAT(error(R"({"prompt": [3], "max_tokens": 2.5})").message,
+             Contains("max_tokens: expected an integer, got a number"));
   CHECK_THAT(error(R"({"prompt": [3], "temperature": 3})").message, Contains("temperature"));
   CHECK_THAT(error(R"({"prompt": [3], "top_p": 0})").message, Contains("top_p"));
   CHECK_THAT(error(R"({"prompt": [3], "n": 17})").message, Contains("n = 17"));
   CHECK_THAT(error(R"({"prompt": [3], "logprobs": 21})").message, Contains("logprobs = 21"));
   CHECK_THAT(error(R"({"prompt": [3], "stop": [""]})").message, Contains("empty stop string"));
-  CHECK_THAT(error(R"({"prompt": [3], "stream": "yes"})").message, Contains("stream: expected true or false"));
-  CHECK_THAT(error(R"({"prompt": [3], "presence_penalty": 0.5})").message, Contains("not supported"));
+  CHECK_THAT(error(R"({"prompt": [3], "stream": "yes"})").message,
+             Contains("stream: expected true or false"));
+  CHECK_THAT(error(R"({"prompt": [3], "presence_penalty": 0.5})").message,
+             Contains("not supported"));
   CHECK_THAT(error(R"({"prompt": [100]})").message, Contains("outside the vocabulary"));
   CHECK_THAT(error(R"({"prompt": "text"})").message, Contains("no tokenizer.json"));
   CHECK_THAT(error(R"({"prompt": [[3], []]})").message, Contains("prompt[1] is empty"));
-  CHECK_THAT(error(R"({"prompt": [3], "max_tokens": 40})").message, Contains("exceed this model's context of 32"));
-  CHECK_THAT(error(R"({"prompt": [3], "n": 16, "max_tokens": 1, "temperature": 0, "best_of": 2})").message,
-             Contains("best_of"));
+  CHECK_THAT(error(R"({"prompt": [3], "max_tokens": 40})").message,
+             Contains("exceed this model's context of 32"));
+  CHECK_THAT(
+      error(R"({"prompt": [3], "n": 16, "max_tokens": 1, "temperature": 0, "best_of": 2})").message,
+      Contains("best_of"));
   CHECK_THAT(error(R"([1])").message, Contains("JSON object"));
   auto chat = [&](const std::string& body) {
     try {
@@ -193,18 +220,22 @@ TEST_CASE("api requests: fields are checked with the field, the value and what w
     }
     return std::string();
   };
-  CHECK_THAT(chat(R"({"messages": [{"role": "user", "content": "hi"}]})"), Contains("no chat template"));
+  CHECK_THAT(chat(R"({"messages": [{"role": "user", "content": "hi"}]})"),
+             Contains("no chat template"));
 }
 
 TEST_CASE("[serve] in run.toml: defaults, values and bad keys", "[serve]") {
   auto parse = [](const std::string& text) {
-    return kivi::host::parse_host_config(kivi::ConfigTable::parse_text(text, "run.toml"), "run.toml");
+    return kivi::host::parse_host_config(kivi::ConfigTable::parse_text(text, "run.toml"),
+                                         "run.toml");
   };
   const auto defaults = parse("mode = \"serve\"\n");
   CHECK(defaults.serve.host == "127.0.0.1");
   CHECK(defaults.serve.port == 8000);
   CHECK(defaults.serve.max_batch == 8);
-  const auto set = parse("mode = \"serve\"\n[serve]\nport = 0\nmax_batch = 3\nmax_queue = 5\nchat_template = \"t.jinja\"\n");
+  const auto set = parse(
+      "mode = \"serve\"\n[serve]\nport = 0\nmax_batch = 3\nmax_queue = 5\nchat_template = "
+      "\"t.jinja\"\n");
   CHECK(set.serve.port == 0);
   CHECK(set.serve.max_batch == 3);
   CHECK(set.serve.max_queue == 5);

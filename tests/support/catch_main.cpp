@@ -13,7 +13,7 @@
 namespace {
 
 struct SkipCounts {
-  std::string current;          // the running test case
+  std::string current;            // the running test case
   std::set<std::string> ran;      // test cases that started
   std::set<std::string> skipped;  // test cases that called skip_test()
 };
@@ -46,7 +46,8 @@ void skip_test(const std::string& why) {
 void skip_without_shared_data(const std::string& what) {
   const char* need = std::getenv("KIVI_TESTS_NEED_SHARED_DATA");
   if (need && std::string(need) == "1")
-    FAIL(what << " is absent, and KIVI_TESTS_NEED_SHARED_DATA=1 says the shared data folder must be there");
+    FAIL(what << " is absent, and KIVI_TESTS_NEED_SHARED_DATA=1 says the shared data folder must "
+                 "be there");
   skip_test(what + " is absent (the shared data folder beside the checkout)");
 }
 
@@ -56,8 +57,8 @@ int main(int argc, char** argv) {
   const int status = Catch::Session().run(argc, argv);
   const SkipCounts& c = counts();
   if (status == 0 && !c.ran.empty() && c.skipped.size() == c.ran.size()) {
-    std::printf("%zu of %zu test cases skipped (exit %d: CTest reports Skipped)\n", c.skipped.size(), c.ran.size(),
-                kivi::test::kSkipExitCode);
+    std::printf("%zu of %zu test cases skipped (exit %d: CTest reports Skipped)\n",
+                c.skipped.size(), c.ran.size(), kivi::test::kSkipExitCode);
     return kivi::test::kSkipExitCode;
   }
   if (!c.skipped.empty())

@@ -8,8 +8,8 @@
 #include <memory>
 #include <string>
 
-#include "kivi_catch.h"
 #include <nlohmann/json.hpp>
+#include "kivi_catch.h"
 
 #include "kivi/text/tokenizer.h"
 #include "test_paths.h"

@@ -39,8 +39,7 @@ TEST_CASE("jinja parsing bounds nesting depth", "[text][jinja][limits]") {
                     Contains("expression nested more than 128"));
   CHECK_THROWS_WITH(render("{{ " + repeat("not ", 20000) + "1 }}"), Contains("max_nesting"));
   CHECK_THROWS_WITH(render("{{ " + repeat("-", 20000) + "1 }}"), Contains("max_nesting"));
-  CHECK_THROWS_WITH(render("{{ 'x'" + repeat(" | string", 20000) + " }}"),
-                    Contains("max_nesting"));
+  CHECK_THROWS_WITH(render("{{ 'x'" + repeat(" | string", 20000) + " }}"), Contains("max_nesting"));
   CHECK_THROWS_WITH(render("{{ x" + repeat(".a", 20000) + " }}"), Contains("max_nesting"));
   CHECK_THROWS_WITH(render("{{ " + repeat("[", 20000) + repeat("]", 20000) + " }}"),
                     Contains("max_nesting"));
@@ -80,8 +79,9 @@ TEST_CASE("jinja rendering bounds loops, range() and strings", "[text][jinja][li
 
 TEST_CASE("jinja values nest a bounded depth and namespaces hold no namespace",
           "[text][jinja][limits]") {
-  CHECK_THROWS_WITH(render("{% set x = [] %}{% for i in range(1000) %}{% set x = [x] %}{% endfor %}"),
-                    Contains("nested more than 128 levels"));
+  CHECK_THROWS_WITH(
+      render("{% set x = [] %}{% for i in range(1000) %}{% set x = [x] %}{% endfor %}"),
+      Contains("nested more than 128 levels"));
   // Shared sublists: depth 60, 2^60 items when printed.
   CHECK_THROWS_WITH(
       render("{% set ns = namespace(x=[1]) %}{% for i in range(60) %}{% set ns.x = [ns.x, ns.x] "
@@ -98,8 +98,10 @@ TEST_CASE("jinja values nest a bounded depth and namespaces hold no namespace",
 }
 
 TEST_CASE("jinja integers follow Python or fail clearly", "[text][jinja][limits]") {
-  CHECK(render("{{ -7 // 2 }} {{ 7 // -2 }} {{ -7 % 3 }} {{ 7 % -3 }} {{ -7.5 % 2 }} {{ 7.5 // -2 }}") ==
-        "-4 -4 2 -2 0.5 -4.0");
+  CHECK(
+      render(
+          "{{ -7 // 2 }} {{ 7 // -2 }} {{ -7 % 3 }} {{ 7 % -3 }} {{ -7.5 % 2 }} {{ 7.5 // -2 }}") ==
+      "-4 -4 2 -2 0.5 -4.0");
   CHECK(render("{{ (-9223372036854775807 - 1) % -1 }} {{ 9 // -1 }}") == "0 -9");
   CHECK_THROWS_WITH(render("{{ (-9223372036854775807 - 1) // -1 }}"),
                     Contains("integer overflow") && Contains("// -1"));
@@ -145,7 +147,9 @@ TEST_CASE("jinja map filters nest a bounded depth", "[text][jinja][limits]") {
 TEST_CASE("jinja templates and values with ill-formed UTF-8 render without reading past them",
           "[text][jinja][limits]") {
   // fuzz_jinja: "\xE2" before a "{%-" tag was stripped backward past the string's start.
-  CHECK(render("a \xE2 {%- if true %}b{% endif %}") == "a \xE2" "b");
+  CHECK(render("a \xE2 {%- if true %}b{% endif %}") ==
+        "a \xE2"
+        "b");
   CHECK(render("{{ x | trim }}|{{ x.upper() }}|{{ x | list | length }}", {{"x", "\xF0\x9F "}}) ==
         "\xF0\x9F|\xEF\xBF\xBD |2");
 }

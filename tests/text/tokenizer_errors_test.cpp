@@ -89,9 +89,10 @@ TEST_CASE("tokenizer.json nested past the bound is an error naming the file",
           "[text][tokenizer][errors]") {
   nlohmann::json deep = nlohmann::json::array();
   for (int i = 0; i < 2000; ++i) deep = nlohmann::json::array({deep});
-  nlohmann::json spec = {{"model", {{"type", "BPE"}, {"vocab", nlohmann::json::object()},
-                                    {"merges", nlohmann::json::array()}}},
-                         {"normalizer", deep}};
+  nlohmann::json spec = {
+      {"model",
+       {{"type", "BPE"}, {"vocab", nlohmann::json::object()}, {"merges", nlohmann::json::array()}}},
+      {"normalizer", deep}};
   CHECK_THROWS_WITH(kivi::text::Tokenizer::from_json(spec, "deep/tokenizer.json"),
                     Catch::Matchers::Contains("deep/tokenizer.json") &&
                         Catch::Matchers::Contains("nested more than 512 levels"));
@@ -113,8 +114,10 @@ TEST_CASE("a tokenizer.json file nested past the bound is refused before parsing
 TEST_CASE("token ids far past the vocabulary are refused, not allocated",
           "[text][tokenizer][errors]") {
   // fuzz_tokenizer_json: a vocab id of 111111264 sized an id table of 3.5 GB.
-  nlohmann::json spec = {{"model", {{"type", "BPE"}, {"vocab", {{"a", 0}, {"b", 111111264}}},
-                                    {"merges", nlohmann::json::array()}}}};
+  nlohmann::json spec = {{"model",
+                          {{"type", "BPE"},
+                           {"vocab", {{"a", 0}, {"b", 111111264}}},
+                           {"merges", nlohmann::json::array()}}}};
   check_rejected(spec, "vocab[\"b\"]: id 111111264 is far past the 2 entries");
   spec["model"]["vocab"]["b"] = 1;
   spec["added_tokens"] = {{{"id", 2147483647}, {"content", "<x>"}, {"special", true}}};

@@ -27,7 +27,7 @@ TEST_CASE("decode of ill-formed UTF-8 gives U+FFFD and reads nothing past the en
           "[text][utf8]") {
   // Found by fuzz_jinja: a truncated sequence before "{%-" was read past the string's end.
   for (const std::string& s : {std::string("\xE2"), std::string("\xF0\x9F\x98"),
-                              std::string("\xFF"), std::string("\x80\x80")}) {
+                               std::string("\xFF"), std::string("\x80\x80")}) {
     std::size_t pos = 0;
     CHECK(utf8::decode(s, pos) == utf8::kReplacement);
     CHECK(pos >= 1);

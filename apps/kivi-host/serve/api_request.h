@@ -24,19 +24,19 @@ struct ApiError {
 
 // What the API layer knows of the model it serves.
 struct ServedModel {
-  std::string name;                         // the "model" clients must send (or omit)
+  std::string name;  // the "model" clients must send (or omit)
   const text::Tokenizer* tokenizer = nullptr;
-  std::optional<text::ChatTemplate> chat;   // none: /v1/chat/completions answers 400
-  nlohmann::json template_variables;        // bos_token, eos_token
+  std::optional<text::ChatTemplate> chat;  // none: /v1/chat/completions answers 400
+  nlohmann::json template_variables;       // bos_token, eos_token
   std::vector<int64_t> eos_ids;
-  int64_t context = 0;                      // prompt + generated tokens per sequence
+  int64_t context = 0;  // prompt + generated tokens per sequence
   int64_t vocab_size = 0;
 };
 
 struct ApiLimits {
-  int64_t max_n = 16;             // sequences per prompt
-  int64_t max_sequences = 64;     // prompts x n in one request (the scheduler's queue bound)
-  int64_t max_logprobs = 20;      // logprobs / top_logprobs
+  int64_t max_n = 16;               // sequences per prompt
+  int64_t max_sequences = 64;       // prompts x n in one request (the scheduler's queue bound)
+  int64_t max_logprobs = 20;        // logprobs / top_logprobs
   int64_t default_max_tokens = 16;  // completions without max_tokens (OpenAI's default)
 };
 

@@ -9,7 +9,8 @@ using nlohmann::json;
 ResponseFormat::ResponseFormat(const ServedModel& model, const CompletionRequest& request)
     : model_(model), request_(request), created_(static_cast<int64_t>(std::time(nullptr))) {
   static std::atomic<uint64_t> counter{0};
-  id_ = std::string(request.chat ? "chatcmpl-" : "cmpl-") + std::to_string(created_) + "-" + std::to_string(++counter);
+  id_ = std::string(request.chat ? "chatcmpl-" : "cmpl-") + std::to_string(created_) + "-" +
+        std::to_string(++counter);
 }
 
 std::string ResponseFormat::sse(const json& chunk) {
@@ -23,8 +24,8 @@ std::string ResponseFormat::token_text(int64_t id) const {
 }
 
 json ResponseFormat::envelope(bool chunk) const {
-  const char* object = request_.chat ? (chunk ? "chat.completion.chunk" : "chat.completion")
-                                     : "text_completion";
+  const char* object =
+      request_.chat ? (chunk ? "chat.completion.chunk" : "chat.completion") : "text_completion";
   return {{"id", id_}, {"object", object}, {"created", created_}, {"model", model_.name}};
 }
 
@@ -32,13 +33,17 @@ json ResponseFormat::usage(const std::vector<ChoiceResult>& choices) const {
   int64_t prompt = 0, completion = 0;
   for (const auto& p : request_.prompts) prompt += static_cast<int64_t>(p.size());
   for (const auto& c : choices) completion += c.completion_tokens;
-  return {{"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion}};
+  return {{"prompt_tokens", prompt},
+          {"completion_tokens", completion},
+          {"total_tokens", prompt + completion}};
 }
 
 // Completions logprobs: parallel lists; a position's top_logprobs always holds its own token
 // (as OpenAI's do), so lm-eval's greedy check compares against the true maximum.
-json ResponseFormat::completion_logprobs(const ChoiceResult& choice, int64_t prompt, bool echo, size_t offset) const {
-  json tokens = json::array(), token_logprobs = json::array(), top = json::array(), offsets = json::array();
+json ResponseFormat::completion_logprobs(const ChoiceResult& choice, int64_t prompt, bool echo,
+                                         size_t offset) const {
+  json tokens = json::array(), token_logprobs = json::array(), top = json::array(),
+       offsets = json::array();
   auto add = [&](int64_t id, const TokenScore* score) {
     const std::string text = token_text(id);
     tokens.push_back(text);
@@ -58,16 +63,22 @@ json ResponseFormat::completion_logprobs(const ChoiceResult& choice, int64_t pro
   if (echo) {
     const auto& ids = request_.prompts[prompt];
     for (size_t t = 0; t < ids.size(); ++t)
-      add(ids[t], t > 0 && t - 1 < choice.prompt_scores.size() ? &choice.prompt_scores[t - 1] : nullptr);
+      add(ids[t],
+          t > 0 && t - 1 < choice.prompt_scores.size() ? &choice.prompt_scores[t - 1] : nullptr);
   }
   for (const TokenScore& s : choice.scores) add(s.token, &s);
-  return {{"tokens", tokens}, {"token_logprobs", token_logprobs}, {"top_logprobs", top}, {"text_offset", offsets}};
+  return {{"tokens", tokens},
+          {"token_logprobs", token_logprobs},
+          {"top_logprobs", top},
+          {"text_offset", offsets}};
 }
 
 json ResponseFormat::chat_logprob(const TokenScore& score) const {
   auto entry = [&](int64_t id, double lp) {
     const std::string text = token_text(id);
-    return json{{"token", text}, {"logprob", lp}, {"bytes", std::vector<uint8_t>(text.begin(), text.end())}};
+    return json{{"token", text},
+                {"logprob", lp},
+                {"bytes", std::vector<uint8_t>(text.begin(), text.end())}};
   };
   json out = entry(score.token, score.logprob);
   json top = json::array();
@@ -94,7 +105,11 @@ json ResponseFormat::full(const std::vector<ChoiceResult>& choices) const {
       }
     } else {
       choice["text"] = (request_.echo ? request_.prompt_texts[prompt] : std::string()) + c.text;
-      choice["logprobs"] = request_.logprobs >= 0 ? completion_logprobs(c, prompt, request_.echo, request_.echo ? 0 : request_.prompt_texts[prompt].size()) : json(nullptr);
+      choice["logprobs"] =
+          request_.logprobs >= 0
+              ? completion_logprobs(c, prompt, request_.echo,
+                                    request_.echo ? 0 : request_.prompt_texts[prompt].size())
+              : json(nullptr);
     }
     list.push_back(choice);
   }
@@ -106,8 +121,10 @@ json ResponseFormat::full(const std::vector<ChoiceResult>& choices) const {
 json ResponseFormat::opening(int64_t index) const {
   json chunk = envelope(true);
   json choice = {{"index", index}, {"finish_reason", nullptr}, {"logprobs", nullptr}};
-  if (request_.chat) choice["delta"] = {{"role", "assistant"}, {"content", ""}};
-  else choice["text"] = request_.prompt_texts[index / request_.n];
+  if (request_.chat)
+    choice["delta"] = {{"role", "assistant"}, {"content", ""}};
+  else
+    choice["text"] = request_.prompt_texts[index / request_.n];
   chunk["choices"] = json::array({choice});
   return chunk;
 }
@@ -124,7 +141,8 @@ json ResponseFormat::token(int64_t index, const JobEvent& event, size_t offset) 
       ChoiceResult one;
       one.scores.push_back(*event.score);
       const int64_t prompt = index / request_.n;  // this token's lists
-      choice["logprobs"] = completion_logprobs(one, prompt, false, request_.prompt_texts[prompt].size() + offset);
+      choice["logprobs"] =
+          completion_logprobs(one, prompt, false, request_.prompt_texts[prompt].size() + offset);
     }
   }
   chunk["choices"] = json::array({choice});
@@ -134,8 +152,10 @@ json ResponseFormat::token(int64_t index, const JobEvent& event, size_t offset) 
 json ResponseFormat::closing(int64_t index, const std::string& finish_reason) const {
   json chunk = envelope(true);
   json choice = {{"index", index}, {"finish_reason", finish_reason}, {"logprobs", nullptr}};
-  if (request_.chat) choice["delta"] = json::object();
-  else choice["text"] = "";
+  if (request_.chat)
+    choice["delta"] = json::object();
+  else
+    choice["text"] = "";
   chunk["choices"] = json::array({choice});
   return chunk;
 }

@@ -42,7 +42,8 @@ class ResponseFormat {
   nlohmann::json envelope(bool chunk) const;
   nlohmann::json usage(const std::vector<ChoiceResult>& choices) const;
   // `offset`: where the first listed token starts in the prompt + completion text.
-  nlohmann::json completion_logprobs(const ChoiceResult& choice, int64_t prompt, bool echo, size_t offset) const;
+  nlohmann::json completion_logprobs(const ChoiceResult& choice, int64_t prompt, bool echo,
+                                     size_t offset) const;
   nlohmann::json chat_logprob(const TokenScore& score) const;
   std::string token_text(int64_t id) const;
 

@@ -26,11 +26,21 @@ void ApiServer::handle(const HttpRequest& request, HttpConnection& conn) {
       if (!get) throw ApiError{405, path + " takes GET, not " + request.method};
       if (path == "/health") {
         const SchedulerStats s = scheduler_.stats();
-        send_json(conn, 200, {{"status", "ok"}, {"model", model_.name}, {"max_batch", s.max_batch},
-                              {"active", s.active}, {"queued", s.queued}, {"completed", s.completed},
-                              {"steps", s.steps}, {"cache_tokens", s.cache_tokens}, {"cache_bytes", s.cache_bytes}});
+        send_json(conn, 200,
+                  {{"status", "ok"},
+                   {"model", model_.name},
+                   {"max_batch", s.max_batch},
+                   {"active", s.active},
+                   {"queued", s.queued},
+                   {"completed", s.completed},
+                   {"steps", s.steps},
+                   {"cache_tokens", s.cache_tokens},
+                   {"cache_bytes", s.cache_bytes}});
       } else {
-        const json entry = {{"id", model_.name}, {"object", "model"}, {"created", 0}, {"owned_by", "kivi"},
+        const json entry = {{"id", model_.name},
+                            {"object", "model"},
+                            {"created", 0},
+                            {"owned_by", "kivi"},
                             {"max_model_len", model_.context}};
         send_json(conn, 200, {{"object", "list"}, {"data", json::array({entry})}});
       }
@@ -38,8 +48,10 @@ void ApiServer::handle(const HttpRequest& request, HttpConnection& conn) {
       if (!post) throw ApiError{405, path + " takes POST, not " + request.method};
       completions(request, conn, path == "/v1/chat/completions");
     } else {
-      throw ApiError{404, "no endpoint " + path + " (there are /v1/completions, /v1/chat/completions, "
-                                                   "/v1/models and /health)",
+      throw ApiError{404,
+                     "no endpoint " + path +
+                         " (there are /v1/completions, /v1/chat/completions, "
+                         "/v1/models and /health)",
                      "not_found"};
     }
   } catch (const ApiError& e) {
@@ -83,7 +95,8 @@ void ApiServer::completions(const HttpRequest& http, HttpConnection& conn, bool 
   if (request.stream) {
     bool ok = conn.begin_stream(200, "text/event-stream");
     if (request.chat || request.echo)
-      for (size_t i = 0; i < total && ok; ++i) ok = conn.write(ResponseFormat::sse(format.opening(static_cast<int64_t>(i))));
+      for (size_t i = 0; i < total && ok; ++i)
+        ok = conn.write(ResponseFormat::sse(format.opening(static_cast<int64_t>(i))));
     if (!ok) return channel->cancel();
   }
   // Worker events until every choice is done; a client that left cancels its rows.
@@ -96,8 +109,11 @@ void ApiServer::completions(const HttpRequest& http, HttpConnection& conn, bool 
       switch (e.kind) {
         case JobEvent::Kind::kError:
           channel->cancel();
-          if (request.stream) conn.write(ResponseFormat::sse(json::parse(json_error_body(e.status, e.text, "server_error"))));
-          else send_error(conn, ApiError{e.status, e.text, "server_error"});
+          if (request.stream)
+            conn.write(ResponseFormat::sse(
+                json::parse(json_error_body(e.status, e.text, "server_error"))));
+          else
+            send_error(conn, ApiError{e.status, e.text, "server_error"});
           return;
         case JobEvent::Kind::kPromptScores:
           c.prompt_scores = std::move(e.scores);
@@ -114,7 +130,8 @@ void ApiServer::completions(const HttpRequest& http, HttpConnection& conn, bool 
           c.completion_tokens = e.completion_tokens;
           c.done = true;
           ++done;
-          if (request.stream) ok = conn.write(ResponseFormat::sse(format.closing(e.index, e.finish_reason)));
+          if (request.stream)
+            ok = conn.write(ResponseFormat::sse(format.closing(e.index, e.finish_reason)));
           break;
       }
       if (!ok) return channel->cancel();

@@ -25,7 +25,8 @@ void JobChannel::push(JobEvent event) {
 std::vector<JobEvent> JobChannel::pop(int timeout_ms) {
   std::unique_lock lock(mutex_);
   ready_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return !events_.empty(); });
-  std::vector<JobEvent> out(std::make_move_iterator(events_.begin()), std::make_move_iterator(events_.end()));
+  std::vector<JobEvent> out(std::make_move_iterator(events_.begin()),
+                            std::make_move_iterator(events_.end()));
   events_.clear();
   return out;
 }
@@ -75,30 +76,38 @@ TokenScore score_of(const at::Tensor& logprobs, int64_t token, int64_t k) {
   if (k > 0) {
     const auto [values, ids] = at::topk(logprobs, std::min<int64_t>(k, logprobs.size(0)));
     const at::Tensor v = values.to(at::kDouble).contiguous(), i = ids.contiguous();
-    for (int64_t j = 0; j < v.size(0); ++j) s.top.emplace_back(i.data_ptr<int64_t>()[j], v.data_ptr<double>()[j]);
+    for (int64_t j = 0; j < v.size(0); ++j)
+      s.top.emplace_back(i.data_ptr<int64_t>()[j], v.data_ptr<double>()[j]);
   }
   return s;
 }
 
 }  // namespace
 
-BatchScheduler::BatchScheduler(CausalLM& model, std::unique_ptr<KVCache> cache, generate::TextStreamFactory text,
-                               SchedulerOptions options)
-    : model_(model), cache_(std::move(cache)), text_(std::move(text)), options_(options),
+BatchScheduler::BatchScheduler(CausalLM& model, std::unique_ptr<KVCache> cache,
+                               generate::TextStreamFactory text, SchedulerOptions options)
+    : model_(model),
+      cache_(std::move(cache)),
+      text_(std::move(text)),
+      options_(options),
       max_batch_(cache_->geometry().max_batch) {
   check(max_batch_ >= 1, "serve: the cache needs at least one row");
   check(options_.prefill_chunk >= 1, "serve: prefill_chunk must be >= 1");
-  chunk_ = std::max<int64_t>(1, std::min(options_.prefill_chunk, options_.step_tokens / max_batch_));
+  chunk_ =
+      std::max<int64_t>(1, std::min(options_.prefill_chunk, options_.step_tokens / max_batch_));
   stats_.max_batch = max_batch_;
   worker_ = std::thread([this] { run(); });
 }
 
-BatchScheduler::~BatchScheduler() { stop(); }
+BatchScheduler::~BatchScheduler() {
+  stop();
+}
 
 bool BatchScheduler::submit(std::vector<JobSpec> jobs) {
   {
     std::lock_guard lock(mutex_);
-    if (stopping_ || static_cast<int64_t>(queue_.size() + jobs.size()) > options_.max_queue) return false;
+    if (stopping_ || static_cast<int64_t>(queue_.size() + jobs.size()) > options_.max_queue)
+      return false;
     for (JobSpec& j : jobs) queue_.push_back(std::move(j));
     stats_.queued = static_cast<int64_t>(queue_.size());
   }
@@ -154,7 +163,8 @@ void BatchScheduler::run() {
   for (;;) {
     {
       std::unique_lock lock(mutex_);
-      const bool busy = std::any_of(rows.begin(), rows.end(), [](const Row& r) { return r.busy(); });
+      const bool busy =
+          std::any_of(rows.begin(), rows.end(), [](const Row& r) { return r.busy(); });
       wake_.wait(lock, [&] { return stopping_ || !queue_.empty() || busy; });
       if (stopping_) break;
     }
@@ -176,7 +186,8 @@ void BatchScheduler::run() {
         std::lock_guard lock(mutex_);
         publish_locked(rows);
       }
-      for (const Row& row : failed) row.push(error_event(std::string("generation failed: ") + e.what(), 500));
+      for (const Row& row : failed)
+        row.push(error_event(std::string("generation failed: ") + e.what(), 500));
     }
     if (profiling.steps > 0 && ++profiled_ == profiling.steps) {
       if (profiling.finish) profiling.finish(profiling.steps);
@@ -221,7 +232,8 @@ void BatchScheduler::step(std::vector<Row>& rows) {
       id_at[b][t] = rows[b].prefilling() ? rows[b].job->prompt[rows[b].fed + t] : rows[b].next;
   }
   const at::Device device = model_.options().device;
-  const at::Tensor logits = model_.forward(ids.to(device), positions.to(device), counts, *cache_);  // [B, T, V]
+  const at::Tensor logits =
+      model_.forward(ids.to(device), positions.to(device), counts, *cache_);  // [B, T, V]
 
   // Prompt scores (echo), and which rows sample a token now (from their last fed position).
   std::vector<int64_t> sample_rows, sample_at;
@@ -233,24 +245,29 @@ void BatchScheduler::step(std::vector<Row>& rows) {
       if (row.job->prompt_logprobs) {
         // Position t predicts prompt token fed + t + 1 (the last prompt position predicts the
         // first new token, which is scored when it is sampled).
-        const int64_t scored = std::min<int64_t>(counts[b], static_cast<int64_t>(prompt.size() - row.fed) - 1);
+        const int64_t scored =
+            std::min<int64_t>(counts[b], static_cast<int64_t>(prompt.size() - row.fed) - 1);
         if (scored > 0) {
-          const at::Tensor lp = at::log_softmax(logits[b].narrow(0, 0, scored).to(at::kFloat), -1).to(at::kCPU);
+          const at::Tensor lp =
+              at::log_softmax(logits[b].narrow(0, 0, scored).to(at::kFloat), -1).to(at::kCPU);
           for (int64_t t = 0; t < scored; ++t)
-            row.prompt_scores.push_back(score_of(lp[t], prompt[row.fed + t + 1], std::max<int64_t>(row.job->logprobs, 0)));
+            row.prompt_scores.push_back(
+                score_of(lp[t], prompt[row.fed + t + 1], std::max<int64_t>(row.job->logprobs, 0)));
         }
       }
       row.fed += counts[b];
       if (row.prefilling()) continue;
       if (row.job->prompt_logprobs)
-        row.push(event_of(JobEvent::Kind::kPromptScores, [&](JobEvent& e) { e.scores = std::move(row.prompt_scores); }));
+        row.push(event_of(JobEvent::Kind::kPromptScores,
+                          [&](JobEvent& e) { e.scores = std::move(row.prompt_scores); }));
     }
     sample_rows.push_back(b);
     sample_at.push_back(counts[b] - 1);
   }
   if (sample_rows.empty()) return;
-  const at::Tensor chosen = logits.index({at::tensor(sample_rows, at::kLong).to(logits.device()),
-                                          at::tensor(sample_at, at::kLong).to(logits.device())})
+  const at::Tensor chosen = logits
+                                .index({at::tensor(sample_rows, at::kLong).to(logits.device()),
+                                        at::tensor(sample_at, at::kLong).to(logits.device())})
                                 .to(at::kCPU, at::kFloat);  // [R, V]
   for (size_t r = 0; r < sample_rows.size(); ++r) {
     const int64_t b = sample_rows[r];
@@ -261,7 +278,8 @@ void BatchScheduler::step(std::vector<Row>& rows) {
     auto finish = [&](const std::string& reason, bool flush) {
       if (flush && row.stream) {
         const std::string rest = row.stops->finish(row.stream->flush());
-        if (!rest.empty()) row.push(event_of(JobEvent::Kind::kToken, [&](JobEvent& e) { e.text = rest; }));
+        if (!rest.empty())
+          row.push(event_of(JobEvent::Kind::kToken, [&](JobEvent& e) { e.text = rest; }));
       }
       JobEvent done = event_of(JobEvent::Kind::kDone, [&](JobEvent& e) {
         e.finish_reason = reason;
@@ -284,18 +302,24 @@ void BatchScheduler::step(std::vector<Row>& rows) {
     const at::Tensor row_logits = chosen[static_cast<int64_t>(r)];
     const int64_t token = row.sampler->next(row_logits, row.history);
     JobEvent event = event_of(JobEvent::Kind::kToken, [&](JobEvent& e) { e.token = token; });
-    if (job.logprobs >= 0) event.score = score_of(at::log_softmax(row_logits, -1), token, job.logprobs);
+    if (job.logprobs >= 0)
+      event.score = score_of(at::log_softmax(row_logits, -1), token, job.logprobs);
     row.history.push_back(token);
     ++row.generated;
     bool stopped = false;
     if (row.stream) std::tie(event.text, stopped) = row.stops->add(row.stream->step(token));
     row.push(std::move(event));
     const bool eos = std::find(job.eos_ids.begin(), job.eos_ids.end(), token) != job.eos_ids.end();
-    if (stopped) finish("stop", false);
-    else if (eos) finish("stop", true);
-    else if (row.generated >= job.max_new_tokens) finish("length", true);
-    else if (options_.context > 0 && cache_->length(b) >= options_.context) finish("length", true);
-    else row.next = token;
+    if (stopped)
+      finish("stop", false);
+    else if (eos)
+      finish("stop", true);
+    else if (row.generated >= job.max_new_tokens)
+      finish("length", true);
+    else if (options_.context > 0 && cache_->length(b) >= options_.context)
+      finish("length", true);
+    else
+      row.next = token;
   }
   std::lock_guard lock(mutex_);
   ++stats_.steps;

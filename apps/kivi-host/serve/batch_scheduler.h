@@ -40,14 +40,14 @@ struct TokenScore {
 struct JobEvent {
   enum class Kind { kPromptScores, kToken, kDone, kError };
   Kind kind = Kind::kToken;
-  int64_t index = 0;                // which of the request's sequences (n, several prompts)
-  std::vector<TokenScore> scores;   // kPromptScores: prompt tokens 1.. (token 0 has none)
-  int64_t token = -1;               // kToken
-  std::string text;                 // kToken: the text it completes (stop strings held back); kError: message
+  int64_t index = 0;               // which of the request's sequences (n, several prompts)
+  std::vector<TokenScore> scores;  // kPromptScores: prompt tokens 1.. (token 0 has none)
+  int64_t token = -1;              // kToken
+  std::string text;  // kToken: the text it completes (stop strings held back); kError: message
   std::optional<TokenScore> score;  // kToken, when logprobs were asked for
   std::string finish_reason;        // kDone: "stop" (EOS or stop string) or "length"
   int64_t prompt_tokens = 0, completion_tokens = 0;  // kDone
-  int status = 500;                 // kError
+  int status = 500;                                  // kError
 };
 
 // Events of one request (all its sequences) from the worker to the request's thread.
@@ -95,7 +95,7 @@ struct SchedulerOptions {
   // Every pass runs all max_batch rows padded to its longest row, and its logits are
   // [max_batch, tokens, vocab]: a pass feeds at most step_tokens / max_batch tokens per row.
   int64_t step_tokens = 8192;
-  int64_t context = 0;          // tokens per row (prompt + generated); a row that reaches it stops
+  int64_t context = 0;  // tokens per row (prompt + generated); a row that reaches it stops
   StepProfilingHook profiling;
 };
 

@@ -50,7 +50,8 @@ std::string read_head(int fd, const HttpLimits& limits, std::string& buffer) {
       return head;
     }
     if (std::min(end, buffer.size()) > limits.max_header_bytes)
-      throw BadRequest{431, "request headers larger than " + std::to_string(limits.max_header_bytes) + " bytes"};
+      throw BadRequest{
+          431, "request headers larger than " + std::to_string(limits.max_header_bytes) + " bytes"};
     const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
     if (n == 0) throw BadRequest{0, "closed"};
     if (n < 0) {
@@ -71,11 +72,13 @@ HttpRequest parse_head(const std::string& head) {
   request.method = line.substr(0, sp1);
   const std::string target = line.substr(sp1 + 1, sp2 - sp1 - 1);
   request.path = target.substr(0, target.find('?'));
-  if (request.path.empty() || request.path[0] != '/') throw BadRequest{400, "the request target must start with /"};
+  if (request.path.empty() || request.path[0] != '/')
+    throw BadRequest{400, "the request target must start with /"};
   while (line_end != std::string::npos) {
     const size_t start = line_end + 2;
     line_end = head.find("\r\n", start);
-    const std::string header = head.substr(start, line_end == std::string::npos ? std::string::npos : line_end - start);
+    const std::string header =
+        head.substr(start, line_end == std::string::npos ? std::string::npos : line_end - start);
     if (header.empty()) continue;
     const size_t colon = header.find(':');
     if (colon == std::string::npos || colon == 0) throw BadRequest{400, "malformed header line"};
@@ -88,21 +91,23 @@ HttpRequest parse_head(const std::string& head) {
   return request;
 }
 
-void read_body(int fd, const HttpLimits& limits, HttpRequest& request, std::string& buffer, HttpConnection& conn) {
+void read_body(int fd, const HttpLimits& limits, HttpRequest& request, std::string& buffer,
+               HttpConnection& conn) {
   if (request.headers.count("transfer-encoding"))
     throw BadRequest{411, "chunked request bodies are not supported; send Content-Length"};
   size_t length = 0;
   if (auto it = request.headers.find("content-length"); it != request.headers.end()) {
     const std::string& v = it->second;
-    if (v.empty() || v.size() > 15 || !std::all_of(v.begin(), v.end(), [](unsigned char c) { return std::isdigit(c); }))
+    if (v.empty() || v.size() > 15 ||
+        !std::all_of(v.begin(), v.end(), [](unsigned char c) { return std::isdigit(c); }))
       throw BadRequest{400, "Content-Length is not a number: \"" + v + "\""};
     length = std::stoull(v);
   }
   if (length > limits.max_body_bytes)
     throw BadRequest{413, "request body of " + std::to_string(length) + " bytes; the limit is " +
                               std::to_string(limits.max_body_bytes)};
-  if (auto it = request.headers.find("expect"); it != request.headers.end() && lower(it->second) == "100-continue" &&
-                                                buffer.size() < length)
+  if (auto it = request.headers.find("expect");
+      it != request.headers.end() && lower(it->second) == "100-continue" && buffer.size() < length)
     conn.write("HTTP/1.1 100 Continue\r\n\r\n");
   char chunk[65536];
   while (buffer.size() < length) {
@@ -135,23 +140,36 @@ void linger_close(int fd) {
 
 const char* status_text(int status) {
   switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 411: return "Length Required";
-    case 413: return "Payload Too Large";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return "Unknown";
+    case 100:
+      return "Continue";
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 411:
+      return "Length Required";
+    case 413:
+      return "Payload Too Large";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return "Unknown";
   }
 }
 
 std::string json_error_body(int status, const std::string& message, const std::string& type) {
-  const nlohmann::json body = {{"error", {{"message", message}, {"type", type}, {"param", nullptr}, {"code", status}}}};
+  const nlohmann::json body = {
+      {"error", {{"message", message}, {"type", type}, {"param", nullptr}, {"code", status}}}};
   return body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
@@ -159,18 +177,23 @@ bool HttpConnection::write_all(std::string_view data) {
   while (!broken_ && !data.empty()) {
     const ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) broken_ = true;
-    else data.remove_prefix(static_cast<size_t>(n));
+    if (n <= 0)
+      broken_ = true;
+    else
+      data.remove_prefix(static_cast<size_t>(n));
   }
   return !broken_;
 }
 
-bool HttpConnection::write(std::string_view data) { return write_all(data); }
+bool HttpConnection::write(std::string_view data) {
+  return write_all(data);
+}
 
 bool HttpConnection::send(int status, std::string_view content_type, std::string_view body) {
   responded_ = true;
-  std::string head = "HTTP/1.1 " + std::to_string(status) + " " + status_text(status) + "\r\nContent-Type: " +
-                     std::string(content_type) + "\r\nContent-Length: " + std::to_string(body.size()) +
+  std::string head = "HTTP/1.1 " + std::to_string(status) + " " + status_text(status) +
+                     "\r\nContent-Type: " + std::string(content_type) +
+                     "\r\nContent-Length: " + std::to_string(body.size()) +
                      "\r\nConnection: close\r\n\r\n";
   return write_all(head) && write_all(body);
 }
@@ -236,7 +259,9 @@ void HttpServer::run(const std::atomic<bool>& stop) {
     if (open_.load() >= limits_.max_connections) {  // answered here, without a thread
       HttpConnection conn(fd);
       conn.send(503, "application/json",
-                json_error_body(503, "too many open connections (limit " + std::to_string(limits_.max_connections) + ")",
+                json_error_body(503,
+                                "too many open connections (limit " +
+                                    std::to_string(limits_.max_connections) + ")",
                                 "server_overloaded"));
       ::close(fd);
       continue;
@@ -267,16 +292,19 @@ void HttpServer::serve_connection(int fd) {
     read_body(fd, limits_, request, buffer, conn);
   } catch (const BadRequest& bad) {
     if (bad.status != 0) {
-      conn.send(bad.status, "application/json", json_error_body(bad.status, bad.message, "invalid_request_error"));
+      conn.send(bad.status, "application/json",
+                json_error_body(bad.status, bad.message, "invalid_request_error"));
       linger_close(fd);
     }
     return;
   }
   try {
     handler_(request, conn);
-    if (!conn.responded()) conn.send(500, "application/json", json_error_body(500, "no response", "server_error"));
+    if (!conn.responded())
+      conn.send(500, "application/json", json_error_body(500, "no response", "server_error"));
   } catch (const std::exception& e) {
-    if (!conn.responded()) conn.send(500, "application/json", json_error_body(500, e.what(), "server_error"));
+    if (!conn.responded())
+      conn.send(500, "application/json", json_error_body(500, e.what(), "server_error"));
   }
   linger_close(fd);
 }

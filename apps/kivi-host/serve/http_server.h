@@ -35,7 +35,8 @@ class HttpConnection {
  public:
   explicit HttpConnection(int fd) : fd_(fd) {}
   bool send(int status, std::string_view content_type, std::string_view body);
-  bool begin_stream(int status, std::string_view content_type);  // no length: the body ends at close
+  bool begin_stream(int status,
+                    std::string_view content_type);  // no length: the body ends at close
   bool write(std::string_view data);
   // Whether the client has closed its side (checked without blocking); a handler that waits a
   // long time (queued, or generating without streaming) polls this to cancel abandoned work.

@@ -20,23 +20,30 @@ namespace kivi::host {
 namespace {
 
 std::atomic<bool> g_stop{false};
-extern "C" void on_stop_signal(int) { g_stop = true; }
+extern "C" void on_stop_signal(int) {
+  g_stop = true;
+}
 
-serve::ServedModel served_model(const HostConfig& cfg, const ModelSession& session, int64_t context) {
+serve::ServedModel served_model(const HostConfig& cfg, const ModelSession& session,
+                                int64_t context) {
   serve::ServedModel m;
-  m.name = cfg.serve.model_name.empty() ? session.config.folder.filename().string() : cfg.serve.model_name;
+  m.name = cfg.serve.model_name.empty() ? session.config.folder.filename().string()
+                                        : cfg.serve.model_name;
   if (m.name.empty()) m.name = cfg.model.path.filename().string();
   m.tokenizer = session.tokenizer ? &*session.tokenizer : nullptr;
   std::string source = m.tokenizer ? m.tokenizer->chat_template() : "";
   if (!cfg.serve.chat_template.empty()) {
     std::ifstream in(cfg.serve.chat_template);
-    check(in.good(), cfg.file.string() + ": [serve] chat_template: cannot open " + cfg.serve.chat_template.string());
+    check(in.good(), cfg.file.string() + ": [serve] chat_template: cannot open " +
+                         cfg.serve.chat_template.string());
     std::ostringstream text;
     text << in.rdbuf();
     source = text.str();
   }
   if (!source.empty()) m.chat.emplace(source);
-  if (m.tokenizer) m.template_variables = {{"bos_token", m.tokenizer->bos_token()}, {"eos_token", m.tokenizer->eos_token()}};
+  if (m.tokenizer)
+    m.template_variables = {{"bos_token", m.tokenizer->bos_token()},
+                            {"eos_token", m.tokenizer->eos_token()}};
   m.eos_ids = generate_options(cfg, session).eos_ids;  // the model's and the tokenizer's
   m.context = context;
   m.vocab_size = session.config.vocab_size;
@@ -51,14 +58,16 @@ int run_serve_mode(HostContext& context) {
   ModelSession session = open_model_session(context, cfg.cache, cfg.attention);
   CausalLM& model = session.model();
   const int64_t ctx = effective_context(context, session, s.context, "[serve] context");
-  check(ctx > 0, cfg.file.string() + ": [serve] context: the model declares no max_position_embeddings; set one");
+  check(ctx > 0, cfg.file.string() +
+                     ": [serve] context: the model declares no max_position_embeddings; set one");
 
   serve::SchedulerOptions options{s.max_queue, s.prefill_chunk, s.step_tokens, ctx, {}};
   std::shared_ptr<StepProfiler> profiler;
   std::mutex log_mutex;
   if (s.profile_steps > 0) {
     if (!s.profile_trace.empty())  // an unwritable trace path fails before the work, not after
-      check(std::ofstream(s.profile_trace).good(), cfg.file.string() + ": [serve] profile_trace: cannot write " + s.profile_trace);
+      check(std::ofstream(s.profile_trace).good(),
+            cfg.file.string() + ": [serve] profile_trace: cannot write " + s.profile_trace);
     profiler = std::make_shared<StepProfiler>(model.options().device);
     options.profiling = {s.profile_steps, [profiler] { profiler->start(); },
                          [&, profiler](int64_t steps) {
@@ -66,25 +75,30 @@ int run_serve_mode(HostContext& context) {
                            profile.step_name = "forward passes";
                            std::lock_guard lock(log_mutex);
                            print_profile(context.err, profile);
-                           if (!s.profile_trace.empty()) context.err << "trace: " << s.profile_trace << "\n";
+                           if (!s.profile_trace.empty())
+                             context.err << "trace: " << s.profile_trace << "\n";
                            context.err << std::flush;
                          }};
   }
-  serve::BatchScheduler scheduler(model, session.cache_factory->create(model.cache_geometry(s.max_batch)),
+  serve::BatchScheduler scheduler(model,
+                                  session.cache_factory->create(model.cache_geometry(s.max_batch)),
                                   text_streams(session), options);
-  serve::ApiServer api(served_model(cfg, session, ctx), scheduler,
-                       {s.max_n, /*max_sequences=*/s.max_queue, s.max_logprobs, s.default_max_tokens});
-  serve::HttpServer server(s.host, static_cast<int>(s.port),
-                           {16 * 1024, static_cast<size_t>(s.max_body_bytes), static_cast<int>(s.max_connections),
-                            static_cast<int>(s.read_timeout_ms)},
-                           [&api](const serve::HttpRequest& r, serve::HttpConnection& c) { api.handle(r, c); });
+  serve::ApiServer api(
+      served_model(cfg, session, ctx), scheduler,
+      {s.max_n, /*max_sequences=*/s.max_queue, s.max_logprobs, s.default_max_tokens});
+  serve::HttpServer server(
+      s.host, static_cast<int>(s.port),
+      {16 * 1024, static_cast<size_t>(s.max_body_bytes), static_cast<int>(s.max_connections),
+       static_cast<int>(s.read_timeout_ms)},
+      [&api](const serve::HttpRequest& r, serve::HttpConnection& c) { api.handle(r, c); });
 
   std::signal(SIGPIPE, SIG_IGN);
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGTERM, on_stop_signal);
   const std::string host = s.host.find(':') != std::string::npos ? "[" + s.host + "]" : s.host;
-  context.out << describe(session) << "\nserve: max_batch " << s.max_batch << ", queue " << s.max_queue
-              << ", context " << ctx << "\nserve: listening on http://" << host << ":" << server.port() << std::endl;
+  context.out << describe(session) << "\nserve: max_batch " << s.max_batch << ", queue "
+              << s.max_queue << ", context " << ctx << "\nserve: listening on http://" << host
+              << ":" << server.port() << std::endl;
   server.run(g_stop);
   context.out << "serve: stopping" << std::endl;
   scheduler.stop();

@@ -8,7 +8,8 @@ namespace kivi {
 
 void check_geometry(const CacheGeometry& g) {
   std::ostringstream msg;
-  if (g.num_layers <= 0 || g.num_kv_heads <= 0 || g.head_dim <= 0 || g.max_batch <= 0 || g.max_tokens < 0) {
+  if (g.num_layers <= 0 || g.num_kv_heads <= 0 || g.head_dim <= 0 || g.max_batch <= 0 ||
+      g.max_tokens < 0) {
     msg << "cache geometry: expected num_layers, num_kv_heads, head_dim, max_batch > 0 and "
            "max_tokens >= 0; got num_layers="
         << g.num_layers << " num_kv_heads=" << g.num_kv_heads << " head_dim=" << g.head_dim
@@ -22,17 +23,18 @@ void check_append_inputs(const CacheGeometry& g, const at::Tensor& k, const at::
   auto shape_error = [&](const char* name, const at::Tensor& t) {
     std::ostringstream msg;
     msg << who << ": append " << name << " has shape " << t.sizes() << " on " << t.device()
-        << ", expected [" << g.max_batch << ", " << g.num_kv_heads << ", new_tokens, "
-        << g.head_dim << "] on " << g.device;
+        << ", expected [" << g.max_batch << ", " << g.num_kv_heads << ", new_tokens, " << g.head_dim
+        << "] on " << g.device;
     throw Error(msg.str());
   };
   for (auto [name, t] : {std::pair<const char*, const at::Tensor*>{"k", &k}, {"v", &v}}) {
-    if (!t->defined() || t->dim() != 4 || t->size(0) != g.max_batch || t->size(1) != g.num_kv_heads ||
-        t->size(3) != g.head_dim || t->device() != g.device)
+    if (!t->defined() || t->dim() != 4 || t->size(0) != g.max_batch ||
+        t->size(1) != g.num_kv_heads || t->size(3) != g.head_dim || t->device() != g.device)
       shape_error(name, *t);
   }
   check(k.size(2) == v.size(2), who + ": append k and v have different token counts (" +
-                                    std::to_string(k.size(2)) + " vs " + std::to_string(v.size(2)) + ")");
+                                    std::to_string(k.size(2)) + " vs " + std::to_string(v.size(2)) +
+                                    ")");
   if (new_counts.empty()) return;
   check(static_cast<int64_t>(new_counts.size()) == g.max_batch,
         who + ": new_counts has " + std::to_string(new_counts.size()) + " entries, expected " +
@@ -43,7 +45,8 @@ void check_append_inputs(const CacheGeometry& g, const at::Tensor& k, const at::
               ", expected 0.." + std::to_string(k.size(2)));
 }
 
-void check_beam_index(const CacheGeometry& g, std::span<const int64_t> beam_index, const std::string& who) {
+void check_beam_index(const CacheGeometry& g, std::span<const int64_t> beam_index,
+                      const std::string& who) {
   check(static_cast<int64_t>(beam_index.size()) == g.max_batch,
         who + ": reorder index has " + std::to_string(beam_index.size()) + " entries, expected " +
             std::to_string(g.max_batch));

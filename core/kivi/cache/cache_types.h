@@ -53,17 +53,18 @@ struct CacheSpec {
 // capacity reserved for future tokens counts. total() equals the summed storage of every
 // tensor the cache owns (KVCache::owned_tensors()), which the conformance suite checks.
 struct MemoryStats {
-  int64_t payload_bytes = 0;   // K/V payload: quantized codes, or full-precision K/V
-  int64_t scale_bytes = 0;     // quantization scales and minima (zero points)
-  int64_t residual_bytes = 0;  // full-precision residual windows of a quantized cache
-  int64_t workspace_bytes = 0; // scratch kept between calls
+  int64_t payload_bytes = 0;     // K/V payload: quantized codes, or full-precision K/V
+  int64_t scale_bytes = 0;       // quantization scales and minima (zero points)
+  int64_t residual_bytes = 0;    // full-precision residual windows of a quantized cache
+  int64_t workspace_bytes = 0;   // scratch kept between calls
   int64_t tokens = 0;            // tokens stored, summed over sequences (one layer's count)
   int64_t quantized_tokens = 0;  // of those, tokens whose keys or values are quantized
   int64_t residual_tokens = 0;   // of those, tokens kept only in full precision
   int64_t total() const { return payload_bytes + scale_bytes + residual_bytes + workspace_bytes; }
   // Average bits per stored K or V element, metadata included (0 when empty).
   double bits_per_element(const CacheGeometry& g) const {
-    const double elements = 2.0 * static_cast<double>(tokens) * g.num_layers * g.num_kv_heads * g.head_dim;
+    const double elements =
+        2.0 * static_cast<double>(tokens) * g.num_layers * g.num_kv_heads * g.head_dim;
     return elements > 0 ? 8.0 * static_cast<double>(total()) / elements : 0.0;
   }
 };
@@ -77,8 +78,8 @@ inline constexpr std::string_view kDenseFormat = "dense/1";
 // Dense K/V of one layer. Row b holds lengths[b] valid tokens at the front; the rest of the
 // capacity is unspecified.
 struct DenseKV {
-  at::Tensor k;  // [batch, kv_heads, capacity, head_dim], geometry dtype/device
-  at::Tensor v;  // [batch, kv_heads, capacity, head_dim]
+  at::Tensor k;                  // [batch, kv_heads, capacity, head_dim], geometry dtype/device
+  at::Tensor v;                  // [batch, kv_heads, capacity, head_dim]
   std::vector<int64_t> lengths;  // [batch] valid tokens per sequence (host)
 };
 

@@ -18,8 +18,9 @@ struct CacheUsage {
   int64_t elements = 0;         // K and V elements of the tokens, all layers
   int64_t code_bytes = 0;       // packed codes of the quantized keys and values
   int64_t scale_bytes = 0;      // their scales and minima
-  int64_t full_bytes = 0;       // K/V in full precision: a KIVI residual window's tokens, or a dense cache
-  int64_t full_element_bits = 0;  // bits of one full-precision element (the cache's dtype)
+  int64_t full_bytes =
+      0;  // K/V in full precision: a KIVI residual window's tokens, or a dense cache
+  int64_t full_element_bits = 0;           // bits of one full-precision element (the cache's dtype)
   int64_t key_bits = 16, value_bits = 16;  // bits per quantized key / value code (16: none)
   bool quantizing = false;  // keys or values stored below 16 bits (even if none is quantized yet)
 
@@ -27,7 +28,9 @@ struct CacheUsage {
   // An fp16 cache of the same tokens: 16 bits per element.
   int64_t fp16_bytes() const { return 2 * elements; }
   // bytes as bits per stored K/V element (the components' figures add up to the total's).
-  double bits(int64_t bytes) const { return elements > 0 ? 8.0 * static_cast<double>(bytes) / elements : 0.0; }
+  double bits(int64_t bytes) const {
+    return elements > 0 ? 8.0 * static_cast<double>(bytes) / elements : 0.0;
+  }
 };
 
 // cache.usage(), for callers that read better with a function.

@@ -13,7 +13,8 @@ double writeup_bits(int64_t tokens, double code_bits, int64_t residual_length) {
 }
 
 std::vector<MemoryTableRow> memory_table(const CacheGeometry& g, const CacheSpec& spec,
-                                         std::span<const int64_t> lengths, int64_t residual_length) {
+                                         std::span<const int64_t> lengths,
+                                         int64_t residual_length) {
   std::vector<MemoryTableRow> rows;
   for (int64_t tokens : lengths) {
     MemoryTableRow row;
@@ -35,24 +36,28 @@ std::string format_memory_table(const std::string& description,
   std::ostringstream out;
   char line[320];
   out << "cache " << description << ", one sequence:\n";
-  std::snprintf(line, sizeof line, "%8s | %-23s | %s\n", "", "the write-up's table", "honest: what the cache holds");
+  std::snprintf(line, sizeof line, "%8s | %-23s | %s\n", "", "the write-up's table",
+                "honest: what the cache holds");
   out << line;
-  std::snprintf(line, sizeof line, "%8s | %6s %7s %8s | %14s %11s %30s %7s %8s\n", "tokens", "bits", "x fp16",
-                "of fp16", "bytes", "bytes/token", "bits = codes + scales + resid.", "x fp16", "of fp16");
+  std::snprintf(line, sizeof line, "%8s | %6s %7s %8s | %14s %11s %30s %7s %8s\n", "tokens", "bits",
+                "x fp16", "of fp16", "bytes", "bytes/token", "bits = codes + scales + resid.",
+                "x fp16", "of fp16");
   out << line;
   for (const MemoryTableRow& r : rows) {
     char parts[64] = "";
     if (r.parts) {
       const double per_byte = r.bytes > 0 ? r.bits / static_cast<double>(r.bytes) : 0;
-      std::snprintf(parts, sizeof parts, " = %5.2f + %5.2f + %5.2f", per_byte * r.parts->payload_bytes,
-                    per_byte * r.parts->scale_bytes, per_byte * (r.parts->residual_bytes + r.parts->workspace_bytes));
+      std::snprintf(parts, sizeof parts, " = %5.2f + %5.2f + %5.2f",
+                    per_byte * r.parts->payload_bytes, per_byte * r.parts->scale_bytes,
+                    per_byte * (r.parts->residual_bytes + r.parts->workspace_bytes));
     }
     char bits[96];
     std::snprintf(bits, sizeof bits, "%6.2f%s", r.bits, parts);
-    std::snprintf(line, sizeof line, "%8lld | %6.2f %6.2fx %7.2f%% | %14lld %11.1f %30s %6.2fx %7.2f%%\n",
-                  static_cast<long long>(r.tokens), r.writeup, r.writeup_compression(), 100.0 * r.writeup / 16.0,
-                  static_cast<long long>(r.bytes), r.bytes_per_token(), bits, r.compression(),
-                  r.bytes > 0 ? 100.0 / r.compression() : 0.0);
+    std::snprintf(line, sizeof line,
+                  "%8lld | %6.2f %6.2fx %7.2f%% | %14lld %11.1f %30s %6.2fx %7.2f%%\n",
+                  static_cast<long long>(r.tokens), r.writeup, r.writeup_compression(),
+                  100.0 * r.writeup / 16.0, static_cast<long long>(r.bytes), r.bytes_per_token(),
+                  bits, r.compression(), r.bytes > 0 ? 100.0 / r.compression() : 0.0);
     out << line;
   }
   return out.str();

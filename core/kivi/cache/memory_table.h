@@ -38,7 +38,8 @@ struct MemoryTableRow {
 // residual_length: the cache's full-precision window (CacheSpec::residual_length), for the
 // write-up's column; 0 makes that column the codes alone.
 std::vector<MemoryTableRow> memory_table(const CacheGeometry& geometry, const CacheSpec& spec,
-                                         std::span<const int64_t> lengths, int64_t residual_length = 0);
+                                         std::span<const int64_t> lengths,
+                                         int64_t residual_length = 0);
 
 // A plain-text table: per length, the write-up's bits and compression, then the honest bytes,
 // bits (by component when known) and compression, each against a 16-bit cache.

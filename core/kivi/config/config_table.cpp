@@ -18,13 +18,20 @@ std::string position(const std::string& source, const toml::source_region& regio
 
 const char* type_name(const toml::node& node) {
   switch (node.type()) {
-    case toml::node_type::string: return "a string";
-    case toml::node_type::integer: return "an integer";
-    case toml::node_type::floating_point: return "a float";
-    case toml::node_type::boolean: return "a boolean";
-    case toml::node_type::array: return "an array";
-    case toml::node_type::table: return "a table";
-    default: return "a date/time";
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a float";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::table:
+      return "a table";
+    default:
+      return "a date/time";
   }
 }
 
@@ -67,7 +74,9 @@ toml::table ConfigTable::parse_file(const std::string& file) {
   return parse_text(buffer.str(), file);
 }
 
-bool ConfigTable::has(const std::string& key) const { return table_->contains(key); }
+bool ConfigTable::has(const std::string& key) const {
+  return table_->contains(key);
+}
 
 std::string ConfigTable::key_path(const std::string& key) const {
   if (path_.empty()) return key;
@@ -95,7 +104,8 @@ std::string ConfigTable::get_string(const std::string& key, const std::string& f
   const toml::node* node = lookup(key);
   if (!node) return fallback;
   if (!node->is_string())
-    fail(key, std::string("expected a string, got ") + type_name(*node) + " " + describe_toml(*node));
+    fail(key,
+         std::string("expected a string, got ") + type_name(*node) + " " + describe_toml(*node));
   return *node->value<std::string>();
 }
 
@@ -108,7 +118,8 @@ int64_t ConfigTable::get_int(const std::string& key, int64_t fallback) {
   const toml::node* node = lookup(key);
   if (!node) return fallback;
   if (!node->is_integer())
-    fail(key, std::string("expected an integer, got ") + type_name(*node) + " " + describe_toml(*node));
+    fail(key,
+         std::string("expected an integer, got ") + type_name(*node) + " " + describe_toml(*node));
   return *node->value<int64_t>();
 }
 
@@ -116,7 +127,8 @@ double ConfigTable::get_double(const std::string& key, double fallback) {
   const toml::node* node = lookup(key);
   if (!node) return fallback;
   if (!node->is_number())
-    fail(key, std::string("expected a number, got ") + type_name(*node) + " " + describe_toml(*node));
+    fail(key,
+         std::string("expected a number, got ") + type_name(*node) + " " + describe_toml(*node));
   return *node->value<double>();
 }
 
@@ -124,7 +136,8 @@ bool ConfigTable::get_bool(const std::string& key, bool fallback) {
   const toml::node* node = lookup(key);
   if (!node) return fallback;
   if (!node->is_boolean())
-    fail(key, std::string("expected true or false, got ") + type_name(*node) + " " + describe_toml(*node));
+    fail(key, std::string("expected true or false, got ") + type_name(*node) + " " +
+                  describe_toml(*node));
   return *node->value<bool>();
 }
 
@@ -179,7 +192,8 @@ ConfigTable ConfigTable::sub(const std::string& key) {
   const toml::node* node = lookup(key);
   if (!node) return ConfigTable(kEmpty, source_, key_path(key));
   if (!node->is_table())
-    fail(key, std::string("expected a table, got ") + type_name(*node) + " " + describe_toml(*node));
+    fail(key,
+         std::string("expected a table, got ") + type_name(*node) + " " + describe_toml(*node));
   return ConfigTable(*node->as_table(), source_, key_path(key));
 }
 

@@ -25,12 +25,13 @@ double penalized(double logp, size_t length, double length_penalty) {
 
 }  // namespace
 
-std::vector<Generation> beam_search(CausalLM& model, KVCache& cache, const std::vector<int64_t>& prompt,
+std::vector<Generation> beam_search(CausalLM& model, KVCache& cache,
+                                    const std::vector<int64_t>& prompt,
                                     const GenerateOptions& options) {
   const int64_t beams = options.num_beams;
-  check(cache.geometry().max_batch == beams, "beam search: the cache holds " +
-                                                 std::to_string(cache.geometry().max_batch) +
-                                                 " sequences, num_beams is " + std::to_string(beams));
+  check(cache.geometry().max_batch == beams,
+        "beam search: the cache holds " + std::to_string(cache.geometry().max_batch) +
+            " sequences, num_beams is " + std::to_string(beams));
   const int64_t context = context_length(model, options);
   const double lp = options.length_penalty;
   auto is_eos = [&](int64_t t) {
@@ -48,7 +49,8 @@ std::vector<Generation> beam_search(CausalLM& model, KVCache& cache, const std::
     g.tokens = std::move(beam.tokens);
     g.stop = reason;
     finished.push_back(std::move(g));
-    std::stable_sort(finished.begin(), finished.end(), [](const auto& a, const auto& b) { return a.score > b.score; });
+    std::stable_sort(finished.begin(), finished.end(),
+                     [](const auto& a, const auto& b) { return a.score > b.score; });
     if (static_cast<int64_t>(finished.size()) > beams) finished.pop_back();
   };
   if (options.max_new_tokens == 0) return {Generation{}};
@@ -57,7 +59,8 @@ std::vector<Generation> beam_search(CausalLM& model, KVCache& cache, const std::
   // pick the same token num_beams times.
   std::vector<Beam> live(beams);
   for (int64_t b = 1; b < beams; ++b) live[b].logp = -std::numeric_limits<double>::infinity();
-  at::Tensor logits = prefill(model, cache, std::vector<std::vector<int64_t>>(beams, prompt));  // [beams, V]
+  at::Tensor logits =
+      prefill(model, cache, std::vector<std::vector<int64_t>>(beams, prompt));  // [beams, V]
   const std::vector<int64_t> ones(beams, 1);
   for (int64_t step = 1;; ++step) {
     const at::Tensor logp = at::log_softmax(logits.to(at::kCPU, at::kDouble), -1);  // [beams, V]
@@ -83,7 +86,8 @@ std::vector<Generation> beam_search(CausalLM& model, KVCache& cache, const std::
       Beam candidate{live[beam].tokens, score};
       candidate.tokens.push_back(token);
       if (is_eos(token)) {
-        if (i < beams) add_finished(std::move(candidate), StopReason::kEos);  // only a top-beams EOS counts
+        if (i < beams)
+          add_finished(std::move(candidate), StopReason::kEos);  // only a top-beams EOS counts
         continue;
       }
       next.push_back(std::move(candidate));
@@ -96,13 +100,16 @@ std::vector<Generation> beam_search(CausalLM& model, KVCache& cache, const std::
     // (its score can only fall: log-probabilities are negative; measured at the current length).
     const bool full = static_cast<int64_t>(finished.size()) >= beams;
     if (at_limit || next.empty() ||
-        (full && penalized(next.front().logp, next.front().tokens.size(), lp) <= worst_finished())) {
+        (full &&
+         penalized(next.front().logp, next.front().tokens.size(), lp) <= worst_finished())) {
       if (at_limit)
         for (Beam& b : next)
-          add_finished(std::move(b), step >= options.max_new_tokens ? StopReason::kMaxNewTokens : StopReason::kContext);
+          add_finished(std::move(b), step >= options.max_new_tokens ? StopReason::kMaxNewTokens
+                                                                    : StopReason::kContext);
       break;
     }
-    while (static_cast<int64_t>(next.size()) < beams) {  // too few non-EOS candidates: pad with dead slots
+    while (static_cast<int64_t>(next.size()) <
+           beams) {  // too few non-EOS candidates: pad with dead slots
       next.push_back(Beam{next.front().tokens, -std::numeric_limits<double>::infinity()});
       source.push_back(source.front());
       tokens.push_back(tokens.front());

@@ -12,7 +12,8 @@ namespace kivi::generate {
 
 // cache: empty, max_batch == options.num_beams. Returns up to num_beams finished hypotheses,
 // best first.
-std::vector<Generation> beam_search(CausalLM& model, KVCache& cache, const std::vector<int64_t>& prompt,
+std::vector<Generation> beam_search(CausalLM& model, KVCache& cache,
+                                    const std::vector<int64_t>& prompt,
                                     const GenerateOptions& options);
 
 }  // namespace kivi::generate

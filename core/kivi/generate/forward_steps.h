@@ -16,7 +16,8 @@ namespace kivi::generate {
 
 // Prompts (right-padded into one [B, T] batch) through an empty cache; returns each row's
 // logits at its last prompt token, [B, V] float32 on the model's device.
-at::Tensor prefill(CausalLM& model, KVCache& cache, const std::vector<std::vector<int64_t>>& prompts);
+at::Tensor prefill(CausalLM& model, KVCache& cache,
+                   const std::vector<std::vector<int64_t>>& prompts);
 
 // One token per row at position cache.length(b); rows with counts[b] == 0 store nothing.
 // Returns [B, V] float32 (rows with count 0 unspecified).

@@ -16,22 +16,31 @@ namespace kivi::generate {
 
 const char* to_string(StopReason reason) {
   switch (reason) {
-    case StopReason::kEos: return "eos";
-    case StopReason::kStopString: return "stop string";
-    case StopReason::kMaxNewTokens: return "max_new_tokens";
-    case StopReason::kContext: return "context full";
+    case StopReason::kEos:
+      return "eos";
+    case StopReason::kStopString:
+      return "stop string";
+    case StopReason::kMaxNewTokens:
+      return "max_new_tokens";
+    case StopReason::kContext:
+      return "context full";
   }
   return "?";
 }
 
 void validate(const GenerateOptions& o, const std::string& where) {
   validate(o.sampling, where);
-  check(o.max_new_tokens >= 0, where + ": max_new_tokens = " + std::to_string(o.max_new_tokens) + ": expected >= 0");
-  check(o.context >= 0, where + ": context = " + std::to_string(o.context) + ": expected >= 0 (0 = the model's)");
-  check(o.num_beams >= 1, where + ": num_beams = " + std::to_string(o.num_beams) + ": expected >= 1");
-  for (const std::string& s : o.stop_strings) check(!s.empty(), where + ": stop_strings: an empty string would stop at once");
+  check(o.max_new_tokens >= 0,
+        where + ": max_new_tokens = " + std::to_string(o.max_new_tokens) + ": expected >= 0");
+  check(o.context >= 0,
+        where + ": context = " + std::to_string(o.context) + ": expected >= 0 (0 = the model's)");
+  check(o.num_beams >= 1,
+        where + ": num_beams = " + std::to_string(o.num_beams) + ": expected >= 1");
+  for (const std::string& s : o.stop_strings)
+    check(!s.empty(), where + ": stop_strings: an empty string would stop at once");
   check(o.num_beams == 1 || o.stop_strings.empty(),
-        where + ": stop_strings are not supported with beam search (num_beams = " + std::to_string(o.num_beams) + ")");
+        where + ": stop_strings are not supported with beam search (num_beams = " +
+            std::to_string(o.num_beams) + ")");
 }
 
 int64_t context_length(const CausalLM& model, const GenerateOptions& options) {
@@ -43,32 +52,38 @@ int64_t context_length(const CausalLM& model, const GenerateOptions& options) {
 namespace {
 
 void check_prompt(const std::vector<int64_t>& prompt, size_t row, int64_t context, int64_t vocab) {
-  check(!prompt.empty(), "generate: prompt " + std::to_string(row) + " is empty (it needs at least one token)");
+  check(!prompt.empty(),
+        "generate: prompt " + std::to_string(row) + " is empty (it needs at least one token)");
   check(context <= 0 || static_cast<int64_t>(prompt.size()) <= context,
         "generate: prompt " + std::to_string(row) + " has " + std::to_string(prompt.size()) +
             " tokens, longer than the context of " + std::to_string(context) +
             " (max_position_embeddings or [generate] context)");
   for (int64_t id : prompt)
-    check(id >= 0 && id < vocab, "generate: prompt " + std::to_string(row) + ": token id " + std::to_string(id) +
-                                     " is outside the vocabulary (vocab_size " + std::to_string(vocab) + ")");
+    check(id >= 0 && id < vocab,
+          "generate: prompt " + std::to_string(row) + ": token id " + std::to_string(id) +
+              " is outside the vocabulary (vocab_size " + std::to_string(vocab) + ")");
 }
 
 }  // namespace
 
-at::Tensor prefill(CausalLM& model, KVCache& cache, const std::vector<std::vector<int64_t>>& prompts) {
+at::Tensor prefill(CausalLM& model, KVCache& cache,
+                   const std::vector<std::vector<int64_t>>& prompts) {
   const int64_t batch = static_cast<int64_t>(prompts.size());
   std::vector<int64_t> counts;
   int64_t longest = 0;
-  for (const auto& p : prompts) longest = std::max(longest, counts.emplace_back(static_cast<int64_t>(p.size())));
+  for (const auto& p : prompts)
+    longest = std::max(longest, counts.emplace_back(static_cast<int64_t>(p.size())));
   at::Tensor ids = at::zeros({batch, longest}, at::kLong);  // [B, T], right-padded with 0
   auto id_at = ids.accessor<int64_t, 2>();
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t t = 0; t < counts[b]; ++t) id_at[b][t] = prompts[b][t];
-  const at::Tensor positions = at::arange(longest, at::kLong).unsqueeze(0).expand({batch, longest}).contiguous();
+  const at::Tensor positions =
+      at::arange(longest, at::kLong).unsqueeze(0).expand({batch, longest}).contiguous();
   const at::Device device = model.options().device;
-  const at::Tensor logits = model.forward(ids.to(device), positions.to(device), counts, cache);  // [B, T, V]
-  const at::Tensor last = at::tensor(counts, at::kLong).sub(1).to(logits.device());            // [B]
-  return logits.index({at::arange(batch, last.options()), last});                               // [B, V]
+  const at::Tensor logits =
+      model.forward(ids.to(device), positions.to(device), counts, cache);            // [B, T, V]
+  const at::Tensor last = at::tensor(counts, at::kLong).sub(1).to(logits.device());  // [B]
+  return logits.index({at::arange(batch, last.options()), last});                    // [B, V]
 }
 
 at::Tensor decode_step(CausalLM& model, KVCache& cache, const std::vector<int64_t>& tokens,
@@ -77,23 +92,28 @@ at::Tensor decode_step(CausalLM& model, KVCache& cache, const std::vector<int64_
   std::vector<int64_t> positions(batch);
   for (int64_t b = 0; b < batch; ++b) positions[b] = cache.length(b);
   const at::Device device = model.options().device;
-  const at::Tensor logits = model.forward(at::tensor(tokens, at::kLong).view({batch, 1}).to(device),
-                                          at::tensor(positions, at::kLong).view({batch, 1}).to(device), counts,
-                                          cache);  // [B, 1, V]
-  return logits.select(1, 0);                      // [B, V]
+  const at::Tensor logits =
+      model.forward(at::tensor(tokens, at::kLong).view({batch, 1}).to(device),
+                    at::tensor(positions, at::kLong).view({batch, 1}).to(device), counts,
+                    cache);    // [B, 1, V]
+  return logits.select(1, 0);  // [B, V]
 }
 
-std::vector<Generation> generate(CausalLM& model, KVCache& cache, const std::vector<std::vector<int64_t>>& prompts,
+std::vector<Generation> generate(CausalLM& model, KVCache& cache,
+                                 const std::vector<std::vector<int64_t>>& prompts,
                                  const GenerateOptions& options, const TextStreamFactory& text,
                                  const TokenCallback& on_token) {
   validate(options, "generate");
   check(!prompts.empty(), "generate: no prompts");
-  check(options.stop_strings.empty() || text, "generate: stop strings need a text stream (a tokenizer)");
+  check(options.stop_strings.empty() || text,
+        "generate: stop strings need a text stream (a tokenizer)");
   const int64_t batch = static_cast<int64_t>(prompts.size());
   const int64_t context = context_length(model, options);
-  for (size_t b = 0; b < prompts.size(); ++b) check_prompt(prompts[b], b, context, model.config().vocab_size);
+  for (size_t b = 0; b < prompts.size(); ++b)
+    check_prompt(prompts[b], b, context, model.config().vocab_size);
   if (options.num_beams > 1) {
-    check(batch == 1, "generate: beam search runs one prompt at a time (got " + std::to_string(batch) + ")");
+    check(batch == 1,
+          "generate: beam search runs one prompt at a time (got " + std::to_string(batch) + ")");
     std::vector<Generation> beams = beam_search(model, cache, prompts[0], options);
     if (text)
       for (Generation& g : beams) {
@@ -104,8 +124,8 @@ std::vector<Generation> generate(CausalLM& model, KVCache& cache, const std::vec
     return beams;
   }
   check(cache.geometry().max_batch == batch,
-        "generate: the cache holds " + std::to_string(cache.geometry().max_batch) + " sequences, the batch has " +
-            std::to_string(batch) + " prompts");
+        "generate: the cache holds " + std::to_string(cache.geometry().max_batch) +
+            " sequences, the batch has " + std::to_string(batch) + " prompts");
 
   std::vector<Generation> out(batch);
   std::vector<Sampler> samplers;
@@ -145,8 +165,10 @@ std::vector<Generation> generate(CausalLM& model, KVCache& cache, const std::vec
       if (streams[b]) std::tie(piece, stopped) = stops[b].add(streams[b]->step(token));
       out[b].text += piece;
       if (on_token) on_token(b, token, piece);
-      if (stopped) finish(b, StopReason::kStopString);
-      else if (std::find(options.eos_ids.begin(), options.eos_ids.end(), token) != options.eos_ids.end())
+      if (stopped)
+        finish(b, StopReason::kStopString);
+      else if (std::find(options.eos_ids.begin(), options.eos_ids.end(), token) !=
+               options.eos_ids.end())
         finish(b, StopReason::kEos);
       else if (static_cast<int64_t>(out[b].tokens.size()) >= options.max_new_tokens)
         finish(b, StopReason::kMaxNewTokens);

@@ -31,7 +31,7 @@ using TextStreamFactory = std::function<std::unique_ptr<TextStream>()>;
 
 struct GenerateOptions {
   SamplingOptions sampling;
-  uint64_t seed = 0;                      // row b samples with seed + b
+  uint64_t seed = 0;  // row b samples with seed + b
   int64_t max_new_tokens = 64;
   std::vector<int64_t> eos_ids;           // any of them ends a row (the EOS is kept in tokens)
   std::vector<std::string> stop_strings;  // end a row when its decoded text contains one
@@ -47,7 +47,7 @@ struct Generation {
   std::vector<int64_t> tokens;  // new tokens only (an EOS that ended the row included)
   std::string text;             // decoded new text, cut before a stop string ("" without a stream)
   StopReason stop = StopReason::kMaxNewTokens;
-  double score = 0;             // beam search: the length-penalized log-probability
+  double score = 0;  // beam search: the length-penalized log-probability
 };
 
 // Called for every new token of row `row` with the text it completed (maybe "").

@@ -25,8 +25,8 @@ struct TextWindow {
 };
 
 // stride in [1, context - 1]; text_ids without special tokens.
-std::vector<TextWindow> text_windows(std::span<const int64_t> text_ids, int64_t bos_id, int64_t context,
-                                     int64_t stride);
+std::vector<TextWindow> text_windows(std::span<const int64_t> text_ids, int64_t bos_id,
+                                     int64_t context, int64_t stride);
 
 // Runs `window` through `model` from an empty `cache` (reset first), `chunk` tokens per forward
 // pass (0 = the whole window at once; after the first chunk every pass attends to what the
@@ -34,7 +34,8 @@ std::vector<TextWindow> text_windows(std::span<const int64_t> text_ids, int64_t 
 // calls on_scored(log_probs [n, V] float32 on the host, targets [n] int64): the model's
 // next-token log-probabilities at those positions and the tokens that followed.
 using ScoredFn = std::function<void(const at::Tensor& log_probs, const at::Tensor& targets)>;
-void score_window(CausalLM& model, KVCache& cache, const TextWindow& window, int64_t chunk, const ScoredFn& on_scored);
+void score_window(CausalLM& model, KVCache& cache, const TextWindow& window, int64_t chunk,
+                  const ScoredFn& on_scored);
 
 // Sum of -log p(target) over a chunk's positions (double precision).
 double nll_sum(const at::Tensor& log_probs, const at::Tensor& targets);

@@ -20,7 +20,8 @@ std::string number(double v) {
 }
 
 // The logits as doubles on the host, with the repetition penalty applied.
-std::vector<double> penalized(const at::Tensor& logits, std::span<const int64_t> history, double penalty) {
+std::vector<double> penalized(const at::Tensor& logits, std::span<const int64_t> history,
+                              double penalty) {
   const at::Tensor row = logits.detach().to(at::kCPU, at::kDouble).contiguous().view({-1});  // [V]
   std::vector<double> out(row.data_ptr<double>(), row.data_ptr<double>() + row.numel());
   if (penalty != 1.0) {
@@ -53,7 +54,8 @@ Sampler::Sampler(SamplingOptions options, uint64_t seed) : options_(options), rn
   validate(options_, "sampling options");
 }
 
-std::vector<double> Sampler::distribution(const at::Tensor& logits, std::span<const int64_t> history) const {
+std::vector<double> Sampler::distribution(const at::Tensor& logits,
+                                          std::span<const int64_t> history) const {
   std::vector<double> x = penalized(logits, history, options_.repetition_penalty);
   const size_t vocab = x.size();
   check(vocab > 0, "Sampler: empty logits");
@@ -71,7 +73,8 @@ std::vector<double> Sampler::distribution(const at::Tensor& logits, std::span<co
   // Softmax over the kept tokens at the temperature (max subtracted for stability).
   const double top = x[order[0]] / options_.temperature;
   double sum = 0;
-  for (size_t i = 0; i < keep; ++i) sum += p[order[i]] = std::exp(x[order[i]] / options_.temperature - top);
+  for (size_t i = 0; i < keep; ++i)
+    sum += p[order[i]] = std::exp(x[order[i]] / options_.temperature - top);
   for (size_t i = 0; i < keep; ++i) p[order[i]] /= sum;
   // top-p: the smallest prefix whose mass reaches top_p (the token that crosses it stays).
   if (options_.top_p < 1) {

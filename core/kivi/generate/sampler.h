@@ -36,7 +36,8 @@ class Sampler {
 
   // The distribution next() samples from (after every filter), [V] probabilities summing to 1;
   // greedy gives a one-hot. For tests and for inspection.
-  std::vector<double> distribution(const at::Tensor& logits, std::span<const int64_t> history) const;
+  std::vector<double> distribution(const at::Tensor& logits,
+                                   std::span<const int64_t> history) const;
 
   const SamplingOptions& options() const { return options_; }
 

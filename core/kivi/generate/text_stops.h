@@ -20,8 +20,8 @@ class TextStops {
 
  private:
   std::vector<std::string> stops_;
-  std::string text_;     // all text so far
-  size_t emitted_ = 0;   // bytes of text_ already returned
+  std::string text_;    // all text so far
+  size_t emitted_ = 0;  // bytes of text_ already returned
 };
 
 }  // namespace kivi::generate

@@ -24,8 +24,8 @@ struct DecodeGraphs::Impl {
   DecodeShapes shapes;
   DecodeStages stages;
   // Fixed inputs, written before each replay.
-  at::Tensor ids;              // [B, 1] int64
-  at::Tensor cos, sin;         // [B, 1, head_dim]
+  at::Tensor ids;                // [B, 1] int64
+  at::Tensor cos, sin;           // [B, 1, head_dim]
   std::vector<at::Tensor> attn;  // per layer: [B, q_heads, 1, head_dim]
   // What the graphs leave behind, in the graphs' pool.
   std::vector<AttentionInputs> inputs;  // per layer
@@ -95,15 +95,18 @@ DecodeGraphs::DecodeGraphs(const DecodeShapes& shapes, DecodeStages stages)
 
 DecodeGraphs::~DecodeGraphs() = default;
 
-const DecodeShapes& DecodeGraphs::shapes() const { return impl_->shapes; }
+const DecodeShapes& DecodeGraphs::shapes() const {
+  return impl_->shapes;
+}
 
 at::Tensor DecodeGraphs::run(const at::Tensor& ids, const at::Tensor& cos, const at::Tensor& sin,
                              const AttendFn& attend) {
   Impl& m = *impl_;
-  check(ids.sizes() == m.ids.sizes() && cos.sizes() == m.cos.sizes() && sin.sizes() == m.sin.sizes(),
-        "decode graphs: captured for ids " + shape_string(m.ids.sizes()) + " and cos/sin " +
-            shape_string(m.cos.sizes()) + ", called with " + shape_string(ids.sizes()) + " and " +
-            shape_string(cos.sizes()));
+  check(
+      ids.sizes() == m.ids.sizes() && cos.sizes() == m.cos.sizes() && sin.sizes() == m.sin.sizes(),
+      "decode graphs: captured for ids " + shape_string(m.ids.sizes()) + " and cos/sin " +
+          shape_string(m.cos.sizes()) + ", called with " + shape_string(ids.sizes()) + " and " +
+          shape_string(cos.sizes()));
   c10::InferenceMode inference;
   c10::cuda::CUDAGuard device_guard(static_cast<c10::DeviceIndex>(m.shapes.device_index));
   m.ids.copy_(ids);
@@ -117,7 +120,9 @@ at::Tensor DecodeGraphs::run(const at::Tensor& ids, const at::Tensor& cos, const
   return m.logits.clone();
 }
 
-bool DecodeGraphs::available() { return true; }
+bool DecodeGraphs::available() {
+  return true;
+}
 
 #else  // no CUDA in this build
 
@@ -129,12 +134,16 @@ DecodeGraphs::DecodeGraphs(const DecodeShapes&, DecodeStages) {
   throw Error("decode graphs: this build of kivi has no CUDA support");
 }
 DecodeGraphs::~DecodeGraphs() = default;
-const DecodeShapes& DecodeGraphs::shapes() const { return impl_->shapes; }
+const DecodeShapes& DecodeGraphs::shapes() const {
+  return impl_->shapes;
+}
 at::Tensor DecodeGraphs::run(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                              const AttendFn&) {
   throw Error("decode graphs: this build of kivi has no CUDA support");
 }
-bool DecodeGraphs::available() { return false; }
+bool DecodeGraphs::available() {
+  return false;
+}
 
 #endif
 

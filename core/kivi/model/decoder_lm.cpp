@@ -173,7 +173,8 @@ at::Tensor DecoderLM::forward(const at::Tensor& input_ids, const at::Tensor& pos
   const auto [cos, sin] = rotary_.cos_sin(pos, counts, options_.dtype);  // [B, T, head_dim]
   // A chunk over a filled cache, for a backend that asks: attend to the cache as stored and to
   // the chunk's own K/V in full precision, then store the chunk (attention.h).
-  const bool chunk_first = !prefill && tokens > 1 && options_.attention->attends_chunks_before_append();
+  const bool chunk_first =
+      !prefill && tokens > 1 && options_.attention->attends_chunks_before_append();
   auto attend = [&](int64_t l, const AttentionInputs& in) {  // -> [B, heads, T, head_dim]
     AttentionParams params;
     params.scale = std::pow(static_cast<double>(config_.head_dim), -0.5);
@@ -216,25 +217,30 @@ AttentionInputs DecoderLM::attention_inputs(int64_t l, const at::Tensor& h, cons
   const int64_t heads = config_.num_attention_heads, kv_heads = config_.num_key_value_heads;
   const at::Tensor x = rms_norm(h, w.input_norm, config_.rms_norm_eps);
   tap(prefix + "attn_norm", x);
-  const at::Tensor qkv = at::linear(x, w.qkv, w.qkv_bias);  // [B, T, (heads + 2 kv_heads) * head_dim]
-  auto split = [&](int64_t start, int64_t n) {               // -> [B, n, T, head_dim]
-    return qkv.narrow(-1, start * head_dim, n * head_dim).view({batch, tokens, n, head_dim}).transpose(1, 2);
+  const at::Tensor qkv =
+      at::linear(x, w.qkv, w.qkv_bias);         // [B, T, (heads + 2 kv_heads) * head_dim]
+  auto split = [&](int64_t start, int64_t n) {  // -> [B, n, T, head_dim]
+    return qkv.narrow(-1, start * head_dim, n * head_dim)
+        .view({batch, tokens, n, head_dim})
+        .transpose(1, 2);
   };
   // A family's per-head norm of q or k (DecoderSpec::q_norm / k_norm), before rotary.
   auto head_norm = [&](const at::Tensor& x, const at::Tensor& weight) {
     return weight.defined() ? rms_norm(x.contiguous(), weight, config_.rms_norm_eps) : x;
   };
   AttentionInputs in;
-  in.q = apply_rotary(head_norm(split(0, heads), w.q_norm), cos, sin);           // [B, heads, T, head_dim]
-  in.k = apply_rotary(head_norm(split(heads, kv_heads), w.k_norm), cos, sin);    // [B, kv_heads, T, head_dim]
-  in.v = split(heads + kv_heads, kv_heads).contiguous();      // [B, kv_heads, T, head_dim]
+  in.q = apply_rotary(head_norm(split(0, heads), w.q_norm), cos, sin);  // [B, heads, T, head_dim]
+  in.k = apply_rotary(head_norm(split(heads, kv_heads), w.k_norm), cos,
+                      sin);                               // [B, kv_heads, T, head_dim]
+  in.v = split(heads + kv_heads, kv_heads).contiguous();  // [B, kv_heads, T, head_dim]
   tap(prefix + "q", in.q);
   tap(prefix + "k", in.k);
   tap(prefix + "v", in.v);
   return in;
 }
 
-at::Tensor DecoderLM::after_attention(int64_t l, const at::Tensor& h, const at::Tensor& attn) const {
+at::Tensor DecoderLM::after_attention(int64_t l, const at::Tensor& h,
+                                      const at::Tensor& attn) const {
   const LayerWeights& w = layers_[l];
   const std::string prefix = tap_ ? "layer" + std::to_string(l) + "." : std::string();
   const int64_t batch = h.size(0), tokens = h.size(1);
@@ -272,7 +278,9 @@ std::unique_ptr<DecodeGraphs> DecoderLM::make_graphs(int64_t batch) {
   DecodeStages stages;
   stages.embed = [this](const at::Tensor& ids) { return embed(ids); };
   stages.attention_inputs = [this](int64_t l, const at::Tensor& h, const at::Tensor& cos,
-                                   const at::Tensor& sin) { return attention_inputs(l, h, cos, sin); };
+                                   const at::Tensor& sin) {
+    return attention_inputs(l, h, cos, sin);
+  };
   stages.after_attention = [this](int64_t l, const at::Tensor& h, const at::Tensor& attn) {
     return after_attention(l, h, attn);
   };
@@ -280,8 +288,11 @@ std::unique_ptr<DecodeGraphs> DecoderLM::make_graphs(int64_t batch) {
   try {
     return std::make_unique<DecodeGraphs>(shapes, std::move(stages));
   } catch (const std::exception& e) {
-    throw Error(std::string("model: capturing the decode step's CUDA graphs failed (ModelOptions::cuda_graphs, "
-                            "[model] cuda_graphs = false in run.toml, launches every op instead): ") + e.what());
+    throw Error(
+        std::string(
+            "model: capturing the decode step's CUDA graphs failed (ModelOptions::cuda_graphs, "
+            "[model] cuda_graphs = false in run.toml, launches every op instead): ") +
+        e.what());
   }
 }
 

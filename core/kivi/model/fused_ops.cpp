@@ -17,7 +17,9 @@ namespace kivi::fused {
 namespace {
 
 ElemType elem_type(at::ScalarType t) {
-  return t == at::kHalf ? ElemType::kHalf : t == at::kBFloat16 ? ElemType::kBFloat16 : ElemType::kFloat;
+  return t == at::kHalf       ? ElemType::kHalf
+         : t == at::kBFloat16 ? ElemType::kBFloat16
+                              : ElemType::kFloat;
 }
 
 void check_launch(const std::string& error) {
@@ -38,9 +40,9 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   const at::Tensor rows = x.dim() == 2 ? x : x.reshape({-1, cols});
   const at::Tensor w = weight.contiguous();
   at::Tensor y = at::empty(x.sizes(), x.options());
-  check_launch(kivi::fused::rms_norm(elem_type(x.scalar_type()), rows.data_ptr(), rows.stride(0), w.data_ptr(),
-                                     y.data_ptr(), rows.size(0), cols, static_cast<float>(eps),
-                                     at::cuda::getCurrentCUDAStream()));
+  check_launch(kivi::fused::rms_norm(elem_type(x.scalar_type()), rows.data_ptr(), rows.stride(0),
+                                     w.data_ptr(), y.data_ptr(), rows.size(0), cols,
+                                     static_cast<float>(eps), at::cuda::getCurrentCUDAStream()));
   return y;
 }
 
@@ -68,21 +70,26 @@ at::Tensor silu_mul(const at::Tensor& gate_up) {
   std::vector<int64_t> shape(gate_up.sizes().begin(), gate_up.sizes().end());
   shape.back() = inter;
   at::Tensor out = at::empty(shape, gate_up.options());
-  check_launch(kivi::fused::silu_mul(elem_type(gate_up.scalar_type()), rows.data_ptr(), rows.stride(0),
-                                     out.data_ptr(), rows.size(0), inter, at::cuda::getCurrentCUDAStream()));
+  check_launch(kivi::fused::silu_mul(elem_type(gate_up.scalar_type()), rows.data_ptr(),
+                                     rows.stride(0), out.data_ptr(), rows.size(0), inter,
+                                     at::cuda::getCurrentCUDAStream()));
   return out;
 }
 
 #else
 
-bool fused_ops_apply(const at::Tensor&) { return false; }
+bool fused_ops_apply(const at::Tensor&) {
+  return false;
+}
 at::Tensor rms_norm(const at::Tensor&, const at::Tensor&, double) {
   throw Error("fused ops: this build of kivi has no CUDA support");
 }
 at::Tensor rotary(const at::Tensor&, const at::Tensor&, const at::Tensor&) {
   throw Error("fused ops: this build of kivi has no CUDA support");
 }
-at::Tensor silu_mul(const at::Tensor&) { throw Error("fused ops: this build of kivi has no CUDA support"); }
+at::Tensor silu_mul(const at::Tensor&) {
+  throw Error("fused ops: this build of kivi has no CUDA support");
+}
 
 #endif
 

@@ -62,38 +62,70 @@ void q8_0(const uint8_t* b, float* out) {
 
 std::optional<GgmlBlock> ggml_block(uint32_t type) {
   switch (static_cast<GgmlType>(type)) {
-    case GgmlType::F32: return GgmlBlock{1, 4};
-    case GgmlType::F16: return GgmlBlock{1, 2};
-    case GgmlType::BF16: return GgmlBlock{1, 2};
-    case GgmlType::F64: return GgmlBlock{1, 8};
-    case GgmlType::I8: return GgmlBlock{1, 1};
-    case GgmlType::I16: return GgmlBlock{1, 2};
-    case GgmlType::I32: return GgmlBlock{1, 4};
-    case GgmlType::I64: return GgmlBlock{1, 8};
-    case GgmlType::Q4_0: return GgmlBlock{32, 18};
-    case GgmlType::Q4_1: return GgmlBlock{32, 20};
-    case GgmlType::Q5_0: return GgmlBlock{32, 22};
-    case GgmlType::Q5_1: return GgmlBlock{32, 24};
-    case GgmlType::Q8_0: return GgmlBlock{32, 34};
-    case GgmlType::Q8_1: return GgmlBlock{32, 36};
-    case GgmlType::IQ4_NL: return GgmlBlock{32, 18};
-    case GgmlType::MXFP4: return GgmlBlock{32, 17};
-    case GgmlType::Q2_K: return GgmlBlock{256, 84};
-    case GgmlType::Q3_K: return GgmlBlock{256, 110};
-    case GgmlType::Q4_K: return GgmlBlock{256, 144};
-    case GgmlType::Q5_K: return GgmlBlock{256, 176};
-    case GgmlType::Q6_K: return GgmlBlock{256, 210};
-    case GgmlType::Q8_K: return GgmlBlock{256, 292};
-    case GgmlType::IQ2_XXS: return GgmlBlock{256, 66};
-    case GgmlType::IQ2_XS: return GgmlBlock{256, 74};
-    case GgmlType::IQ3_XXS: return GgmlBlock{256, 98};
-    case GgmlType::IQ1_S: return GgmlBlock{256, 50};
-    case GgmlType::IQ3_S: return GgmlBlock{256, 110};
-    case GgmlType::IQ2_S: return GgmlBlock{256, 82};
-    case GgmlType::IQ4_XS: return GgmlBlock{256, 136};
-    case GgmlType::IQ1_M: return GgmlBlock{256, 56};
-    case GgmlType::TQ1_0: return GgmlBlock{256, 54};
-    case GgmlType::TQ2_0: return GgmlBlock{256, 66};
+    case GgmlType::F32:
+      return GgmlBlock{1, 4};
+    case GgmlType::F16:
+      return GgmlBlock{1, 2};
+    case GgmlType::BF16:
+      return GgmlBlock{1, 2};
+    case GgmlType::F64:
+      return GgmlBlock{1, 8};
+    case GgmlType::I8:
+      return GgmlBlock{1, 1};
+    case GgmlType::I16:
+      return GgmlBlock{1, 2};
+    case GgmlType::I32:
+      return GgmlBlock{1, 4};
+    case GgmlType::I64:
+      return GgmlBlock{1, 8};
+    case GgmlType::Q4_0:
+      return GgmlBlock{32, 18};
+    case GgmlType::Q4_1:
+      return GgmlBlock{32, 20};
+    case GgmlType::Q5_0:
+      return GgmlBlock{32, 22};
+    case GgmlType::Q5_1:
+      return GgmlBlock{32, 24};
+    case GgmlType::Q8_0:
+      return GgmlBlock{32, 34};
+    case GgmlType::Q8_1:
+      return GgmlBlock{32, 36};
+    case GgmlType::IQ4_NL:
+      return GgmlBlock{32, 18};
+    case GgmlType::MXFP4:
+      return GgmlBlock{32, 17};
+    case GgmlType::Q2_K:
+      return GgmlBlock{256, 84};
+    case GgmlType::Q3_K:
+      return GgmlBlock{256, 110};
+    case GgmlType::Q4_K:
+      return GgmlBlock{256, 144};
+    case GgmlType::Q5_K:
+      return GgmlBlock{256, 176};
+    case GgmlType::Q6_K:
+      return GgmlBlock{256, 210};
+    case GgmlType::Q8_K:
+      return GgmlBlock{256, 292};
+    case GgmlType::IQ2_XXS:
+      return GgmlBlock{256, 66};
+    case GgmlType::IQ2_XS:
+      return GgmlBlock{256, 74};
+    case GgmlType::IQ3_XXS:
+      return GgmlBlock{256, 98};
+    case GgmlType::IQ1_S:
+      return GgmlBlock{256, 50};
+    case GgmlType::IQ3_S:
+      return GgmlBlock{256, 110};
+    case GgmlType::IQ2_S:
+      return GgmlBlock{256, 82};
+    case GgmlType::IQ4_XS:
+      return GgmlBlock{256, 136};
+    case GgmlType::IQ1_M:
+      return GgmlBlock{256, 56};
+    case GgmlType::TQ1_0:
+      return GgmlBlock{256, 54};
+    case GgmlType::TQ2_0:
+      return GgmlBlock{256, 66};
   }
   return std::nullopt;
 }
@@ -105,8 +137,10 @@ bool ggml_can_dequantize(GgmlType type) {
     case GgmlType::BF16:
     case GgmlType::Q8_0:
     case GgmlType::Q4_0:
-    case GgmlType::Q4_1: return true;
-    default: return false;
+    case GgmlType::Q4_1:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -116,14 +150,27 @@ void dequantize_blocks(GgmlType type, const uint8_t* src, int64_t blocks, float*
     const uint8_t* b = src + i * block.bytes;
     float* out = dst + i * block.elements;
     switch (type) {
-      case GgmlType::F32: *out = load_f32(b); break;
-      case GgmlType::F16: *out = load_f16(b); break;
-      case GgmlType::BF16: *out = load_bf16(b); break;
-      case GgmlType::Q4_0: q4_0(b, out); break;
-      case GgmlType::Q4_1: q4_1(b, out); break;
-      case GgmlType::Q8_0: q8_0(b, out); break;
-      default: throw Error("dequantize_blocks: type " + ggml_type_name(static_cast<uint32_t>(type)) +
-                           " is not readable");
+      case GgmlType::F32:
+        *out = load_f32(b);
+        break;
+      case GgmlType::F16:
+        *out = load_f16(b);
+        break;
+      case GgmlType::BF16:
+        *out = load_bf16(b);
+        break;
+      case GgmlType::Q4_0:
+        q4_0(b, out);
+        break;
+      case GgmlType::Q4_1:
+        q4_1(b, out);
+        break;
+      case GgmlType::Q8_0:
+        q8_0(b, out);
+        break;
+      default:
+        throw Error("dequantize_blocks: type " + ggml_type_name(static_cast<uint32_t>(type)) +
+                    " is not readable");
     }
   }
 }

@@ -13,13 +13,25 @@ namespace {
 
 // GGUF value types (gguf.h numbering).
 enum : uint32_t {
-  kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7,
-  kString = 8, kArray = 9, kU64 = 10, kI64 = 11, kF64 = 12,
+  kU8 = 0,
+  kI8 = 1,
+  kU16 = 2,
+  kI16 = 3,
+  kU32 = 4,
+  kI32 = 5,
+  kF32 = 6,
+  kBool = 7,
+  kString = 8,
+  kArray = 9,
+  kU64 = 10,
+  kI64 = 11,
+  kF64 = 12,
 };
 
 const char* value_type_name(uint32_t t) {
-  static const char* names[] = {"uint8", "int8",  "uint16", "int16", "uint32", "int32", "float32",
-                                "bool",  "string", "array", "uint64", "int64", "float64"};
+  static const char* names[] = {"uint8",  "int8",    "uint16", "int16",  "uint32",
+                                "int32",  "float32", "bool",   "string", "array",
+                                "uint64", "int64",   "float64"};
   return t <= kF64 ? names[t] : "unknown";
 }
 
@@ -63,26 +75,65 @@ class Cursor {
 // memory is reserved for them).
 uint64_t min_value_bytes(uint32_t t) {
   switch (t) {
-    case kU8: case kI8: case kBool: return 1;
-    case kU16: case kI16: return 2;
-    case kU32: case kI32: case kF32: return 4;
-    default: return 8;  // u64, i64, f64, and a string's length
+    case kU8:
+    case kI8:
+    case kBool:
+      return 1;
+    case kU16:
+    case kI16:
+      return 2;
+    case kU32:
+    case kI32:
+    case kF32:
+      return 4;
+    default:
+      return 8;  // u64, i64, f64, and a string's length
   }
 }
 
 // A scalar of integer, float or bool type into `v` (kind and the matching field).
 void read_scalar(Cursor& in, uint32_t t, GgufValue& v, const std::string& what) {
   switch (t) {
-    case kU8: v.kind = GgufValue::Kind::kUInt; v.u = in.read<uint8_t>(what); break;
-    case kU16: v.kind = GgufValue::Kind::kUInt; v.u = in.read<uint16_t>(what); break;
-    case kU32: v.kind = GgufValue::Kind::kUInt; v.u = in.read<uint32_t>(what); break;
-    case kU64: v.kind = GgufValue::Kind::kUInt; v.u = in.read<uint64_t>(what); break;
-    case kI8: v.kind = GgufValue::Kind::kInt; v.i = in.read<int8_t>(what); break;
-    case kI16: v.kind = GgufValue::Kind::kInt; v.i = in.read<int16_t>(what); break;
-    case kI32: v.kind = GgufValue::Kind::kInt; v.i = in.read<int32_t>(what); break;
-    case kI64: v.kind = GgufValue::Kind::kInt; v.i = in.read<int64_t>(what); break;
-    case kF32: v.kind = GgufValue::Kind::kFloat; v.f = in.read<float>(what); break;
-    case kF64: v.kind = GgufValue::Kind::kFloat; v.f = in.read<double>(what); break;
+    case kU8:
+      v.kind = GgufValue::Kind::kUInt;
+      v.u = in.read<uint8_t>(what);
+      break;
+    case kU16:
+      v.kind = GgufValue::Kind::kUInt;
+      v.u = in.read<uint16_t>(what);
+      break;
+    case kU32:
+      v.kind = GgufValue::Kind::kUInt;
+      v.u = in.read<uint32_t>(what);
+      break;
+    case kU64:
+      v.kind = GgufValue::Kind::kUInt;
+      v.u = in.read<uint64_t>(what);
+      break;
+    case kI8:
+      v.kind = GgufValue::Kind::kInt;
+      v.i = in.read<int8_t>(what);
+      break;
+    case kI16:
+      v.kind = GgufValue::Kind::kInt;
+      v.i = in.read<int16_t>(what);
+      break;
+    case kI32:
+      v.kind = GgufValue::Kind::kInt;
+      v.i = in.read<int32_t>(what);
+      break;
+    case kI64:
+      v.kind = GgufValue::Kind::kInt;
+      v.i = in.read<int64_t>(what);
+      break;
+    case kF32:
+      v.kind = GgufValue::Kind::kFloat;
+      v.f = in.read<float>(what);
+      break;
+    case kF64:
+      v.kind = GgufValue::Kind::kFloat;
+      v.f = in.read<double>(what);
+      break;
     case kBool: {
       const uint8_t b = in.read<uint8_t>(what);
       check(b <= 1, what + ": bool value " + std::to_string(b) + " (expected 0 or 1)");
@@ -90,7 +141,8 @@ void read_scalar(Cursor& in, uint32_t t, GgufValue& v, const std::string& what) 
       v.b = b != 0;
       break;
     }
-    default: throw Error(what + ": unknown GGUF value type " + std::to_string(t));
+    default:
+      throw Error(what + ": unknown GGUF value type " + std::to_string(t));
   }
 }
 
@@ -104,9 +156,8 @@ GgufValue read_value(Cursor& in, uint32_t t, const std::string& what) {
     v.kind = GgufValue::Kind::kArray;
     const uint32_t et = in.read<uint32_t>(what + " (array element type)");
     const uint64_t n = in.read<uint64_t>(what + " (array length)");
-    check(et <= kF64 && et != kArray,
-          what + ": array of element type " + std::to_string(et) + " (" + value_type_name(et) +
-              ") is not supported");
+    check(et <= kF64 && et != kArray, what + ": array of element type " + std::to_string(et) +
+                                          " (" + value_type_name(et) + ") is not supported");
     check(n <= in.left() / min_value_bytes(et),
           what + ": array length " + std::to_string(n) + " cannot fit in the " +
               std::to_string(in.left()) + " bytes left in the file");
@@ -127,8 +178,9 @@ GgufValue read_value(Cursor& in, uint32_t t, const std::string& what) {
       GgufValue e;
       for (uint64_t k = 0; k < n; ++k) {
         read_scalar(in, et, e, what);
-        out[k] = e.kind == GgufValue::Kind::kUInt ? static_cast<int64_t>(e.u)
-                 : e.kind == GgufValue::Kind::kBool ? e.b : e.i;
+        out[k] = e.kind == GgufValue::Kind::kUInt   ? static_cast<int64_t>(e.u)
+                 : e.kind == GgufValue::Kind::kBool ? e.b
+                                                    : e.i;
       }
       v.array = std::move(out);
     }
@@ -142,13 +194,13 @@ GgufValue read_value(Cursor& in, uint32_t t, const std::string& what) {
 
 std::string ggml_type_name(uint32_t type) {
   static const std::map<uint32_t, const char*> names = {
-      {0, "F32"},      {1, "F16"},     {2, "Q4_0"},    {3, "Q4_1"},     {6, "Q5_0"},
-      {7, "Q5_1"},     {8, "Q8_0"},    {9, "Q8_1"},    {10, "Q2_K"},    {11, "Q3_K"},
-      {12, "Q4_K"},    {13, "Q5_K"},   {14, "Q6_K"},   {15, "Q8_K"},    {16, "IQ2_XXS"},
-      {17, "IQ2_XS"},  {18, "IQ3_XXS"}, {19, "IQ1_S"}, {20, "IQ4_NL"},  {21, "IQ3_S"},
-      {22, "IQ2_S"},   {23, "IQ4_XS"}, {24, "I8"},     {25, "I16"},     {26, "I32"},
-      {27, "I64"},     {28, "F64"},    {29, "IQ1_M"},  {30, "BF16"},    {34, "TQ1_0"},
-      {35, "TQ2_0"},   {39, "MXFP4"}};
+      {0, "F32"},     {1, "F16"},      {2, "Q4_0"},   {3, "Q4_1"},    {6, "Q5_0"},
+      {7, "Q5_1"},    {8, "Q8_0"},     {9, "Q8_1"},   {10, "Q2_K"},   {11, "Q3_K"},
+      {12, "Q4_K"},   {13, "Q5_K"},    {14, "Q6_K"},  {15, "Q8_K"},   {16, "IQ2_XXS"},
+      {17, "IQ2_XS"}, {18, "IQ3_XXS"}, {19, "IQ1_S"}, {20, "IQ4_NL"}, {21, "IQ3_S"},
+      {22, "IQ2_S"},  {23, "IQ4_XS"},  {24, "I8"},    {25, "I16"},    {26, "I32"},
+      {27, "I64"},    {28, "F64"},     {29, "IQ1_M"}, {30, "BF16"},   {34, "TQ1_0"},
+      {35, "TQ2_0"},  {39, "MXFP4"}};
   const auto it = names.find(type);
   return it != names.end() ? it->second : "type " + std::to_string(type);
 }
@@ -173,9 +225,11 @@ GgufFile::GgufFile(const std::filesystem::path& file)
   const uint64_t n_kv = in.read<uint64_t>("the metadata count");
   // Each entry takes at least 12 (key/value) or 24 (tensor) bytes: reject absurd counts now.
   check(n_kv <= in.left() / 12, where + ": metadata count " + std::to_string(n_kv) +
-                                    " cannot fit in a file of " + std::to_string(file_->size()) + " bytes");
+                                    " cannot fit in a file of " + std::to_string(file_->size()) +
+                                    " bytes");
   check(n_tensors <= in.left() / 24, where + ": tensor count " + std::to_string(n_tensors) +
-                                         " cannot fit in a file of " + std::to_string(file_->size()) + " bytes");
+                                         " cannot fit in a file of " +
+                                         std::to_string(file_->size()) + " bytes");
 
   for (uint64_t k = 0; k < n_kv; ++k) {
     const std::string entry = where + ": metadata entry " + std::to_string(k);
@@ -187,8 +241,8 @@ GgufFile::GgufFile(const std::filesystem::path& file)
 
   uint64_t alignment = 32;
   if (const auto a = get_int("general.alignment")) {
-    check(*a > 0 && (*a & (*a - 1)) == 0,
-          where + ": metadata \"general.alignment\" is " + std::to_string(*a) + ", expected a power of two");
+    check(*a > 0 && (*a & (*a - 1)) == 0, where + ": metadata \"general.alignment\" is " +
+                                              std::to_string(*a) + ", expected a power of two");
     alignment = static_cast<uint64_t>(*a);
   }
 
@@ -199,13 +253,14 @@ GgufFile::GgufFile(const std::filesystem::path& file)
     t.name = in.string(entry + " name");
     const std::string tw = where + ": tensor \"" + t.name + "\"";
     const uint32_t n_dims = in.read<uint32_t>(tw + " dimension count");
-    check(n_dims >= 1 && n_dims <= 4, tw + " has " + std::to_string(n_dims) + " dimensions (expected 1 to 4)");
+    check(n_dims >= 1 && n_dims <= 4,
+          tw + " has " + std::to_string(n_dims) + " dimensions (expected 1 to 4)");
     std::vector<int64_t> ne(n_dims);
     int64_t numel = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
       const uint64_t n = in.read<uint64_t>(tw + " dimension " + std::to_string(d));
       check(n > 0 && n < (uint64_t{1} << 40), tw + " dimension " + std::to_string(d) + " is " +
-                                                   std::to_string(n) + " (expected 1 to 2^40)");
+                                                  std::to_string(n) + " (expected 1 to 2^40)");
       ne[d] = static_cast<int64_t>(n);
       check(numel <= (int64_t{1} << 48) / ne[d], tw + " has more than 2^48 elements");
       numel *= ne[d];
@@ -213,7 +268,8 @@ GgufFile::GgufFile(const std::filesystem::path& file)
     t.shape.assign(ne.rbegin(), ne.rend());  // GGUF lists the fastest-varying dimension first
     const uint32_t type = in.read<uint32_t>(tw + " type");
     const auto block = ggml_block(type);
-    check(block.has_value(), tw + " has tensor type " + std::to_string(type) + ", which ggml does not define");
+    check(block.has_value(),
+          tw + " has tensor type " + std::to_string(type) + ", which ggml does not define");
     t.type = static_cast<GgmlType>(type);
     check(ne[0] % block->elements == 0,
           tw + " has " + std::to_string(ne[0]) + " elements per row, not a multiple of " +
@@ -221,7 +277,8 @@ GgufFile::GgufFile(const std::filesystem::path& file)
     t.bytes = static_cast<uint64_t>(numel / block->elements * block->bytes);
     t.offset = in.read<uint64_t>(tw + " offset");
     check(t.offset % alignment == 0, tw + " offset " + std::to_string(t.offset) +
-                                         " is not a multiple of the alignment " + std::to_string(alignment));
+                                         " is not a multiple of the alignment " +
+                                         std::to_string(alignment));
     check(!by_name_.count(t.name), where + ": tensor \"" + t.name + "\" appears twice");
     by_name_[t.name] = tensors_.size();
     tensors_.push_back(std::move(t));
@@ -231,14 +288,16 @@ GgufFile::GgufFile(const std::filesystem::path& file)
   const uint64_t size = file_->size();
   if (tensors_.empty()) return;  // metadata only (e.g. a vocabulary file): no data section
   check(data_start_ <= size, where + ": truncated GGUF file: the data section would start at " +
-                                 std::to_string(data_start_) + ", past the end (" + std::to_string(size) + " bytes)");
+                                 std::to_string(data_start_) + ", past the end (" +
+                                 std::to_string(size) + " bytes)");
   const uint64_t data_bytes = size - data_start_;
   std::multimap<uint64_t, const GgufTensorInfo*> by_offset;
   for (const GgufTensorInfo& t : tensors_) {
     check(t.offset <= data_bytes && t.bytes <= data_bytes - t.offset,
-          where + ": tensor \"" + t.name + "\" (" + ggml_type_name(static_cast<uint32_t>(t.type)) + " " +
-              shape_string(t.shape) + ", " + std::to_string(t.bytes) + " bytes at data offset " +
-              std::to_string(t.offset) + ") extends past the end of the file (truncated? the data section holds " +
+          where + ": tensor \"" + t.name + "\" (" + ggml_type_name(static_cast<uint32_t>(t.type)) +
+              " " + shape_string(t.shape) + ", " + std::to_string(t.bytes) +
+              " bytes at data offset " + std::to_string(t.offset) +
+              ") extends past the end of the file (truncated? the data section holds " +
               std::to_string(data_bytes) + " bytes)");
     by_offset.emplace(t.offset, &t);
   }
@@ -246,8 +305,9 @@ GgufFile::GgufFile(const std::filesystem::path& file)
   const GgufTensorInfo* prev = nullptr;
   for (const auto& [offset, t] : by_offset) {
     if (prev && t->bytes > 0)
-      check(prev->offset + prev->bytes <= offset, where + ": tensors \"" + prev->name + "\" and \"" +
-                                                      t->name + "\" overlap in the data section");
+      check(prev->offset + prev->bytes <= offset, where + ": tensors \"" + prev->name +
+                                                      "\" and \"" + t->name +
+                                                      "\" overlap in the data section");
     prev = t;
   }
 }
@@ -260,12 +320,15 @@ const GgufTensorInfo& GgufFile::tensor_info(const std::string& tensor) const {
   return tensors_[it->second];
 }
 
-const GgufValue& GgufFile::value(const std::string& key) const { return metadata_.at(key); }
+const GgufValue& GgufFile::value(const std::string& key) const {
+  return metadata_.at(key);
+}
 
 namespace {
 std::string type_error(const std::filesystem::path& path, const std::string& key, uint32_t t,
                        const char* expected) {
-  return path.string() + ": metadata \"" + key + "\" is a " + value_type_name(t) + ", expected " + expected;
+  return path.string() + ": metadata \"" + key + "\" is a " + value_type_name(t) + ", expected " +
+         expected;
 }
 }  // namespace
 
@@ -281,8 +344,8 @@ std::optional<int64_t> GgufFile::get_int(const std::string& key) const {
   const GgufValue& v = value(key);
   if (v.kind == GgufValue::Kind::kInt) return v.i;
   check(v.kind == GgufValue::Kind::kUInt, type_error(path_, key, v.gguf_type, "an integer"));
-  check(v.u <= static_cast<uint64_t>(INT64_MAX), path_.string() + ": metadata \"" + key + "\" is " +
-                                                     std::to_string(v.u) + ", too large");
+  check(v.u <= static_cast<uint64_t>(INT64_MAX),
+        path_.string() + ": metadata \"" + key + "\" is " + std::to_string(v.u) + ", too large");
   return static_cast<int64_t>(v.u);
 }
 

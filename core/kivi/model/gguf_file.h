@@ -23,11 +23,38 @@ class MappedFile;
 
 // ggml's tensor types (ggml.h numbering). Only those in gguf_dequantize.h can be read.
 enum class GgmlType : uint32_t {
-  F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q8_1 = 9,
-  Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, Q8_K = 15,
-  IQ2_XXS = 16, IQ2_XS = 17, IQ3_XXS = 18, IQ1_S = 19, IQ4_NL = 20, IQ3_S = 21, IQ2_S = 22,
-  IQ4_XS = 23, I8 = 24, I16 = 25, I32 = 26, I64 = 27, F64 = 28, IQ1_M = 29, BF16 = 30,
-  TQ1_0 = 34, TQ2_0 = 35, MXFP4 = 39,
+  F32 = 0,
+  F16 = 1,
+  Q4_0 = 2,
+  Q4_1 = 3,
+  Q5_0 = 6,
+  Q5_1 = 7,
+  Q8_0 = 8,
+  Q8_1 = 9,
+  Q2_K = 10,
+  Q3_K = 11,
+  Q4_K = 12,
+  Q5_K = 13,
+  Q6_K = 14,
+  Q8_K = 15,
+  IQ2_XXS = 16,
+  IQ2_XS = 17,
+  IQ3_XXS = 18,
+  IQ1_S = 19,
+  IQ4_NL = 20,
+  IQ3_S = 21,
+  IQ2_S = 22,
+  IQ4_XS = 23,
+  I8 = 24,
+  I16 = 25,
+  I32 = 26,
+  I64 = 27,
+  F64 = 28,
+  IQ1_M = 29,
+  BF16 = 30,
+  TQ1_0 = 34,
+  TQ2_0 = 35,
+  MXFP4 = 39,
 };
 // "Q4_1", or "type 77" for a number ggml does not define.
 std::string ggml_type_name(uint32_t type);
@@ -72,7 +99,7 @@ class GgufFile {
   // Typed metadata lookups; a present key of another type is an error naming it.
   bool has(const std::string& key) const { return metadata_.count(key) > 0; }
   std::optional<std::string> get_string(const std::string& key) const;
-  std::optional<int64_t> get_int(const std::string& key) const;  // any integer type
+  std::optional<int64_t> get_int(const std::string& key) const;   // any integer type
   std::optional<double> get_float(const std::string& key) const;  // float or integer
   std::optional<bool> get_bool(const std::string& key) const;
   const std::vector<std::string>* get_strings(const std::string& key) const;

@@ -54,22 +54,25 @@ ModelConfig gguf_model_config(const GgufFile& file, const GgufConvention& conven
   c["intermediate_size"] = require("feed_forward_length");
   c["num_hidden_layers"] = require("block_count");
   c["num_attention_heads"] = require("attention.head_count");
-  c["num_key_value_heads"] = file.get_int(p + "attention.head_count_kv").value_or(c["num_attention_heads"]);
+  c["num_key_value_heads"] =
+      file.get_int(p + "attention.head_count_kv").value_or(c["num_attention_heads"]);
   c["max_position_embeddings"] = require("context_length");
   c["rms_norm_eps"] = file.get_float(p + "attention.layer_norm_rms_epsilon").value_or(1e-6);
   c["rope_theta"] = file.get_float(p + "rope.freq_base").value_or(10000.0);
   c["hidden_act"] = "silu";
 
   const int64_t heads = c["num_attention_heads"];
-  check(heads > 0, where + ": metadata \"" + p + "attention.head_count\" is " + std::to_string(heads));
+  check(heads > 0,
+        where + ": metadata \"" + p + "attention.head_count\" is " + std::to_string(heads));
   int64_t head_dim = c["hidden_size"].get<int64_t>() / heads;
   if (const auto k = file.get_int(p + "attention.key_length")) {
     head_dim = *k;
     c["head_dim"] = head_dim;
   }
   if (const auto v = file.get_int(p + "attention.value_length"))
-    check(*v == head_dim, where + ": metadata \"" + p + "attention.value_length\" is " + std::to_string(*v) +
-                              ", but key_length is " + std::to_string(head_dim) + " (kivi needs them equal)");
+    check(*v == head_dim, where + ": metadata \"" + p + "attention.value_length\" is " +
+                              std::to_string(*v) + ", but key_length is " +
+                              std::to_string(head_dim) + " (kivi needs them equal)");
   if (const auto rot = file.get_int(p + "rope.dimension_count"); rot && *rot != head_dim) {
     check(*rot > 0 && *rot < head_dim && *rot % 2 == 0,
           where + ": metadata \"" + p + "rope.dimension_count\" is " + std::to_string(*rot) +
@@ -79,7 +82,8 @@ ModelConfig gguf_model_config(const GgufFile& file, const GgufConvention& conven
   const std::string scaling = file.get_string(p + "rope.scaling.type").value_or("none");
   if (scaling == "linear") {
     const auto factor = file.get_float(p + "rope.scaling.factor");
-    check(factor.has_value(), where + ": metadata \"" + p + "rope.scaling.factor\" is missing for linear scaling");
+    check(factor.has_value(),
+          where + ": metadata \"" + p + "rope.scaling.factor\" is missing for linear scaling");
     c["rope_scaling"] = {{"rope_type", "linear"}, {"factor", *factor}};
   } else {
     check(scaling == "none", where + ": metadata \"" + p + "rope.scaling.type\" is \"" + scaling +
@@ -87,8 +91,9 @@ ModelConfig gguf_model_config(const GgufFile& file, const GgufConvention& conven
   }
   // Llama 3.1-style frequency factors are stored as a tensor, not as hyperparameters.
   check(!file.contains("rope_freqs.weight"),
-        where + ": tensor \"rope_freqs.weight\" (per-frequency rope factors, as in Llama 3.1 "
-                "conversions) is not supported for GGUF files");
+        where +
+            ": tensor \"rope_freqs.weight\" (per-frequency rope factors, as in Llama 3.1 "
+            "conversions) is not supported for GGUF files");
 
   const auto* tokens = file.get_strings("tokenizer.ggml.tokens");
   if (const auto v = file.get_int(p + "vocab_size")) {
@@ -105,7 +110,8 @@ ModelConfig gguf_model_config(const GgufFile& file, const GgufConvention& conven
   if (const auto bos = file.get_int("tokenizer.ggml.bos_token_id")) c["bos_token_id"] = *bos;
   std::vector<int64_t> eos;
   for (const char* key : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"})
-    if (const auto id = file.get_int(key); id && std::find(eos.begin(), eos.end(), *id) == eos.end())
+    if (const auto id = file.get_int(key);
+        id && std::find(eos.begin(), eos.end(), *id) == eos.end())
       eos.push_back(*id);
   if (!eos.empty()) c["eos_token_id"] = eos;
   if (const auto pad = file.get_int("tokenizer.ggml.padding_token_id")) c["pad_token_id"] = *pad;
@@ -132,15 +138,18 @@ at::Tensor GgufWeights::load(const std::string& name, at::IntArrayRef shape,
                              const at::TensorOptions& options) {
   const std::string where = file_->path().string();
   const auto g = convention_.tensor_name(name);
-  check(g.has_value(), where + ": tensor \"" + name + "\" has no GGUF counterpart (general.architecture \"" +
+  check(g.has_value(), where + ": tensor \"" + name +
+                           "\" has no GGUF counterpart (general.architecture \"" +
                            convention_.architecture + "\")");
-  check(file_->contains(*g), where + ": tensor \"" + *g + "\" (for \"" + name + "\") is missing from the file");
+  check(file_->contains(*g),
+        where + ": tensor \"" + *g + "\" (for \"" + name + "\") is missing from the file");
   const GgufTensorInfo& info = file_->tensor_info(*g);
-  check(at::IntArrayRef(info.shape) == shape,
-        where + ": tensor \"" + *g + "\" has shape " + shape_string(info.shape) + ", expected " +
-            shape_string(shape) + " from the GGUF metadata");
+  check(at::IntArrayRef(info.shape) == shape, where + ": tensor \"" + *g + "\" has shape " +
+                                                  shape_string(info.shape) + ", expected " +
+                                                  shape_string(shape) + " from the GGUF metadata");
   at::Tensor w = file_->dequantize(*g);  // float32 [out, in] or [n]
-  if (convention_.unpermute_qk && (g->find(".attn_q.") != std::string::npos || g->find(".attn_k.") != std::string::npos)) {
+  if (convention_.unpermute_qk &&
+      (g->find(".attn_q.") != std::string::npos || g->find(".attn_k.") != std::string::npos)) {
     const int64_t heads = g->find(".attn_q.") != std::string::npos ? heads_ : kv_heads_;
     w = unpermute_heads(w, heads);
   }

@@ -33,7 +33,8 @@ ModelConfig gguf_model_config(const GgufFile& file, const GgufConvention& conven
 class GgufWeights final : public WeightSource {
  public:
   // `config` gives the head counts needed to undo the q/k permutation (convention.unpermute_qk).
-  GgufWeights(std::shared_ptr<const GgufFile> file, const ModelConfig& config, GgufConvention convention);
+  GgufWeights(std::shared_ptr<const GgufFile> file, const ModelConfig& config,
+              GgufConvention convention);
   std::string describe() const override { return file_->path().string(); }
   bool contains(const std::string& name) const override;
   at::Tensor load(const std::string& name, at::IntArrayRef shape,

@@ -20,9 +20,10 @@ at::Tensor gated_silu_mlp(const at::Tensor& x, const at::Tensor& gate_up,
                           const at::Tensor& down_bias) {
   const at::Tensor both = at::linear(x, gate_up, gate_up_bias);  // [..., 2 * intermediate]
   const int64_t inter = both.size(-1) / 2;
-  const at::Tensor hidden = fused::fused_ops_apply(both) && both.size(-1) % 2 == 0
-                                ? fused::silu_mul(both)
-                                : at::silu(both.narrow(-1, 0, inter)) * both.narrow(-1, inter, inter);
+  const at::Tensor hidden =
+      fused::fused_ops_apply(both) && both.size(-1) % 2 == 0
+          ? fused::silu_mul(both)
+          : at::silu(both.narrow(-1, 0, inter)) * both.narrow(-1, inter, inter);
   return at::linear(hidden, down, down_bias);
 }
 

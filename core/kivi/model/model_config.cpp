@@ -164,15 +164,21 @@ std::optional<at::ScalarType> parse_dtype_name(const std::string& name) {
 }
 
 ConfigFields::ConfigFields(const std::string& json_text, std::string source)
-    : json_(std::make_shared<const json>(parse_json(json_text, source))), source_(std::move(source)) {
-  check(static_cast<const json*>(json_.get())->is_object(), source_ + ": expected a JSON object at the top level");
+    : json_(std::make_shared<const json>(parse_json(json_text, source))),
+      source_(std::move(source)) {
+  check(static_cast<const json*>(json_.get())->is_object(),
+        source_ + ": expected a JSON object at the top level");
 }
 
 namespace {
-const json& object_of(const std::shared_ptr<const void>& p) { return *static_cast<const json*>(p.get()); }
+const json& object_of(const std::shared_ptr<const void>& p) {
+  return *static_cast<const json*>(p.get());
+}
 }  // namespace
 
-bool ConfigFields::has(const std::string& key) const { return Fields(object_of(json_), source_).has(key); }
+bool ConfigFields::has(const std::string& key) const {
+  return Fields(object_of(json_), source_).has(key);
+}
 int64_t ConfigFields::integer(const std::string& key, std::optional<int64_t> fallback) const {
   return Fields(object_of(json_), source_).integer(key, fallback);
 }

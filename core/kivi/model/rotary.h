@@ -41,7 +41,7 @@ class RotaryEmbedding {
   RopeConfig rope_;
   int64_t dim_;
   int64_t max_positions_;
-  at::Tensor base_inv_freq_;  // [dim / 2]: the inv_freq before any dynamic growth (CPU)
+  at::Tensor base_inv_freq_;    // [dim / 2]: the inv_freq before any dynamic growth (CPU)
   at::Tensor device_inv_freq_;  // the same on the device given at construction
 };
 

@@ -25,8 +25,8 @@ SafetensorsWeights::SafetensorsWeights(const fs::path& folder) : folder_(folder)
     check(static_cast<bool>(in), index.string() + ": cannot open");
     nlohmann::json root;
     try {
-      root = parse_json_bounded(std::string(std::istreambuf_iterator<char>(in), {}),
-                                index.string());
+      root =
+          parse_json_bounded(std::string(std::istreambuf_iterator<char>(in), {}), index.string());
     } catch (const nlohmann::json::exception& e) {
       throw Error(index.string() + ": malformed JSON: " + e.what());
     }

@@ -32,12 +32,16 @@
 #endif
 
 // A string literal, so that a plugin can put it into its static descriptor.
-#define KIVI_BUILD_FINGERPRINT                                                              \
-  "abi=" KIVI_STRINGIFY(KIVI_PLUGIN_ABI_VERSION) " compiler=" KIVI_COMPILER_ID               \
-  " stdlib=" KIVI_STDLIB_ABI " torch=" TORCH_VERSION " cuda=" KIVI_CUDA_VERSION_STRING       \
-  " headers=" KIVI_HEADERS_HASH
+#define KIVI_BUILD_FINGERPRINT                                                     \
+  "abi=" KIVI_STRINGIFY(KIVI_PLUGIN_ABI_VERSION) " compiler=" KIVI_COMPILER_ID     \
+                                                 " stdlib=" KIVI_STDLIB_ABI        \
+                                                 " torch=" TORCH_VERSION           \
+                                                 " cuda=" KIVI_CUDA_VERSION_STRING \
+                                                 " headers=" KIVI_HEADERS_HASH
 
 namespace kivi {
 // The fingerprint of the code that calls this (the core's, when called from the core).
-inline const char* build_fingerprint() { return KIVI_BUILD_FINGERPRINT; }
+inline const char* build_fingerprint() {
+  return KIVI_BUILD_FINGERPRINT;
+}
 }  // namespace kivi

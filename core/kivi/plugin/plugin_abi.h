@@ -42,11 +42,11 @@ typedef struct kivi_factory_v1 {
 } kivi_factory_v1;
 
 typedef struct kivi_plugin_v1 {
-  uint32_t abi_version;   /* KIVI_PLUGIN_ABI_VERSION the library was built with; read first */
-  uint32_t struct_size;   /* sizeof(kivi_plugin_v1) as the plugin saw it */
-  const char* library;    /* the library's own name, e.g. "kivi-fp-cache" */
-  const char* version;    /* the plugin's version, e.g. "0.1.0" */
-  const char* fingerprint;/* kivi::build_fingerprint() as compiled into the plugin */
+  uint32_t abi_version;    /* KIVI_PLUGIN_ABI_VERSION the library was built with; read first */
+  uint32_t struct_size;    /* sizeof(kivi_plugin_v1) as the plugin saw it */
+  const char* library;     /* the library's own name, e.g. "kivi-fp-cache" */
+  const char* version;     /* the plugin's version, e.g. "0.1.0" */
+  const char* fingerprint; /* kivi::build_fingerprint() as compiled into the plugin */
   uint32_t factory_count;
   const kivi_factory_v1* factories;
 } kivi_plugin_v1;

@@ -299,8 +299,8 @@ Value apply_filter(const std::string& name, const Value& subject, const Argument
       template_error(line, "tojson supports only the indent argument");
     if (indent && !indent->is_none() &&
         (!indent->is_int() || indent->as_int() < 0 || indent->as_int() > 64))
-      template_error(line, "tojson's indent must be an integer from 0 to 64, got " +
-                               indent->repr());
+      template_error(line,
+                     "tojson's indent must be an integer from 0 to 64, got " + indent->repr());
     return subject.to_json(indent && !indent->is_none() ? static_cast<int>(indent->as_int()) : -1);
   }
   if (name == "items") {
@@ -462,8 +462,9 @@ Value range(const Arguments& args) {
   }
   if (step == 0) throw Error("chat template: range() step must not be zero");
   // Distances in unsigned arithmetic: stop - start can exceed int64_t.
-  const uint64_t span = step > 0 ? (stop > start ? static_cast<uint64_t>(stop) - static_cast<uint64_t>(start) : 0)
-                                 : (start > stop ? static_cast<uint64_t>(start) - static_cast<uint64_t>(stop) : 0);
+  const uint64_t span =
+      step > 0 ? (stop > start ? static_cast<uint64_t>(stop) - static_cast<uint64_t>(start) : 0)
+               : (start > stop ? static_cast<uint64_t>(start) - static_cast<uint64_t>(stop) : 0);
   const uint64_t stride = step > 0 ? static_cast<uint64_t>(step) : 0 - static_cast<uint64_t>(step);
   const uint64_t count = span == 0 ? 0 : (span - 1) / stride + 1;
   const int64_t limit = Budget::limits().max_range;
@@ -475,7 +476,8 @@ Value range(const Arguments& args) {
   List out;
   out.reserve(count);
   for (uint64_t k = 0; k < count; ++k)
-    out.emplace_back(static_cast<int64_t>(static_cast<uint64_t>(start) + k * static_cast<uint64_t>(step)));
+    out.emplace_back(
+        static_cast<int64_t>(static_cast<uint64_t>(start) + k * static_cast<uint64_t>(step)));
   return out;
 }
 
@@ -506,9 +508,8 @@ Dict global_functions() {
                            attributes.emplace_back(key, value);
                          return Value::make_namespace(std::move(attributes));
                        }));
-  globals.emplace_back("range", Function([](const Arguments& args) -> Value {
-                         return range(args);
-                       }));
+  globals.emplace_back("range",
+                       Function([](const Arguments& args) -> Value { return range(args); }));
   return globals;
 }
 

@@ -10,7 +10,9 @@ Budget::Budget(const Limits& limits) : limits_(limits), previous_(current_budget
   current_budget = this;
 }
 
-Budget::~Budget() { current_budget = previous_; }
+Budget::~Budget() {
+  current_budget = previous_;
+}
 
 const Limits& Budget::limits() {
   static const Limits defaults;

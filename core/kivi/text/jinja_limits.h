@@ -14,10 +14,10 @@ namespace kivi::text::jinja {
 
 struct Limits {
   int max_nesting = 128;  // blocks in blocks, expression depth, lists/dicts in lists/dicts
-  int64_t max_loop_iterations = 1'000'000;     // for-loop iterations in one render
-  int64_t max_range = 1'000'000;               // items of one range()
-  std::size_t max_string_bytes = 16u << 20;    // any string a template builds, the output too
-  int64_t max_steps = 50'000'000;              // expressions evaluated, items and bytes handled
+  int64_t max_loop_iterations = 1'000'000;   // for-loop iterations in one render
+  int64_t max_range = 1'000'000;             // items of one range()
+  std::size_t max_string_bytes = 16u << 20;  // any string a template builds, the output too
+  int64_t max_steps = 50'000'000;            // expressions evaluated, items and bytes handled
 };
 
 // A bound was reached; the interpreter adds the template line where it happened.

@@ -493,8 +493,7 @@ class Parser {
         if (peek().kind == TokenKind::kInteger) {
           e->kind = Expr::Kind::kItem;
           add(*e, std::move(node));
-          add(*e, 
-              literal(Value(integer_literal(next())), e->line));
+          add(*e, literal(Value(integer_literal(next())), e->line));
         } else {
           e->name = expect_name();
           add(*e, std::move(node));

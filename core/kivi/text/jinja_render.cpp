@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <climits>
-#include <cstdint>
 #include <cmath>
+#include <cstdint>
 #include <optional>
 #include <unordered_map>
 
@@ -127,8 +127,8 @@ class Interpreter {
         template_error(node.line, "cannot set an attribute of '" + node.targets[0] + "' (a " +
                                       target.type_name() + ", not a namespace)");
       if (value.holds_namespace())
-        template_error(node.line, "cannot store a namespace inside the namespace '" +
-                                      node.targets[0] + "'");
+        template_error(node.line,
+                       "cannot store a namespace inside the namespace '" + node.targets[0] + "'");
       if (value.depth() >= Budget::limits().max_nesting)
         template_error(node.line, "lists and dicts nested more than " +
                                       std::to_string(Budget::limits().max_nesting) +
@@ -268,15 +268,16 @@ class Interpreter {
     };
     const int64_t begin = clamp(start, step > 0 ? 0 : n - 1);
     const int64_t end = clamp(stop, step > 0 ? n : -1);
-    const uint64_t stride = step > 0 ? static_cast<uint64_t>(step) : 0 - static_cast<uint64_t>(step);
+    const uint64_t stride =
+        step > 0 ? static_cast<uint64_t>(step) : 0 - static_cast<uint64_t>(step);
     const uint64_t span = step > 0 ? (end > begin ? static_cast<uint64_t>(end - begin) : 0)
                                    : (begin > end ? static_cast<uint64_t>(begin - end) : 0);
     const uint64_t count = span == 0 ? 0 : (span - 1) / stride + 1;
     List out;
     for (uint64_t k = 0; k < count; ++k) {
       const uint64_t offset = k * stride;  // < span <= n + 1
-      const int64_t i = step > 0 ? begin + static_cast<int64_t>(offset)
-                                 : begin - static_cast<int64_t>(offset);
+      const int64_t i =
+          step > 0 ? begin + static_cast<int64_t>(offset) : begin - static_cast<int64_t>(offset);
       out.push_back(items[static_cast<std::size_t>(i)]);
     }
     if (object.is_string()) {
@@ -397,7 +398,8 @@ class Interpreter {
     if (op == "+") {
       if (a.is_string() && b.is_string()) return concatenate(a.as_string(), b.as_string());
       if (a.is_list() && b.is_list()) {
-        if (a.as_list().size() + b.as_list().size() > static_cast<std::size_t>(Budget::limits().max_range))
+        if (a.as_list().size() + b.as_list().size() >
+            static_cast<std::size_t>(Budget::limits().max_range))
           throw LimitError("a list of more than " + std::to_string(Budget::limits().max_range) +
                            " items (Limits::max_range)");
         List joined = a.as_list();
@@ -458,8 +460,8 @@ class Interpreter {
         return r;
       }
       if ((op == "//" || op == "%") && y == 0)
-        template_error(line, "integer division or modulo by zero (" + std::to_string(x) + " " +
-                                 op + " 0)");
+        template_error(
+            line, "integer division or modulo by zero (" + std::to_string(x) + " " + op + " 0)");
       if (op == "//" || op == "%") {
         if (y == -1) {  // INT64_MIN // -1 traps in C++; x % -1 is 0
           if (op == "%") return int64_t{0};

@@ -58,7 +58,9 @@ Dict& Value::mutable_dict() {
   return *std::get<std::shared_ptr<Dict>>(storage_);
 }
 
-Value Value::from_json(const nlohmann::json& json) { return from_json(json, 0); }
+Value Value::from_json(const nlohmann::json& json) {
+  return from_json(json, 0);
+}
 
 Value Value::from_json(const nlohmann::json& json, int depth) {
   const int limit = Budget::limits().max_nesting;

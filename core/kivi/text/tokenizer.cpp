@@ -176,8 +176,7 @@ void Tokenizer::apply_config(const nlohmann::json& config, const std::string& so
           id >= static_cast<int64_t>(impl_->model->vocab_size()) + kMaxTokenIdGap)
         throw Error(token_where + ": expected a token id from 0 to " +
                     std::to_string(impl_->model->vocab_size() + kMaxTokenIdGap - 1) +
-                    " (the vocabulary has " + std::to_string(impl_->model->vocab_size()) +
-                    " ids)");
+                    " (the vocabulary has " + std::to_string(impl_->model->vocab_size()) + " ids)");
       impl_->added.add(parse_added_token(spec, id, token_where));
     }
     impl_->added.finish();

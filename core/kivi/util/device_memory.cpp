@@ -24,7 +24,8 @@ DeviceMemory device_memory(c10::Device device) {
   m.reserved = stats.reserved_bytes[kAggregate].current;
   m.peak_reserved = stats.reserved_bytes[kAggregate].peak;
   cudaDeviceProp prop{};
-  if (cudaGetDeviceProperties(&prop, index) == cudaSuccess) m.total = static_cast<int64_t>(prop.totalGlobalMem);
+  if (cudaGetDeviceProperties(&prop, index) == cudaSuccess)
+    m.total = static_cast<int64_t>(prop.totalGlobalMem);
   return m;
 }
 
@@ -38,7 +39,9 @@ void release_cached_device_memory(c10::Device device) {
 
 #else
 
-DeviceMemory device_memory(c10::Device) { return {}; }
+DeviceMemory device_memory(c10::Device) {
+  return {};
+}
 void reset_peak_device_memory(c10::Device) {}
 void release_cached_device_memory(c10::Device) {}
 

@@ -14,7 +14,7 @@ struct DeviceMemory {
   int64_t peak_allocated = 0;  // most bytes in live tensors since the last reset
   int64_t reserved = 0;        // bytes the allocator holds from the driver now
   int64_t peak_reserved = 0;
-  int64_t total = 0;           // the device's memory
+  int64_t total = 0;  // the device's memory
 };
 
 DeviceMemory device_memory(c10::Device device);

@@ -56,8 +56,8 @@ inline void check_toml_key_depth(std::string_view text, const std::string& sourc
     } else if (c == '\n') {
       ++line;
       dots = 0;
-    } else if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' ||
-                 c == ' ' || c == '\t')) {
+    } else if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == ' ' ||
+                 c == '\t')) {
       dots = 0;
     }
   }

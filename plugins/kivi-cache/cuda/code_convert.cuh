@@ -59,7 +59,8 @@ __device__ __forceinline__ uint32_t product_rest(uint32_t x, uint32_t y, uint32_
 // with its 8-bit mantissa, rounding P first and then the product doubles the error. fp16 (11
 // bits) multiplies the rounded pair, one HMUL2.
 template <class T>
-__device__ __forceinline__ uint32_t scaled_probs(float p0, float p1, uint32_t p_pair, uint32_t scale_pair) {
+__device__ __forceinline__ uint32_t scaled_probs(float p0, float p1, uint32_t p_pair,
+                                                 uint32_t scale_pair) {
   if constexpr (std::is_same_v<T, __half>) {
     return mul_pair<T>(p_pair, scale_pair);
   } else {

@@ -30,7 +30,8 @@ inline constexpr int kTile = 32;  // tokens per tile (one warp's lanes)
 
 __device__ __forceinline__ float warp_max(float x) {
 #pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, offset));
+  for (int offset = 16; offset > 0; offset >>= 1)
+    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, offset));
   return x;
 }
 __device__ __forceinline__ float warp_sum(float x) {
@@ -82,8 +83,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   const int tile_begin = split * tiles_per_split;
   const int tile_end = min(tiles, tile_begin + tiles_per_split);
 
-  __shared__ float q_s[DIM * REP];                  // [d][r], pre-scaled
-  __shared__ float work_s[kDecodeWarps][DIM * REP];  // per warp: q * key scale; later its acc
+  __shared__ float q_s[DIM * REP];                      // [d][r], pre-scaled
+  __shared__ float work_s[kDecodeWarps][DIM * REP];     // per warp: q * key scale; later its acc
   __shared__ float probs_s[kDecodeWarps][kTile * REP];  // per warp: [t][r]
   __shared__ float max_s[kDecodeWarps][REP], sum_s[kDecodeWarps][REP];
 
@@ -92,7 +93,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
     const int d = i / REP, r = i % REP;
     float x = 0.0f;
     if (r < rep)
-      x = to_float(static_cast<const T*>(a.q)[b * a.q_stride[0] + (h * rep + r) * a.q_stride[1] + d]) *
+      x = to_float(
+              static_cast<const T*>(a.q)[b * a.q_stride[0] + (h * rep + r) * a.q_stride[1] + d]) *
           q_scale;
     q_s[i] = x;
   }
@@ -110,14 +112,21 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   const int group = a.group_size;
   const int k_words = group * a.k_bits / 32, v_words = DIM * a.v_bits / 32;
   const uint32_t k_mask = (1u << a.k_bits) - 1u, v_mask = (1u << a.v_bits) - 1u;
-  const T* key_scale = static_cast<const T*>(a.key_scale) + b * a.key_scale_stride[0] + h * a.key_scale_stride[1];
-  const T* key_min = static_cast<const T*>(a.key_min) + b * a.key_scale_stride[0] + h * a.key_scale_stride[1];
+  const T* key_scale =
+      static_cast<const T*>(a.key_scale) + b * a.key_scale_stride[0] + h * a.key_scale_stride[1];
+  const T* key_min =
+      static_cast<const T*>(a.key_min) + b * a.key_scale_stride[0] + h * a.key_scale_stride[1];
   const int32_t* key_codes = a.key_codes + b * a.key_codes_stride[0] + h * a.key_codes_stride[1];
-  const T* key_res = static_cast<const T*>(a.key_residual) + b * a.key_residual_stride[0] + h * a.key_residual_stride[1];
-  const int32_t* value_codes = a.value_codes + b * a.value_codes_stride[0] + h * a.value_codes_stride[1];
-  const T* value_scale = static_cast<const T*>(a.value_scale) + b * a.value_scale_stride[0] + h * a.value_scale_stride[1];
-  const T* value_min = static_cast<const T*>(a.value_min) + b * a.value_scale_stride[0] + h * a.value_scale_stride[1];
-  const T* value_res = static_cast<const T*>(a.value_residual) + b * a.value_residual_stride[0] + h * a.value_residual_stride[1];
+  const T* key_res = static_cast<const T*>(a.key_residual) + b * a.key_residual_stride[0] +
+                     h * a.key_residual_stride[1];
+  const int32_t* value_codes =
+      a.value_codes + b * a.value_codes_stride[0] + h * a.value_codes_stride[1];
+  const T* value_scale = static_cast<const T*>(a.value_scale) + b * a.value_scale_stride[0] +
+                         h * a.value_scale_stride[1];
+  const T* value_min = static_cast<const T*>(a.value_min) + b * a.value_scale_stride[0] +
+                       h * a.value_scale_stride[1];
+  const T* value_res = static_cast<const T*>(a.value_residual) + b * a.value_residual_stride[0] +
+                       h * a.value_residual_stride[1];
   const int c0 = lane * C;  // this lane's first output channel
   const int v_groups = DIM / group;
   float* work = work_s[warp];
@@ -148,7 +157,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
       for (int d = 0; d < DIM; ++d) {
         int word, bit;
         key_tile_slot(d, o + lane, DIM, a.k_bits, word, bit);
-        const float code = static_cast<float>((static_cast<uint32_t>(__ldg(codes + word)) >> bit) & k_mask);
+        const float code =
+            static_cast<float>((static_cast<uint32_t>(__ldg(codes + word)) >> bit) & k_mask);
 #pragma unroll
         for (int r = 0; r < REP; ++r) s[r] = fmaf(work[d * REP + r], code, s[r]);
       }
@@ -196,7 +206,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
         for (int c = 0; c < C; ++c) {
           int word, bit;
           value_tile_slot(c0 + c, DIM, a.v_bits, word, bit);
-          v[c] = fmaf(static_cast<float>((static_cast<uint32_t>(__ldg(row + word)) >> bit) & v_mask), sc, mn);
+          v[c] =
+              fmaf(static_cast<float>((static_cast<uint32_t>(__ldg(row + word)) >> bit) & v_mask),
+                   sc, mn);
         }
       } else {
         load_floats<T, C>(value_res + int64_t{pos % a.value_slots} * DIM + c0, v);
@@ -257,6 +269,8 @@ void launch_decode(const DecodeAttention& a, int tiles_per_split, cudaStream_t s
   decode_attention_kernel<T, DIM, REP><<<grid, kDecodeWarps * 32, 0, stream>>>(a, tiles_per_split);
 }
 
+// (clang-format alternates between layouts of these macros: they keep their own)
+// clang-format off
 #define KIVI_DECLARE_DECODE(T, DIM, REP) \
   extern template void launch_decode<T, DIM, REP>(const DecodeAttention&, int, cudaStream_t);
 #define KIVI_DECLARE_DECODE_ALL(T)                                                      \
@@ -266,5 +280,6 @@ void launch_decode(const DecodeAttention& a, int tiles_per_split, cudaStream_t s
 KIVI_DECLARE_DECODE_ALL(__half)
 KIVI_DECLARE_DECODE_ALL(__nv_bfloat16)
 KIVI_DECLARE_DECODE_ALL(float)
+// clang-format on
 
 }  // namespace kivi::kivi_cache::cuda

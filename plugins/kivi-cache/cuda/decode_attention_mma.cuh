@@ -54,7 +54,8 @@ struct MmaStage {
   // Tiles in flight per warp: about 12 KB of them (more bits, fewer tiles).
   static constexpr int kStages = kBytes <= 3 * 1024 ? 4 : kBytes <= 6 * 1024 ? 3 : 2;
   // A warp's shared memory: its stages, or in a tail block its staged key and value rows.
-  static constexpr int kWarpBytes = kStages * kBytes > 2 * kTailRowsBytes<DIM> ? kStages * kBytes : 2 * kTailRowsBytes<DIM>;
+  static constexpr int kWarpBytes =
+      kStages * kBytes > 2 * kTailRowsBytes<DIM> ? kStages* kBytes : 2 * kTailRowsBytes<DIM>;
   static constexpr int kBlockBytes = kDecodeWarps * kWarpBytes;
 };
 
@@ -74,15 +75,18 @@ __device__ __forceinline__ uint32_t pair_of(const T* lo, const T* hi) {
 //   bias = q . min, one more MMA per k-tile whose A holds min in every row (so every row of the
 //          result holds the bias of its head: no shuffle).
 template <class T, int DIM, int KB>
-__device__ __forceinline__ void packed_tile_scores(const unsigned char* stage, const uint32_t (*q_frag)[2],
-                                                   float score_scale, float (&s)[2][4]) {
+__device__ __forceinline__ void packed_tile_scores(const unsigned char* stage,
+                                                   const uint32_t (*q_frag)[2], float score_scale,
+                                                   float (&s)[2][4]) {
   using KeyStage = TailKeyStage<DIM, KB>;       // (the key part of MmaStage: same offsets)
   constexpr int kLaneKeyWords = DIM * KB / 32;  // a lane's key code words per tile
   constexpr int kKeyPer = 16 / KB;              // code pairs per word half
   const int lane = threadIdx.x % 32, c = lane % 4;
-  const uint32_t* scale2 = reinterpret_cast<const uint32_t*>(stage + KeyStage::kScale);  // channel pairs
+  const uint32_t* scale2 =
+      reinterpret_cast<const uint32_t*>(stage + KeyStage::kScale);  // channel pairs
   const uint32_t* min2 = reinterpret_cast<const uint32_t*>(stage + KeyStage::kMin);
-  const uint4* words = reinterpret_cast<const uint4*>(stage + KeyStage::kCodes) + lane * (kLaneKeyWords / 4);
+  const uint4* words =
+      reinterpret_cast<const uint4*>(stage + KeyStage::kCodes) + lane * (kLaneKeyWords / 4);
   float acc[2][4], bias[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
@@ -103,16 +107,19 @@ __device__ __forceinline__ void packed_tile_scores(const unsigned char* stage, c
       // pairs[4 hi + n]: token 8 n + g, channels 16 kt + 8 hi + 2c, +1 (tile order)
       uint32_t pairs[8];
 #pragma unroll
-      for (int j = 0; j < kWordsPerKt; ++j) unpack_halves<T, KB>(w[kk * kWordsPerKt + j], pairs + j * kKeyPer);
+      for (int j = 0; j < kWordsPerKt; ++j)
+        unpack_halves<T, KB>(w[kk * kWordsPerKt + j], pairs + j * kKeyPer);
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt)
-        mma_16816<T>(acc[mt], pairs[2 * mt], pairs[2 * mt + 1], pairs[4 + 2 * mt], pairs[5 + 2 * mt], b0, b1);
+        mma_16816<T>(acc[mt], pairs[2 * mt], pairs[2 * mt + 1], pairs[4 + 2 * mt],
+                     pairs[5 + 2 * mt], b0, b1);
       if constexpr (!std::is_same_v<T, __half>) {
         const uint32_t rest0 = product_rest<T>(q_frag[kt][0], scale2[pair0], b0);
         const uint32_t rest1 = product_rest<T>(q_frag[kt][1], scale2[pair0 + 4], b1);
 #pragma unroll
         for (int mt = 0; mt < 2; ++mt)
-          mma_16816<T>(acc[mt], pairs[2 * mt], pairs[2 * mt + 1], pairs[4 + 2 * mt], pairs[5 + 2 * mt], rest0, rest1);
+          mma_16816<T>(acc[mt], pairs[2 * mt], pairs[2 * mt + 1], pairs[4 + 2 * mt],
+                       pairs[5 + 2 * mt], rest0, rest1);
       }
     }
   }
@@ -163,8 +170,9 @@ __device__ __forceinline__ float prescale_queries(uint32_t (&q_frag)[KT][2], flo
 //   bf16: each token's P times its scales in float (one rounding, as the reference rounds),
 //         then transposed per group.
 template <class T, int DIM, int KB, int VB>
-__device__ __forceinline__ void packed_tile_output(const unsigned char* stage, int group, int group_log2,
-                                                   const float (&p)[2][4], float (&o)[DIM / 16][4], float (&o_min)[4]) {
+__device__ __forceinline__ void packed_tile_output(const unsigned char* stage, int group,
+                                                   int group_log2, const float (&p)[2][4],
+                                                   float (&o)[DIM / 16][4], float (&o_min)[4]) {
   using Stage = MmaStage<DIM, KB, VB>;
   constexpr int kMostGroups = Stage::kMostGroups;  // 32-channel blocks of the output
   constexpr int kValuePer = 16 / VB;
@@ -187,13 +195,15 @@ __device__ __forceinline__ void packed_tile_output(const unsigned char* stage, i
     transposed_probs<T>(p[kt], 1.0f, 1.0f, pt0, pt1);
     uint32_t b_scaled[kMostGroups][2];  // B = (P * scale)^T of 32-channel block j's group
     uint32_t min01 = 0u, min89 = 0u;    // A of the min term: row g = the minima of group g
-    if (group == 32) {  // a token's scales (and minima) are one 4- or 8-byte vector
+    if (group == 32) {                  // a token's scales (and minima) are one 4- or 8-byte vector
       constexpr int kWords = kMostGroups / 2;
       uint32_t sc[4][kWords], mn[4][kWords];
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        shared_words<kWords>(reinterpret_cast<const uint32_t*>(stage_scale + t[i] * kMostGroups), sc[i]);
-        shared_words<kWords>(reinterpret_cast<const uint32_t*>(stage_min + t[i] * kMostGroups), mn[i]);
+        shared_words<kWords>(reinterpret_cast<const uint32_t*>(stage_scale + t[i] * kMostGroups),
+                             sc[i]);
+        shared_words<kWords>(reinterpret_cast<const uint32_t*>(stage_min + t[i] * kMostGroups),
+                             mn[i]);
       }
       if constexpr (std::is_same_v<T, __half>) {
 #pragma unroll
@@ -212,8 +222,10 @@ __device__ __forceinline__ void packed_tile_output(const unsigned char* stage, i
 #pragma unroll
         for (int j = 0; j < kMostGroups; ++j) {
           const int gr = j >> block_group_shift;
-          b_scaled[j][0] = mul_pair<T>(pt0, pair_of(stage_scale + t[0] * v_groups + gr, stage_scale + t[1] * v_groups + gr));
-          b_scaled[j][1] = mul_pair<T>(pt1, pair_of(stage_scale + t[2] * v_groups + gr, stage_scale + t[3] * v_groups + gr));
+          b_scaled[j][0] = mul_pair<T>(
+              pt0, pair_of(stage_scale + t[0] * v_groups + gr, stage_scale + t[1] * v_groups + gr));
+          b_scaled[j][1] = mul_pair<T>(
+              pt1, pair_of(stage_scale + t[2] * v_groups + gr, stage_scale + t[3] * v_groups + gr));
         }
       }
       if (g < v_groups) {
@@ -226,8 +238,9 @@ __device__ __forceinline__ void packed_tile_output(const unsigned char* stage, i
 #pragma unroll
       for (int j = 0; j < kMostGroups; ++j) {
         const int gr = j >> block_group_shift;
-        transposed_probs<T>(p[kt], to_float(stage_scale[tok0 * v_groups + gr]), to_float(stage_scale[tok1 * v_groups + gr]),
-                            b_scaled[j][0], b_scaled[j][1]);
+        transposed_probs<T>(p[kt], to_float(stage_scale[tok0 * v_groups + gr]),
+                            to_float(stage_scale[tok1 * v_groups + gr]), b_scaled[j][0],
+                            b_scaled[j][1]);
       }
     }
     mma_16816<T>(o_min, min01, 0u, min89, 0u, pt0, pt1);
@@ -237,7 +250,8 @@ __device__ __forceinline__ void packed_tile_output(const unsigned char* stage, i
       constexpr int kWords = kValueChunkBits / 32;
       uint32_t w[4][kWords];
 #pragma unroll
-      for (int i = 0; i < 4; ++i) shared_words<kWords>(stage_codes + t[i] * v_words + g * kWords, w[i]);
+      for (int i = 0; i < 4; ++i)
+        shared_words<kWords>(stage_codes + t[i] * v_words + g * kWords, w[i]);
 #pragma unroll
       for (int q = 0; q < 2 * kWords; ++q) {
         uint32_t lo[kValuePer], hi[kValuePer];
@@ -246,17 +260,23 @@ __device__ __forceinline__ void packed_tile_output(const unsigned char* stage, i
 #pragma unroll
         for (int i = 0; i < kValuePer; i += 2) {
           const int mt = (q * kValuePer + i) / 2;
-          mma_16816<T>(o[mt], lo[i], lo[i + 1], hi[i], hi[i + 1], b_scaled[mt / 2][0], b_scaled[mt / 2][1]);
+          mma_16816<T>(o[mt], lo[i], lo[i + 1], hi[i], hi[i + 1], b_scaled[mt / 2][0],
+                       b_scaled[mt / 2][1]);
         }
       }
     } else {  // head_dim 64 at 2 bits: the run is one half of word g / 2
       const bool high = g % 2;
       uint32_t lo[kValuePer], hi[kValuePer];
-      unpack_halves<T, VB>(join_halves(stage_codes[t[0] * v_words + g / 2], stage_codes[t[1] * v_words + g / 2], high), lo);
-      unpack_halves<T, VB>(join_halves(stage_codes[t[2] * v_words + g / 2], stage_codes[t[3] * v_words + g / 2], high), hi);
+      unpack_halves<T, VB>(join_halves(stage_codes[t[0] * v_words + g / 2],
+                                       stage_codes[t[1] * v_words + g / 2], high),
+                           lo);
+      unpack_halves<T, VB>(join_halves(stage_codes[t[2] * v_words + g / 2],
+                                       stage_codes[t[3] * v_words + g / 2], high),
+                           hi);
 #pragma unroll
       for (int mt = 0; mt < DIM / 16; ++mt)
-        mma_16816<T>(o[mt], lo[2 * mt], lo[2 * mt + 1], hi[2 * mt], hi[2 * mt + 1], b_scaled[mt / 2][0], b_scaled[mt / 2][1]);
+        mma_16816<T>(o[mt], lo[2 * mt], lo[2 * mt + 1], hi[2 * mt], hi[2 * mt + 1],
+                     b_scaled[mt / 2][0], b_scaled[mt / 2][1]);
     }
   }
 }
@@ -264,7 +284,8 @@ __device__ __forceinline__ void packed_tile_output(const unsigned char* stage, i
 // The group's query heads as rows 0..7 of q_s (zero past rep), exactly as stored, copied with
 // cp.async (one commit group) so that the first tiles' copies are in flight with them.
 template <class T, int DIM>
-__device__ __forceinline__ void issue_query_copies(const DecodeAttention& a, int b, int h, int rep, T (*q_s)[DIM]) {
+__device__ __forceinline__ void issue_query_copies(const DecodeAttention& a, int b, int h, int rep,
+                                                   T (*q_s)[DIM]) {
   constexpr int kChunks = DIM / 8;
   for (int i = threadIdx.x; i < 8 * kChunks; i += blockDim.x) {
     const int r = i / kChunks, chunk = i % kChunks;
@@ -273,7 +294,8 @@ __device__ __forceinline__ void issue_query_copies(const DecodeAttention& a, int
       *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
       continue;
     }
-    const T* src = static_cast<const T*>(a.q) + b * a.q_stride[0] + (h * rep + r) * a.q_stride[1] + 8 * chunk;
+    const T* src =
+        static_cast<const T*>(a.q) + b * a.q_stride[0] + (h * rep + r) * a.q_stride[1] + 8 * chunk;
     if ((reinterpret_cast<uintptr_t>(src) & 15u) == 0u) {
       copy_async16(dst, src);
     } else {  // a query view that is not 16-byte aligned
@@ -326,14 +348,22 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
   __shared__ __align__(16) T q_s[8][DIM];
   const int v_words = DIM * VB / 32;
   RowView<T> row;
-  row.key_scale = static_cast<const T*>(a.key_scale) + b * a.key_scale_stride[0] + h * a.key_scale_stride[1];
-  row.key_min = static_cast<const T*>(a.key_min) + b * a.key_scale_stride[0] + h * a.key_scale_stride[1];
-  row.key_codes = reinterpret_cast<const uint32_t*>(a.key_codes) + b * a.key_codes_stride[0] + h * a.key_codes_stride[1];
-  row.key_res = static_cast<const T*>(a.key_residual) + b * a.key_residual_stride[0] + h * a.key_residual_stride[1];
-  row.value_codes = reinterpret_cast<const uint32_t*>(a.value_codes) + b * a.value_codes_stride[0] + h * a.value_codes_stride[1];
-  row.value_scale = static_cast<const T*>(a.value_scale) + b * a.value_scale_stride[0] + h * a.value_scale_stride[1];
-  row.value_min = static_cast<const T*>(a.value_min) + b * a.value_scale_stride[0] + h * a.value_scale_stride[1];
-  row.value_res = static_cast<const T*>(a.value_residual) + b * a.value_residual_stride[0] + h * a.value_residual_stride[1];
+  row.key_scale =
+      static_cast<const T*>(a.key_scale) + b * a.key_scale_stride[0] + h * a.key_scale_stride[1];
+  row.key_min =
+      static_cast<const T*>(a.key_min) + b * a.key_scale_stride[0] + h * a.key_scale_stride[1];
+  row.key_codes = reinterpret_cast<const uint32_t*>(a.key_codes) + b * a.key_codes_stride[0] +
+                  h * a.key_codes_stride[1];
+  row.key_res = static_cast<const T*>(a.key_residual) + b * a.key_residual_stride[0] +
+                h * a.key_residual_stride[1];
+  row.value_codes = reinterpret_cast<const uint32_t*>(a.value_codes) + b * a.value_codes_stride[0] +
+                    h * a.value_codes_stride[1];
+  row.value_scale = static_cast<const T*>(a.value_scale) + b * a.value_scale_stride[0] +
+                    h * a.value_scale_stride[1];
+  row.value_min = static_cast<const T*>(a.value_min) + b * a.value_scale_stride[0] +
+                  h * a.value_scale_stride[1];
+  row.value_res = static_cast<const T*>(a.value_residual) + b * a.value_residual_stride[0] +
+                  h * a.value_residual_stride[1];
   row.length = length;
   row.kq = kq;
   row.vq = vq;
@@ -350,20 +380,27 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
     const int tile = tile_begin + warp + k * kDecodeWarps;
     unsigned char* dst = stages + (k % Stage::kStages) * Stage::kBytes;
     if (tile < tile_end) {
-      const int p0 = tile * kTile, gi = p0 >> group_log2, tile_in_group = (p0 & (group - 1)) / kTile;
-      const uint32_t* src = row.key_codes + (int64_t{gi} << group_log2) * (DIM * KB / 32) + tile_in_group * DIM * KB;
+      const int p0 = tile * kTile, gi = p0 >> group_log2,
+                tile_in_group = (p0 & (group - 1)) / kTile;
+      const uint32_t* src =
+          row.key_codes + (int64_t{gi} << group_log2) * (DIM * KB / 32) + tile_in_group * DIM * KB;
 #pragma unroll
-      for (int i = lane; i < DIM * KB / 4; i += 32) copy_async16(dst + Stage::kKeyCodes + 16 * i, src + 4 * i);
+      for (int i = lane; i < DIM * KB / 4; i += 32)
+        copy_async16(dst + Stage::kKeyCodes + 16 * i, src + 4 * i);
       if (lane < DIM / 8) {
-        copy_async16(dst + Stage::kKeyScale + 16 * lane, row.key_scale + int64_t{gi} * DIM + 8 * lane);
+        copy_async16(dst + Stage::kKeyScale + 16 * lane,
+                     row.key_scale + int64_t{gi} * DIM + 8 * lane);
         copy_async16(dst + Stage::kKeyMin + 16 * lane, row.key_min + int64_t{gi} * DIM + 8 * lane);
       }
       const uint32_t* values = row.value_codes + int64_t{p0} * v_words;
 #pragma unroll
-      for (int i = lane; i < DIM * VB / 4; i += 32) copy_async16(dst + Stage::kValueCodes + 16 * i, values + 4 * i);
+      for (int i = lane; i < DIM * VB / 4; i += 32)
+        copy_async16(dst + Stage::kValueCodes + 16 * i, values + 4 * i);
       if (lane < 4 * v_groups) {  // 32 tokens x v_groups x 2 bytes
-        copy_async16(dst + Stage::kValueScale + 16 * lane, row.value_scale + int64_t{p0} * v_groups + 8 * lane);
-        copy_async16(dst + Stage::kValueMin + 16 * lane, row.value_min + int64_t{p0} * v_groups + 8 * lane);
+        copy_async16(dst + Stage::kValueScale + 16 * lane,
+                     row.value_scale + int64_t{p0} * v_groups + 8 * lane);
+        copy_async16(dst + Stage::kValueMin + 16 * lane,
+                     row.value_min + int64_t{p0} * v_groups + 8 * lane);
       }
     }
     copy_async_commit();
@@ -383,13 +420,15 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
   const int t1 = min(length, t0 + kTile);
   if (tail_block) {
     TailValueParams<DIM> tail_params;
-    static_assert(Stage::kWarpBytes >= 2 * kTailRowsBytes<DIM>, "a warp's shared memory holds its tail rows");
+    static_assert(Stage::kWarpBytes >= 2 * kTailRowsBytes<DIM>,
+                  "a warp's shared memory holds its tail rows");
     if (t0 < length) issue_tail_copies<T, DIM, KB, VB>(row, t0, t1, stages, tail_params);
     copy_async_commit();
     copy_async_wait<0>();
     // Packed value rows, each by its lane, in place (before the queries' registers are live).
     if (t0 + lane < min(t1, vq))
-      dequantize_tail_row<T, DIM, VB>(reinterpret_cast<T*>(stages + kTailRowsBytes<DIM>), group_log2, tail_params);
+      dequantize_tail_row<T, DIM, VB>(reinterpret_cast<T*>(stages + kTailRowsBytes<DIM>),
+                                      group_log2, tail_params);
   } else {
 #pragma unroll
     for (int k = 0; k + 1 < Stage::kStages; ++k) issue(k);
@@ -418,7 +457,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-        for (int i = 0; i < 4; ++i) s[mt][i] = t0 + 16 * mt + g + 8 * (i / 2) < t1 ? acc[mt][i] * score_scale : -INFINITY;
+        for (int i = 0; i < 4; ++i)
+          s[mt][i] = t0 + 16 * mt + g + 8 * (i / 2) < t1 ? acc[mt][i] * score_scale : -INFINITY;
     }
     softmax_tile<MT>(s, m, l, o, o_min, p);
     row_tile_output<T, DIM>(value_rows, p, o);
@@ -445,7 +485,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
 #pragma unroll
   for (int j = 0; j < 2; ++j)
 #pragma unroll
-    for (int offset = 4; offset < 32; offset *= 2) l[j] += __shfl_xor_sync(0xffffffffu, l[j], offset);
+    for (int offset = 4; offset < 32; offset *= 2)
+      l[j] += __shfl_xor_sync(0xffffffffu, l[j], offset);
   float* acc_s = acc_all + warp * 8 * DIM;  // [head][channel]
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
@@ -479,7 +520,8 @@ int decode_mma_occupancy() {
                          cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
     // All of the unified L1 as shared memory: the kernel reads through its stages, not L1.
     cudaFuncSetAttribute(decode_mma_kernel<T, DIM, KB, VB>,
-                         cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
+                         cudaFuncAttributePreferredSharedMemoryCarveout,
+                         cudaSharedmemCarveoutMaxShared);
     int n = 0;
     if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_mma_kernel<T, DIM, KB, VB>,
                                                       kDecodeWarps * 32, kBytes) != cudaSuccess)
@@ -496,18 +538,23 @@ void launch_decode_mma(const DecodeAttention& a, int tiles_per_split, cudaStream
   static_assert(kBytes >= 8 * kMostDecodeSplits * 4, "the last block holds the splits' weights");
   (void)decode_mma_occupancy<T, DIM, KB, VB>();  // sets the shared-memory attribute once
   const unsigned blocks = unsigned(a.rows) * unsigned(a.kv_heads) * unsigned(a.splits);
-  decode_mma_kernel<T, DIM, KB, VB><<<blocks, kDecodeWarps * 32, kBytes, stream>>>(a, tiles_per_split);
+  decode_mma_kernel<T, DIM, KB, VB>
+      <<<blocks, kDecodeWarps * 32, kBytes, stream>>>(a, tiles_per_split);
 }
 
-#define KIVI_DECLARE_DECODE_MMA_BITS(T, DIM, KB)                                                  \
-  extern template void launch_decode_mma<T, DIM, KB, 2>(const DecodeAttention&, int, cudaStream_t); \
-  extern template void launch_decode_mma<T, DIM, KB, 4>(const DecodeAttention&, int, cudaStream_t); \
-  extern template void launch_decode_mma<T, DIM, KB, 8>(const DecodeAttention&, int, cudaStream_t); \
-  extern template int decode_mma_occupancy<T, DIM, KB, 2>();                                      \
-  extern template int decode_mma_occupancy<T, DIM, KB, 4>();                                      \
+#define KIVI_DECLARE_DECODE_MMA_BITS(T, DIM, KB)                                     \
+  extern template void launch_decode_mma<T, DIM, KB, 2>(const DecodeAttention&, int, \
+                                                        cudaStream_t);               \
+  extern template void launch_decode_mma<T, DIM, KB, 4>(const DecodeAttention&, int, \
+                                                        cudaStream_t);               \
+  extern template void launch_decode_mma<T, DIM, KB, 8>(const DecodeAttention&, int, \
+                                                        cudaStream_t);               \
+  extern template int decode_mma_occupancy<T, DIM, KB, 2>();                         \
+  extern template int decode_mma_occupancy<T, DIM, KB, 4>();                         \
   extern template int decode_mma_occupancy<T, DIM, KB, 8>();
-#define KIVI_DECLARE_DECODE_MMA(T, DIM) \
-  KIVI_DECLARE_DECODE_MMA_BITS(T, DIM, 2) KIVI_DECLARE_DECODE_MMA_BITS(T, DIM, 4) KIVI_DECLARE_DECODE_MMA_BITS(T, DIM, 8)
+#define KIVI_DECLARE_DECODE_MMA(T, DIM)   \
+  KIVI_DECLARE_DECODE_MMA_BITS(T, DIM, 2) \
+  KIVI_DECLARE_DECODE_MMA_BITS(T, DIM, 4) KIVI_DECLARE_DECODE_MMA_BITS(T, DIM, 8)
 KIVI_DECLARE_DECODE_MMA(__half, 64)
 KIVI_DECLARE_DECODE_MMA(__half, 128)
 KIVI_DECLARE_DECODE_MMA(__nv_bfloat16, 64)

@@ -43,10 +43,14 @@ __global__ void combine_splits_kernel(DecodeAttention a) {
 template <class T, int DIM>
 void launch_for_rep(const DecodeAttention& a, int tiles_per_split, cudaStream_t stream) {
   switch (rep_tile(a.q_heads / a.kv_heads)) {
-    case 1: return launch_decode<T, DIM, 1>(a, tiles_per_split, stream);
-    case 2: return launch_decode<T, DIM, 2>(a, tiles_per_split, stream);
-    case 4: return launch_decode<T, DIM, 4>(a, tiles_per_split, stream);
-    default: return launch_decode<T, DIM, 8>(a, tiles_per_split, stream);
+    case 1:
+      return launch_decode<T, DIM, 1>(a, tiles_per_split, stream);
+    case 2:
+      return launch_decode<T, DIM, 2>(a, tiles_per_split, stream);
+    case 4:
+      return launch_decode<T, DIM, 4>(a, tiles_per_split, stream);
+    default:
+      return launch_decode<T, DIM, 8>(a, tiles_per_split, stream);
   }
 }
 
@@ -58,18 +62,24 @@ int bits_tile(int bits) {
 template <class T, int DIM, int KB>
 void launch_mma_for_value_bits(const DecodeAttention& a, int tiles_per_split, cudaStream_t stream) {
   switch (bits_tile(a.v_bits)) {
-    case 2: return launch_decode_mma<T, DIM, KB, 2>(a, tiles_per_split, stream);
-    case 4: return launch_decode_mma<T, DIM, KB, 4>(a, tiles_per_split, stream);
-    default: return launch_decode_mma<T, DIM, KB, 8>(a, tiles_per_split, stream);
+    case 2:
+      return launch_decode_mma<T, DIM, KB, 2>(a, tiles_per_split, stream);
+    case 4:
+      return launch_decode_mma<T, DIM, KB, 4>(a, tiles_per_split, stream);
+    default:
+      return launch_decode_mma<T, DIM, KB, 8>(a, tiles_per_split, stream);
   }
 }
 
 template <class T, int DIM>
 void launch_mma(const DecodeAttention& a, int tiles_per_split, cudaStream_t stream) {
   switch (bits_tile(a.k_bits)) {
-    case 2: return launch_mma_for_value_bits<T, DIM, 2>(a, tiles_per_split, stream);
-    case 4: return launch_mma_for_value_bits<T, DIM, 4>(a, tiles_per_split, stream);
-    default: return launch_mma_for_value_bits<T, DIM, 8>(a, tiles_per_split, stream);
+    case 2:
+      return launch_mma_for_value_bits<T, DIM, 2>(a, tiles_per_split, stream);
+    case 4:
+      return launch_mma_for_value_bits<T, DIM, 4>(a, tiles_per_split, stream);
+    default:
+      return launch_mma_for_value_bits<T, DIM, 8>(a, tiles_per_split, stream);
   }
 }
 
@@ -128,15 +138,27 @@ int decode_blocks_per_sm(DType dtype, int dim, int k_bits, int v_bits, bool cuda
         auto for_kb = [&](auto kb_tag) {
           constexpr int KB = decltype(kb_tag)::value;
           switch (bits_tile(v_bits)) {
-            case 2: blocks = decode_mma_occupancy<T, D, KB, 2>(); break;
-            case 4: blocks = decode_mma_occupancy<T, D, KB, 4>(); break;
-            default: blocks = decode_mma_occupancy<T, D, KB, 8>(); break;
+            case 2:
+              blocks = decode_mma_occupancy<T, D, KB, 2>();
+              break;
+            case 4:
+              blocks = decode_mma_occupancy<T, D, KB, 4>();
+              break;
+            default:
+              blocks = decode_mma_occupancy<T, D, KB, 8>();
+              break;
           }
         };
         switch (bits_tile(k_bits)) {
-          case 2: for_kb(std::integral_constant<int, 2>{}); break;
-          case 4: for_kb(std::integral_constant<int, 4>{}); break;
-          default: for_kb(std::integral_constant<int, 8>{}); break;
+          case 2:
+            for_kb(std::integral_constant<int, 2>{});
+            break;
+          case 4:
+            for_kb(std::integral_constant<int, 4>{});
+            break;
+          default:
+            for_kb(std::integral_constant<int, 8>{});
+            break;
         }
       };
       if (dim == 64)
@@ -152,8 +174,8 @@ int decode_tail_splits(const DecodeAttention& a) {
   int longest = 0;
   for (int b = 0; b < a.rows; ++b) {
     const int length = a.length[b];
-    const int packed_end = std::min({a.key_quantized[b], a.value_quantized[b] / kTile * kTile,
-                                     length / kTile * kTile});
+    const int packed_end = std::min(
+        {a.key_quantized[b], a.value_quantized[b] / kTile * kTile, length / kTile * kTile});
     longest = std::max(longest, length - packed_end);
   }
   constexpr int kPerBlock = kTile * kDecodeWarps;  // a tail block's warps take 32 positions each
@@ -171,8 +193,8 @@ std::string launch_decode_attention(const DecodeAttention& a, cudaStream_t strea
     return "kivi decode attention: " + why;
   if (a.rows < 1 || a.rows > kMaxDecodeRows || a.splits < 1)
     return "kivi decode attention: " + std::to_string(a.rows) + " rows and " +
-           std::to_string(a.splits) + " splits: expected 1 to " +
-           std::to_string(kMaxDecodeRows) + " rows per launch and at least one split";
+           std::to_string(a.splits) + " splits: expected 1 to " + std::to_string(kMaxDecodeRows) +
+           " rows per launch and at least one split";
   int max_length = 0;
   for (int b = 0; b < a.rows; ++b) {
     max_length = std::max(max_length, a.length[b]);

@@ -15,7 +15,8 @@ namespace kivi::kivi_cache::cuda {
 struct DecodeStamp {
   unsigned long long* slots = nullptr;
   __device__ DecodeStamp(const DecodeAttention& a, int b, int h, int split) {
-    if (a.timing != nullptr) slots = a.timing + 8 * ((int64_t{b} * a.kv_heads + h) * a.splits + split);
+    if (a.timing != nullptr)
+      slots = a.timing + 8 * ((int64_t{b} * a.kv_heads + h) * a.splits + split);
   }
   __device__ __forceinline__ void operator()(int phase) const {
     if (slots != nullptr && threadIdx.x == 0) {
@@ -107,7 +108,8 @@ __device__ void merge_and_finish(const DecodeAttention& a, int b, int h, int rep
     float* weights = weights_s + r * a.splits;
     float m = -INFINITY, total = 0.0f;
     for (int s = lane; s < a.splits; s += 32) {
-      const float max_of_split = __ldcg(ws.max + first + s), sum_of_split = __ldcg(ws.sum + first + s);
+      const float max_of_split = __ldcg(ws.max + first + s),
+                  sum_of_split = __ldcg(ws.sum + first + s);
       weights[s] = max_of_split;
       if (max_of_split > m) {
         total = total * exp2f(m - max_of_split) + sum_of_split;  // (m = -inf: total is 0)
@@ -126,8 +128,8 @@ __device__ void merge_and_finish(const DecodeAttention& a, int b, int h, int rep
   for (int i = threadIdx.x; i < rep * DIM; i += blockDim.x) {
     const int r = i / DIM, d = i % DIM;
     const int64_t head = int64_t{b} * a.q_heads + h * rep + r;
-    out[head * DIM + d] = from_float<T>(combine_partials(ws.acc + head * a.splits * DIM, a.splits, DIM, d,
-                                                         weights_s + r * a.splits, total_s[r]));
+    out[head * DIM + d] = from_float<T>(combine_partials(
+        ws.acc + head * a.splits * DIM, a.splits, DIM, d, weights_s + r * a.splits, total_s[r]));
   }
   stamp(5);
 }

@@ -41,7 +41,8 @@ struct RowView {
 // probabilities in p.
 template <int MT>
 __device__ __forceinline__ void softmax_tile(const float (&s)[2][4], float (&m)[2], float (&l)[2],
-                                             float (&o)[MT][4], float (&o_min)[4], float (&p)[2][4]) {
+                                             float (&o)[MT][4], float (&o_min)[4],
+                                             float (&p)[2][4]) {
   float correction[2];
 #pragma unroll
   for (int j = 0; j < 2; ++j) {
@@ -91,12 +92,13 @@ __device__ __forceinline__ int tail_row_offset(int r, int d) {
 }
 // One warp's staged rows of one side, in bytes.
 template <int DIM>
-inline constexpr int kTailRowsBytes = kTile * DIM * 2;
+inline constexpr int kTailRowsBytes = kTile* DIM * 2;
 
 // Copies (cp.async) rows r of [t0, t1) that `wanted(p)` selects from `source(p)` into rows_s, and
 // zeros the rows past t1. Lane l copies the chunk l % (DIM / 8) of every (32 / (DIM / 8))-th row.
 template <int DIM, class T, class Wanted, class Source>
-__device__ __forceinline__ void copy_tail_rows(T* rows_s, int t0, int t1, Wanted wanted, Source source) {
+__device__ __forceinline__ void copy_tail_rows(T* rows_s, int t0, int t1, Wanted wanted,
+                                               Source source) {
   constexpr int kChunks = DIM / 8, kRowStep = 32 / kChunks;
   const int lane = threadIdx.x % 32, chunk = lane % kChunks;
 #pragma unroll 4
@@ -128,26 +130,32 @@ struct TailKeyStage {
 // keys, then as much for the values) and loads its packed rows' value parameters; one commit.
 template <class T, int DIM, int KB, int VB>
 __device__ __forceinline__ void issue_tail_copies(const RowView<T>& row, int t0, int t1,
-                                                  unsigned char* smem, TailValueParams<DIM>& params) {
+                                                  unsigned char* smem,
+                                                  TailValueParams<DIM>& params) {
   using KeyStage = TailKeyStage<DIM, KB>;
   const int lane = threadIdx.x % 32;
   T* key_rows = reinterpret_cast<T*>(smem);
   T* value_rows = reinterpret_cast<T*>(smem + kTailRowsBytes<DIM>);
   if (t0 < row.kq) {  // a whole packed key tile: codes in tile order, the group's scale and min
     const int gi = t0 >> row.group_log2, tile_in_group = (t0 & (row.group - 1)) / kTile;
-    const uint32_t* src = row.key_codes + (int64_t{gi} << row.group_log2) * (DIM * KB / 32) + tile_in_group * DIM * KB;
+    const uint32_t* src = row.key_codes + (int64_t{gi} << row.group_log2) * (DIM * KB / 32) +
+                          tile_in_group * DIM * KB;
 #pragma unroll
-    for (int i = lane; i < DIM * KB / 4; i += 32) copy_async16(smem + KeyStage::kCodes + 16 * i, src + 4 * i);
+    for (int i = lane; i < DIM * KB / 4; i += 32)
+      copy_async16(smem + KeyStage::kCodes + 16 * i, src + 4 * i);
     if (lane < DIM / 8) {
-      copy_async16(smem + KeyStage::kScale + 16 * lane, row.key_scale + int64_t{gi} * DIM + 8 * lane);
+      copy_async16(smem + KeyStage::kScale + 16 * lane,
+                   row.key_scale + int64_t{gi} * DIM + 8 * lane);
       copy_async16(smem + KeyStage::kMin + 16 * lane, row.key_min + int64_t{gi} * DIM + 8 * lane);
     }
   } else {
-    copy_tail_rows<DIM>(key_rows, t0, t1, [](int) { return true; },
-                        [&](int p) { return row.key_res + int64_t{p - row.kq} * DIM; });
+    copy_tail_rows<DIM>(
+        key_rows, t0, t1, [](int) { return true; },
+        [&](int p) { return row.key_res + int64_t{p - row.kq} * DIM; });
   }
-  copy_tail_rows<DIM>(value_rows, t0, t1, [&](int p) { return p >= row.vq; },
-                      [&](int p) { return row.value_res + int64_t{p % row.value_slots} * DIM; });
+  copy_tail_rows<DIM>(
+      value_rows, t0, t1, [&](int p) { return p >= row.vq; },
+      [&](int p) { return row.value_res + int64_t{p % row.value_slots} * DIM; });
   // Packed value rows: lane r copies its row's codes into the row's first bytes (its own
   // dequantization overwrites them later) and loads its scales and minima.
   const int p = t0 + lane;
@@ -158,8 +166,10 @@ __device__ __forceinline__ void issue_tail_copies(const RowView<T>& row, int t0,
 #pragma unroll
     for (int i = 0; i < kCodeChunks; ++i) copy_async16(dst + 16 * i, codes + 4 * i);
     const int v_groups = DIM >> row.group_log2;
-    const uint16_t* scale = reinterpret_cast<const uint16_t*>(row.value_scale) + int64_t{p} * v_groups;
-    const uint16_t* minimum = reinterpret_cast<const uint16_t*>(row.value_min) + int64_t{p} * v_groups;
+    const uint16_t* scale =
+        reinterpret_cast<const uint16_t*>(row.value_scale) + int64_t{p} * v_groups;
+    const uint16_t* minimum =
+        reinterpret_cast<const uint16_t*>(row.value_min) + int64_t{p} * v_groups;
 #pragma unroll
     for (int j = 0; j < TailValueParams<DIM>::kGroups; ++j)
       if (j < v_groups) {
@@ -173,7 +183,7 @@ __device__ __forceinline__ void issue_tail_copies(const RowView<T>& row, int t0,
 // bytes) become code * scale + min rounded to T, one 16-byte chunk of 8 channels at a time.
 template <class T, int DIM, int VB>
 __device__ __noinline__ void dequantize_tail_row(T* value_rows, int group_log2,
-                                                    const TailValueParams<DIM>& params) {
+                                                 const TailValueParams<DIM>& params) {
   const int lane = threadIdx.x % 32;
   constexpr int kWords = DIM * VB / 32;
   uint32_t words[kWords];
@@ -217,10 +227,13 @@ __device__ __noinline__ void dequantize_tail_row(T* value_rows, int group_log2,
 // Scores over residual key rows staged by issue_tail_copies, transposed: A = K (tokens 16 mt +
 // g, + 8; channels 16 kt + 2c, +1 and + 8), B = the queries (q_frag: head g, same channels).
 template <class T, int DIM>
-__device__ __forceinline__ void row_tile_scores(const T* key_rows, const uint32_t (*q_frag)[2], float (&acc)[2][4]) {
+__device__ __forceinline__ void row_tile_scores(const T* key_rows, const uint32_t (*q_frag)[2],
+                                                float (&acc)[2][4]) {
   constexpr int KT = DIM / 16;
   const int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
-  auto pair_at = [&](int r, int d) { return *reinterpret_cast<const uint32_t*>(key_rows + tail_row_offset<DIM>(r, d)); };
+  auto pair_at = [&](int r, int d) {
+    return *reinterpret_cast<const uint32_t*>(key_rows + tail_row_offset<DIM>(r, d));
+  };
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
@@ -230,8 +243,8 @@ __device__ __forceinline__ void row_tile_scores(const T* key_rows, const uint32_
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt) {
       const int r = 16 * mt + g, d = 16 * kt + 2 * c;
-      mma_16816<T>(acc[mt], pair_at(r, d), pair_at(r + 8, d), pair_at(r, d + 8), pair_at(r + 8, d + 8),
-                   q_frag[kt][0], q_frag[kt][1]);
+      mma_16816<T>(acc[mt], pair_at(r, d), pair_at(r + 8, d), pair_at(r, d + 8),
+                   pair_at(r + 8, d + 8), q_frag[kt][0], q_frag[kt][1]);
     }
 }
 
@@ -239,13 +252,15 @@ __device__ __forceinline__ void row_tile_scores(const T* key_rows, const uint32_
 // (channels 16 mt + g, + 8; tokens 16 kt + 2c, +1 and + 8), B = P^T (transposed_probs). bf16:
 // P is its rounding plus the remainder, two MMAs (P's 8-bit mantissa alone costs too much).
 template <class T, int DIM>
-__device__ __forceinline__ void row_tile_output(const T* value_rows, const float (&p)[2][4], float (&o)[DIM / 16][4]) {
+__device__ __forceinline__ void row_tile_output(const T* value_rows, const float (&p)[2][4],
+                                                float (&o)[DIM / 16][4]) {
   constexpr int MT = DIM / 16;
   constexpr bool kSplitP = !std::is_same_v<T, __half>;
   const int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   const uint16_t* rows = reinterpret_cast<const uint16_t*>(value_rows);
   auto pair_at = [&](int t, int d) {  // (V[t][d], V[t + 1][d])
-    return uint32_t(rows[tail_row_offset<DIM>(t, d)]) | (uint32_t(rows[tail_row_offset<DIM>(t + 1, d)]) << 16);
+    return uint32_t(rows[tail_row_offset<DIM>(t, d)]) |
+           (uint32_t(rows[tail_row_offset<DIM>(t + 1, d)]) << 16);
   };
 #pragma unroll
   for (int kt = 0; kt < 2; ++kt) {
@@ -265,7 +280,8 @@ __device__ __forceinline__ void row_tile_output(const T* value_rows, const float
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
       const int d = 16 * mt + g;
-      const uint32_t a0 = pair_at(t, d), a1 = pair_at(t, d + 8), a2 = pair_at(t + 8, d), a3 = pair_at(t + 8, d + 8);
+      const uint32_t a0 = pair_at(t, d), a1 = pair_at(t, d + 8), a2 = pair_at(t + 8, d),
+                     a3 = pair_at(t + 8, d + 8);
       mma_16816<T>(o[mt], a0, a1, a2, a3, b0, b1);
       if constexpr (kSplitP) mma_16816<T>(o[mt], a0, a1, a2, a3, lo0, lo1);
     }

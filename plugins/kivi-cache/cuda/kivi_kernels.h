@@ -80,13 +80,13 @@ struct DecodeAttention {
   const int32_t* key_codes = nullptr;  // [B, H, groups, D, Wk]
   const void* key_scale = nullptr;     // [B, H, groups, D]
   const void* key_min = nullptr;
-  const void* key_residual = nullptr;  // [B, H, key_slots, D]
+  const void* key_residual = nullptr;    // [B, H, key_slots, D]
   const int32_t* value_codes = nullptr;  // [B, H, tokens, Wv]
   const void* value_scale = nullptr;     // [B, H, tokens, D / G]
   const void* value_min = nullptr;
-  const void* value_residual = nullptr;  // [B, H, value_slots, D]
-  int64_t key_codes_stride[2] = {0, 0};  // [B, H]; within a head [groups, D, Wk] contiguous
-  int64_t key_scale_stride[2] = {0, 0};  // [B, H]; within a head [groups, D] (scale and min)
+  const void* value_residual = nullptr;     // [B, H, value_slots, D]
+  int64_t key_codes_stride[2] = {0, 0};     // [B, H]; within a head [groups, D, Wk] contiguous
+  int64_t key_scale_stride[2] = {0, 0};     // [B, H]; within a head [groups, D] (scale and min)
   int64_t key_residual_stride[2] = {0, 0};  // [B, H]; within a head [slots, D]
   int64_t value_codes_stride[2] = {0, 0};   // [B, H]; within a head [tokens, Wv]
   int64_t value_scale_stride[2] = {0, 0};   // [B, H]; within a head [tokens, D / G]

@@ -91,7 +91,8 @@ __global__ void key_flush_kernel(KeyFlush a) {
   __syncthreads();
   const int64_t* cs = a.codes_stride;
   int32_t* out = a.codes + i * cs[0] + h * cs[1] + g * cs[2];
-  for (int w = threadIdx.x; w < words; w += blockDim.x) out[w] = static_cast<int32_t>(block_words[w]);
+  for (int w = threadIdx.x; w < words; w += blockDim.x)
+    out[w] = static_cast<int32_t>(block_words[w]);
 }
 
 // One warp per (row, head, token): lanes first quantize the token's channel groups (parameters
@@ -106,7 +107,8 @@ __global__ void value_flush_kernel(ValueFlush a) {
   const int64_t token = int64_t{blockIdx.x} * kValueWarps + warp;
   const int64_t total = int64_t{a.n} * a.heads * a.tokens;
   if (token >= total) return;
-  const int t = static_cast<int>(token % a.tokens), h = static_cast<int>((token / a.tokens) % a.heads),
+  const int t = static_cast<int>(token % a.tokens),
+            h = static_cast<int>((token / a.tokens) % a.heads),
             i = static_cast<int>(token / (int64_t{a.tokens} * a.heads));
   const int groups = a.dim / a.group_size;
   const int64_t* xs = a.x.stride;
@@ -150,7 +152,6 @@ bool key_flush_supported(int dim, int group_size, int bits) {
   return int64_t{dim} * group_size * bits / 8 <= 48 * 1024;
 }
 
-
 std::string launch_key_flush(const KeyFlush& args, cudaStream_t stream) {
   if (std::string error = check_bits("kivi key flush", args.bits, args.group_size); !error.empty())
     return error;
@@ -186,7 +187,8 @@ std::string launch_value_flush(const ValueFlush& args, cudaStream_t stream) {
   const int64_t blocks = (tokens + kValueWarps - 1) / kValueWarps;
   if (blocks > 0x7fffffff) return "kivi value flush: too many tokens in one flush";
   with_dtype(args.dtype, [&](auto tag) {
-    value_flush_kernel<decltype(tag)><<<static_cast<unsigned>(blocks), 32 * kValueWarps, 0, stream>>>(args);
+    value_flush_kernel<decltype(tag)>
+        <<<static_cast<unsigned>(blocks), 32 * kValueWarps, 0, stream>>>(args);
   });
   return launch_error("kivi value flush");
 }

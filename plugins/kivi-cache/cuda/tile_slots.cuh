@@ -5,7 +5,8 @@
 namespace kivi::kivi_cache::cuda {
 
 // Key code of channel d, token t of a group, relative to the group's first word.
-__device__ __forceinline__ void key_tile_slot(int d, int t, int dim, int bits, int& word, int& bit) {
+__device__ __forceinline__ void key_tile_slot(int d, int t, int dim, int bits, int& word,
+                                              int& bit) {
   const int g = t % 8, nt = (t % 32) / 8, kt = d / 16, hi = (d % 16) / 8, c = (d % 8) / 2;
   const int pair = (2 * kt + hi) * 4 + nt, per_half = 16 / bits;
   word = (t / 32) * dim * bits + (4 * g + c) * (dim * bits / 32) + pair / per_half;

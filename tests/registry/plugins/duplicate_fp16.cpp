@@ -15,4 +15,5 @@ std::unique_ptr<kivi::KVCacheFactory> make_own(kivi::ConfigTable&) {
 
 KIVI_PLUGIN(kivi_test_duplicate, "kivi-test-duplicate", "0.0.1",
             kivi::plugin::factory<kivi::KVCacheFactory, &make>("fp16", "a duplicate of fp16"),
-            kivi::plugin::factory<kivi::KVCacheFactory, &make_own>("fp16-dropin", "a name of its own"))
+            kivi::plugin::factory<kivi::KVCacheFactory, &make_own>("fp16-dropin",
+                                                                   "a name of its own"))

@@ -8,24 +8,36 @@
 namespace kivi::fused {
 namespace {
 
-__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(__half x) {
+  return __half2float(x);
+}
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
+__device__ __forceinline__ float to_float(float x) {
+  return x;
+}
 template <class T>
 __device__ __forceinline__ T from_float(float x) {
-  if constexpr (std::is_same_v<T, __half>) return __float2half_rn(x);
-  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16_rn(x);
-  else return x;
+  if constexpr (std::is_same_v<T, __half>)
+    return __float2half_rn(x);
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return __float2bfloat16_rn(x);
+  else
+    return x;
 }
 // What one ATen op on T tensors returns: computed in float, rounded to T.
 template <class T>
-__device__ __forceinline__ float round_to(float x) { return to_float(from_float<T>(x)); }
+__device__ __forceinline__ float round_to(float x) {
+  return to_float(from_float<T>(x));
+}
 
 constexpr int kNormThreads = 256;
 
 // One block per row.
 template <class T>
-__global__ void rms_norm_kernel(const T* x, int64_t x_stride, const T* w, T* y, int64_t cols, float eps) {
+__global__ void rms_norm_kernel(const T* x, int64_t x_stride, const T* w, T* y, int64_t cols,
+                                float eps) {
   const T* row = x + blockIdx.x * x_stride;
   float sum = 0.0f;
   for (int64_t i = threadIdx.x; i < cols; i += kNormThreads) {
@@ -57,12 +69,14 @@ template <class T>
 __global__ void rotary_kernel(Rotary a) {
   const int64_t half = a.dim / 2;
   const int64_t n = a.batch * a.heads * a.tokens * half;
-  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < n; idx += int64_t{gridDim.x} * blockDim.x) {
+  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < n;
+       idx += int64_t{gridDim.x} * blockDim.x) {
     const int64_t i = idx % half;
     const int64_t t = (idx / half) % a.tokens;
     const int64_t h = (idx / (half * a.tokens)) % a.heads;
     const int64_t b = idx / (half * a.tokens * a.heads);
-    const T* x = static_cast<const T*>(a.x) + b * a.x_stride[0] + h * a.x_stride[1] + t * a.x_stride[2];
+    const T* x =
+        static_cast<const T*>(a.x) + b * a.x_stride[0] + h * a.x_stride[1] + t * a.x_stride[2];
     const int64_t cs = (b * a.tokens + t) * a.dim;
     const T* cos = static_cast<const T*>(a.cos) + cs;
     const T* sin = static_cast<const T*>(a.sin) + cs;
@@ -78,9 +92,11 @@ __global__ void rotary_kernel(Rotary a) {
 }
 
 template <class T>
-__global__ void silu_mul_kernel(const T* gate_up, int64_t gu_stride, T* out, int64_t rows, int64_t inter) {
+__global__ void silu_mul_kernel(const T* gate_up, int64_t gu_stride, T* out, int64_t rows,
+                                int64_t inter) {
   const int64_t n = rows * inter;
-  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < n; idx += int64_t{gridDim.x} * blockDim.x) {
+  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < n;
+       idx += int64_t{gridDim.x} * blockDim.x) {
     const int64_t r = idx / inter, j = idx % inter;
     const float g = to_float(gate_up[r * gu_stride + j]);
     const float up = to_float(gate_up[r * gu_stride + inter + j]);
@@ -92,9 +108,12 @@ __global__ void silu_mul_kernel(const T* gate_up, int64_t gu_stride, T* out, int
 template <class Fn>
 void with_type(ElemType type, Fn&& fn) {
   switch (type) {
-    case ElemType::kHalf: return fn(__half{});
-    case ElemType::kBFloat16: return fn(__nv_bfloat16{});
-    default: return fn(float{});
+    case ElemType::kHalf:
+      return fn(__half{});
+    case ElemType::kBFloat16:
+      return fn(__nv_bfloat16{});
+    default:
+      return fn(float{});
   }
 }
 
@@ -119,7 +138,8 @@ std::string rms_norm(ElemType type, const void* x, int64_t x_stride, const void*
   with_type(type, [&](auto tag) {
     using T = decltype(tag);
     rms_norm_kernel<T><<<static_cast<unsigned>(rows), kNormThreads, 0, stream>>>(
-        static_cast<const T*>(x), x_stride, static_cast<const T*>(w), static_cast<T*>(y), cols, eps);
+        static_cast<const T*>(x), x_stride, static_cast<const T*>(w), static_cast<T*>(y), cols,
+        eps);
   });
   return launch_error("fused rms_norm");
 }
@@ -139,8 +159,8 @@ std::string silu_mul(ElemType type, const void* gate_up, int64_t gu_stride, void
   if (rows * inter == 0) return {};
   with_type(type, [&](auto tag) {
     using T = decltype(tag);
-    silu_mul_kernel<T><<<grid_for(rows * inter), 256, 0, stream>>>(static_cast<const T*>(gate_up), gu_stride,
-                                                                   static_cast<T*>(out), rows, inter);
+    silu_mul_kernel<T><<<grid_for(rows * inter), 256, 0, stream>>>(
+        static_cast<const T*>(gate_up), gu_stride, static_cast<T*>(out), rows, inter);
   });
   return launch_error("fused silu_mul");
 }

@@ -59,6 +59,8 @@ struct KiviParts {
 };
 
 // The parts a "kivi/1" view carries (throws, naming both formats, for any other view).
-inline const KiviParts& kivi_parts(const CacheView& view) { return view.payload_as<KiviParts>(kFormat); }
+inline const KiviParts& kivi_parts(const CacheView& view) {
+  return view.payload_as<KiviParts>(kFormat);
+}
 
 }  // namespace kivi::kivi_cache
