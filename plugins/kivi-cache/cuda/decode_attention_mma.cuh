@@ -58,6 +58,12 @@ struct MmaStage {
       kStages * kBytes > 2 * kTailRowsBytes<DIM> ? kStages* kBytes : 2 * kTailRowsBytes<DIM>;
   static constexpr int kBlockBytes = kDecodeWarps * kWarpBytes;
 };
+// The key part of a stage is where copy_key_tile and packed_tile_scores put and find it.
+template <int DIM, int KB, int VB>
+inline constexpr bool kKeyPartShared =
+    MmaStage<DIM, KB, VB>::kKeyCodes ==
+    TailKeyStage<DIM, KB>::kCodes&& MmaStage<DIM, KB, VB>::kKeyScale ==
+    TailKeyStage<DIM, KB>::kScale&& MmaStage<DIM, KB, VB>::kKeyMin == TailKeyStage<DIM, KB>::kMin;
 
 // Two T values (at shared or global addresses) as one pair register.
 template <class T>
@@ -310,6 +316,7 @@ template <class T, int DIM, int KB, int VB>
 __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
     decode_mma_kernel(DecodeAttention a, int tiles_per_split) {
   using Stage = MmaStage<DIM, KB, VB>;
+  static_assert(kKeyPartShared<DIM, KB, VB>, "main and tail stages share the key part's layout");
   constexpr int KT = DIM / 16;  // k-tiles over channels (scores)
   constexpr int MT = DIM / 16;  // m-tiles over channels (output)
   // 1-d grid: every (row, kv head)'s main splits, then every (row, kv head)'s tail blocks, so
@@ -380,18 +387,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
     const int tile = tile_begin + warp + k * kDecodeWarps;
     unsigned char* dst = stages + (k % Stage::kStages) * Stage::kBytes;
     if (tile < tile_end) {
-      const int p0 = tile * kTile, gi = p0 >> group_log2,
-                tile_in_group = (p0 & (group - 1)) / kTile;
-      const uint32_t* src =
-          row.key_codes + (int64_t{gi} << group_log2) * (DIM * KB / 32) + tile_in_group * DIM * KB;
-#pragma unroll
-      for (int i = lane; i < DIM * KB / 4; i += 32)
-        copy_async16(dst + Stage::kKeyCodes + 16 * i, src + 4 * i);
-      if (lane < DIM / 8) {
-        copy_async16(dst + Stage::kKeyScale + 16 * lane,
-                     row.key_scale + int64_t{gi} * DIM + 8 * lane);
-        copy_async16(dst + Stage::kKeyMin + 16 * lane, row.key_min + int64_t{gi} * DIM + 8 * lane);
-      }
+      const int p0 = tile * kTile;
+      copy_key_tile<DIM, KB>(dst, row, p0);  // (the stage's key part: TailKeyStage's offsets)
       const uint32_t* values = row.value_codes + int64_t{p0} * v_words;
 #pragma unroll
       for (int i = lane; i < DIM * VB / 4; i += 32)

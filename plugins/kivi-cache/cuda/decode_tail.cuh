@@ -126,28 +126,36 @@ struct TailKeyStage {
   static constexpr int kCodes = 0, kScale = 4 * DIM * KB, kMin = kScale + 2 * DIM;
 };
 
+// Copies (cp.async) the packed key tile at position p0 (a multiple of 32) into a stage's key
+// part: its codes in tile order, then its group's scale and min. Main and tail warps alike.
+template <int DIM, int KB, class T>
+__device__ __forceinline__ void copy_key_tile(unsigned char* stage, const RowView<T>& row, int p0) {
+  using KeyStage = TailKeyStage<DIM, KB>;
+  const int lane = threadIdx.x % 32;
+  const int gi = p0 >> row.group_log2, tile_in_group = (p0 & (row.group - 1)) / kTile;
+  const uint32_t* src =
+      row.key_codes + (int64_t{gi} << row.group_log2) * (DIM * KB / 32) + tile_in_group * DIM * KB;
+#pragma unroll
+  for (int i = lane; i < DIM * KB / 4; i += 32)
+    copy_async16(stage + KeyStage::kCodes + 16 * i, src + 4 * i);
+  if (lane < DIM / 8) {
+    copy_async16(stage + KeyStage::kScale + 16 * lane,
+                 row.key_scale + int64_t{gi} * DIM + 8 * lane);
+    copy_async16(stage + KeyStage::kMin + 16 * lane, row.key_min + int64_t{gi} * DIM + 8 * lane);
+  }
+}
+
 // Issues every copy of the tail tile [t0, t1) of this warp into smem (kTailRowsBytes for the
 // keys, then as much for the values) and loads its packed rows' value parameters; one commit.
 template <class T, int DIM, int KB, int VB>
 __device__ __forceinline__ void issue_tail_copies(const RowView<T>& row, int t0, int t1,
                                                   unsigned char* smem,
                                                   TailValueParams<DIM>& params) {
-  using KeyStage = TailKeyStage<DIM, KB>;
   const int lane = threadIdx.x % 32;
   T* key_rows = reinterpret_cast<T*>(smem);
   T* value_rows = reinterpret_cast<T*>(smem + kTailRowsBytes<DIM>);
-  if (t0 < row.kq) {  // a whole packed key tile: codes in tile order, the group's scale and min
-    const int gi = t0 >> row.group_log2, tile_in_group = (t0 & (row.group - 1)) / kTile;
-    const uint32_t* src = row.key_codes + (int64_t{gi} << row.group_log2) * (DIM * KB / 32) +
-                          tile_in_group * DIM * KB;
-#pragma unroll
-    for (int i = lane; i < DIM * KB / 4; i += 32)
-      copy_async16(smem + KeyStage::kCodes + 16 * i, src + 4 * i);
-    if (lane < DIM / 8) {
-      copy_async16(smem + KeyStage::kScale + 16 * lane,
-                   row.key_scale + int64_t{gi} * DIM + 8 * lane);
-      copy_async16(smem + KeyStage::kMin + 16 * lane, row.key_min + int64_t{gi} * DIM + 8 * lane);
-    }
+  if (t0 < row.kq) {  // a whole packed key tile
+    copy_key_tile<DIM, KB>(smem, row, t0);
   } else {
     copy_tail_rows<DIM>(
         key_rows, t0, t1, [](int) { return true; },
