@@ -1,27 +1,28 @@
 // The fused KIVI decode kernel on tensor cores (fp16 and bf16 storage), reading the cache's
-// tile order (tile_order.h) so that its inner loop costs about one instruction per code.
+// tile order (tile_order.h) so that its inner loop costs about one instruction per code pair.
 //
 // Grid: the main splits of every (row, kv head), then its tail blocks. 4 warps per block; in a
 // main block each takes every fourth 32-token tile of the block's range with an online softmax
 // of its own; warps merge in shared memory, and the last block of each (row, kv head) to finish
-// combines the splits (decode_merge.cuh). All m16n8k16 MMAs put the GQA group's query heads in
-// rows 0..7:
-//   scores  S[r][t] = sum_d (q[r][d] * scale[d]) * code[d][t] + sum_d q[r][d] * min[d]:
-//           A = q * scale (one HMUL2 per pair, per tile), B = the codes, exact small integers;
-//           the bias q . min is one more MMA whose B holds min in column 0;
-//   output  O[r][d] = sum_t (P[r][t] * scale[t][c]) * code[t][d] + sum_t P[r][t] * min[t][c]
-//           for channel group c of d: A = P * scale, B = the codes; the min term is one more MMA
-//           whose B holds min[t][c] in column c.
-// A lane's key codes of a tile are 16-byte words in shared memory that give its B fragments
-// directly; a lane's value codes of two tokens become B fragments with one byte permute. Codes
+// combines the splits (decode_merge.cuh). Every m16n8k16 MMA is transposed: tokens or channels
+// are its 16 rows, the GQA group's query heads its 8 columns (mma_fragments.cuh), so no row is
+// spent on absent heads:
+//   scores  S^T[t][r] = sum_d code[t][d] * (q[r][d] * scale[d]) + sum_d min[d] * q[r][d]:
+//           A = the codes (exact small integers), B = q * scale (one HMUL2 per pair, per tile);
+//           the bias is one more MMA whose A holds min in every row;
+//   output  O^T[d][r] = sum_t code[t][d] * (P[r][t] * scale[t][c]) + sum_t min[t][c] * P[r][t]
+//           for channel group c of d: A = the codes, B = (P * scale)^T, P^T made from the score
+//           fragments by movmatrix; the min term is one more MMA whose A holds min^T.
+// A lane's key codes of a tile are 16-byte words in shared memory that give its A fragments
+// directly; a lane's value codes of two tokens become A fragments with one byte permute. Codes
 // become fp16/bf16 with one LOP3 and one HFMA2 per pair (code_convert.cuh).
 //
 // Memory: each warp keeps kStages tiles in flight, copied with cp.async into its own stages
 // (the packed codes, scales and minima of keys and values), so the loads of several tiles
 // overlap the arithmetic. Main blocks take the tiles packed on both sides; the rest of a row
 // (the residual windows and the tiles they straddle, ~R + 32 tokens) goes to tail blocks
-// (DecodeAttention::tail_splits), whose warps stage 32 positions each as T rows and attend them
-// through the same MMAs (decode_tail.cuh); they join the main splits in the split combine.
+// (DecodeAttention::tail_splits), whose warps take 32 positions each in one round trip and
+// attend them with the same MMAs (decode_tail.cuh); they join the main splits in the combine.
 #pragma once
 
 #include "code_convert.cuh"
@@ -433,7 +434,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
   }
   __syncthreads();
   stamp(1);
-  // This lane's A fragments of the queries: row g, channels 16 kt + 2c + {0, 1} and + 8.
+  // This lane's B fragments of the queries (and the bias MMA's): head g, channels 16 kt + 2c,
+  // +1 and + 8.
   uint32_t q_frag[KT][2];
 #pragma unroll
   for (int kt = 0; kt < KT; ++kt) {
