@@ -90,6 +90,29 @@ TEST_CASE("model config: bad fields are errors naming the file and field", "[mod
                     Contains("hidden_act") && Contains("gelu"));
   CHECK_THROWS_WITH(parse_model_config(with(R"("eos_token_id": "x")"), "m/config.json"),
                     Contains("eos_token_id"));
+  // What parses but makes no sense: each names the file, the field and its value.
+  CHECK_THROWS_WITH(parse_model_config(with(R"("rms_norm_eps": -1e-5)"), "m/config.json"),
+                    Contains("m/config.json") && Contains("rms_norm_eps") && Contains("-1e-05"));
+  CHECK_THROWS_WITH(parse_model_config(with(R"("rms_norm_eps": 0)"), "m/config.json"),
+                    Contains("rms_norm_eps"));
+  CHECK_THROWS_WITH(parse_model_config(with(R"("rope_theta": 0.0)"), "m/config.json"),
+                    Contains("rope_theta") && Contains("positive"));
+  CHECK_THROWS_WITH(
+      parse_model_config(with(R"("rope_parameters": {"rope_type": "default", "rope_theta": -1.0})"),
+                         "m/config.json"),
+      Contains("rope_parameters.rope_theta"));
+  CHECK_THROWS_WITH(parse_model_config(with(R"("eos_token_id": [2, 32])"), "m/config.json"),
+                    Contains("eos_token_id") && Contains("vocab_size - 1 = 31"));
+  CHECK_THROWS_WITH(parse_model_config(with(R"("bos_token_id": -3)"), "m/config.json"),
+                    Contains("bos_token_id") && Contains("-3"));
+  CHECK_THROWS_WITH(parse_model_config(with(R"("pad_token_id": 40)"), "m/config.json"),
+                    Contains("pad_token_id") && Contains("40"));
+  CHECK_FALSE(parse_model_config(with(R"("pad_token_id": -1)"), "m/config.json").pad_token_id);
+  ModelConfig generation_target = parse_model_config(with(""), "m/config.json");
+  CHECK_THROWS_WITH(
+      apply_generation_config(generation_target, R"({"eos_token_id": 99})",
+                              "m/generation_config.json"),
+      Contains("m/generation_config.json") && Contains("eos_token_id") && Contains("99"));
   CHECK_THROWS_WITH(parse_model_config(with(R"("torch_dtype": "int8")"), "m/config.json"),
                     Contains("torch_dtype") && Contains("int8"));
   CHECK_THROWS_WITH(parse_model_config(R"({"vocab_size": 3)", "m/config.json"),

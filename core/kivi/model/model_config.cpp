@@ -1,5 +1,6 @@
 #include "kivi/model/model_config.h"
 
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -116,6 +117,8 @@ RopeConfig read_rope(const json& root, const Fields& top, const std::string& sou
                      int64_t max_position_embeddings) {
   RopeConfig rope;
   rope.theta = top.number("rope_theta", rope.theta);
+  if (!(std::isfinite(rope.theta) && rope.theta > 0.0))
+    top.fail("rope_theta", "a positive number (the rotary base)");
   rope.partial_rotary_factor = top.number("partial_rotary_factor", 1.0);
   // Older configs: rope_scaling (null when unscaled). transformers 5: rope_parameters, which
   // also carries rope_theta.
@@ -131,6 +134,8 @@ RopeConfig read_rope(const json& root, const Fields& top, const std::string& sou
   const std::string type_key = f.has("rope_type") ? "rope_type" : "type";  // both occur
   rope.type = f.string(type_key, "default");
   rope.theta = f.number("rope_theta", rope.theta);
+  if (!(std::isfinite(rope.theta) && rope.theta > 0.0))
+    f.fail("rope_theta", "a positive number (the rotary base)");
   rope.partial_rotary_factor = f.number("partial_rotary_factor", rope.partial_rotary_factor);
   if (rope.type == "default") return rope;
   if (rope.type != "linear" && rope.type != "dynamic" && rope.type != "llama3")
@@ -198,6 +203,23 @@ void ConfigFields::fail(const std::string& key, const std::string& expected) con
   Fields(object_of(json_), source_).fail(key, expected);
 }
 
+namespace {
+
+// Special token ids index the embedding and the logits: each must lie in the vocabulary. A
+// negative pad_token_id (old configs write -1) means none.
+void check_token_ids(ModelConfig& c, const Fields& f) {
+  const std::string range =
+      "token ids from 0 to vocab_size - 1 = " + std::to_string(c.vocab_size - 1);
+  auto in_vocab = [&](int64_t id) { return id >= 0 && id < c.vocab_size; };
+  if (c.bos_token_id && !in_vocab(*c.bos_token_id)) f.fail("bos_token_id", range);
+  for (int64_t id : c.eos_token_ids)
+    if (!in_vocab(id)) f.fail("eos_token_id", range);
+  if (c.pad_token_id && *c.pad_token_id < 0) c.pad_token_id.reset();
+  if (c.pad_token_id && !in_vocab(*c.pad_token_id)) f.fail("pad_token_id", range);
+}
+
+}  // namespace
+
 ModelConfig parse_model_config(const std::string& json_text, const std::string& source) {
   const json root = parse_json(json_text, source);
   check(root.is_object(), source + ": expected a JSON object at the top level");
@@ -227,6 +249,8 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   if (c.head_dim % 2 != 0) f.fail("head_dim", "an even number (rotary embedding pairs halves)");
   c.max_position_embeddings = f.positive("max_position_embeddings", 2048);
   c.rms_norm_eps = f.number("rms_norm_eps", c.rms_norm_eps);
+  if (!(std::isfinite(c.rms_norm_eps) && c.rms_norm_eps > 0.0 && c.rms_norm_eps < 1.0))
+    f.fail("rms_norm_eps", "a number between 0 and 1 (RMSNorm's epsilon)");
   c.hidden_act = f.string("hidden_act", "silu");
   if (c.hidden_act != "silu") f.fail("hidden_act", "\"silu\" (the gated SiLU MLP)");
   c.tie_word_embeddings = f.boolean("tie_word_embeddings", false);
@@ -246,6 +270,7 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   c.bos_token_id = f.token_id("bos_token_id");
   c.eos_token_ids = f.token_ids("eos_token_id");
   c.pad_token_id = f.token_id("pad_token_id");
+  check_token_ids(c, f);
   return c;
 }
 
@@ -266,6 +291,7 @@ void apply_generation_config(ModelConfig& config, const std::string& json_text,
   if (auto bos = f.token_id("bos_token_id")) config.bos_token_id = bos;
   if (auto eos = f.token_ids("eos_token_id"); !eos.empty()) config.eos_token_ids = eos;
   if (auto pad = f.token_id("pad_token_id")) config.pad_token_id = pad;
+  check_token_ids(config, f);
 }
 
 ModelConfig load_model_config(const std::filesystem::path& folder) {
