@@ -90,6 +90,13 @@ TEST_CASE("safetensors: lying or truncated files are clear errors", "[model][saf
       file, R"({"w": {"dtype": "F32", "shape": [-4], "data_offsets": [0, 16]}})", 16);
   CHECK_THROWS_WITH(SafetensorsFile(file), Contains("\"w\"") && Contains("shape"));
 
+  // 2^61 doubles are 2^64 bytes: a byte count that wraps to 0 must not pass for an empty span.
+  test::write_raw_safetensors(
+      file, R"({"w": {"dtype": "F64", "shape": [2305843009213693952], "data_offsets": [0, 0]}})",
+      16);
+  CHECK_THROWS_WITH(SafetensorsFile(file), Contains("\"w\"") && Contains("2305843009213693952") &&
+                                               Contains("more than 2^64 bytes"));
+
   test::write_raw_safetensors(file, R"({"w": {"dtype": "F32", "shape": [4], "data_off)", 16);
   CHECK_THROWS_WITH(SafetensorsFile(file), Contains(where) && Contains("malformed"));
 

@@ -133,7 +133,11 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path)
           what + ": data_offsets " + off.dump() + " reach past the end of the data (" +
               std::to_string(data_size) +
               " bytes after the header; the file is truncated or the header lies)");
-    const uint64_t expected = numel * c10::elementSize(e.dtype);
+    // A shape whose byte size overflows 64 bits must not wrap around to the span it claims.
+    uint64_t expected = 0;
+    check(!__builtin_mul_overflow(numel, uint64_t{c10::elementSize(e.dtype)}, &expected),
+          what + ": dtype " + dtype.get<std::string>() + " x shape " + shape_string(e.shape) +
+              " needs more than 2^64 bytes");
     check(e.end - e.begin == expected,
           what + ": data_offsets " + off.dump() + " span " + std::to_string(e.end - e.begin) +
               " bytes, but dtype " + dtype.get<std::string>() + " x shape " +
