@@ -7,6 +7,7 @@
 
 #include "host_context.h"
 #include "kivi/cache/kv_cache.h"
+#include "kivi/util/input_file.h"
 #include "model_session.h"
 
 namespace kivi::host {
@@ -21,6 +22,7 @@ std::vector<std::vector<int64_t>> read_prompts(const HostConfig& cfg, const Mode
     std::ifstream in(g.prompt_file);
     check(in.good(), cfg.file.string() + ": [generate] prompt_file: cannot open " +
                          g.prompt_file.string() + missing_input_note(cfg.file, g.prompt_file));
+    check_input_file(g.prompt_file, "[generate] prompt_file");
     for (std::string line; std::getline(in, line);)
       if (!line.empty()) texts.push_back(line);
   }

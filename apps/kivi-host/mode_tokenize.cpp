@@ -11,6 +11,7 @@
 #include "host_context.h"
 #include "kivi/text/chat_template.h"
 #include "kivi/text/stream_decoder.h"
+#include "kivi/util/input_file.h"
 #include "tokenizer_loading.h"
 
 namespace kivi::host {
@@ -52,6 +53,7 @@ int run_tokenize_mode(HostContext& context) {
       std::ifstream in(choice.chat_template);
       check(in.good(), where + "chat_template: cannot open " + choice.chat_template.string() +
                            missing_input_note(context.config.file, choice.chat_template));
+      check_input_file(choice.chat_template, "[tokenize] chat_template");
       std::ostringstream text;
       text << in.rdbuf();
       source = text.str();

@@ -5,6 +5,8 @@
 #include <ostream>
 #include <sstream>
 
+#include "kivi/util/input_file.h"
+
 namespace kivi::host {
 
 TextPlan plan_text_windows(const HostConfig& cfg, const ModelSession& session) {
@@ -16,6 +18,7 @@ TextPlan plan_text_windows(const HostConfig& cfg, const ModelSession& session) {
   std::ifstream in(p.text, std::ios::binary);
   check(in.good(),
         where + " text: cannot open " + p.text.string() + missing_input_note(cfg.file, p.text));
+  check_input_file(p.text, "[perplexity] text");
   std::ostringstream buffer;
   buffer << in.rdbuf();
   const std::vector<int32_t> ids32 = session.tokenizer->encode(buffer.str(), false);

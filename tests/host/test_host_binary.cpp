@@ -177,6 +177,11 @@ TEST_CASE("kivi-host rejects bad command lines and missing files clearly", "[hos
   CHECK_THAT(run_host("--config /nonexistent/run.toml").output,
              Contains("/nonexistent/run.toml: cannot open config file"));
   CHECK_THAT(run_host("--bogus").output, Contains("unknown argument \"--bogus\""));
+  // A directory is not an empty config, nor a device an endless one.
+  CHECK_THAT(run_host("--config " + std::filesystem::temp_directory_path().string()).output,
+             Contains("the config file is a directory, expected a file"));
+  CHECK_THAT(run_host("--config /dev/zero").output,
+             Contains("/dev/zero: the config file is not a regular file"));
   CHECK(run_host("--plugin-dir").exit_code == 1);
   const std::string config = write_config("profile", "mode = \"check\"\n");
   CHECK_THAT(run_host("check --config " + config + " --profile 3").output,

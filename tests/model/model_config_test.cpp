@@ -121,6 +121,10 @@ TEST_CASE("model config: bad fields are errors naming the file and field", "[mod
                     Contains("hidden_size") && Contains("required"));
   CHECK_THROWS_WITH(load_model_config("/nonexistent/model"),
                     Contains("/nonexistent/model/config.json"));
+  test::TempDir folder("config-is-a-folder");
+  std::filesystem::create_directories(folder.path / "config.json");
+  CHECK_THROWS_WITH(load_model_config(folder.path),
+                    Contains("config.json: the model configuration is a directory"));
 }
 
 TEST_CASE("rotary: inverse frequencies of the scaling variants", "[model][rope]") {

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "kivi/util/error.h"
+#include "kivi/util/input_file.h"
 #include "kivi/util/toml_limits.h"
 
 namespace kivi {
@@ -69,6 +70,7 @@ toml::table ConfigTable::parse_text(const std::string& text, const std::string& 
 toml::table ConfigTable::parse_file(const std::string& file) {
   std::ifstream in(file, std::ios::binary);
   if (!in) throw Error(file + ": cannot open config file");
+  check_input_file(file, "config file", uint64_t{16} << 20);
   std::stringstream buffer;
   buffer << in.rdbuf();
   return parse_text(buffer.str(), file);

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kivi/util/error.h"
+#include "kivi/util/input_file.h"
 #include "kivi/util/json_limits.h"
 
 namespace kivi {
@@ -17,6 +18,7 @@ using nlohmann::json;
 std::string read_text(const std::filesystem::path& file) {
   std::ifstream in(file, std::ios::binary);
   check(static_cast<bool>(in), file.string() + ": cannot open (needed to load the model)");
+  check_input_file(file, "model configuration", uint64_t{16} << 20);
   std::ostringstream text;
   text << in.rdbuf();
   return text.str();

@@ -15,6 +15,7 @@
 #include "kivi/text/pre_tokenizer.h"
 #include "kivi/text/utf8.h"
 #include "kivi/util/error.h"
+#include "kivi/util/input_file.h"
 #include "kivi/util/json_limits.h"
 
 namespace kivi::text {
@@ -40,6 +41,7 @@ namespace {
 std::string read_text_file(const std::filesystem::path& path, const char* what) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(path.string() + ": cannot open the " + what);
+  check_input_file(path, what);
   std::ostringstream buffer;
   buffer << in.rdbuf();
   return buffer.str();
