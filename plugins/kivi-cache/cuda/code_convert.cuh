@@ -55,20 +55,6 @@ __device__ __forceinline__ uint32_t product_rest(uint32_t x, uint32_t y, uint32_
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
-// P * scale as a T pair for the A operand of the value MMA. bf16 rounds the float product once:
-// with its 8-bit mantissa, rounding P first and then the product doubles the error. fp16 (11
-// bits) multiplies the rounded pair, one HMUL2.
-template <class T>
-__device__ __forceinline__ uint32_t scaled_probs(float p0, float p1, uint32_t p_pair,
-                                                 uint32_t scale_pair) {
-  if constexpr (std::is_same_v<T, __half>) {
-    return mul_pair<T>(p_pair, scale_pair);
-  } else {
-    const float2 scale = pair_to_float2(scale_pair, T{});
-    return pack_pair<T>(p0 * scale.x, p1 * scale.y);
-  }
-}
-
 // (a & b) | c in one LOP3. Written as PTX because the compiler, given two 32-bit constants,
 // emits an AND and an OR (an instruction holds one immediate); here it keeps one in a register.
 __device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t b, uint32_t c) {

@@ -372,13 +372,10 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
                   h * a.value_scale_stride[1];
   row.value_res = static_cast<const T*>(a.value_residual) + b * a.value_residual_stride[0] +
                   h * a.value_residual_stride[1];
-  row.length = length;
   row.kq = kq;
   row.vq = vq;
   row.group = group;
   row.group_log2 = group_log2;
-  row.k_bits = a.k_bits;
-  row.v_bits = a.v_bits;
   row.value_slots = a.value_slots;
 
   // Starts copying the packed data of this warp's k-th tile into stage k % kStages (one commit

@@ -29,7 +29,7 @@ struct RowView {
   const T *key_scale, *key_min, *key_res;
   const uint32_t* value_codes;
   const T *value_scale, *value_min, *value_res;
-  int length, kq, vq, group, group_log2, k_bits, v_bits, value_slots;
+  int kq, vq, group, group_log2, value_slots;
 };
 
 // The transposed layout of the kernel's per-tile state (mma_fragments.cuh), per lane (g, c):
