@@ -7,8 +7,12 @@
 //
 //   kivi_attention_bench [--batches 1,16] [--contexts 4096,32768] [--extra 1x131072]
 //                        [--bits 2,4] [--q-heads 32] [--kv-heads 8] [--head-dim 128]
-//                        [--reps 40] [--json out.json]
+//                        [--reps 40] [--json out.json] [--chunk 256]
 // Defaults: Llama-3.1-8B's attention shapes (32 query heads, 8 kv heads, head_dim 128).
+// --chunk N times chunks instead: N new tokens per row over `context` stored tokens (batch 1 and
+// contexts 8192,32768 unless given), the fused chunk kernel over the packed cache against flash
+// attention (at::_scaled_dot_product_flash_attention, causal over the chunk) over an fp16 cache
+// of the same tokens, whose causal alignment is checked once against an explicit mask.
 // Built with FlashInfer's headers (flashinfer_peer.h), each case also times FlashInfer's batch
 // decode over a paged fp16 cache and a paged fp8 (e4m3) cache of the same tokens, and checks its
 // fp16 output against SDPA's; otherwise the table says the peer is absent.
@@ -43,6 +47,8 @@ struct Settings {
   std::vector<int64_t> bits = {2, 4};
   int64_t q_heads = 32, kv_heads = 8, head_dim = 128, reps = 40;
   std::string json;
+  int64_t chunk = 0;  // > 0: time chunks of this many tokens instead of decode steps
+  bool grid_given = false;
 };
 
 std::vector<int64_t> parse_list(const std::string& text) {
@@ -58,10 +64,14 @@ Settings parse_args(int argc, char** argv) {
     const std::string arg = argv[i];
     if (i + 1 >= argc) throw std::runtime_error("missing value after " + arg);
     const std::string value = argv[++i];
-    if (arg == "--batches")
+    if (arg == "--batches") {
       s.batches = parse_list(value);
-    else if (arg == "--contexts")
+      s.grid_given = true;
+    } else if (arg == "--contexts") {
       s.contexts = parse_list(value);
+      s.grid_given = true;
+    } else if (arg == "--chunk")
+      s.chunk = std::stoll(value);
     else if (arg == "--bits")
       s.bits = parse_list(value);
     else if (arg == "--q-heads")
@@ -173,6 +183,148 @@ void time_flashinfer(Row& row, const at::Tensor& q, const at::Tensor& k, const a
   }
 }
 
+// ---- chunks ---------------------------------------------------------------------------------
+
+struct ChunkRow {
+  int64_t batch = 0, context = 0, chunk = 0;
+  double fp16_cache_mb = 0, flash_us = 0, flash_tflops = 0, flash_mask_error = 0;
+  std::vector<double> kivi_us, kivi_tflops, speedup, kivi_mb;
+};
+
+// Multiply-adds of causal chunk attention, as FLOPs: QK^T and PV over each query's visible keys.
+double chunk_flops(const Settings& s, int64_t batch, int64_t context) {
+  const double visible = static_cast<double>(s.chunk) * (context + (s.chunk + 1) / 2.0);
+  return 4.0 * batch * s.q_heads * s.head_dim * visible;
+}
+
+// Times flash attention over fp16 K/V of `context` + chunk tokens (causal over the chunk) and
+// the fused chunk kernel over a KIVI cache of the context, for each bit width.
+ChunkRow time_chunk(const Settings& s, int64_t batch, int64_t context, at::Tensor& scratch) {
+  ChunkRow row;
+  row.batch = batch;
+  row.context = context;
+  row.chunk = s.chunk;
+  const auto half = at::TensorOptions().dtype(at::kHalf).device(at::kCUDA);
+  const at::Tensor k = at::randn({batch, s.kv_heads, context, s.head_dim}, half);
+  const at::Tensor v = at::randn({batch, s.kv_heads, context, s.head_dim}, half);
+  const at::Tensor q = at::randn({batch, s.q_heads, s.chunk, s.head_dim}, half);
+  const at::Tensor k_new = at::randn({batch, s.kv_heads, s.chunk, s.head_dim}, half);
+  const at::Tensor v_new = at::randn({batch, s.kv_heads, s.chunk, s.head_dim}, half);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(s.head_dim));
+  const double flops = chunk_flops(s, batch, context);
+  // Flash attention takes as many kv heads as query heads: the fp16 cache with its heads
+  // repeated (made once, outside the timing).
+  const int64_t rep = s.q_heads / s.kv_heads;
+  const at::Tensor k_all = at::cat({k, k_new}, 2).repeat_interleave(rep, 1);
+  const at::Tensor v_all = at::cat({v, v_new}, 2).repeat_interleave(rep, 1);
+  row.fp16_cache_mb = 2.0 * static_cast<double>(k.nbytes()) / 1e6;
+  auto flash = [&] {
+    return std::get<0>(at::_scaled_dot_product_flash_attention(q, k_all, v_all, 0.0,
+                                                               /*is_causal=*/true, false, scale));
+  };
+  {
+    // Query t sits at position context + t: a bottom-right causal mask.
+    const at::Tensor positions = at::arange(context + s.chunk, half.dtype(at::kLong));
+    const at::Tensor visible = positions.unsqueeze(0) <=
+                               (at::arange(s.chunk, half.dtype(at::kLong)) + context).unsqueeze(1);
+    const at::Tensor masked = at::scaled_dot_product_attention(
+        q.narrow(1, 0, 1).to(at::kFloat), k_all.narrow(1, 0, 1).to(at::kFloat),
+        v_all.narrow(1, 0, 1).to(at::kFloat), visible, 0.0, false, scale);
+    const at::Tensor out = flash().narrow(1, 0, 1).to(at::kFloat);
+    row.flash_mask_error = (out - masked).norm().item<double>() / masked.norm().item<double>();
+    if (row.flash_mask_error > 1e-2)
+      std::fprintf(stderr,
+                   "warning: flash attention's causal mask is not bottom-right aligned here "
+                   "(%.3g off the explicit mask): its times are not comparable\n",
+                   row.flash_mask_error);
+  }
+  row.flash_us = median_us([&] { flash(); }, s.reps, scratch);
+  row.flash_tflops = flops / (row.flash_us * 1e6);
+  for (int64_t bits : s.bits) {
+    CacheGeometry g;
+    g.num_layers = 1;
+    g.num_kv_heads = s.kv_heads;
+    g.head_dim = s.head_dim;
+    g.max_batch = batch;
+    g.max_tokens = context + s.chunk;
+    g.dtype = at::kHalf;
+    g.device = at::Device(at::kCUDA, 0);
+    KiviOptions o;
+    o.k_bits = bits;
+    o.v_bits = bits;
+    KiviCache cache(g, o);
+    cache.append(0, k, v);
+    const CacheView view = cache.view(0);
+    AttentionParams params;
+    params.scale = scale;
+    std::string why;
+    if (!cuda_chunk_attention(q, k_new, v_new, kivi_parts(view), view.lengths, {}, params, &why))
+      throw std::runtime_error("the fused chunk kernel cannot serve this case: " + why);
+    const double us = median_us(
+        [&] { cuda_chunk_attention(q, k_new, v_new, kivi_parts(view), view.lengths, {}, params); },
+        s.reps, scratch);
+    row.kivi_us.push_back(us);
+    row.kivi_tflops.push_back(flops / (us * 1e6));
+    row.speedup.push_back(row.flash_us / us);
+    row.kivi_mb.push_back(static_cast<double>(cache.memory().total()) / 1e6);
+  }
+  return row;
+}
+
+int run_chunks(Settings s, const cudaDeviceProp* props, at::Tensor& scratch) {
+  if (!s.grid_given) {
+    s.batches = {1};
+    s.contexts = {8192, 32768};
+  }
+  std::vector<std::pair<int64_t, int64_t>> cases;
+  for (int64_t b : s.batches)
+    for (int64_t l : s.contexts) cases.emplace_back(b, l);
+  cases.insert(cases.end(), s.extra.begin(), s.extra.end());
+  std::vector<ChunkRow> rows;
+  for (const auto& [batch, context] : cases) {
+    rows.push_back(time_chunk(s, batch, context, scratch));
+    std::fprintf(stderr, "measured a %lld-token chunk at batch %lld x context %lld\n",
+                 (long long)s.chunk, (long long)batch, (long long)context);
+  }
+  std::printf("\n| batch | stored | chunk | fp16 cache MB | flash fp16 us | TFLOP/s |");
+  for (int64_t bits : s.bits)
+    std::printf(" KIVI-%lld MB | KIVI-%lld chunk us | TFLOP/s | vs flash |", (long long)bits,
+                (long long)bits);
+  std::printf("\n|---|---|---|---|---|---|");
+  for (size_t i = 0; i < s.bits.size(); ++i) std::printf("---|---|---|---|");
+  std::printf("\n");
+  for (const ChunkRow& r : rows) {
+    std::printf("| %lld | %lld | %lld | %.0f | %.1f | %.0f |", (long long)r.batch,
+                (long long)r.context, (long long)r.chunk, r.fp16_cache_mb, r.flash_us,
+                r.flash_tflops);
+    for (size_t i = 0; i < s.bits.size(); ++i)
+      std::printf(" %.0f | %.1f | %.0f | %.2fx |", r.kivi_mb[i], r.kivi_us[i], r.kivi_tflops[i],
+                  r.speedup[i]);
+    std::printf("\n");
+  }
+  if (!s.json.empty()) {
+    std::ofstream out(s.json);
+    out << "{\n  \"device\": \"" << props->name << "\",\n  \"q_heads\": " << s.q_heads
+        << ", \"kv_heads\": " << s.kv_heads << ", \"head_dim\": " << s.head_dim
+        << ",\n  \"chunk_cases\": [\n";
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const ChunkRow& r = rows[i];
+      out << "    {\"batch\": " << r.batch << ", \"context\": " << r.context
+          << ", \"chunk\": " << r.chunk << ", \"fp16_cache_mb\": " << r.fp16_cache_mb
+          << ", \"flash_us\": " << r.flash_us << ", \"flash_tflops\": " << r.flash_tflops
+          << ", \"flash_vs_explicit_mask\": " << r.flash_mask_error << ", \"kivi\": [";
+      for (size_t j = 0; j < s.bits.size(); ++j)
+        out << (j ? ", " : "") << "{\"bits\": " << s.bits[j] << ", \"cache_mb\": " << r.kivi_mb[j]
+            << ", \"us\": " << r.kivi_us[j] << ", \"tflops\": " << r.kivi_tflops[j]
+            << ", \"speedup_vs_flash\": " << r.speedup[j] << "}";
+      out << "]}" << (i + 1 < rows.size() ? "," : "") << "\n";
+    }
+    out << "  ]\n}\n";
+    std::printf("\nwrote %s\n", s.json.c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -191,6 +343,7 @@ int main(int argc, char** argv) try {
       "shapes: %lld query heads, %lld kv heads, head_dim %lld, one layer; fp16 storage; "
       "KIVI group 32, residual 128\n",
       (long long)s.q_heads, (long long)s.kv_heads, (long long)s.head_dim);
+  if (s.chunk > 0) return run_chunks(s, props, scratch);
 
   std::vector<std::pair<int64_t, int64_t>> cases;
   for (int64_t b : s.batches)

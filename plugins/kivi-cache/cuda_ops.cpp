@@ -30,7 +30,16 @@ bool cuda_store_values(const at::Tensor&, int64_t, int64_t, at::Tensor, at::Tens
 std::optional<at::Tensor> cuda_decode_attention(const at::Tensor&, const KiviParts&,
                                                 const std::vector<int64_t>&,
                                                 std::span<const int64_t>, const AttentionParams&,
-                                                std::string* why, const at::Tensor&, bool) {
+                                                std::string* why, const at::Tensor&, bool,
+                                                const PackedPages&) {
+  if (why) *why = "the kivi-cache plugin was built without CUDA";
+  return std::nullopt;
+}
+std::optional<at::Tensor> cuda_chunk_attention(const at::Tensor&, const at::Tensor&,
+                                               const at::Tensor&, const KiviParts&,
+                                               const std::vector<int64_t>&,
+                                               std::span<const int64_t>, const AttentionParams&,
+                                               std::string* why, const PackedPages&) {
   if (why) *why = "the kivi-cache plugin was built without CUDA";
   return std::nullopt;
 }
@@ -114,6 +123,61 @@ int* split_counters(const at::Tensor& like, int64_t count) {
   return kept_buffer(buffers, like, count, 4096, at::kInt, true).data_ptr<int>();
 }
 
+// A block table the kernels can read (none: the identity table), for `batch` rows of q.
+bool table_fits(const PackedPages& pages, const at::Tensor& q, int64_t batch, int64_t group) {
+  const at::Tensor& t = pages.table;
+  const int64_t page = pages.page_tokens;
+  return !t.defined() ||
+         (t.is_cuda() && t.device() == q.device() && t.scalar_type() == at::kInt && t.dim() == 2 &&
+          t.size(0) >= batch && t.stride(1) == 1 && page >= group && page % group == 0 &&
+          (page & (page - 1)) == 0 && page <= cuda::kWholeRowPage);
+}
+constexpr const char* kTableExpected =
+    "the block table is not an int32 [B, pages] tensor on the queries' GPU with pages of a power "
+    "of two of tokens, whole groups";
+
+// The packed parts and block table of a launch over rows b0.. (cuda::DecodeAttention or
+// cuda::ChunkAttention): pointers at page 0 and the rows' table, or under the identity table
+// (no `pages`: the contiguous cache) pointers at row b0, so that page r of the launch is row
+// b0 + r and the kernels load no page ids.
+template <class Launch>
+void fill_packed(Launch& a, const KiviParts& parts, const PackedPages& pages, int64_t b0) {
+  const bool paged = pages.table.defined();
+  const int64_t page0 = paged ? 0 : b0;
+  if (parts.k_bits < 16) {
+    a.key_codes = static_cast<const int32_t*>(row_pointer(parts.key_codes, page0));
+    a.key_scale = row_pointer(parts.key_scale, page0);
+    a.key_min = row_pointer(parts.key_min, page0);
+    copy_strides(parts.key_codes, a.key_codes_stride);
+    copy_strides(parts.key_scale, a.key_scale_stride);
+  }
+  if (parts.v_bits < 16) {
+    a.value_codes = static_cast<const int32_t*>(row_pointer(parts.value_codes, page0));
+    a.value_scale = row_pointer(parts.value_scale, page0);
+    a.value_min = row_pointer(parts.value_min, page0);
+    copy_strides(parts.value_codes, a.value_codes_stride);
+    copy_strides(parts.value_scale, a.value_scale_stride);
+  }
+  if (paged) {
+    a.table.pages = pages.table.data_ptr<int32_t>() + b0 * pages.table.stride(0);
+    a.table.stride = pages.table.stride(0);
+    a.table.page_tokens = static_cast<int>(pages.page_tokens);
+  } else {
+    a.table.pages = nullptr;
+    a.table.page_tokens = cuda::kWholeRowPage;
+  }
+}
+
+// KIVI_DECODE_CLUSTERS=0 (a benchmarking knob, read once): the splits always combine through the
+// workspace, as before sm_90.
+bool decode_clusters_enabled() {
+  static const bool enabled = [] {
+    const char* value = std::getenv("KIVI_DECODE_CLUSTERS");
+    return value == nullptr || std::string(value) != "0";
+  }();
+  return enabled;
+}
+
 // KIVI_DECODE_TIMING=1 (a profiling knob, read once): every tensor-core decode launch records
 // when each block passes each phase, and prints when the blocks of each kind got there.
 bool decode_timing_enabled() {
@@ -124,8 +188,8 @@ bool decode_timing_enabled() {
   return enabled;
 }
 
-// Per kind of block (main, the last main split, tail blocks), per phase: the median and the
-// latest time since the first block started, in us.
+// Per kind of block (the last split of a row, which holds its tail, and the others), per
+// phase: the median and the latest time since the first block started, in us.
 void print_decode_timing(const at::Tensor& stamps, const cuda::DecodeAttention& a) {
   const at::Tensor host = stamps.cpu();
   const int64_t* t = host.data_ptr<int64_t>();
@@ -133,17 +197,16 @@ void print_decode_timing(const at::Tensor& stamps, const cuda::DecodeAttention& 
   int64_t first = INT64_MAX;
   for (int64_t i = 0; i < blocks; ++i)
     if (t[8 * i] > 0) first = std::min(first, t[8 * i]);
-  const char* names[3] = {"main", "last main", "tail"};
-  const int main_splits = a.splits - a.tail_splits;
+  const char* names[2] = {"main", "last"};
   std::string line = "decode timing (rows " + std::to_string(a.rows) + ", splits " +
-                     std::to_string(a.splits) + ", tail " + std::to_string(a.tail_splits) + ")";
-  for (int kind = 0; kind < 3; ++kind) {
+                     std::to_string(a.splits) + ")";
+  for (int kind = 0; kind < 2; ++kind) {
     std::string part;
     for (int phase = 0; phase < 6; ++phase) {
       std::vector<double> us;
       for (int64_t i = 0; i < blocks; ++i) {
         const int split = static_cast<int>(i % a.splits);
-        const int k = split >= main_splits ? 2 : split == main_splits - 1 ? 1 : 0;
+        const int k = split == a.splits - 1 ? 1 : 0;
         if (k == kind && t[8 * i + phase] > 0) us.push_back((t[8 * i + phase] - first) / 1000.0);
       }
       if (us.empty()) continue;
@@ -214,7 +277,8 @@ std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviP
                                                 const std::vector<int64_t>& lengths,
                                                 std::span<const int64_t> counts,
                                                 const AttentionParams& params, std::string* why,
-                                                const at::Tensor& into, bool cuda_cores_only) {
+                                                const at::Tensor& into, bool cuda_cores_only,
+                                                const PackedPages& pages) {
   auto refuse = [&](const std::string& reason) -> std::optional<at::Tensor> {
     if (why) *why = reason;
     return std::nullopt;
@@ -235,6 +299,7 @@ std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviP
     return refuse("the packed cache is not on the GPU");
   const int batch = static_cast<int>(q.size(0)), q_heads = static_cast<int>(q.size(1)),
             dim = static_cast<int>(q.size(3)), kv_heads = static_cast<int>(kr.size(1));
+  if (!table_fits(pages, q, batch, parts.group_size)) return refuse(kTableExpected);
   std::string reason;
   if (!cuda::decode_supported(*dtype, dim, q_heads, kv_heads, static_cast<int>(parts.group_size),
                               static_cast<int>(parts.k_bits), static_cast<int>(parts.v_bits),
@@ -251,7 +316,9 @@ std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviP
                               &parts.value_codes, &parts.value_scale, &parts.value_min, &kr, &vr})
     cores_only = cores_only || !rows_aligned16(*t);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  const int sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const cudaDeviceProp* device = at::cuda::getCurrentDeviceProperties();
+  const int sm_count = device->multiProcessorCount;
+  const bool cluster_capable = device->major >= 9 && decode_clusters_enabled();
   const int blocks_per_sm = cuda::decode_blocks_per_sm(*dtype, dim, static_cast<int>(parts.k_bits),
                                                        static_cast<int>(parts.v_bits), cores_only);
   for (int b0 = 0; b0 < batch; b0 += cuda::kMaxDecodeRows) {
@@ -271,20 +338,7 @@ std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviP
     a.q = row_pointer(q, b0);
     copy_strides(q, a.q_stride);
     a.out = row_pointer(out, b0);
-    if (keys_packed) {
-      a.key_codes = static_cast<const int32_t*>(row_pointer(parts.key_codes, b0));
-      a.key_scale = row_pointer(parts.key_scale, b0);
-      a.key_min = row_pointer(parts.key_min, b0);
-      copy_strides(parts.key_codes, a.key_codes_stride);
-      copy_strides(parts.key_scale, a.key_scale_stride);
-    }
-    if (values_packed) {
-      a.value_codes = static_cast<const int32_t*>(row_pointer(parts.value_codes, b0));
-      a.value_scale = row_pointer(parts.value_scale, b0);
-      a.value_min = row_pointer(parts.value_min, b0);
-      copy_strides(parts.value_codes, a.value_codes_stride);
-      copy_strides(parts.value_scale, a.value_scale_stride);
-    }
+    fill_packed(a, parts, pages, b0);
     a.key_residual = row_pointer(kr, b0);
     a.value_residual = row_pointer(vr, b0);
     copy_strides(kr, a.key_residual_stride);
@@ -300,18 +354,11 @@ std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviP
       a.value_quantized[r] = static_cast<int>(parts.value_quantized[b]);
       max_length = std::max(max_length, a.length[r]);
     }
-    // The tensor-core kernel leaves each row's tail (its residual windows and the tiles they
-    // straddle) to blocks of 32 positions each, queued after the main blocks.
     const bool tensor_cores = !cores_only && *dtype != cuda::DType::kFloat;
-    if (tensor_cores) a.tail_splits = cuda::decode_tail_splits(a);
-    // (A side kept at 16 bits makes the whole row a tail: beyond ~64K such tokens the splits'
-    // weights no longer fit the last block's shared memory, and the blocked path serves it.)
-    if (a.tail_splits >= cuda::kMostDecodeSplits)
-      return refuse("a tail of more than " + std::to_string(128 * (cuda::kMostDecodeSplits - 1)) +
-                    " positions (a 16-bit side over a very long row)");
-    a.splits = cuda::decode_splits(rows, kv_heads, max_length, sm_count, blocks_per_sm,
-                                   cuda::kMostDecodeSplits - a.tail_splits) +
-               a.tail_splits;
+    a.splits = cuda::decode_splits(rows, kv_heads, max_length, sm_count, blocks_per_sm);
+    // On sm_90 a few splits combine inside a thread-block cluster (decode_merge.cuh).
+    a.cluster_splits =
+        tensor_cores && cluster_capable && a.splits > 1 && a.splits <= cuda::kClusterSplits;
     a.workspace = workspace(q, cuda::decode_workspace_floats(rows, q_heads, dim, a.splits));
     a.counters = split_counters(q, int64_t{rows} * kv_heads);
     at::Tensor stamps;
@@ -321,6 +368,142 @@ std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviP
     }
     raise_if(cuda::launch_decode_attention(a, stream));
     if (stamps.defined()) print_decode_timing(stamps, a);
+  }
+  return out;
+}
+
+namespace {
+
+// Rows of 16-byte chunks: D contiguous, the tensor and every [b, h, t] row 16-byte aligned.
+bool chunk_rows_aligned16(const at::Tensor& t) {
+  const int64_t size = static_cast<int64_t>(t.element_size());
+  bool ok = t.stride(t.dim() - 1) == 1 && aligned16(t);
+  for (int64_t i = 0; i + 1 < t.dim(); ++i) ok = ok && t.stride(i) * size % 16 == 0;
+  return ok;
+}
+
+// The packed parts within a head as chunk_attention.cuh reads them: key codes [groups, D, Wk],
+// scales [groups, D]; value codes [tokens, Wv], scales [tokens, D / G], contiguous; pages and
+// heads 16-byte aligned.
+bool chunk_packed_layout(const KiviParts& p, bool keys, bool values) {
+  const int64_t dim = p.key_residual.size(3);
+  if (keys) {
+    const at::Tensor &codes = p.key_codes, &scale = p.key_scale;
+    const int64_t wk = codes.size(4);
+    if (codes.stride(4) != 1 || codes.stride(3) != wk || codes.stride(2) != dim * wk ||
+        scale.stride(3) != 1 || scale.stride(2) != dim || p.key_min.strides() != scale.strides() ||
+        !rows_aligned16(codes) || !rows_aligned16(scale) || !rows_aligned16(p.key_min))
+      return false;
+  }
+  if (values) {
+    const at::Tensor &codes = p.value_codes, &scale = p.value_scale;
+    if (codes.stride(3) != 1 || codes.stride(2) != codes.size(3) || scale.stride(3) != 1 ||
+        scale.stride(2) != scale.size(3) || p.value_min.strides() != scale.strides() ||
+        !rows_aligned16(codes) || !rows_aligned16(scale) || !rows_aligned16(p.value_min))
+      return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::optional<at::Tensor> cuda_chunk_attention(const at::Tensor& q_in, const at::Tensor& k_in,
+                                               const at::Tensor& v_in, const KiviParts& parts,
+                                               const std::vector<int64_t>& lengths,
+                                               std::span<const int64_t> counts,
+                                               const AttentionParams& params, std::string* why,
+                                               const PackedPages& pages) {
+  auto refuse = [&](const std::string& reason) -> std::optional<at::Tensor> {
+    if (why) *why = reason;
+    return std::nullopt;
+  };
+  const auto dtype = kernel_dtype(q_in.scalar_type());
+  if (!q_in.is_cuda() || !dtype || *dtype == cuda::DType::kFloat)
+    return refuse("queries are not fp16/bf16 on a GPU (fp32 takes the blocked path)");
+  if (params.sliding_window > 0) return refuse("a sliding window");
+  if (q_in.dim() != 4 || k_in.dim() != 4 || k_in.sizes() != v_in.sizes() ||
+      k_in.size(0) != q_in.size(0) || k_in.size(2) != q_in.size(2) ||
+      k_in.size(3) != q_in.size(3) || k_in.scalar_type() != q_in.scalar_type() ||
+      v_in.scalar_type() != q_in.scalar_type() || !on_gpu({&k_in, &v_in}) ||
+      k_in.device() != q_in.device() || v_in.device() != q_in.device())
+    return refuse("q, k, v are not [B, heads, T, D] tensors of one dtype on one GPU");
+  const at::Tensor& kr = parts.key_residual;
+  const at::Tensor& vr = parts.value_residual;
+  if (!on_gpu({&kr, &vr}) || kr.device() != q_in.device() ||
+      kr.scalar_type() != q_in.scalar_type() || vr.scalar_type() != q_in.scalar_type())
+    return refuse("the cache is not on the queries' GPU in their dtype");
+  const int batch = static_cast<int>(q_in.size(0)), q_heads = static_cast<int>(q_in.size(1)),
+            tokens = static_cast<int>(q_in.size(2)), dim = static_cast<int>(q_in.size(3)),
+            kv_heads = static_cast<int>(kr.size(1));
+  if (k_in.size(1) != kv_heads) return refuse("k/v heads differ from the cache's");
+  std::string reason;
+  if (!cuda::chunk_supported(*dtype, dim, q_heads, kv_heads, static_cast<int>(parts.group_size),
+                             static_cast<int>(parts.k_bits), static_cast<int>(parts.v_bits),
+                             &reason))
+    return refuse(reason);
+  if (!chunk_rows_aligned16(kr) || !chunk_rows_aligned16(vr))
+    return refuse("the residual windows are not rows of 16-byte chunks");
+  const bool keys_packed = parts.k_bits < 16, values_packed = parts.v_bits < 16;
+  if ((keys_packed && !on_gpu({&parts.key_codes, &parts.key_scale, &parts.key_min})) ||
+      (values_packed && !on_gpu({&parts.value_codes, &parts.value_scale, &parts.value_min})))
+    return refuse("the packed cache is not on the GPU");
+  if (!chunk_packed_layout(parts, keys_packed, values_packed))
+    return refuse("the packed parts are not contiguous within a head, 16-byte aligned");
+  if (!table_fits(pages, q_in, batch, parts.group_size)) return refuse(kTableExpected);
+  for (int64_t b = 0; b < batch; ++b)
+    if (lengths[b] + tokens >= (int64_t{1} << 30))
+      return refuse("a sequence beyond 2^30 positions");
+  // The kernel copies 16-byte chunks of rows: other layouts of the new tokens are copied once
+  // (small next to the attention over the cache).
+  const at::Tensor q = chunk_rows_aligned16(q_in) ? q_in : q_in.contiguous();
+  const at::Tensor k = chunk_rows_aligned16(k_in) ? k_in : k_in.contiguous();
+  const at::Tensor v = chunk_rows_aligned16(v_in) ? v_in : v_in.contiguous();
+
+  at::Tensor out = at::empty({batch, q_heads, tokens, dim}, q.options());
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const int sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const int blocks_per_sm = cuda::chunk_blocks_per_sm(*dtype, dim, static_cast<int>(parts.k_bits),
+                                                      static_cast<int>(parts.v_bits));
+  for (int b0 = 0; b0 < batch; b0 += cuda::kMaxChunkRows) {
+    const int rows = std::min(cuda::kMaxChunkRows, batch - b0);
+    cuda::ChunkAttention a;
+    a.dtype = *dtype;
+    a.rows = rows;
+    a.q_heads = q_heads;
+    a.kv_heads = kv_heads;
+    a.dim = dim;
+    a.tokens = tokens;
+    a.group_size = static_cast<int>(parts.group_size);
+    a.k_bits = static_cast<int>(parts.k_bits);
+    a.v_bits = static_cast<int>(parts.v_bits);
+    a.scale = static_cast<float>(params.scale);
+    a.q = row_pointer(q, b0);
+    a.k = row_pointer(k, b0);
+    a.v = row_pointer(v, b0);
+    copy_strides(q, a.q_stride);
+    copy_strides(k, a.k_stride);
+    copy_strides(v, a.v_stride);
+    a.out = row_pointer(out, b0);
+    fill_packed(a, parts, pages, b0);
+    a.key_residual = row_pointer(kr, b0);
+    a.value_residual = row_pointer(vr, b0);
+    copy_strides(kr, a.key_residual_stride);
+    copy_strides(vr, a.value_residual_stride);
+    a.value_slots = static_cast<int>(vr.size(2));
+    for (int r = 0; r < rows; ++r) {
+      const int64_t b = b0 + r;
+      const int64_t count = counts.empty() ? tokens : counts[b];
+      check(count >= 0 && count <= tokens,
+            "kivi chunk attention: row " + std::to_string(b) + " has " + std::to_string(count) +
+                " new tokens, expected 0 to " + std::to_string(tokens));
+      a.first[r] = static_cast<int>(lengths[b]);
+      a.count[r] = static_cast<int>(count);
+      a.key_quantized[r] = static_cast<int>(parts.key_quantized[b]);
+      a.value_quantized[r] = static_cast<int>(parts.value_quantized[b]);
+    }
+    cuda::choose_chunk_splits(a, sm_count, blocks_per_sm);
+    if (a.splits > 1) a.workspace = workspace(q, cuda::chunk_workspace_floats(a));
+    raise_if(cuda::launch_chunk_attention(a, stream));
   }
   return out;
 }

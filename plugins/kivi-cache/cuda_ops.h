@@ -24,6 +24,15 @@ bool cuda_store_keys(const at::Tensor& x, int64_t group_size, int64_t bits, at::
 bool cuda_store_values(const at::Tensor& x, int64_t group_size, int64_t bits, at::Tensor codes,
                        at::Tensor scale, at::Tensor min);
 
+// Where the packed parts of each sequence live (the kernels' BlockTable, cuda/kivi_kernels.h):
+// position p of sequence b is token p % page_tokens of page table[b][p / page_tokens], the first
+// index of every packed tensor of KiviParts (the residual windows stay per sequence). Undefined
+// table: the parts are contiguous per sequence, and the kernels get the identity table.
+struct PackedPages {
+  at::Tensor table;         // [B, pages per sequence] int32, on the parts' GPU
+  int64_t page_tokens = 0;  // a multiple of group_size
+};
+
 // Fused decode over a KIVI view: q [B, Hq, 1, D]; counts[b] is 0 (idle row, output 0) or 1.
 // Returns [B, Hq, 1, D] in q's dtype, written into `into` when given (contiguous, that shape;
 // tests pass a poisoned buffer). `why` (if given) receives the reason when it cannot serve.
@@ -31,6 +40,17 @@ bool cuda_store_values(const at::Tensor& x, int64_t group_size, int64_t bits, at
 std::optional<at::Tensor> cuda_decode_attention(
     const at::Tensor& q, const KiviParts& parts, const std::vector<int64_t>& lengths,
     std::span<const int64_t> counts, const AttentionParams& params, std::string* why = nullptr,
-    const at::Tensor& into = {}, bool cuda_cores_only = false);
+    const at::Tensor& into = {}, bool cuda_cores_only = false, const PackedPages& pages = {});
+
+// Fused chunk attention over a KIVI view taken before the chunk's append (KiviAttention::chunk):
+// q [B, Hq, T, D], the chunk's own k, v [B, Hkv, T, D] in full precision, lengths[b] the tokens
+// stored (the chunk's first position), counts[b] its new tokens (empty: all T). Token t of row b
+// attends to everything stored and causally to the chunk's own positions <= t. Returns
+// [B, Hq, T, D] in q's dtype, zero past each row's count; nullopt (and `why`) when the kernel
+// cannot serve it: fp32, a sliding window, unaligned or non-contiguous storage, sizes it lacks.
+std::optional<at::Tensor> cuda_chunk_attention(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const KiviParts& parts,
+    const std::vector<int64_t>& lengths, std::span<const int64_t> counts,
+    const AttentionParams& params, std::string* why = nullptr, const PackedPages& pages = {});
 
 }  // namespace kivi::kivi_cache

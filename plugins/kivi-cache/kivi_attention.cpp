@@ -150,6 +150,12 @@ at::Tensor KiviAttention::chunk(const at::Tensor& q, const at::Tensor& k, const 
                                 const AttentionParams& params) const {
   const int64_t batch = q.size(0), tokens = q.size(2), kv_heads = k.size(1);
   const std::vector<int64_t> rows = row_counts(counts, batch, tokens);
+  // On the GPU, fp16/bf16 chunks over the packed cache take the fused kernel (cuda/
+  // chunk_attention.cuh); fp32, sliding windows and dense views the blocked path below.
+  if (q.is_cuda() && stored.format == kFormat)
+    if (std::optional<at::Tensor> fused = cuda_chunk_attention(
+            q, k, v, stored.payload_as<KiviParts>(kFormat), stored.lengths, rows, params))
+      return *fused;
   int64_t block = block_tokens_;
   if (stored.format == kFormat) {
     const int64_t group = stored.payload_as<KiviParts>(kFormat).group_size;

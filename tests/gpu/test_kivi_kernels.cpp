@@ -4,7 +4,10 @@
 //   - the fused decode attention (the tensor-core kernel and the CUDA-core one) against (a) the
 //     plugin's blocked CPU attention over the same packed parts and (b) dequantize-then-attend
 //     in float64, for 2/4/8/16 bits, head_dim 64
-//     and 128, GQA ratios 1 to 8, fp16/bf16/fp32, a batch of different lengths with an idle row.
+//     and 128, GQA ratios 1 to 8, fp16/bf16/fp32, a batch of different lengths with an idle row;
+//     and the same parts moved into shuffled pages read through a block table, bit for bit;
+//   - the fused chunk attention (a chunk's queries over the packed cache and causally over its
+//     own K/V) against the same two references, and through shuffled pages bit for bit.
 // Outputs are poisoned (NaN) before each run, so an element the kernel fails to write shows.
 //
 // Bounds on ||out - ref|| / ||ref|| (the output is rounded once to the storage dtype; the
@@ -67,6 +70,55 @@ KiviParts parts_on_cpu(const KiviParts& p) {
                         &c.value_scale, &c.value_min, &c.value_residual})
     if (t->defined()) *t = t->cpu();
   return c;
+}
+
+// The packed parts of `p` (contiguous per sequence) moved into a pool of page_tokens-token pages
+// in shuffled order, and the block table that finds them: a paged cache's layout.
+std::pair<KiviParts, PackedPages> paged_copy(const KiviParts& p, int64_t page_tokens) {
+  const int64_t batch = p.key_residual.size(0);
+  int64_t per_row = 1;  // pages per sequence
+  if (p.k_bits < 16)
+    per_row =
+        std::max(per_row, (p.key_codes.size(2) * p.group_size + page_tokens - 1) / page_tokens);
+  if (p.v_bits < 16)
+    per_row = std::max(per_row, (p.value_codes.size(2) + page_tokens - 1) / page_tokens);
+  const at::Tensor order = at::randperm(batch * per_row, at::kLong);  // row-major (b, page)
+  // t [B, H, units, rest...] -> pool [B * per_row, H, units per page, rest...], block (b, j) at
+  // page order[b * per_row + j].
+  auto move = [&](const at::Tensor& t, int64_t units_per_page) {
+    std::vector<int64_t> padded_shape = t.sizes().vec();
+    padded_shape[2] = per_row * units_per_page;
+    at::Tensor padded = at::zeros(padded_shape, t.options());
+    padded.narrow(2, 0, t.size(2)).copy_(t);
+    std::vector<int64_t> split = padded_shape, pooled = padded_shape;
+    split[2] = units_per_page;
+    split.insert(split.begin() + 2, per_row);  // [B, H, per_row, units per page, rest...]
+    const at::Tensor blocks = padded.view(split).movedim(2, 1).reshape([&] {
+      std::vector<int64_t> shape = split;
+      shape.erase(shape.begin() + 2);
+      shape[0] = batch * per_row;
+      return shape;
+    }());
+    at::Tensor pool = at::zeros_like(blocks);
+    pool.index_copy_(0, order.to(t.device()), blocks);
+    return pool;
+  };
+  KiviParts paged = p;
+  if (p.k_bits < 16) {
+    const int64_t groups_per_page = page_tokens / p.group_size;
+    paged.key_codes = move(p.key_codes, groups_per_page);
+    paged.key_scale = move(p.key_scale, groups_per_page);
+    paged.key_min = move(p.key_min, groups_per_page);
+  }
+  if (p.v_bits < 16) {
+    paged.value_codes = move(p.value_codes, page_tokens);
+    paged.value_scale = move(p.value_scale, page_tokens);
+    paged.value_min = move(p.value_min, page_tokens);
+  }
+  PackedPages pages;
+  pages.table = order.view({batch, per_row}).to(at::kInt).to(p.key_residual.device());
+  pages.page_tokens = page_tokens;
+  return {paged, pages};
 }
 
 // Softmax attention of one new token per row over dense K/V, in float64.
@@ -141,12 +193,12 @@ DecodeErrors check_decode(const DecodeCase& c) {
   AttentionParams params;
   params.scale = 1.0 / std::sqrt(static_cast<double>(c.dim));
 
-  auto run_fused = [&](bool cuda_cores_only) {
+  auto run_fused = [&](const KiviParts& parts, bool cuda_cores_only, const PackedPages& pages) {
     const at::Tensor poisoned =
         at::full(q.sizes(), std::numeric_limits<float>::quiet_NaN(), q.options());
     std::string why;
-    const auto fused = cuda_decode_attention(q, kivi_parts(view), view.lengths, counts, params,
-                                             &why, poisoned, cuda_cores_only);
+    const auto fused = cuda_decode_attention(q, parts, view.lengths, counts, params, &why, poisoned,
+                                             cuda_cores_only, pages);
     INFO(why);
     REQUIRE(fused.has_value());
     const at::Tensor out = fused->cpu();
@@ -154,7 +206,12 @@ DecodeErrors check_decode(const DecodeCase& c) {
     if (batch > 2) CHECK(out[2].abs().max().item<double>() == 0.0);  // the idle row
     return out;
   };
-  const at::Tensor out = run_fused(false), cores = run_fused(true);
+  const at::Tensor out = run_fused(kivi_parts(view), false, {}),
+                   cores = run_fused(kivi_parts(view), true, {});
+  // The same parts in shuffled pages, through a block table: the same kernels, the same bits.
+  const auto [paged, pages] = paged_copy(kivi_parts(view), 2 * c.group);
+  CHECK(at::equal(run_fused(paged, false, pages), out));
+  CHECK(at::equal(run_fused(paged, true, pages), cores));
 
   const KiviParts cpu_parts = parts_on_cpu(kivi_parts(view));
   CacheView cpu_view = view;
@@ -287,5 +344,230 @@ TEST_CASE("the fused kernel names what it serves when it cannot", "[gpu][kivi]")
   CHECK(why.find("head_dim 64 or 128") != std::string::npos);
   // The attention backend still serves it, through the blocked path.
   const at::Tensor out = KiviAttention(128).decode(q, view, {}, AttentionParams{});
+  CHECK(out.isfinite().all().item<bool>());
+}
+
+// ---- Fused chunk attention ------------------------------------------------------------------
+
+namespace {
+
+// A chunk in float64: token t of row b (t < counts[b]) at position lengths[b] + t attends to the
+// row's stored positions (dense, dequantized) and to its own k/v at positions <= its own.
+at::Tensor chunk_float64(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                         const DenseKV& stored, const std::vector<int64_t>& lengths,
+                         const std::vector<int64_t>& counts, double scale) {
+  const int64_t batch = q.size(0), q_heads = q.size(1), kv_heads = k.size(1);
+  at::Tensor out = at::zeros(q.sizes(), at::kDouble);
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t n = counts[b], length = lengths[b];
+    if (n == 0) continue;
+    const at::Tensor keys = at::cat({stored.k[b].narrow(1, 0, length).to(at::kDouble),
+                                     k[b].narrow(1, 0, n).cpu().to(at::kDouble)},
+                                    1);  // [H, L + n, D]
+    const at::Tensor values = at::cat({stored.v[b].narrow(1, 0, length).to(at::kDouble),
+                                       v[b].narrow(1, 0, n).cpu().to(at::kDouble)},
+                                      1);
+    const at::Tensor positions = at::arange(length + n, at::kLong);
+    const at::Tensor hidden =
+        positions.unsqueeze(0) > (at::arange(n, at::kLong) + length).unsqueeze(1);  // [n, L + n]
+    const at::Tensor qb = q[b].cpu().to(at::kDouble);                               // [Hq, T, D]
+    for (int64_t hq = 0; hq < q_heads; ++hq) {
+      const int64_t h = hq / (q_heads / kv_heads);
+      const at::Tensor scores = at::matmul(qb[hq].narrow(0, 0, n), keys[h].t())
+                                    .mul_(scale)
+                                    .masked_fill_(hidden, -std::numeric_limits<double>::infinity());
+      out[b][hq].narrow(0, 0, n).copy_(at::matmul(at::softmax(scores, -1), values[h]));
+    }
+  }
+  return out;
+}
+
+struct ChunkCase {
+  at::ScalarType dtype;
+  int64_t dim, kv_heads, rep, k_bits, v_bits, group = 32, residual = 128;
+  std::vector<int64_t> stored = {700, 129, 40, 333};  // tokens each row holds before the chunk
+  std::vector<int64_t> counts = {7, 100, 0, 32};      // the chunk's tokens per row (0: idle)
+  int64_t page_tokens = 64;                           // of the paged copy
+};
+
+std::string describe(const ChunkCase& c) {
+  std::string rows;
+  for (size_t b = 0; b < c.stored.size() && b < 4; ++b)
+    rows += " " + std::to_string(c.stored[b]) + "+" + std::to_string(c.counts[b]);
+  if (c.stored.size() > 4) rows += " ... (" + std::to_string(c.stored.size()) + " rows)";
+  return std::string(c10::toString(c.dtype)) + " D" + std::to_string(c.dim) + " H" +
+         std::to_string(c.kv_heads) + " rep" + std::to_string(c.rep) + " K" +
+         std::to_string(c.k_bits) + "V" + std::to_string(c.v_bits) + " G" +
+         std::to_string(c.group) + " R" + std::to_string(c.residual) + " stored+chunk" + rows;
+}
+
+struct ChunkErrors {
+  double vs_blocked = 0, vs_float64 = 0;
+};
+
+// Builds a cache on the GPU: prompts, then two decode steps (their flushes deferred, as a chunk
+// after decoding finds them) so that each row holds c.stored[b] tokens; a chunk of c.counts[b]
+// new tokens then attends over it. Checks the fused kernel against the blocked CPU path and
+// float64, and the same parts in shuffled pages through a block table bit for bit.
+ChunkErrors check_chunk(const ChunkCase& c) {
+  const int64_t batch = static_cast<int64_t>(c.stored.size()), steps = 2;
+  CacheGeometry g;
+  g.num_layers = 1;
+  g.num_kv_heads = c.kv_heads;
+  g.head_dim = c.dim;
+  g.max_batch = batch;
+  g.dtype = c.dtype;
+  g.device = kGpu;
+  KiviOptions o;
+  o.k_bits = c.k_bits;
+  o.v_bits = c.v_bits;
+  o.group_size = c.group;
+  o.residual_length = c.residual;
+  KiviCache cache(g, o);
+  std::vector<int64_t> prompts(batch), step_counts(batch);
+  for (int64_t b = 0; b < batch; ++b) {
+    step_counts[b] = c.stored[b] >= steps + 1 ? 1 : 0;
+    prompts[b] = c.stored[b] - steps * step_counts[b];
+  }
+  const int64_t longest = *std::max_element(prompts.begin(), prompts.end());
+  cache.append(0, test_data({batch, c.kv_heads, longest, c.dim}, c.dtype, c.group).to(kGpu),
+               test_data({batch, c.kv_heads, longest, c.dim}, c.dtype, c.group).to(kGpu), prompts);
+  for (int64_t step = 0; step < steps; ++step)
+    cache.append(0, test_data({batch, c.kv_heads, 1, c.dim}, c.dtype, c.group).to(kGpu),
+                 test_data({batch, c.kv_heads, 1, c.dim}, c.dtype, c.group).to(kGpu), step_counts);
+  const CacheView view = cache.view(0);
+  REQUIRE(view.lengths == c.stored);
+
+  const int64_t tokens = *std::max_element(c.counts.begin(), c.counts.end());
+  const at::Tensor q =
+      at::randn({batch, c.kv_heads * c.rep, tokens, c.dim}, at::kFloat).to(c.dtype).to(kGpu);
+  // The chunk's own K/V as a model makes them: a view of a wider projection, not contiguous.
+  // Without test_data's fp16 outliers in the keys (channel 7): a chunk key of 60000 would tie
+  // with the stored one of the same size, and a tie between such keys is decided by roundings
+  // far below the bounds (the kernel rounds dequantized keys to fp16, as a dense fp16 cache
+  // holds them; the blocked path keeps float32).
+  const at::Tensor kv =
+      test_data({batch, c.kv_heads, tokens, 2 * c.dim}, c.dtype, c.group).to(kGpu);
+  kv.select(3, 7).clamp_(-64.0, 64.0);
+  const at::Tensor k = kv.narrow(3, 0, c.dim), v = kv.narrow(3, c.dim, c.dim);
+  AttentionParams params;
+  params.scale = 1.0 / std::sqrt(static_cast<double>(c.dim));
+
+  auto run_fused = [&](const KiviParts& parts, const PackedPages& pages) {
+    std::string why;
+    const auto fused =
+        cuda_chunk_attention(q, k, v, parts, view.lengths, c.counts, params, &why, pages);
+    INFO(why);
+    REQUIRE(fused.has_value());
+    const at::Tensor out = fused->cpu();
+    REQUIRE(out.isnan().sum().item<int64_t>() == 0);
+    for (int64_t b = 0; b < batch; ++b)  // padding and idle rows are zeros
+      if (c.counts[b] < tokens)
+        CHECK(out[b].narrow(1, c.counts[b], tokens - c.counts[b]).abs().max().item<double>() ==
+              0.0);
+    return out;
+  };
+  const at::Tensor out = run_fused(kivi_parts(view), {});
+  // Pages of whole groups, as a paged cache holds them.
+  const int64_t page_tokens = (c.page_tokens + c.group - 1) / c.group * c.group;
+  const auto [paged, pages] = paged_copy(kivi_parts(view), page_tokens);
+  CHECK(at::equal(run_fused(paged, pages), out));
+  // The attention backend dispatches to the same kernel.
+  CHECK(at::equal(KiviAttention(128).chunk(q, k, v, view, c.counts, params).cpu(), out));
+
+  const KiviParts cpu_parts = parts_on_cpu(kivi_parts(view));
+  CacheView cpu_view = view;
+  cpu_view.payload = std::make_shared<const KiviParts>(cpu_parts);
+  const at::Tensor blocked =
+      KiviAttention(128).chunk(q.cpu(), k.cpu(), v.cpu(), cpu_view, c.counts, params);
+  const at::Tensor exact = chunk_float64(q, k, v, expand_kivi(cpu_parts, view.lengths, at::kDouble),
+                                         view.lengths, c.counts, params.scale);
+  return {relative_error(out, blocked), relative_error(out, exact)};
+}
+
+}  // namespace
+
+TEST_CASE("fused chunk attention: every bit width, head_dim and GQA ratio", "[gpu][kivi]") {
+  const auto dtype = GENERATE(at::kHalf, at::kBFloat16);
+  // Chunks of 1 to 300 tokens after stored lengths that put the chunk's first position inside a
+  // key group and the packed / residual boundaries inside tiles; a row with no new tokens.
+  const std::vector<std::vector<int64_t>> stored = {{700, 129, 40, 333}, {31, 1000, 160, 257}};
+  const std::vector<std::vector<int64_t>> counts = {{7, 100, 0, 32}, {256, 1, 300, 37}};
+  const int64_t bits[3][2] = {{2, 4}, {4, 8}, {8, 2}};
+  double worst_blocked = 0, worst_exact = 0;
+  int cases = 0;
+  for (int64_t dim : {64, 128})
+    for (int64_t rep : {1, 2, 3, 4, 8})
+      for (const auto& kv_bits : bits) {
+        ChunkCase c{dtype, dim, 2, rep, kv_bits[0], kv_bits[1]};
+        c.stored = stored[cases % 2];
+        c.counts = counts[cases % 2];
+        c.page_tokens = cases % 2 ? 128 : 64;
+        ++cases;
+        INFO(describe(c));
+        const ChunkErrors e = check_chunk(c);
+        CHECK(e.vs_blocked <= relative_bound(dtype));
+        CHECK(e.vs_float64 <= relative_bound(dtype));
+        worst_blocked = std::max(worst_blocked, e.vs_blocked);
+        worst_exact = std::max(worst_exact, e.vs_float64);
+      }
+  std::cout << "fused chunk " << c10::toString(dtype) << ": largest ||out - ref|| / ||ref|| "
+            << worst_blocked << " vs the blocked CPU path, " << worst_exact
+            << " vs float64 dequantize-then-attend; " << cases << " cases\n";
+}
+
+TEST_CASE("fused chunk attention: 16-bit sides, groups, no residual, long rows, large batches",
+          "[gpu][kivi]") {
+  std::vector<ChunkCase> cases = {{at::kHalf, 128, 8, 4, 16, 16},
+                                  {at::kBFloat16, 64, 2, 6, 16, 2},
+                                  {at::kHalf, 64, 2, 7, 2, 16},
+                                  {at::kHalf, 128, 2, 4, 2, 2, 64, 128},
+                                  {at::kBFloat16, 128, 2, 3, 4, 4, 128, 128},
+                                  {at::kBFloat16, 128, 2, 2, 8, 8, 32, 0}};
+  // Llama-3.1-8B's heads over a long row (split across blocks), GQA 3 (24 / 8 heads), a batch
+  // over one launch's rows.
+  cases.push_back({at::kHalf, 128, 8, 4, 2, 2, 32, 128, {8000}, {256}, 128});
+  cases.push_back({at::kBFloat16, 128, 8, 3, 4, 2, 32, 128, {3000, 50}, {100, 64}});
+  cases.push_back({at::kHalf, 64, 1, 2, 4, 4, 32, 128, std::vector<int64_t>(70, 150),
+                   std::vector<int64_t>(70, 3)});
+  cases.back().stored[5] = 400;
+  cases.back().counts[6] = 0;
+  cases.back().counts[69] = 40;
+  for (const ChunkCase& c : cases) {
+    INFO(describe(c));
+    const ChunkErrors e = check_chunk(c);
+    std::cout << "fused chunk " << describe(c) << ": " << e.vs_blocked << " vs blocked, "
+              << e.vs_float64 << " vs float64\n";
+    CHECK(e.vs_blocked <= relative_bound(c.dtype));
+    CHECK(e.vs_float64 <= relative_bound(c.dtype));
+  }
+}
+
+TEST_CASE("the fused chunk kernel names what it cannot serve", "[gpu][kivi]") {
+  CacheGeometry g;
+  g.num_layers = 1;
+  g.num_kv_heads = 1;
+  g.head_dim = 96;
+  g.max_batch = 1;
+  g.dtype = at::kHalf;
+  g.device = kGpu;
+  KiviCache cache(g, KiviOptions{});
+  const at::Tensor kv =
+      at::randn({1, 1, 40, 96}, at::TensorOptions().dtype(at::kHalf).device(kGpu));
+  cache.append(0, kv, kv);
+  const CacheView view = cache.view(0);
+  const at::Tensor q = at::randn({1, 2, 5, 96}, kv.options());
+  const at::Tensor k = at::randn({1, 1, 5, 96}, kv.options());
+  std::string why;
+  CHECK_FALSE(
+      cuda_chunk_attention(q, k, k, kivi_parts(view), view.lengths, {}, AttentionParams{}, &why));
+  CHECK(why.find("head_dim 96") != std::string::npos);
+  CHECK(why.find("head_dim 64 or 128") != std::string::npos);
+  AttentionParams window;
+  window.sliding_window = 16;
+  CHECK_FALSE(cuda_chunk_attention(q, k, k, kivi_parts(view), view.lengths, {}, window, &why));
+  CHECK(why.find("sliding window") != std::string::npos);
+  // The attention backend still serves it, through the blocked path.
+  const at::Tensor out = KiviAttention(128).chunk(q, k, k, view, {}, AttentionParams{});
   CHECK(out.isfinite().all().item<bool>());
 }

@@ -20,6 +20,7 @@
 
 #include <cfloat>
 
+#include "block_table.cuh"
 #include "device_types.cuh"
 #include "tile_slots.cuh"
 
@@ -112,19 +113,15 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   const int group = a.group_size;
   const int k_words = group * a.k_bits / 32, v_words = DIM * a.v_bits / 32;
   const uint32_t k_mask = (1u << a.k_bits) - 1u, v_mask = (1u << a.v_bits) - 1u;
-  const T* key_scale =
-      static_cast<const T*>(a.key_scale) + b * a.key_scale_stride[0] + h * a.key_scale_stride[1];
-  const T* key_min =
-      static_cast<const T*>(a.key_min) + b * a.key_scale_stride[0] + h * a.key_scale_stride[1];
-  const int32_t* key_codes = a.key_codes + b * a.key_codes_stride[0] + h * a.key_codes_stride[1];
+  // Packed parts at head h of page 0: a tile's page comes from the row's block table.
+  const T* key_scale_h = static_cast<const T*>(a.key_scale) + h * a.key_scale_stride[1];
+  const T* key_min_h = static_cast<const T*>(a.key_min) + h * a.key_scale_stride[1];
+  const int32_t* key_codes_h = a.key_codes + h * a.key_codes_stride[1];
   const T* key_res = static_cast<const T*>(a.key_residual) + b * a.key_residual_stride[0] +
                      h * a.key_residual_stride[1];
-  const int32_t* value_codes =
-      a.value_codes + b * a.value_codes_stride[0] + h * a.value_codes_stride[1];
-  const T* value_scale = static_cast<const T*>(a.value_scale) + b * a.value_scale_stride[0] +
-                         h * a.value_scale_stride[1];
-  const T* value_min = static_cast<const T*>(a.value_min) + b * a.value_scale_stride[0] +
-                       h * a.value_scale_stride[1];
+  const int32_t* value_codes_h = a.value_codes + h * a.value_codes_stride[1];
+  const T* value_scale_h = static_cast<const T*>(a.value_scale) + h * a.value_scale_stride[1];
+  const T* value_min_h = static_cast<const T*>(a.value_min) + h * a.value_scale_stride[1];
   const T* value_res = static_cast<const T*>(a.value_residual) + b * a.value_residual_stride[0] +
                        h * a.value_residual_stride[1];
   const int c0 = lane * C;  // this lane's first output channel
@@ -134,10 +131,23 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
 
   for (int tile = tile_begin + warp; tile < tile_end; tile += kDecodeWarps) {
     const int p0 = tile * kTile, p = p0 + lane;
+    // The tile's page (a page holds whole tiles): the packed parts' positions are local to it.
+    const PackedAt page_at = p0 < max(kq, vq) ? packed_at(a.table, b, p0) : PackedAt{0, p0};
+    const int64_t page = page_at.page,
+                  page_shift =
+                      page_at.local - p0;  // position p is token p + page_shift of the page
+    const T* key_scale = key_scale_h + page * a.key_scale_stride[0];
+    const T* key_min = key_min_h + page * a.key_scale_stride[0];
+    const int32_t* key_codes = key_codes_h + page * a.key_codes_stride[0];
+    // (value positions stay global: these point page_shift tokens before the page's token 0)
+    const int32_t* value_codes =
+        value_codes_h + page * a.value_codes_stride[0] + page_shift * v_words;
+    const T* value_scale = value_scale_h + page * a.value_scale_stride[0] + page_shift * v_groups;
+    const T* value_min = value_min_h + page * a.value_scale_stride[0] + page_shift * v_groups;
     float s[REP];
     if (p0 < kq) {
       // Packed keys of group g; this tile is tokens [o, o + 32) of it.
-      const int g = p0 / group, o = p0 % group;
+      const int g = page_at.local / group, o = page_at.local % group;
       float bias[REP];
 #pragma unroll
       for (int r = 0; r < REP; ++r) bias[r] = 0.0f;

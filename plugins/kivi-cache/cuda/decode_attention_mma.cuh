@@ -1,12 +1,13 @@
 // The fused KIVI decode kernel on tensor cores (fp16 and bf16 storage), reading the cache's
 // tile order (tile_order.h) so that its inner loop costs about one instruction per code pair.
 //
-// Grid: the main splits of every (row, kv head), then its tail blocks. 4 warps per block; in a
-// main block each takes every fourth 32-token tile of the block's range with an online softmax
-// of its own; warps merge in shared memory, and the last block of each (row, kv head) to finish
-// combines the splits (decode_merge.cuh). Every m16n8k16 MMA is transposed: tokens or channels
-// are its 16 rows, the GQA group's query heads its 8 columns (mma_fragments.cuh), so no row is
-// spent on absent heads:
+// Grid: the splits of every (row, kv head), each a range of the row's 32-token tiles. 4 warps
+// per block; each takes every fourth tile of the block's range with an online softmax of its
+// own; warps merge in shared memory, and the last block of each (row, kv head) to finish
+// combines the splits (decode_merge.cuh). Packed data is addressed through the row's block
+// table (kivi_kernels.h), so a paged cache runs the same kernel. Every m16n8k16 MMA is transposed:
+// tokens or channels are its 16 rows, the GQA group's query heads its 8 columns
+// (mma_fragments.cuh), so no row is spent on absent heads:
 //   scores  S^T[t][r] = sum_d code[t][d] * (q[r][d] * scale[d]) + sum_d min[d] * q[r][d]:
 //           A = the codes (exact small integers), B = q * scale (one HMUL2 per pair, per tile);
 //           the bias is one more MMA whose A holds min in every row;
@@ -19,10 +20,11 @@
 //
 // Memory: each warp keeps kStages tiles in flight, copied with cp.async into its own stages
 // (the packed codes, scales and minima of keys and values), so the loads of several tiles
-// overlap the arithmetic. Main blocks take the tiles packed on both sides; the rest of a row
-// (the residual windows and the tiles they straddle, ~R + 32 tokens) goes to tail blocks
-// (DecodeAttention::tail_splits), whose warps take 32 positions each in one round trip and
-// attend them with the same MMAs (decode_tail.cuh); they join the main splits in the combine.
+// overlap the arithmetic. The tiles packed on both sides go through that pipeline; the rest of
+// a row (the residual windows and the tiles they straddle, ~R + 32 tokens: its last tiles, so
+// the last split's) is attended tile by tile after it, each in one round trip, with the same
+// MMAs (decode_tail.cuh). (Tail blocks of their own, queued after the main blocks, started only
+// when main blocks left: a second wave of ~10 us at batch 16 x 4K.)
 #pragma once
 
 #include "code_convert.cuh"
@@ -53,10 +55,23 @@ struct MmaStage {
   static constexpr int kValueMin = kValueScale + 2 * kTile * kMostGroups;
   static constexpr int kBytes = kValueMin + 2 * kTile * kMostGroups;
   // Tiles in flight per warp: about 12 KB of them (more bits, fewer tiles).
-  static constexpr int kStages = kBytes <= 3 * 1024 ? 4 : kBytes <= 6 * 1024 ? 3 : 2;
-  // A warp's shared memory: its stages, or in a tail block its staged key and value rows.
+  static constexpr int kPreferredStages = kBytes <= 3 * 1024 ? 4 : kBytes <= 6 * 1024 ? 3 : 2;
+  // A warp's share of shared memory at two blocks per multiprocessor (228 KB, less each block's
+  // static 2.3 KB and reserved 1 KB).
+  static constexpr int kWarpBudget = (228 * 1024 / 2 - 3400) / kDecodeWarps;
+  // Whether a tail tile's rows (2 * kTailRowsBytes) fit beside the stages, with at least three
+  // stages left: then a warp's first tail tile is copied with the prologue and attended first,
+  // instead of in one more round trip after its packed tiles (KIVI-2: 4 stages become 3).
+  static constexpr int kTailRows = 2 * kTailRowsBytes<DIM>;
+  static constexpr bool kTailApart =
+      kPreferredStages * kBytes + kTailRows <= kWarpBudget ||
+      (kPreferredStages > 3 && 3 * kBytes + kTailRows <= kWarpBudget);
+  static constexpr int kStages =
+      kTailApart && kPreferredStages * kBytes + kTailRows > kWarpBudget ? 3 : kPreferredStages;
+  // Where a warp's tail rows go: after its stages, or over them once its packed tiles are done.
+  static constexpr int kTailOffset = kTailApart ? kStages * kBytes : 0;
   static constexpr int kWarpBytes =
-      kStages * kBytes > 2 * kTailRowsBytes<DIM> ? kStages* kBytes : 2 * kTailRowsBytes<DIM>;
+      kTailOffset + kTailRows > kStages* kBytes ? kTailOffset + kTailRows : kStages* kBytes;
   static constexpr int kBlockBytes = kDecodeWarps * kWarpBytes;
 };
 // The key part of a stage is where copy_key_tile and packed_tile_scores put and find it.
@@ -288,6 +303,46 @@ __device__ __forceinline__ void packed_tile_output(const unsigned char* stage, i
   }
 }
 
+// A tail tile [t0, t1) of the row (t1 - t0 <= 32; decode_tail.cuh) into a warp's `smem`
+// (2 * kTailRowsBytes): its copies (one commit group) and its packed rows' value parameters.
+template <class T, int DIM, int KB, int VB>
+__device__ __forceinline__ void issue_tail_tile(const RowView<T>& row, int t0, int t1,
+                                                unsigned char* smem, TailValueParams<DIM>& params) {
+  if (t0 < t1) issue_tail_copies<T, DIM, KB, VB>(row, t0, t1, smem, params);
+  copy_async_commit();
+}
+
+// o, m, l += the tail tile [t0, t1) issued into `smem` by issue_tail_tile, once its copies are in.
+template <class T, int DIM, int KB, int VB>
+__device__ __forceinline__ void attend_tail_tile(const RowView<T>& row, int t0, int t1,
+                                                 unsigned char* smem,
+                                                 const TailValueParams<DIM>& params,
+                                                 const uint32_t (*q_frag)[2], float score_scale,
+                                                 float (&m)[2], float (&l)[2],
+                                                 float (&o)[DIM / 16][4], float (&o_min)[4]) {
+  const int lane = threadIdx.x % 32, g = lane / 4;
+  T* value_rows = reinterpret_cast<T*>(smem + kTailRowsBytes<DIM>);
+  // Packed value rows, each by its lane, in place (its codes came by its own copies).
+  if (t0 + lane < min(t1, row.vq))
+    dequantize_tail_row<T, DIM, VB>(value_rows, row.group_log2, params);
+  __syncwarp();  // every lane's rows are in
+  float s[2][4], p[2][4];
+  if (t0 < row.kq) {  // a whole packed key tile, staged as the main loop stages one
+    packed_tile_scores<T, DIM, KB>(smem, q_frag, score_scale, s);
+  } else {
+    float acc[2][4];
+    row_tile_scores<T, DIM>(reinterpret_cast<const T*>(smem), q_frag, acc);
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        s[mt][i] = t0 + 16 * mt + g + 8 * (i / 2) < t1 ? acc[mt][i] * score_scale : -INFINITY;
+  }
+  softmax_tile<DIM / 16>(s, m, l, o, o_min, p);
+  row_tile_output<T, DIM>(value_rows, p, o);
+  __syncwarp();  // the next tail tile reuses the rows
+}
+
 // The group's query heads as rows 0..7 of q_s (zero past rep), exactly as stored, copied with
 // cp.async (one commit group) so that the first tiles' copies are in flight with them.
 template <class T, int DIM>
@@ -318,20 +373,12 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
     decode_mma_kernel(DecodeAttention a, int tiles_per_split) {
   using Stage = MmaStage<DIM, KB, VB>;
   static_assert(kKeyPartShared<DIM, KB, VB>, "main and tail stages share the key part's layout");
+  static_assert(Stage::kWarpBytes >= Stage::kTailOffset + Stage::kTailRows,
+                "a warp's shared memory holds its tail rows");
   constexpr int KT = DIM / 16;  // k-tiles over channels (scores)
   constexpr int MT = DIM / 16;  // m-tiles over channels (output)
-  // 1-d grid: every (row, kv head)'s main splits, then every (row, kv head)'s tail blocks, so
-  // that the long blocks start first and the short tail blocks fill the gaps.
-  const int main_splits = a.splits - a.tail_splits, pairs = a.rows * a.kv_heads;
-  int pair, split;
-  if (int(blockIdx.x) < pairs * main_splits) {
-    pair = blockIdx.x / main_splits;
-    split = blockIdx.x % main_splits;
-  } else {
-    const int x = blockIdx.x - pairs * main_splits;
-    pair = x / a.tail_splits;
-    split = main_splits + x % a.tail_splits;
-  }
+  // 1-d grid: the splits of (row, kv head) pair = blockIdx.x / splits.
+  const int pair = blockIdx.x / a.splits, split = blockIdx.x % a.splits;
   const int b = pair / a.kv_heads, h = pair % a.kv_heads;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   const int rep = a.q_heads / a.kv_heads;
@@ -339,10 +386,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
   // Tiles packed on both sides go through the main loop; [packed_end, length) is the tail. (An
   // idle row has length 0 while its quantized counts stay as they are.)
   const int packed_end = min(min(kq, vq / kTile * kTile), length / kTile * kTile);
-  // Blocks past the main splits (a.tail_splits of them) take 32 tail positions per warp.
-  const bool tail_block = split >= main_splits;
   const int tile_begin = split * tiles_per_split;
-  const int tile_end = tail_block ? 0 : min(packed_end / kTile, tile_begin + tiles_per_split);
+  const int range_end = min((length + kTile - 1) / kTile, tile_begin + tiles_per_split);
+  const int tile_end = min(packed_end / kTile, range_end);  // then the tail's tiles
   // group_size: a power of two from 32 to DIM (decode_supported), so shifts replace divisions.
   const int group = a.group_size, group_log2 = __ffs(group) - 1, v_groups = DIM >> group_log2;
 
@@ -354,48 +400,25 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
   // The queries exactly as stored: the softmax scale (in base 2) multiplies the float scores
   // instead, so no extra rounding enters the operands.
   __shared__ __align__(16) T q_s[8][DIM];
-  const int v_words = DIM * VB / 32;
-  RowView<T> row;
-  row.key_scale =
-      static_cast<const T*>(a.key_scale) + b * a.key_scale_stride[0] + h * a.key_scale_stride[1];
-  row.key_min =
-      static_cast<const T*>(a.key_min) + b * a.key_scale_stride[0] + h * a.key_scale_stride[1];
-  row.key_codes = reinterpret_cast<const uint32_t*>(a.key_codes) + b * a.key_codes_stride[0] +
-                  h * a.key_codes_stride[1];
-  row.key_res = static_cast<const T*>(a.key_residual) + b * a.key_residual_stride[0] +
-                h * a.key_residual_stride[1];
-  row.value_codes = reinterpret_cast<const uint32_t*>(a.value_codes) + b * a.value_codes_stride[0] +
-                    h * a.value_codes_stride[1];
-  row.value_scale = static_cast<const T*>(a.value_scale) + b * a.value_scale_stride[0] +
-                    h * a.value_scale_stride[1];
-  row.value_min = static_cast<const T*>(a.value_min) + b * a.value_scale_stride[0] +
-                  h * a.value_scale_stride[1];
-  row.value_res = static_cast<const T*>(a.value_residual) + b * a.value_residual_stride[0] +
-                  h * a.value_residual_stride[1];
-  row.kq = kq;
-  row.vq = vq;
-  row.group = group;
-  row.group_log2 = group_log2;
-  row.value_slots = a.value_slots;
+  const RowView<T> row = row_view<T>(a, b, h, group_log2);
 
   // Starts copying the packed data of this warp's k-th tile into stage k % kStages (one commit
   // group per call, empty past the range, so the wait counts stay uniform).
   unsigned char* stages = dynamic_smem + warp * Stage::kWarpBytes;
+  PageCursor cursor;  // the warp's tiles come in increasing order
   auto issue = [&](int k) {
     const int tile = tile_begin + warp + k * kDecodeWarps;
     unsigned char* dst = stages + (k % Stage::kStages) * Stage::kBytes;
     if (tile < tile_end) {
-      const int p0 = tile * kTile;
-      copy_key_tile<DIM, KB>(dst, row, p0);  // (the stage's key part: TailKeyStage's offsets)
-      const uint32_t* values = row.value_codes + int64_t{p0} * v_words;
+      const PackedAt at = cursor.at(a.table, b, tile * kTile);
+      copy_key_tile<DIM, KB>(dst, row, at);  // (the stage's key part: TailKeyStage's offsets)
+      const auto values = row.template packed_values<DIM, VB>(at);
 #pragma unroll
       for (int i = lane; i < DIM * VB / 4; i += 32)
-        copy_async16(dst + Stage::kValueCodes + 16 * i, values + 4 * i);
+        copy_async16(dst + Stage::kValueCodes + 16 * i, values.codes + 4 * i);
       if (lane < 4 * v_groups) {  // 32 tokens x v_groups x 2 bytes
-        copy_async16(dst + Stage::kValueScale + 16 * lane,
-                     row.value_scale + int64_t{p0} * v_groups + 8 * lane);
-        copy_async16(dst + Stage::kValueMin + 16 * lane,
-                     row.value_min + int64_t{p0} * v_groups + 8 * lane);
+        copy_async16(dst + Stage::kValueScale + 16 * lane, values.scale + 8 * lane);
+        copy_async16(dst + Stage::kValueMin + 16 * lane, values.min + 8 * lane);
       }
     }
     copy_async_commit();
@@ -407,29 +430,25 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
 
-  // Everything the block reads first is in flight at once: the queries, and the first tiles'
-  // copies (main) or the whole tail tile (tail).
+  // Everything the block reads first is in flight at once: the queries and the first packed
+  // tiles.
   issue_query_copies<T, DIM>(a, b, h, rep, q_s);
-  // A tail warp's 32 positions (decode_tail.cuh).
-  const int t0 = packed_end + ((split - main_splits) * kDecodeWarps + warp) * kTile;
-  const int t1 = min(length, t0 + kTile);
-  if (tail_block) {
-    TailValueParams<DIM> tail_params;
-    static_assert(Stage::kWarpBytes >= 2 * kTailRowsBytes<DIM>,
-                  "a warp's shared memory holds its tail rows");
-    if (t0 < length) issue_tail_copies<T, DIM, KB, VB>(row, t0, t1, stages, tail_params);
-    copy_async_commit();
-    copy_async_wait<0>();
-    // Packed value rows, each by its lane, in place (before the queries' registers are live).
-    if (t0 + lane < min(t1, vq))
-      dequantize_tail_row<T, DIM, VB>(reinterpret_cast<T*>(stages + kTailRowsBytes<DIM>),
-                                      group_log2, tail_params);
-  } else {
 #pragma unroll
-    for (int k = 0; k + 1 < Stage::kStages; ++k) issue(k);
-    copy_async_wait<Stage::kStages - 1>();  // the queries' group is the oldest
-  }
+  for (int k = 0; k + 1 < Stage::kStages; ++k) issue(k);
+  copy_async_wait<Stage::kStages - 1>();  // the queries' group is the oldest
   __syncthreads();
+  // With room of its own (Stage::kTailApart), the warp's first tail tile is copied now, under
+  // its packed tiles, and attended after them without another round trip. (Issued with the
+  // queries, it held the warp's first tile back by ~3 us at batch 16 x 4K.)
+  unsigned char* tail_smem = stages + Stage::kTailOffset;
+  TailValueParams<DIM> tail_params;
+  // The warp's first tile past its packed ones (tiles tile_begin + warp + 4k).
+  const int first_tail =
+      tile_begin + warp + kDecodeWarps * max(0, (tile_end - tile_begin - warp + 3) / kDecodeWarps);
+  const bool early_tail = Stage::kTailApart && first_tail < range_end;
+  if (early_tail)
+    issue_tail_tile<T, DIM, KB, VB>(
+        row, first_tail * kTile, min(length, first_tail * kTile + kTile), tail_smem, tail_params);
   stamp(1);
   // This lane's B fragments of the queries (and the bias MMA's): head g, channels 16 kt + 2c,
   // +1 and + 8.
@@ -442,27 +461,15 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
   // softmax scale * log2(e), and for fp16 the queries' prescale undone
   const float score_scale = prescale_queries<T>(q_frag, a.scale * 1.4426950408889634f);
 
-  if (tail_block && t0 < length) {  // this warp's tail tile, through the same MMAs
-    T* value_rows = reinterpret_cast<T*>(stages + kTailRowsBytes<DIM>);
-    float s[2][4], p[2][4];
-    if (t0 < kq) {  // a whole packed key tile, staged as the main loop stages one
-      packed_tile_scores<T, DIM, KB>(stages, q_frag, score_scale, s);
-    } else {
-      float acc[2][4];
-      row_tile_scores<T, DIM>(reinterpret_cast<const T*>(stages), q_frag, acc);
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-        for (int i = 0; i < 4; ++i)
-          s[mt][i] = t0 + 16 * mt + g + 8 * (i / 2) < t1 ? acc[mt][i] * score_scale : -INFINITY;
-    }
-    softmax_tile<MT>(s, m, l, o, o_min, p);
-    row_tile_output<T, DIM>(value_rows, p, o);
-  }
-  int k = 0;
-  for (int tile = tile_begin + warp; tile < tile_end; tile += kDecodeWarps, ++k) {
+  int tile = tile_begin + warp;
+  for (int k = 0; tile < tile_end; tile += kDecodeWarps, ++k) {
     issue(k + Stage::kStages - 1);  // later tiles' copies overlap this tile's work
-    copy_async_wait<Stage::kStages - 1>();
+    // Tile k's group is complete once only the groups after it are pending: the next
+    // kStages - 1 tiles', and the early tail's while it comes after tile k's (k < kStages - 1).
+    if (early_tail && k + 1 < Stage::kStages)
+      copy_async_wait<Stage::kStages>();
+    else
+      copy_async_wait<Stage::kStages - 1>();
     __syncwarp();
     const unsigned char* stage = stages + (k % Stage::kStages) * Stage::kBytes;
     float s[2][4], p[2][4];
@@ -472,6 +479,20 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
     __syncwarp();  // the stage is refilled kStages - 1 tiles later
   }
   copy_async_wait<0>();
+  __syncwarp();  // the warp's stages are free for the rest of its share of the tail
+  if (early_tail) {
+    attend_tail_tile<T, DIM, KB, VB>(row, first_tail * kTile,
+                                     min(length, first_tail * kTile + kTile), tail_smem,
+                                     tail_params, q_frag, score_scale, m, l, o, o_min);
+    tile = first_tail + kDecodeWarps;
+  }
+  for (; tile < range_end; tile += kDecodeWarps) {
+    const int t0 = tile * kTile, t1 = min(length, t0 + kTile);
+    issue_tail_tile<T, DIM, KB, VB>(row, t0, t1, tail_smem, tail_params);
+    copy_async_wait<0>();
+    attend_tail_tile<T, DIM, KB, VB>(row, t0, t1, tail_smem, tail_params, q_frag, score_scale, m, l,
+                                     o, o_min);
+  }
   __syncthreads();  // every warp is done with its stages: the shared memory is free
   stamp(2);
 
@@ -532,10 +553,29 @@ void launch_decode_mma(const DecodeAttention& a, int tiles_per_split, cudaStream
   constexpr int kBytes = MmaStage<DIM, KB, VB>::kBlockBytes;
   static_assert(kBytes >= kDecodeWarps * 8 * DIM * 4, "the stages hold the merge's accumulators");
   static_assert(kBytes >= 8 * kMostDecodeSplits * 4, "the last block holds the splits' weights");
+  static_assert(kBytes >= (kClusterStateOffset<DIM> + kClusterStateFloats<DIM>)*4,
+                "the stages hold a cluster block's state");
   (void)decode_mma_occupancy<T, DIM, KB, VB>();  // sets the shared-memory attribute once
   const unsigned blocks = unsigned(a.rows) * unsigned(a.kv_heads) * unsigned(a.splits);
-  decode_mma_kernel<T, DIM, KB, VB>
-      <<<blocks, kDecodeWarps * 32, kBytes, stream>>>(a, tiles_per_split);
+  if (!a.cluster_splits) {
+    decode_mma_kernel<T, DIM, KB, VB>
+        <<<blocks, kDecodeWarps * 32, kBytes, stream>>>(a, tiles_per_split);
+    return;
+  }
+  // One cluster per (row, kv head): its splits are consecutive blocks.
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(blocks);
+  config.blockDim = dim3(kDecodeWarps * 32);
+  config.dynamicSmemBytes = kBytes;
+  config.stream = stream;
+  cudaLaunchAttribute cluster;
+  cluster.id = cudaLaunchAttributeClusterDimension;
+  cluster.val.clusterDim.x = unsigned(a.splits);
+  cluster.val.clusterDim.y = 1;
+  cluster.val.clusterDim.z = 1;
+  config.attrs = &cluster;
+  config.numAttrs = 1;
+  cudaLaunchKernelEx(&config, decode_mma_kernel<T, DIM, KB, VB>, a, tiles_per_split);
 }
 
 #define KIVI_DECLARE_DECODE_MMA_BITS(T, DIM, KB)                                     \

@@ -112,8 +112,6 @@ int decode_splits(int rows, int kv_heads, int max_length, int sm_count, int bloc
       std::max(1, std::min<int>({tiles / kDecodeWarps, int(8 * capacity / base + 1), most_splits}));
   int best = 1;
   double best_cost = 1e300;
-  // (The tail blocks, short, fill gaps: counting them in the waves measured slower on the H200,
-  // e.g. batch 8 x 4K: 57.7 against 49.2 us.)
   for (int s = 1; s <= most; ++s) {
     const int64_t blocks = int64_t{base} * s;
     const int64_t waves = (blocks + capacity - 1) / capacity;
@@ -170,18 +168,6 @@ int decode_blocks_per_sm(DType dtype, int dim, int k_bits, int v_bits, bool cuda
   return blocks;
 }
 
-int decode_tail_splits(const DecodeAttention& a) {
-  int longest = 0;
-  for (int b = 0; b < a.rows; ++b) {
-    const int length = a.length[b];
-    const int packed_end = std::min(
-        {a.key_quantized[b], a.value_quantized[b] / kTile * kTile, length / kTile * kTile});
-    longest = std::max(longest, length - packed_end);
-  }
-  constexpr int kPerBlock = kTile * kDecodeWarps;  // a tail block's warps take 32 positions each
-  return (longest + kPerBlock - 1) / kPerBlock;
-}
-
 int64_t decode_workspace_floats(int rows, int q_heads, int dim, int splits) {
   return int64_t{rows} * q_heads * splits * (dim + 2);
 }
@@ -209,9 +195,15 @@ std::string launch_decode_attention(const DecodeAttention& a, cudaStream_t strea
   if (combines_itself && a.splits > 1 && a.counters == nullptr)
     return "kivi decode attention: the tensor-core kernel needs split counters for " +
            std::to_string(a.splits) + " splits";
+  const int page = a.table.page_tokens;
+  if ((a.table.pages == nullptr && page != kWholeRowPage) || page < a.group_size ||
+      page % a.group_size != 0 || (page & (page - 1)) != 0)
+    return "kivi decode attention: a block table of " + std::to_string(page) +
+           "-token pages: expected page ids (or the identity table, whole rows) and pages of a "
+           "power of two of tokens, whole key groups (a multiple of " +
+           std::to_string(a.group_size) + ")";
   const int tiles = (max_length + kTile - 1) / kTile;
-  const int main_splits = a.splits - a.tail_splits;
-  const int tiles_per_split = std::max(1, (tiles + main_splits - 1) / main_splits);
+  const int tiles_per_split = std::max(1, (tiles + a.splits - 1) / a.splits);
   with_dtype(a.dtype, [&](auto tag) {
     using T = decltype(tag);
     bool on_tensor_cores = false;  // fp16/bf16 unless the CUDA-core kernel is asked for

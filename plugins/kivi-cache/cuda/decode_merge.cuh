@@ -4,6 +4,8 @@
 // One kernel per call: no combine launch, whose dependent loads cost a fixed ~10 us.
 #pragma once
 
+#include <cooperative_groups.h>
+
 #include <cstdint>
 
 #include "decode_attention.cuh"
@@ -45,6 +47,73 @@ __device__ __forceinline__ float combine_partials(const float* acc, int splits, 
   return total > 0.0f ? sum / total : 0.0f;  // an idle row (no visible token) outputs zeros
 }
 
+// One output element from the states of n <= N splits: their maxima m (base 2), sums l and
+// accumulators x. An idle row (no visible token) gives 0, as the other backends do.
+template <int N>
+__device__ __forceinline__ float combine_states(const float (&m)[N], const float (&l)[N],
+                                                const float (&x)[N], int n) {
+  float largest = -INFINITY;
+#pragma unroll
+  for (int s = 0; s < N; ++s)
+    if (s < n) largest = fmaxf(largest, m[s]);
+  float total = 0.0f, sum = 0.0f;
+  if (largest != -INFINITY) {
+#pragma unroll
+    for (int s = 0; s < N; ++s)
+      if (s < n) {
+        const float weight = exp2f(m[s] - largest);
+        total += l[s] * weight;
+        sum += x[s] * weight;
+      }
+  }
+  return total > 0.0f ? sum / total : 0.0f;
+}
+
+// Where a block whose splits form a cluster keeps its merged state in its shared memory (after
+// the warps' accumulators): acc [8][DIM], then max [8] at 8 * DIM and sum [8] at 9 * DIM.
+template <int DIM>
+inline constexpr int kClusterStateOffset = kDecodeWarps * 8 * DIM;
+template <int DIM>
+inline constexpr int kClusterStateFloats = 10 * DIM;
+
+// The splits of (row b, kv head h) as one thread-block cluster (DecodeAttention::cluster_splits,
+// sm_90): every block's merged state is in its own shared memory (`state`), the cluster barrier
+// publishes them, and split 0 reads the others' through distributed shared memory and writes
+// the output; the others wait for it before they leave (their shared memory must stay). No
+// workspace round trip through L2, no counter.
+template <class T, int DIM>
+__device__ void combine_in_cluster(const DecodeAttention& a, int b, int h, int rep, int split,
+                                   float* state, const DecodeStamp& stamp) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();  // every split's state is written and visible
+  stamp(4);
+  if (split == 0) {
+    T* out = static_cast<T*>(a.out);
+    for (int i = threadIdx.x; i < rep * DIM; i += blockDim.x) {
+      const int r = i / DIM, d = i % DIM;
+      float m[kClusterSplits], l[kClusterSplits], x[kClusterSplits];
+#pragma unroll
+      for (int s = 0; s < kClusterSplits; ++s)
+        if (s < a.splits) {
+          const float* remote = cluster.map_shared_rank(state, s);
+          m[s] = remote[8 * DIM + r];
+          l[s] = remote[9 * DIM + r];
+          x[s] = remote[r * DIM + d];
+        }
+      const int64_t head = int64_t{b} * a.q_heads + h * rep + r;
+      out[head * DIM + d] = from_float<T>(combine_states(m, l, x, a.splits));
+    }
+    stamp(5);
+  }
+  cluster.sync();  // split 0 has read every block's state
+#endif
+}
+
+// Up to this many splits, the last block loads every split's state at once.
+inline constexpr int kFewSplits = 8;
+
 // max_s/sum_s [states][8] and acc_all [states][8][DIM]: the block's states per query head of
 // the kv head h of row b (rows past rep unused).
 template <class T, int DIM>
@@ -70,6 +139,15 @@ __device__ void merge_and_finish(const DecodeAttention& a, int b, int h, int rep
       out[head * DIM + d] = from_float<T>(total > 0.0f ? acc / total : 0.0f);
       continue;
     }
+    if (a.cluster_splits) {  // the block's state stays in its shared memory
+      float* state = acc_all + kClusterStateOffset<DIM>;
+      state[r * DIM + d] = acc;
+      if (d == 0) {
+        state[8 * DIM + r] = m_all;
+        state[9 * DIM + r] = total;
+      }
+      continue;
+    }
     const int64_t slot = head * a.splits + split;
     ws.acc[slot * DIM + d] = acc;
     if (d == 0) {
@@ -81,21 +159,48 @@ __device__ void merge_and_finish(const DecodeAttention& a, int b, int h, int rep
     stamp(4);
     return;
   }
+  if (a.cluster_splits) {
+    combine_in_cluster<T, DIM>(a, b, h, rep, split, acc_all + kClusterStateOffset<DIM>, stamp);
+    return;
+  }
 
   // Publish, then count the finished splits of (b, h); the last one combines. (Barrier, then
-  // one thread's fence and atomic: the pattern of cooperative groups' grid sync.)
+  // one thread's acquire-release atomic at gpu scope: the barrier makes the block's partials
+  // part of what it releases, and the last block acquires every other block's. One round trip,
+  // where a fence, the atomic and a fence took three.)
   __shared__ bool last;
   __syncthreads();
   if (threadIdx.x == 0) {
-    __threadfence();
     int* counter = a.counters + b * a.kv_heads + h;
-    last = atomicAdd(counter, 1) == a.splits - 1;
-    if (last) *counter = 0;  // every split has arrived: ready for the next call (or graph replay)
-    __threadfence();
+    int before;
+    asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;"
+                 : "=r"(before)
+                 : "l"(counter)
+                 : "memory");
+    last = before == a.splits - 1;
+    // every split has arrived: ready for the next call (or graph replay)
+    if (last) *counter = 0;
   }
   __syncthreads();
   stamp(4);
   if (!last) return;
+  if (a.splits <= kFewSplits) {  // every thread loads all it needs at once: one round trip
+    for (int i = threadIdx.x; i < rep * DIM; i += blockDim.x) {
+      const int r = i / DIM, d = i % DIM;
+      const int64_t head = int64_t{b} * a.q_heads + h * rep + r;
+      float m[kFewSplits], l[kFewSplits], x[kFewSplits];
+#pragma unroll
+      for (int s = 0; s < kFewSplits; ++s)
+        if (s < a.splits) {
+          m[s] = __ldcg(ws.max + head * a.splits + s);
+          l[s] = __ldcg(ws.sum + head * a.splits + s);
+          x[s] = __ldcg(ws.acc + (head * a.splits + s) * DIM + d);
+        }
+      out[head * DIM + d] = from_float<T>(combine_states(m, l, x, a.splits));
+    }
+    stamp(5);
+    return;
+  }
   // Per query head (warp w: rows w, w + 4), one pass over the splits' states (one round trip
   // through L2): each lane keeps a running max and its sum rescaled to it, and parks the maxima
   // in shared memory (over the block's merge state, now published) until the largest is known;

@@ -1,7 +1,7 @@
 // The tail of a row for the tensor-core decode kernel: positions after its last tile packed on
-// both sides (the residual windows and the tiles they straddle). Tail blocks give each warp 32
-// of them, and everything the warp needs is in flight in one round trip, issued before the
-// queries are even waited for (issue_tail_copies):
+// both sides (the residual windows and the tiles they straddle), in tiles of 32 that the main
+// warps take after their packed tiles. Everything a tail tile needs is in flight in one round
+// trip (issue_tail_copies):
 //   keys    a tile is all packed (kq is a multiple of 32) or all residual: a packed tile is
 //           staged as the main loop stages it and scored by the same code (packed_tile_scores);
 //           a residual tile is copied as T rows;
@@ -16,21 +16,84 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "block_table.cuh"
 #include "decode_attention.cuh"
 #include "mma_fragments.cuh"
 #include "tile_slots.cuh"
 
 namespace kivi::kivi_cache::cuda {
 
-// Where a row's data lives.
+// Where the data of one (row, kv head) lives: its packed parts through the row's block table
+// (kivi_kernels.h), its residual windows directly.
 template <class T>
 struct RowView {
+  // Packed parts at the head's offset in page 0; page k's are `page stride` * k further on.
   const uint32_t* key_codes;
-  const T *key_scale, *key_min, *key_res;
+  const T *key_scale, *key_min;
   const uint32_t* value_codes;
-  const T *value_scale, *value_min, *value_res;
+  const T *value_scale, *value_min;
+  int64_t key_codes_page, key_scale_page, value_codes_page, value_scale_page;
+  BlockTable table;
+  int b;  // the row, in the table
+  const T *key_res, *value_res;
   int kq, vq, group, group_log2, value_slots;
+
+  // The row's packed key codes, scales and minima of the key group at `at` (packed_at of a
+  // multiple of 32), and the first word of its 32-token tile within the group's codes.
+  struct KeyTile {
+    const uint32_t* codes;
+    const T *scale, *min;
+  };
+  template <int DIM, int KB>
+  __device__ __forceinline__ KeyTile packed_keys(PackedAt at) const {
+    const int gi = at.local >> group_log2, tile_in_group = (at.local & (group - 1)) / kTile;
+    const int64_t scale_at = at.page * key_scale_page + int64_t{gi} * DIM;
+    return {key_codes + at.page * key_codes_page + (int64_t{gi} << group_log2) * (DIM * KB / 32) +
+                tile_in_group * DIM * KB,
+            key_scale + scale_at, key_min + scale_at};
+  }
+  // The row's packed value codes, scales and minima from `at` on (within its page, which holds
+  // its whole 32-token tile).
+  struct ValueRows {
+    const uint32_t* codes;  // [tokens, Wv] from p
+    const T *scale, *min;   // [tokens, D / G] from p
+  };
+  template <int DIM, int VB>
+  __device__ __forceinline__ ValueRows packed_values(PackedAt at) const {
+    const int64_t scale_at = at.page * value_scale_page + int64_t{at.local} * (DIM >> group_log2);
+    return {value_codes + at.page * value_codes_page + int64_t{at.local} * (DIM * VB / 32),
+            value_scale + scale_at, value_min + scale_at};
+  }
 };
+
+// Row b's view of kv head h.
+template <class T>
+__device__ __forceinline__ RowView<T> row_view(const DecodeAttention& a, int b, int h,
+                                               int group_log2) {
+  RowView<T> row;
+  row.key_codes = reinterpret_cast<const uint32_t*>(a.key_codes) + h * a.key_codes_stride[1];
+  row.key_scale = static_cast<const T*>(a.key_scale) + h * a.key_scale_stride[1];
+  row.key_min = static_cast<const T*>(a.key_min) + h * a.key_scale_stride[1];
+  row.value_codes = reinterpret_cast<const uint32_t*>(a.value_codes) + h * a.value_codes_stride[1];
+  row.value_scale = static_cast<const T*>(a.value_scale) + h * a.value_scale_stride[1];
+  row.value_min = static_cast<const T*>(a.value_min) + h * a.value_scale_stride[1];
+  row.key_codes_page = a.key_codes_stride[0];
+  row.key_scale_page = a.key_scale_stride[0];
+  row.value_codes_page = a.value_codes_stride[0];
+  row.value_scale_page = a.value_scale_stride[0];
+  row.table = a.table;
+  row.b = b;
+  row.key_res = static_cast<const T*>(a.key_residual) + b * a.key_residual_stride[0] +
+                h * a.key_residual_stride[1];
+  row.value_res = static_cast<const T*>(a.value_residual) + b * a.value_residual_stride[0] +
+                  h * a.value_residual_stride[1];
+  row.kq = a.key_quantized[b];
+  row.vq = a.value_quantized[b];
+  row.group = a.group_size;
+  row.group_log2 = group_log2;
+  row.value_slots = a.value_slots;
+  return row;
+}
 
 // The transposed layout of the kernel's per-tile state (mma_fragments.cuh), per lane (g, c):
 //   scores  s[mt][i]: token 16 mt + g + 8 (i / 2) of the tile, query head 2c + i % 2;
@@ -129,19 +192,17 @@ struct TailKeyStage {
 // Copies (cp.async) the packed key tile at position p0 (a multiple of 32) into a stage's key
 // part: its codes in tile order, then its group's scale and min. Main and tail warps alike.
 template <int DIM, int KB, class T>
-__device__ __forceinline__ void copy_key_tile(unsigned char* stage, const RowView<T>& row, int p0) {
+__device__ __forceinline__ void copy_key_tile(unsigned char* stage, const RowView<T>& row,
+                                              PackedAt at) {
   using KeyStage = TailKeyStage<DIM, KB>;
   const int lane = threadIdx.x % 32;
-  const int gi = p0 >> row.group_log2, tile_in_group = (p0 & (row.group - 1)) / kTile;
-  const uint32_t* src =
-      row.key_codes + (int64_t{gi} << row.group_log2) * (DIM * KB / 32) + tile_in_group * DIM * KB;
+  const auto tile = row.template packed_keys<DIM, KB>(at);
 #pragma unroll
   for (int i = lane; i < DIM * KB / 4; i += 32)
-    copy_async16(stage + KeyStage::kCodes + 16 * i, src + 4 * i);
+    copy_async16(stage + KeyStage::kCodes + 16 * i, tile.codes + 4 * i);
   if (lane < DIM / 8) {
-    copy_async16(stage + KeyStage::kScale + 16 * lane,
-                 row.key_scale + int64_t{gi} * DIM + 8 * lane);
-    copy_async16(stage + KeyStage::kMin + 16 * lane, row.key_min + int64_t{gi} * DIM + 8 * lane);
+    copy_async16(stage + KeyStage::kScale + 16 * lane, tile.scale + 8 * lane);
+    copy_async16(stage + KeyStage::kMin + 16 * lane, tile.min + 8 * lane);
   }
 }
 
@@ -155,7 +216,7 @@ __device__ __forceinline__ void issue_tail_copies(const RowView<T>& row, int t0,
   T* key_rows = reinterpret_cast<T*>(smem);
   T* value_rows = reinterpret_cast<T*>(smem + kTailRowsBytes<DIM>);
   if (t0 < row.kq) {  // a whole packed key tile
-    copy_key_tile<DIM, KB>(smem, row, t0);
+    copy_key_tile<DIM, KB>(smem, row, packed_at(row.table, row.b, t0));
   } else {
     copy_tail_rows<DIM>(
         key_rows, t0, t1, [](int) { return true; },
@@ -169,15 +230,13 @@ __device__ __forceinline__ void issue_tail_copies(const RowView<T>& row, int t0,
   const int p = t0 + lane;
   if (p < t1 && p < row.vq) {
     constexpr int kCodeChunks = DIM * VB / 128;  // 16-byte chunks of one row's codes
-    const uint32_t* codes = row.value_codes + int64_t{p} * (DIM * VB / 32);
+    const auto packed = row.template packed_values<DIM, VB>(packed_at(row.table, row.b, p));
     unsigned char* dst = reinterpret_cast<unsigned char*>(value_rows + lane * DIM);
 #pragma unroll
-    for (int i = 0; i < kCodeChunks; ++i) copy_async16(dst + 16 * i, codes + 4 * i);
+    for (int i = 0; i < kCodeChunks; ++i) copy_async16(dst + 16 * i, packed.codes + 4 * i);
     const int v_groups = DIM >> row.group_log2;
-    const uint16_t* scale =
-        reinterpret_cast<const uint16_t*>(row.value_scale) + int64_t{p} * v_groups;
-    const uint16_t* minimum =
-        reinterpret_cast<const uint16_t*>(row.value_min) + int64_t{p} * v_groups;
+    const uint16_t* scale = reinterpret_cast<const uint16_t*>(packed.scale);
+    const uint16_t* minimum = reinterpret_cast<const uint16_t*>(packed.min);
 #pragma unroll
     for (int j = 0; j < TailValueParams<DIM>::kGroups; ++j)
       if (j < v_groups) {

@@ -56,12 +56,33 @@ bool key_flush_supported(int dim, int group_size, int bits);
 std::string launch_key_flush(const KeyFlush& args, cudaStream_t stream);
 std::string launch_value_flush(const ValueFlush& args, cudaStream_t stream);
 
+// ---- Where a row's packed tokens live ---------------------------------------------------------
+
+// Tokens per page of the identity table: a whole row.
+inline constexpr int kWholeRowPage = 1 << 30;
+
+// The per-sequence block table every attention kernel addresses the packed parts through (the
+// residual windows stay per row): position p of row b is token p % page_tokens of page
+// pages[b * stride + p / page_tokens], and the page is the first index of every packed storage
+// tensor (key codes, scales, minima; value codes, scales, minima). A page holds whole key groups:
+// page_tokens is a power of two and a multiple of group_size. The contiguous cache passes the
+// identity table, one page per row (page b) and page_tokens = kWholeRowPage, as pages = nullptr
+// (so its kernels load no page ids); a paged cache passes its own.
+struct BlockTable {
+  const int32_t* pages = nullptr;  // [rows, stride] int32 page ids, on the GPU; null: identity
+  int64_t stride = 1;
+  int page_tokens = kWholeRowPage;
+};
+
 // ---- Fused decode attention -----------------------------------------------------------------
 
 // Rows of one launch; a larger batch is launched in slices of this many rows.
 inline constexpr int kMaxDecodeRows = 64;
-// Splits per (row, kv head), tail blocks included: the tensor-core kernel's last block keeps
-// their weights in its shared memory.
+// Splits per (row, kv head): the tensor-core kernel's last block keeps their weights in its
+// shared memory.
+// Up to this many splits form a thread-block cluster (DecodeAttention::cluster_splits). Two:
+// clusters of four left slots that no cluster fit (batch 8 x 8K: 62.0 against 38.9 us).
+inline constexpr int kClusterSplits = 2;
 inline constexpr int kMostDecodeSplits = 512;
 
 // One new query token per row attending over everything the row holds: positions [0, kq) from
@@ -77,19 +98,22 @@ struct DecodeAttention {
   int64_t q_stride[3];      // [rows, q_heads, (token)]: element strides; D contiguous
   void* out = nullptr;      // [rows, q_heads, D] contiguous, storage dtype
 
-  const int32_t* key_codes = nullptr;  // [B, H, groups, D, Wk]
-  const void* key_scale = nullptr;     // [B, H, groups, D]
+  // Packed parts, by page (`table`): P pages of page_tokens tokens (the contiguous cache: P = B).
+  const int32_t* key_codes = nullptr;  // [P, H, groups, D, Wk]
+  const void* key_scale = nullptr;     // [P, H, groups, D]
   const void* key_min = nullptr;
-  const void* key_residual = nullptr;    // [B, H, key_slots, D]
-  const int32_t* value_codes = nullptr;  // [B, H, tokens, Wv]
-  const void* value_scale = nullptr;     // [B, H, tokens, D / G]
+  const int32_t* value_codes = nullptr;  // [P, H, tokens, Wv]
+  const void* value_scale = nullptr;     // [P, H, tokens, D / G]
   const void* value_min = nullptr;
-  const void* value_residual = nullptr;     // [B, H, value_slots, D]
-  int64_t key_codes_stride[2] = {0, 0};     // [B, H]; within a head [groups, D, Wk] contiguous
-  int64_t key_scale_stride[2] = {0, 0};     // [B, H]; within a head [groups, D] (scale and min)
-  int64_t key_residual_stride[2] = {0, 0};  // [B, H]; within a head [slots, D]
-  int64_t value_codes_stride[2] = {0, 0};   // [B, H]; within a head [tokens, Wv]
-  int64_t value_scale_stride[2] = {0, 0};   // [B, H]; within a head [tokens, D / G]
+  int64_t key_codes_stride[2] = {0, 0};    // [P, H]; within a head [groups, D, Wk] contiguous
+  int64_t key_scale_stride[2] = {0, 0};    // [P, H]; within a head [groups, D] (scale and min)
+  int64_t value_codes_stride[2] = {0, 0};  // [P, H]; within a head [tokens, Wv]
+  int64_t value_scale_stride[2] = {0, 0};  // [P, H]; within a head [tokens, D / G]
+  BlockTable table;                        // rows [0, rows) of the launch
+  // Residual windows, by row of the launch.
+  const void* key_residual = nullptr;       // [rows, H, key_slots, D]
+  const void* value_residual = nullptr;     // [rows, H, value_slots, D]
+  int64_t key_residual_stride[2] = {0, 0};  // [rows, H]; within a head [slots, D]
   int64_t value_residual_stride[2] = {0, 0};
   int value_slots = 1;
 
@@ -105,9 +129,11 @@ struct DecodeAttention {
   // Profiling knob (tensor-core kernel): [rows, kv_heads, splits, 8] global-timer stamps per
   // block phase (decode_merge.cuh, DecodeStamp); null: none.
   unsigned long long* timing = nullptr;
-  int splits = 1;       // partial results per (row, query head), tail blocks included
-  int tail_splits = 0;  // tensor-core kernel: the last tail_splits blocks of each (row, kv head)
-                        // attend its tail, 32 positions per warp (decode_tail_splits)
+  int splits = 1;  // partial results per (row, query head)
+  // Tensor-core kernel, 2 .. kClusterSplits splits on sm_90: the splits of each (row, kv head)
+  // run as one thread-block cluster and combine through distributed shared memory (no
+  // workspace, no counters).
+  bool cluster_splits = false;
   // fp16/bf16 run on tensor cores (decode_attention_mma.cuh); this forces the CUDA-core kernel
   // (decode_attention.cuh, which also serves fp32), for tests and benchmarks.
   bool cuda_cores_only = false;
@@ -121,13 +147,85 @@ bool decode_supported(DType dtype, int dim, int q_heads, int kv_heads, int group
 // it can; and the workspace they need.
 int decode_splits(int rows, int kv_heads, int max_length, int sm_count, int blocks_per_sm,
                   int most_splits = kMostDecodeSplits);
-// Blocks of 4 x 32 tail positions the tensor-core kernel needs for the longest tail of a launch:
-// a row's tail is what follows its last tile packed on both sides (kTile = 32).
-int decode_tail_splits(const DecodeAttention& a);
 // Resident blocks per multiprocessor of the kernel that serves these settings.
 int decode_blocks_per_sm(DType dtype, int dim, int k_bits, int v_bits, bool cuda_cores_only);
 int64_t decode_workspace_floats(int rows, int q_heads, int dim, int splits);
 // The dispatch site: runtime sizes -> template constants. Empty string or the error.
 std::string launch_decode_attention(const DecodeAttention& args, cudaStream_t stream);
+
+// ---- Fused chunk attention ------------------------------------------------------------------
+
+// Rows of one launch (a larger batch is launched in slices), and query rows per block: a chunk's
+// query rows of one (row, kv head) are R = token * rep + head in the GQA group.
+inline constexpr int kMaxChunkRows = 64;
+inline constexpr int kChunkQueryRows = 64;
+
+// A chunk of new tokens per row attending over the cache as stored (KiviAttention::chunk): query
+// token i of row b sits at position first[b] + i and sees positions [0, first[b]) as stored (the
+// packed parts below key_quantized / value_quantized through `table`, the residual windows above
+// them as in DecodeAttention) and the chunk's own k/v at positions first[b] .. first[b] + i.
+// Query tokens i >= count[b] (padding) output zeros.
+struct ChunkAttention {
+  DType dtype = DType::kHalf;  // fp16 or bf16 (fp32 takes the blocked ATen path)
+  int rows = 0, q_heads = 0, kv_heads = 0, dim = 0;
+  int tokens = 0;                               // T: the chunk dimension of q, k, v and out
+  int group_size = 32, k_bits = 2, v_bits = 2;  // 16 bits: that side is all residual
+  float scale = 1.0f;                           // softmax scale
+
+  const void* q = nullptr;  // [rows, q_heads, T, D]
+  const void* k = nullptr;  // [rows, kv_heads, T, D]: the chunk's own keys and values
+  const void* v = nullptr;
+  int64_t q_stride[3] = {0, 0, 0};  // [rows, heads, T] element strides; D contiguous, rows of
+  int64_t k_stride[3] = {0, 0, 0};  // 16-byte aligned
+  int64_t v_stride[3] = {0, 0, 0};
+  void* out = nullptr;  // [rows, q_heads, T, D] contiguous, storage dtype
+
+  // The packed parts (kivi_parts.h), first index = page of `table`, strides [page, H]; within a
+  // head contiguous as in DecodeAttention.
+  const int32_t* key_codes = nullptr;  // [pages, H, groups, D, Wk]
+  const void* key_scale = nullptr;     // [pages, H, groups, D]
+  const void* key_min = nullptr;
+  const int32_t* value_codes = nullptr;  // [pages, H, tokens, Wv]
+  const void* value_scale = nullptr;     // [pages, H, tokens, D / G]
+  const void* value_min = nullptr;
+  int64_t key_codes_stride[2] = {0, 0};
+  int64_t key_scale_stride[2] = {0, 0};  // scale and min
+  int64_t value_codes_stride[2] = {0, 0};
+  int64_t value_scale_stride[2] = {0, 0};
+  BlockTable table;  // at this launch's row 0
+  // Residual windows, per row: [rows, H, slots, D] element strides; D contiguous.
+  const void* key_residual = nullptr;
+  const void* value_residual = nullptr;
+  int64_t key_residual_stride[3] = {0, 0, 0};
+  int64_t value_residual_stride[3] = {0, 0, 0};
+  int value_slots = 1;
+
+  int first[kMaxChunkRows];          // tokens stored = the chunk's first position
+  int count[kMaxChunkRows];          // the chunk's tokens (0: idle row, output zeros)
+  int key_quantized[kMaxChunkRows];  // a multiple of 32
+  int value_quantized[kMaxChunkRows];
+
+  // Splits of each block's positions (tiles of 32): with more than one, float partials go to
+  // `workspace` (chunk_workspace_floats) and a second kernel merges them.
+  int splits = 1, tiles_per_split = 1;
+  float* workspace = nullptr;
+};
+
+// Query-row tiles of a launch's grid.
+inline int chunk_query_tiles(const ChunkAttention& a) {
+  const int rep = a.kv_heads > 0 ? a.q_heads / a.kv_heads : 1;
+  return (a.tokens * rep + kChunkQueryRows - 1) / kChunkQueryRows;
+}
+// Whether the fused kernel serves these settings; otherwise `why` names the valid combinations.
+bool chunk_supported(DType dtype, int dim, int q_heads, int kv_heads, int group_size, int k_bits,
+                     int v_bits, std::string* why);
+// Resident blocks per multiprocessor of the kernel that serves these settings.
+int chunk_blocks_per_sm(DType dtype, int dim, int k_bits, int v_bits);
+// Sets a.splits and a.tiles_per_split so that the grid fills `sm_count` multiprocessors holding
+// `blocks_per_sm` blocks each; then the workspace they need (0 for one split).
+void choose_chunk_splits(ChunkAttention& a, int sm_count, int blocks_per_sm);
+int64_t chunk_workspace_floats(const ChunkAttention& a);
+// The dispatch site: runtime sizes -> template constants. Empty string or the error.
+std::string launch_chunk_attention(const ChunkAttention& args, cudaStream_t stream);
 
 }  // namespace kivi::kivi_cache::cuda
