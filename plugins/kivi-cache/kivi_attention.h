@@ -3,10 +3,11 @@
 // time, with an online softmax across blocks (running max, sum and output), in float32.
 // Prefill is plain causal attention over the prompt's own full-precision K/V, as in KIVI,
 // through the same block loop.
-// On the GPU: prefill goes through SDPA (flash kernels), and a decode step (one token per row,
-// no sliding window) through the fused kernel in cuda/, which reads the packed codes directly;
-// chunks over a filled cache take the blocked loop (chunk(): the stored cache, then the chunk's
-// own K/V in full precision), which runs on the GPU as ATen ops.
+// On the GPU: prefill goes through SDPA (flash kernels), a decode step (one token per row, no
+// sliding window) through the fused decode kernel in cuda/, and a chunk over a filled cache
+// (chunk(): the stored cache as stored, then the chunk's own K/V in full precision, causally)
+// through the fused chunk kernel (fp16/bf16); both read the packed codes directly. What they
+// cannot serve (fp32, sliding windows, other head_dims) takes the blocked loop as ATen ops.
 #pragma once
 
 #include "kivi/attention/attention.h"
