@@ -5,6 +5,7 @@
 
 #include "kivi/plugin/plugin.h"
 #include "kivi/util/error.h"
+#include "kivi/util/output_file.h"
 
 namespace kivi::host {
 namespace fs = std::filesystem;
@@ -222,6 +223,7 @@ ServeChoice read_serve(ConfigTable& top, const fs::path& base) {
   s.max_n = table.get_int_in("max_n", s.max_n, 1, 1024);
   s.profile_steps = table.get_int_in("profile_steps", s.profile_steps, 0, int64_t{1} << 20);
   s.profile_trace = table.get_string("profile_trace", s.profile_trace);
+  if (!s.profile_trace.empty()) check_output_file(s.profile_trace, table.where("profile_trace"));
   s.max_logprobs = table.get_int_in("max_logprobs", s.max_logprobs, 0, 1024);
   s.max_body_bytes = table.get_int_in("max_body_bytes", s.max_body_bytes, 1024, int64_t{1} << 32);
   s.max_connections = table.get_int_in("max_connections", s.max_connections, 1, 1 << 16);
@@ -287,12 +289,15 @@ HostConfig parse_host_config(const toml::table& root, const std::string& source)
   b.find_max_batch = bench.get_bool("find_max_batch", b.find_max_batch);
   b.profile = bench.get_bool("profile", b.profile);
   b.trace = bench.get_string("trace", b.trace);
+  if (!b.trace.empty()) check_output_file(b.trace, bench.where("trace"));
   bench.finish();
   config.tokenize = read_tokenize(top, base);
   config.serve = read_serve(top, base);
 
   ConfigTable output = top.sub("output");
   config.json_output = output.get_string("json", "");
+  // Written after the work: an unwritable path fails now, not an hour later.
+  if (!config.json_output.empty()) check_output_file(config.json_output, output.where("json"));
   output.finish();
 
   top.finish();

@@ -1,5 +1,8 @@
 // run.toml validation: unknown keys, wrong types and bad values are errors that give
 // file:line:column and the expected form; plugin option errors are mapped back to run.toml.
+#include <cstdio>
+#include <fstream>
+
 #include "kivi_catch.h"
 
 #include "host_config.h"
@@ -93,4 +96,23 @@ TEST_CASE("plugin option errors are mapped to the key's place in run.toml", "[co
   CHECK(mapped ==
         "run.toml:7:1: cache.k_bits: 3 is not allowed; expected one of: 2, 4  [kv_cache plugin "
         "\"kivi\" (/p/libkivi.so)]");
+}
+
+TEST_CASE("output paths are checked when the config is read, before any work", "[config]") {
+  const std::string missing = "/nonexistent-kivi-dir/out.json";
+  CHECK_THROWS_WITH(parse("mode = \"check\"\n[output]\njson = \"" + missing + "\"\n"),
+                    Contains("run.toml:3:") && Contains("output.json: cannot write") &&
+                        Contains("the directory \"/nonexistent-kivi-dir\" does not exist"));
+  CHECK_THROWS_WITH(parse("mode = \"check\"\n[output]\njson = \"/tmp\"\n"),
+                    Contains("output.json: cannot write \"/tmp\": it is a directory"));
+  CHECK_THROWS_WITH(parse("mode = \"check\"\n[bench]\ntrace = \"/dev/null/trace.json\"\n"),
+                    Contains("bench.trace: cannot write") && Contains("is not a directory"));
+  CHECK_THROWS_WITH(
+      parse("mode = \"check\"\n[serve]\nprofile_trace = \"/dev/zero\"\n"),
+      Contains("serve.profile_trace: cannot write") && Contains("not a regular file"));
+  // A writable place passes, and nothing is created by the check.
+  const std::string fine = "/tmp/kivi-config-output-check.json";
+  std::remove(fine.c_str());
+  CHECK(parse("mode = \"check\"\n[output]\njson = \"" + fine + "\"\n").json_output == fine);
+  CHECK_FALSE(std::ifstream(fine).good());
 }

@@ -292,7 +292,8 @@ TEST_CASE("bench: an unwritable trace path fails before the work", "[host]") {
       run_host("bench-trace",
                "mode = \"bench\"\n[bench]\nprofile = true\ntrace = \"/nonexistent-dir/t.json\"\n");
   CHECK(r.status != 0);
-  CHECK_THAT(r.output, Contains("[bench] trace: cannot write /nonexistent-dir/t.json"));
+  CHECK_THAT(r.output, Contains("bench.trace: cannot write \"/nonexistent-dir/t.json\": the "
+                                "directory \"/nonexistent-dir\" does not exist"));
   CHECK_THAT(r.output, !Contains("decode:"));
 }
 
