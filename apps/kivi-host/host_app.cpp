@@ -8,6 +8,7 @@
 
 #include "host_context.h"
 #include "kivi/plugin/fingerprint.h"
+#include "kivi/util/failure.h"
 
 namespace kivi::host {
 namespace {
@@ -126,7 +127,9 @@ int run_host(int argc, const char* const* argv, std::ostream& out, std::ostream&
     load_plugins(context);
     return run_mode(context);
   } catch (const std::exception& e) {
-    err << "error: " << e.what() << "\n";
+    // One line: libtorch's errors without their backtrace, an allocation failure with what
+    // was being allocated and the setting to change.
+    err << "error: " << describe_failure(e) << "\n";
     return 1;
   }
 }

@@ -24,7 +24,9 @@
 #include "host_context.h"
 #include "kivi/cache/kv_cache.h"
 #include "kivi/generate/forward_steps.h"
+#include "kivi/util/activity.h"
 #include "kivi/util/device_memory.h"
+#include "kivi/util/failure.h"
 #include "model_session.h"
 #include "step_profiler.h"
 
@@ -72,8 +74,9 @@ class Bench {
   }
 
   std::unique_ptr<KVCache> make_cache(int64_t batch) const {
-    return session_.cache_factory->create(
-        session_.model().cache_geometry(batch, b_.prompt_tokens + b_.decode_tokens));
+    return create_cache(session_,
+                        session_.model().cache_geometry(batch, b_.prompt_tokens + b_.decode_tokens),
+                        "[bench] batch or prompt_tokens + decode_tokens");
   }
 
  private:
@@ -133,12 +136,6 @@ class Bench {
   std::mt19937_64 rng_;
 };
 
-bool out_of_memory(const std::exception& e) {
-  if (dynamic_cast<const c10::OutOfMemoryError*>(&e)) return true;
-  const std::string what = e.what();
-  return what.find("out of memory") != std::string::npos;
-}
-
 // The largest batch in [1, limit] whose cache fills and decodes: doubling, then bisection.
 int64_t search_max_batch(Bench& bench, const at::Device& device, int64_t limit, std::ostream& out) {
   auto fits = [&](int64_t batch) {
@@ -147,7 +144,8 @@ int64_t search_max_batch(Bench& bench, const at::Device& device, int64_t limit, 
       auto cache = bench.make_cache(batch);
       bench.run(*cache, batch);
     } catch (const std::exception& e) {
-      if (!out_of_memory(e)) throw;
+      if (!is_out_of_memory(e)) throw;
+      clear_failed_activity();  // an expected failure: it must not name a later one
       ok = false;
     }
     release_cached_device_memory(device);

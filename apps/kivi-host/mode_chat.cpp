@@ -33,7 +33,7 @@ int run_chat_mode(HostContext& context) {
   options.context = effective_context(context, session, cfg.generate.context, "[generate] context");
   CausalLM& model = session.model();
   const int64_t context_limit = generate::context_length(model, options);
-  auto cache = session.cache_factory->create(model.cache_geometry(1));
+  auto cache = create_cache(session, model.cache_geometry(1), "[cache] settings");
   generate::Sampler sampler(options.sampling, options.seed);
   auto& out = context.out;
   out << describe(session) << "\nchat: /stats shows the cache, /reset forgets, /quit ends\n";

@@ -85,7 +85,8 @@ int run_compare_mode(HostContext& context) {
     r.name = variants[v].name;
     r.cache = session.cache_name;
     r.attention = session.attention_name;
-    auto cache = session.cache_factory->create(session.model().cache_geometry(1, plan.context));
+    auto cache = create_cache(session, session.model().cache_geometry(1, plan.context),
+                              "[perplexity] context");
     size_t chunk_index = 0;
     double kl_sum = 0;
     int64_t agree = 0;
@@ -132,8 +133,8 @@ int run_compare_mode(HostContext& context) {
       options.sampling = {};  // greedy: agreement between variants is about the cache, not the dice
       options.num_beams = 1;
       options.stop_strings.clear();
-      auto gen_cache =
-          session.cache_factory->create(session.model().cache_geometry(prompts.size()));
+      auto gen_cache = create_cache(session, session.model().cache_geometry(prompts.size()),
+                                    "[generate] prompts (fewer at once)");
       const auto gen_start = std::chrono::steady_clock::now();
       const auto out = generate::generate(session.model(), *gen_cache, prompts, options);
       int64_t generated = 0;

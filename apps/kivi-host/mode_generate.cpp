@@ -73,7 +73,8 @@ int run_generate_mode(HostContext& context) {
   for (const auto& batch : batches) {
     const int64_t slots =
         options.num_beams > 1 ? options.num_beams : static_cast<int64_t>(batch.size());
-    auto cache = session.cache_factory->create(session.model().cache_geometry(slots));
+    auto cache = create_cache(session, session.model().cache_geometry(slots),
+                              "[generate] prompts or num_beams (fewer sequences at once)");
     generate::TokenCallback on_token;
     if (cfg.generate.stream) {
       out << "prompt " << row0 << ": " << std::flush;

@@ -22,7 +22,8 @@ int run_perplexity_mode(HostContext& context) {
   out << "text: " << cfg.perplexity.text.string() << ", " << plan.text_tokens << " tokens, "
       << plan.windows.size() << " windows (context " << plan.context << ", stride " << plan.stride
       << ", chunk " << cfg.perplexity.chunk << ")\n";
-  auto cache = session.cache_factory->create(session.model().cache_geometry(1, plan.context));
+  auto cache = create_cache(session, session.model().cache_geometry(1, plan.context),
+                            "[perplexity] context");
   double nll = 0;
   int64_t count = 0;
   const auto start = std::chrono::steady_clock::now();

@@ -13,6 +13,7 @@
 #include "kivi/cache/kv_cache.h"
 #include "kivi/model/gguf_weights.h"
 #include "kivi/text/stream_decoder.h"
+#include "kivi/util/activity.h"
 #include "tokenizer_loading.h"
 
 namespace kivi::host {
@@ -87,8 +88,14 @@ ModelSession open_model(const HostContext& context, const std::vector<CachePairi
     }
   }
   options.cuda_graphs = cfg.model.cuda_graphs;
-  session.loaded = load_model(context.registry, cfg.model.path, options, cfg.model.weights,
-                              static_cast<uint64_t>(cfg.model.seed));
+  {
+    const ActivityScope loading("loading the weights of " + cfg.model.path.string() + " (" +
+                                    c10::toString(options.dtype) + " on " + options.device.str() +
+                                    ")",
+                                "[model] dtype, or use a smaller model or another device");
+    session.loaded = load_model(context.registry, cfg.model.path, options, cfg.model.weights,
+                                static_cast<uint64_t>(cfg.model.seed));
+  }
   use_cache(session, pairings.front());
   // A GGUF file carries its tokenizer in its metadata, when it has one.
   const bool gguf_tokenizer =
@@ -96,6 +103,24 @@ ModelSession open_model(const HostContext& context, const std::vector<CachePairi
   if (fs::is_regular_file(cfg.model.path / "tokenizer.json") || gguf_tokenizer)
     session.tokenizer = load_tokenizer(cfg.model.path);
   return session;
+}
+
+std::unique_ptr<KVCache> create_cache(const ModelSession& session, const CacheGeometry& geometry,
+                                      const std::string& setting) {
+  std::ostringstream what;
+  what << "allocating the " << session.cache_name << " cache for " << geometry.max_batch
+       << " sequences";
+  if (geometry.max_tokens > 0) {
+    const CacheSpec spec = session.cache_factory->spec(geometry);
+    const int64_t bytes =
+        spec.fixed_bytes + geometry.max_batch * spec.bytes_per_sequence(geometry.max_tokens);
+    what << " x " << geometry.max_tokens << " tokens (" << std::fixed << std::setprecision(2)
+         << static_cast<double>(bytes) / 1e9 << " GB on " << geometry.device.str() << ")";
+  } else {
+    what << " on " << geometry.device.str() << " (grown as tokens arrive)";
+  }
+  const ActivityScope allocating(what.str(), setting);
+  return session.cache_factory->create(geometry);
 }
 
 void use_cache(ModelSession& session, const CachePairing& pairing) {

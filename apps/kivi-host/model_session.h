@@ -33,6 +33,11 @@ ModelSession open_model(const HostContext& context, const std::vector<CachePairi
 // Makes `pairing` the session's cache factory and attention (CausalLM::set_attention).
 void use_cache(ModelSession& session, const CachePairing& pairing);
 
+// The session's cache for `geometry`, allocated inside an ActivityScope that names its size and
+// `setting` (what in run.toml sizes it), so that an allocation failure says what and where.
+std::unique_ptr<KVCache> create_cache(const ModelSession& session, const CacheGeometry& geometry,
+                                      const std::string& setting);
+
 // open_model with one pairing: the config's `cache` and `attention`.
 ModelSession open_model_session(const HostContext& context, const PluginChoice& cache,
                                 const PluginChoice& attention);

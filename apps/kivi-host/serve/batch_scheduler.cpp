@@ -11,6 +11,7 @@
 #include "kivi/generate/text_stops.h"
 #include "kivi/model/causal_lm.h"
 #include "kivi/util/error.h"
+#include "kivi/util/failure.h"
 
 namespace kivi::serve {
 
@@ -178,6 +179,7 @@ void BatchScheduler::run() {
     } catch (const std::exception& e) {
       // A failed forward pass (out of memory, a bug) fails the batch it ran, not the server.
       // The rows are freed and published before the errors go out (see finish() in step()).
+      const std::string failure = describe_failure(e);
       std::vector<Row> failed;
       for (Row& row : rows)
         if (row.busy()) failed.push_back(std::exchange(row, Row{}));
@@ -186,8 +188,7 @@ void BatchScheduler::run() {
         std::lock_guard lock(mutex_);
         publish_locked(rows);
       }
-      for (const Row& row : failed)
-        row.push(error_event(std::string("generation failed: ") + e.what(), 500));
+      for (const Row& row : failed) row.push(error_event("generation failed: " + failure, 500));
     }
     if (profiling.steps > 0 && ++profiled_ == profiling.steps) {
       if (profiling.finish) profiling.finish(profiling.steps);

@@ -65,9 +65,6 @@ int run_serve_mode(HostContext& context) {
   std::shared_ptr<StepProfiler> profiler;
   std::mutex log_mutex;
   if (s.profile_steps > 0) {
-    if (!s.profile_trace.empty())  // an unwritable trace path fails before the work, not after
-      check(std::ofstream(s.profile_trace).good(),
-            cfg.file.string() + ": [serve] profile_trace: cannot write " + s.profile_trace);
     profiler = std::make_shared<StepProfiler>(model.options().device);
     options.profiling = {s.profile_steps, [profiler] { profiler->start(); },
                          [&, profiler](int64_t steps) {
@@ -80,9 +77,9 @@ int run_serve_mode(HostContext& context) {
                            context.err << std::flush;
                          }};
   }
-  serve::BatchScheduler scheduler(model,
-                                  session.cache_factory->create(model.cache_geometry(s.max_batch)),
-                                  text_streams(session), options);
+  serve::BatchScheduler scheduler(
+      model, create_cache(session, model.cache_geometry(s.max_batch), "[serve] max_batch"),
+      text_streams(session), options);
   serve::ApiServer api(
       served_model(cfg, session, ctx), scheduler,
       {s.max_n, /*max_sequences=*/s.max_queue, s.max_logprobs, s.default_max_tokens});
