@@ -136,12 +136,12 @@ constexpr const char* kTableExpected =
     "the block table is not an int32 [B, pages] tensor on the queries' GPU with pages of a power "
     "of two of tokens, whole groups";
 
-// The packed parts and block table of a launch over rows b0.. (cuda::DecodeAttention or
-// cuda::ChunkAttention): pointers at page 0 and the rows' table, or under the identity table
-// (no `pages`: the contiguous cache) pointers at row b0, so that page r of the launch is row
-// b0 + r and the kernels load no page ids.
+// The cache parts of a launch over rows b0.. (cuda::DecodeAttention or cuda::ChunkAttention):
+// the packed parts at page 0 with the rows' block table, or under the identity table (no
+// `pages`: the contiguous cache) at row b0, so that page r of the launch is row b0 + r and the
+// kernels load no page ids; the residual windows at row b0.
 template <class Launch>
-void fill_packed(Launch& a, const KiviParts& parts, const PackedPages& pages, int64_t b0) {
+void fill_cache_parts(Launch& a, const KiviParts& parts, const PackedPages& pages, int64_t b0) {
   const bool paged = pages.table.defined();
   const int64_t page0 = paged ? 0 : b0;
   if (parts.k_bits < 16) {
@@ -166,6 +166,11 @@ void fill_packed(Launch& a, const KiviParts& parts, const PackedPages& pages, in
     a.table.pages = nullptr;
     a.table.page_tokens = cuda::kWholeRowPage;
   }
+  a.key_residual = row_pointer(parts.key_residual, b0);
+  a.value_residual = row_pointer(parts.value_residual, b0);
+  copy_strides(parts.key_residual, a.key_residual_stride);
+  copy_strides(parts.value_residual, a.value_residual_stride);
+  a.value_slots = static_cast<int>(parts.value_residual.size(2));
 }
 
 // KIVI_DECODE_CLUSTERS=0 (a benchmarking knob, read once): the splits always combine through the
@@ -338,12 +343,7 @@ std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviP
     a.q = row_pointer(q, b0);
     copy_strides(q, a.q_stride);
     a.out = row_pointer(out, b0);
-    fill_packed(a, parts, pages, b0);
-    a.key_residual = row_pointer(kr, b0);
-    a.value_residual = row_pointer(vr, b0);
-    copy_strides(kr, a.key_residual_stride);
-    copy_strides(vr, a.value_residual_stride);
-    a.value_slots = static_cast<int>(vr.size(2));
+    fill_cache_parts(a, parts, pages, b0);
     int max_length = 0;
     for (int r = 0; r < rows; ++r) {
       const int64_t b = b0 + r;
@@ -484,12 +484,7 @@ std::optional<at::Tensor> cuda_chunk_attention(const at::Tensor& q_in, const at:
     copy_strides(k, a.k_stride);
     copy_strides(v, a.v_stride);
     a.out = row_pointer(out, b0);
-    fill_packed(a, parts, pages, b0);
-    a.key_residual = row_pointer(kr, b0);
-    a.value_residual = row_pointer(vr, b0);
-    copy_strides(kr, a.key_residual_stride);
-    copy_strides(vr, a.value_residual_stride);
-    a.value_slots = static_cast<int>(vr.size(2));
+    fill_cache_parts(a, parts, pages, b0);
     for (int r = 0; r < rows; ++r) {
       const int64_t b = b0 + r;
       const int64_t count = counts.empty() ? tokens : counts[b];
