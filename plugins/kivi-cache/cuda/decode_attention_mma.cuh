@@ -438,8 +438,10 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
   copy_async_wait<Stage::kStages - 1>();  // the queries' group is the oldest
   __syncthreads();
   // With room of its own (Stage::kTailApart), the warp's first tail tile is copied now, under
-  // its packed tiles, and attended after them without another round trip. (Issued with the
-  // queries, it held the warp's first tile back by ~3 us at batch 16 x 4K.)
+  // its packed tiles, and attended after them without another round trip. (Issuing these
+  // copies takes the last split's warps ~2.6 us at batch 16 x 4K, before or after the wait
+  // above: the phase timer's p1 comes after them. Spreading them over the first iterations is
+  // the next thing to try.)
   unsigned char* tail_smem = stages + Stage::kTailOffset;
   TailValueParams<DIM> tail_params;
   // The warp's first tile past its packed ones (tiles tile_begin + warp + 4k).
