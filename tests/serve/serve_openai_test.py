@@ -9,6 +9,7 @@ negative max_tokens, a client that disconnects mid-stream, a full queue).
 import concurrent.futures
 import json
 import os
+import select
 import socket
 import sys
 import tempfile
@@ -243,17 +244,66 @@ class ServeTest(unittest.TestCase):
         self.assertEqual(self.complete("Anne", max_tokens=2, temperature=0).usage.completion_tokens, 2)
 
 
+    def test_half_closed_client_gets_its_answer(self):
+        # A client may shut down its sending side once its request is out (HTTP allows it; some
+        # clients and proxies do): that is not a disconnect, and the answer still comes.
+        body = json.dumps({"prompt": "Anne", "max_tokens": 4, "temperature": 0})
+        s = socket.create_connection(("127.0.0.1", self.server.port))
+        s.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  f"Content-Length: {len(body)}\r\n\r\n{body}".encode())
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(60)
+        reply = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+        s.close()
+        self.assertIn(b"200 OK", reply)
+        self.assertIn(b'"completion_tokens":4', reply)
+
+
 class LimitsTest(unittest.TestCase):
     """A server with one row, a queue of one and a 64-token context."""
 
     @classmethod
     def setUpClass(cls):
-        cls.server = Server(ARGS.kivi_host, model_dir(), serve="max_batch = 1\nmax_queue = 1\ncontext = 64",
+        cls.server = Server(ARGS.kivi_host, model_dir(),
+                            serve="max_batch = 1\nmax_queue = 1\ncontext = 64\nread_timeout_ms = 1000",
                             extra='[cache]\nbackend = "fp32"\n[attention]\nbackend = "sdpa"\n')
 
     @classmethod
     def tearDownClass(cls):
         assert cls.server.stop() == 0, "".join(cls.server.output)
+
+    def test_a_slow_client_is_dropped_when_its_request_is_late_not_per_read(self):
+        # One byte every 0.2 s never trips a per-read timeout of 1 s; the whole request must
+        # still arrive within it.
+        s = socket.create_connection(("127.0.0.1", self.server.port))
+        s.settimeout(10)
+        start = time.time()
+        reply = b""
+        try:
+            for byte in b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n" * 4:
+                s.sendall(bytes([byte]))
+                readable, _, _ = select.select([s], [], [], 0.2)  # the pause, or the answer
+                if readable or time.time() - start > 8:
+                    break
+        except OSError:
+            pass  # the server closed the connection: it answered
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+        except OSError:
+            pass
+        s.close()
+        self.assertIn(b"408", reply)
+        self.assertLess(time.time() - start, 8)
+        self.assertEqual(self.server.get("/health")["status"], "ok")
 
     def test_context_limits(self):
         code, reply = self.server.post("/v1/completions", json.dumps({"prompt": [0] * 65}))

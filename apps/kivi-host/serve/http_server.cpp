@@ -39,8 +39,30 @@ struct BadRequest {
   std::string message;
 };
 
+// A whole request must arrive within read_timeout_ms of its connection's start: a per-read
+// timeout let a client trickling one byte at a time hold its connection (and a slot) forever.
+class RequestDeadline {
+ public:
+  explicit RequestDeadline(int timeout_ms)
+      : until_(std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms)) {}
+  // Limits the next recv on fd to the time left; false when none is left.
+  bool arm(int fd) const {
+    const auto left = std::chrono::duration_cast<std::chrono::microseconds>(
+        until_ - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    timeval timeout{static_cast<time_t>(left.count() / 1000000),
+                    static_cast<suseconds_t>(left.count() % 1000000)};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    return true;
+  }
+
+ private:
+  std::chrono::steady_clock::time_point until_;
+};
+
 // Reads until the end of the headers; `buffer` keeps whatever body bytes came with them.
-std::string read_head(int fd, const HttpLimits& limits, std::string& buffer) {
+std::string read_head(int fd, const HttpLimits& limits, const RequestDeadline& deadline,
+                      std::string& buffer) {
   char chunk[8192];
   for (;;) {
     const size_t end = buffer.find("\r\n\r\n");
@@ -52,11 +74,13 @@ std::string read_head(int fd, const HttpLimits& limits, std::string& buffer) {
     if (std::min(end, buffer.size()) > limits.max_header_bytes)
       throw BadRequest{
           431, "request headers larger than " + std::to_string(limits.max_header_bytes) + " bytes"};
+    if (!deadline.arm(fd)) throw BadRequest{408, "request headers not received in time"};
     const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
     if (n == 0) throw BadRequest{0, "closed"};
     if (n < 0) {
       if (errno == EINTR) continue;
-      throw BadRequest{errno == EAGAIN || errno == EWOULDBLOCK ? 408 : 0, "request timed out"};
+      throw BadRequest{errno == EAGAIN || errno == EWOULDBLOCK ? 408 : 0,
+                       "request headers not received in time"};
     }
     buffer.append(chunk, static_cast<size_t>(n));
   }
@@ -91,8 +115,8 @@ HttpRequest parse_head(const std::string& head) {
   return request;
 }
 
-void read_body(int fd, const HttpLimits& limits, HttpRequest& request, std::string& buffer,
-               HttpConnection& conn) {
+void read_body(int fd, const HttpLimits& limits, const RequestDeadline& deadline,
+               HttpRequest& request, std::string& buffer, HttpConnection& conn) {
   if (request.headers.count("transfer-encoding"))
     throw BadRequest{411, "chunked request bodies are not supported; send Content-Length"};
   size_t length = 0;
@@ -111,11 +135,13 @@ void read_body(int fd, const HttpLimits& limits, HttpRequest& request, std::stri
     conn.write("HTTP/1.1 100 Continue\r\n\r\n");
   char chunk[65536];
   while (buffer.size() < length) {
+    if (!deadline.arm(fd)) throw BadRequest{408, "request body not received in time"};
     const ssize_t n = ::recv(fd, chunk, std::min(sizeof chunk, length - buffer.size()), 0);
     if (n == 0) throw BadRequest{0, "closed"};
     if (n < 0) {
       if (errno == EINTR) continue;
-      throw BadRequest{errno == EAGAIN || errno == EWOULDBLOCK ? 408 : 0, "request body timed out"};
+      throw BadRequest{errno == EAGAIN || errno == EWOULDBLOCK ? 408 : 0,
+                       "request body not received in time"};
     }
     buffer.append(chunk, static_cast<size_t>(n));
   }
@@ -207,11 +233,13 @@ bool HttpConnection::begin_stream(int status, std::string_view content_type) {
 
 bool HttpConnection::peer_closed() const {
   if (broken_) return true;
-  pollfd p{fd_, POLLIN | POLLRDHUP, 0};
+  // Only a connection that is gone both ways: a client that shut down its sending side after its
+  // request (an end of input, POLLRDHUP) still waits for the answer, as HTTP allows. One that
+  // closed entirely shows here once a write drew its reset (a stream's next token), or when the
+  // answer's write fails.
+  pollfd p{fd_, 0, 0};
   if (::poll(&p, 1, 0) <= 0) return false;
-  if (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) return true;
-  char c;
-  return ::recv(fd_, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+  return (p.revents & (POLLHUP | POLLERR)) != 0;
 }
 
 HttpServer::HttpServer(const std::string& host, int port, HttpLimits limits, HttpHandler handler)
@@ -282,14 +310,13 @@ void HttpServer::drain(int timeout_ms) {
 }
 
 void HttpServer::serve_connection(int fd) {
-  timeval timeout{limits_.read_timeout_ms / 1000, (limits_.read_timeout_ms % 1000) * 1000};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  const RequestDeadline deadline(limits_.read_timeout_ms);
   HttpConnection conn(fd);
   HttpRequest request;
   try {
     std::string buffer;
-    request = parse_head(read_head(fd, limits_, buffer));
-    read_body(fd, limits_, request, buffer, conn);
+    request = parse_head(read_head(fd, limits_, deadline, buffer));
+    read_body(fd, limits_, deadline, request, buffer, conn);
   } catch (const BadRequest& bad) {
     if (bad.status != 0) {
       conn.send(bad.status, "application/json",
