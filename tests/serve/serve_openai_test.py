@@ -244,6 +244,13 @@ class ServeTest(unittest.TestCase):
         self.assertEqual(self.complete("Anne", max_tokens=2, temperature=0).usage.completion_tokens, 2)
 
 
+    def test_a_number_no_double_holds_is_a_400(self):
+        for field in ("max_tokens", "temperature", "seed"):
+            code, reply = self.server.post("/v1/completions", '{"prompt": "a", "%s": 1e400}' % field)
+            self.assertEqual(code, 400, reply)
+            self.assertIn("not valid JSON", reply["error"]["message"])
+        self.assertEqual(self.server.get("/health")["status"], "ok")
+
     def test_half_closed_client_gets_its_answer(self):
         # A client may shut down its sending side once its request is out (HTTP allows it; some
         # clients and proxies do): that is not a disconnect, and the answer still comes.

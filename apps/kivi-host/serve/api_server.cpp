@@ -63,7 +63,7 @@ void ApiServer::completions(const HttpRequest& http, HttpConnection& conn, bool 
   json body;
   try {
     body = json::parse(http.body);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // syntax, and numbers no double holds (1e400)
     throw ApiError{400, std::string("the body is not valid JSON: ") + e.what()};
   }
   const CompletionRequest request = parse_completion_request(body, model_, limits_, chat);
