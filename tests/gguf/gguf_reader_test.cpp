@@ -153,6 +153,12 @@ TEST_CASE("GGUF: lying or unsupported files name the field and value", "[gguf]")
   expect(gguf_header(1, 0).tensor("w", {33}, 2, 0).pad_to(32),
          "not a multiple of Q4_0's block of 32");
   expect(gguf_header(1, 0).tensor("w", {0, 2}, 0, 0).pad_to(32), "tensor \"w\" dimension 0 is 0");
+  // Sizes are bounded before any product: a dimension past 2^40, a product past 2^48 elements
+  // (whose byte size would otherwise wrap and pass the extent check).
+  expect(gguf_header(1, 0).tensor("w", {32, uint64_t{1} << 41}, 0, 0).pad_to(32),
+         "tensor \"w\" dimension 1 is 2199023255552 (expected 1 to 2^40)");
+  expect(gguf_header(1, 0).tensor("w", {uint64_t{1} << 30, uint64_t{1} << 30}, 0, 0).pad_to(32),
+         "tensor \"w\" has more than 2^48 elements");
   expect(gguf_header(1, 0).tensor("w", {32}, 0, 3).pad_to(32),
          "offset 3 is not a multiple of the alignment 32");
   expect(gguf_header(1, 0).tensor("w", {32}, 0, 0).pad_to(32),
