@@ -2,11 +2,13 @@
 // [model] checkpoint with the configured attention and cache; prints each continuation, or
 // streams it token by token (stream = true: one prompt at a time), and the cache statistics
 // (cache_stats = true).
+#include <algorithm>
 #include <fstream>
 #include <ostream>
 
 #include "host_context.h"
 #include "kivi/cache/kv_cache.h"
+#include "kivi/util/activity.h"
 #include "kivi/util/input_file.h"
 #include "model_session.h"
 
@@ -80,6 +82,13 @@ int run_generate_mode(HostContext& context) {
       out << "prompt " << row0 << ": " << std::flush;
       on_token = [&](int64_t, int64_t, const std::string& piece) { out << piece << std::flush; };
     }
+    size_t longest = 0;
+    for (const auto& prompt : batch) longest = std::max(longest, prompt.size());
+    const ActivityScope generating(
+        "generating for " + std::to_string(slots) + " sequences (prompts of up to " +
+            std::to_string(longest) + " tokens, " + std::to_string(options.max_new_tokens) +
+            " new)",
+        "[generate] prompts or num_beams (fewer at once), or the prompts' length");
     const auto results =
         generate::generate(session.model(), *cache, batch, options, text, on_token);
     if (cfg.generate.stream) out << "\n";

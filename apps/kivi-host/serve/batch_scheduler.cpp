@@ -10,6 +10,7 @@
 #include "kivi/cache/kv_cache.h"
 #include "kivi/generate/text_stops.h"
 #include "kivi/model/causal_lm.h"
+#include "kivi/util/activity.h"
 #include "kivi/util/error.h"
 #include "kivi/util/failure.h"
 
@@ -233,6 +234,9 @@ void BatchScheduler::step(std::vector<Row>& rows) {
       id_at[b][t] = rows[b].prefilling() ? rows[b].job->prompt[rows[b].fed + t] : rows[b].next;
   }
   const at::Device device = model_.options().device;
+  const ActivityScope forward("a forward pass of " + std::to_string(batch) + " rows x " +
+                                  std::to_string(tokens) + " tokens",
+                              "[serve] max_batch or prefill_chunk");
   const at::Tensor logits =
       model_.forward(ids.to(device), positions.to(device), counts, *cache_);  // [B, T, V]
 
