@@ -76,10 +76,24 @@ TEST_CASE("http server: requests, limits and streamed replies", "[serve]") {
       for (int i = 0; i < 3; ++i) c.write("data: " + std::to_string(i) + "\n\n");
       return;
     }
-    if (r.path == "/wait") {  // a long job whose client leaves
-      for (int i = 0; i < 100 && !c.peer_closed(); ++i)
+    if (r.path == "/wait") {  // a long stream whose client leaves: seen once a write fails
+      c.begin_stream(200, "text/event-stream");
+      for (int i = 0; i < 100 && !c.peer_closed(); ++i) {
+        c.write(": working\n\n");
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
       if (c.peer_closed()) ++abandoned;
+      return;
+    }
+    if (r.path == "/slow") {  // a job whose client half-closed after its request: not a leave
+      for (int i = 0; i < 10; ++i) {
+        if (c.peer_closed()) {
+          ++abandoned;
+          return;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+      c.send(200, "text/plain", "done");
       return;
     }
     if (r.path == "/throw") throw std::runtime_error("handler failed");
@@ -120,7 +134,23 @@ TEST_CASE("http server: requests, limits and streamed replies", "[serve]") {
   CHECK(status_line(failed) == "HTTP/1.1 500 Internal Server Error");
   CHECK_THAT(failed, Contains("handler failed"));
 
-  // A client that sends its request and hangs up: the handler sees peer_closed().
+  // A client that shuts down its sending side after its request still gets its answer.
+  {
+    const int fd = connect_loopback(port);
+    const std::string request = "GET /slow HTTP/1.1\r\n\r\n";
+    ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+    ::shutdown(fd, SHUT_WR);
+    std::string reply;
+    char buffer[4096];
+    for (ssize_t n; (n = ::recv(fd, buffer, sizeof buffer, 0)) > 0;)
+      reply.append(buffer, static_cast<size_t>(n));
+    ::close(fd);
+    CHECK(status_line(reply) == "HTTP/1.1 200 OK");
+    CHECK_THAT(reply, Contains("\r\n\r\ndone"));
+    CHECK(abandoned == 0);
+  }
+  // A client that sends its request and hangs up: the handler sees peer_closed() once its
+  // writes meet the closed connection (an end of input alone could be a half-close).
   {
     const int fd = connect_loopback(port);
     const std::string request = "GET /wait HTTP/1.1\r\n\r\n";
