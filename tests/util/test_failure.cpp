@@ -63,3 +63,21 @@ TEST_CASE("a failure handled and recovered from does not name a later one") {
   const std::string line = failure_of([] { throw std::runtime_error("disk full"); });
   CHECK(line == "disk full");
 }
+
+TEST_CASE("a scope describes itself only when an exception unwinds it") {
+  int described = 0;
+  auto describe = [&described] {
+    ++described;
+    return std::string("a forward pass of 4 rows x 1 tokens");
+  };
+  { const kivi::ActivityScope quiet(describe, "[serve] max_batch"); }
+  CHECK(described == 0);  // nothing built on the way that does not fail
+  const std::string line = failure_of([&] {
+    const kivi::ActivityScope step(describe, "[serve] max_batch");
+    throw std::runtime_error("out of memory");
+  });
+  CHECK(described == 1);
+  CHECK(line ==
+        "out of memory while a forward pass of 4 rows x 1 tokens: out of memory; to fit, "
+        "lower [serve] max_batch");
+}

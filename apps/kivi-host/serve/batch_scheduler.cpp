@@ -234,9 +234,12 @@ void BatchScheduler::step(std::vector<Row>& rows) {
       id_at[b][t] = rows[b].prefilling() ? rows[b].job->prompt[rows[b].fed + t] : rows[b].next;
   }
   const at::Device device = model_.options().device;
-  const ActivityScope forward("a forward pass of " + std::to_string(batch) + " rows x " +
-                                  std::to_string(tokens) + " tokens",
-                              "[serve] max_batch or prefill_chunk");
+  const ActivityScope forward(
+      [batch, tokens] {
+        return "a forward pass of " + std::to_string(batch) + " rows x " + std::to_string(tokens) +
+               " tokens";
+      },
+      "[serve] max_batch or prefill_chunk");
   const at::Tensor logits =
       model_.forward(ids.to(device), positions.to(device), counts, *cache_);  // [B, T, V]
 
