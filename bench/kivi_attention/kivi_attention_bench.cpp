@@ -27,6 +27,7 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -185,6 +186,26 @@ void time_flashinfer(Row& row, const at::Tensor& q, const at::Tensor& k, const a
 
 // ---- chunks ---------------------------------------------------------------------------------
 
+// A KIVI-`bits` cache of one layer (fp16, Llama shapes of `s`) on the GPU holding k, v, room
+// for `capacity` tokens per row.
+std::unique_ptr<KiviCache> filled_cache(const Settings& s, int64_t batch, int64_t capacity,
+                                        int64_t bits, const at::Tensor& k, const at::Tensor& v) {
+  CacheGeometry g;
+  g.num_layers = 1;
+  g.num_kv_heads = s.kv_heads;
+  g.head_dim = s.head_dim;
+  g.max_batch = batch;
+  g.max_tokens = capacity;
+  g.dtype = at::kHalf;
+  g.device = at::Device(at::kCUDA, 0);
+  KiviOptions o;
+  o.k_bits = bits;
+  o.v_bits = bits;
+  auto cache = std::make_unique<KiviCache>(g, o);
+  cache->append(0, k, v);
+  return cache;
+}
+
 struct ChunkRow {
   int64_t batch = 0, context = 0, chunk = 0;
   double fp16_cache_mb = 0, flash_us = 0, flash_tflops = 0, flash_mask_error = 0;
@@ -241,20 +262,8 @@ ChunkRow time_chunk(const Settings& s, int64_t batch, int64_t context, at::Tenso
   row.flash_us = median_us([&] { flash(); }, s.reps, scratch);
   row.flash_tflops = flops / (row.flash_us * 1e6);
   for (int64_t bits : s.bits) {
-    CacheGeometry g;
-    g.num_layers = 1;
-    g.num_kv_heads = s.kv_heads;
-    g.head_dim = s.head_dim;
-    g.max_batch = batch;
-    g.max_tokens = context + s.chunk;
-    g.dtype = at::kHalf;
-    g.device = at::Device(at::kCUDA, 0);
-    KiviOptions o;
-    o.k_bits = bits;
-    o.v_bits = bits;
-    KiviCache cache(g, o);
-    cache.append(0, k, v);
-    const CacheView view = cache.view(0);
+    const auto cache = filled_cache(s, batch, context + s.chunk, bits, k, v);
+    const CacheView view = cache->view(0);
     AttentionParams params;
     params.scale = scale;
     std::string why;
@@ -266,7 +275,7 @@ ChunkRow time_chunk(const Settings& s, int64_t batch, int64_t context, at::Tenso
     row.kivi_us.push_back(us);
     row.kivi_tflops.push_back(flops / (us * 1e6));
     row.speedup.push_back(row.flash_us / us);
-    row.kivi_mb.push_back(static_cast<double>(cache.memory().total()) / 1e6);
+    row.kivi_mb.push_back(static_cast<double>(cache->memory().total()) / 1e6);
   }
   return row;
 }
@@ -375,20 +384,8 @@ int main(int argc, char** argv) try {
     }
 
     for (int64_t bits : s.bits) {
-      CacheGeometry g;
-      g.num_layers = 1;
-      g.num_kv_heads = s.kv_heads;
-      g.head_dim = s.head_dim;
-      g.max_batch = batch;
-      g.max_tokens = context;
-      g.dtype = at::kHalf;
-      g.device = at::Device(at::kCUDA, 0);
-      KiviOptions o;
-      o.k_bits = bits;
-      o.v_bits = bits;
-      KiviCache cache(g, o);
-      cache.append(0, k, v);
-      const CacheView view = cache.view(0);
+      const auto cache = filled_cache(s, batch, context, bits, k, v);
+      const CacheView view = cache->view(0);
       AttentionParams params;
       params.scale = scale;
       std::string why;
@@ -409,7 +406,7 @@ int main(int argc, char** argv) try {
       row.kivi_gbs.push_back(bytes / (us * 1e3));
       row.kivi_fraction.push_back(bytes / (us * 1e3) / copy_gbs);
       row.speedup.push_back(row.sdpa_us / us);
-      row.kivi_mb.push_back(static_cast<double>(cache.memory().total()) / 1e6);
+      row.kivi_mb.push_back(static_cast<double>(cache->memory().total()) / 1e6);
     }
     rows.push_back(row);
     std::fprintf(stderr, "measured batch %lld x context %lld\n", (long long)batch,

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <iostream>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "cuda_ops.h"
@@ -222,6 +223,22 @@ DecodeErrors check_decode(const DecodeCase& c) {
   return {relative_error(out, blocked), relative_error(out, exact), relative_error(cores, exact)};
 }
 
+// A KIVI cache the fused kernels do not serve (head_dim 96), holding 40 tokens of one row.
+std::unique_ptr<KiviCache> unserved_cache() {
+  CacheGeometry g;
+  g.num_layers = 1;
+  g.num_kv_heads = 1;
+  g.head_dim = 96;
+  g.max_batch = 1;
+  g.dtype = at::kHalf;
+  g.device = kGpu;
+  auto cache = std::make_unique<KiviCache>(g, KiviOptions{});
+  const at::Tensor kv =
+      at::randn({1, 1, 40, 96}, at::TensorOptions().dtype(at::kHalf).device(kGpu));
+  cache->append(0, kv, kv);
+  return cache;
+}
+
 }  // namespace
 
 TEST_CASE("kivi key flush kernel equals the ATen quantizer", "[gpu][kivi]") {
@@ -324,20 +341,11 @@ TEST_CASE("fused decode attention: mixed and 16-bit sides, groups, no residual, 
 }
 
 TEST_CASE("the fused kernel names what it serves when it cannot", "[gpu][kivi]") {
-  CacheGeometry g;
-  g.num_layers = 1;
-  g.num_kv_heads = 1;
-  g.head_dim = 96;
-  g.max_batch = 1;
-  g.dtype = at::kHalf;
-  g.device = kGpu;
-  KiviCache cache(g, KiviOptions{});
-  const at::Tensor kv =
-      at::randn({1, 1, 40, 96}, at::TensorOptions().dtype(at::kHalf).device(kGpu));
-  cache.append(0, kv, kv);
-  const CacheView view = cache.view(0);
+  const auto cache = unserved_cache();
+  const CacheView view = cache->view(0);
+  const auto kv = at::TensorOptions().dtype(at::kHalf).device(kGpu);
   std::string why;
-  const at::Tensor q = at::randn({1, 2, 1, 96}, kv.options());
+  const at::Tensor q = at::randn({1, 2, 1, 96}, kv);
   CHECK_FALSE(
       cuda_decode_attention(q, kivi_parts(view), view.lengths, {}, AttentionParams{}, &why));
   CHECK(why.find("head_dim 96") != std::string::npos);
@@ -544,20 +552,11 @@ TEST_CASE("fused chunk attention: 16-bit sides, groups, no residual, long rows, 
 }
 
 TEST_CASE("the fused chunk kernel names what it cannot serve", "[gpu][kivi]") {
-  CacheGeometry g;
-  g.num_layers = 1;
-  g.num_kv_heads = 1;
-  g.head_dim = 96;
-  g.max_batch = 1;
-  g.dtype = at::kHalf;
-  g.device = kGpu;
-  KiviCache cache(g, KiviOptions{});
-  const at::Tensor kv =
-      at::randn({1, 1, 40, 96}, at::TensorOptions().dtype(at::kHalf).device(kGpu));
-  cache.append(0, kv, kv);
-  const CacheView view = cache.view(0);
-  const at::Tensor q = at::randn({1, 2, 5, 96}, kv.options());
-  const at::Tensor k = at::randn({1, 1, 5, 96}, kv.options());
+  const auto cache = unserved_cache();
+  const CacheView view = cache->view(0);
+  const auto kv = at::TensorOptions().dtype(at::kHalf).device(kGpu);
+  const at::Tensor q = at::randn({1, 2, 5, 96}, kv);
+  const at::Tensor k = at::randn({1, 1, 5, 96}, kv);
   std::string why;
   CHECK_FALSE(
       cuda_chunk_attention(q, k, k, kivi_parts(view), view.lengths, {}, AttentionParams{}, &why));

@@ -195,10 +195,13 @@ class ServeTest(unittest.TestCase):
             self.client.completions.create(model="nope", prompt="a")
         self.assertEqual(self.complete("Anne", max_tokens=3, temperature=0).usage.completion_tokens, 3)
 
-    def raw(self, data, read=True):
-        """Sends raw bytes on a new connection; returns the whole reply (up to close)."""
-        with socket.create_connection(("127.0.0.1", self.server.port), timeout=30) as s:
+    def raw(self, data, read=True, half_close=False):
+        """Sends raw bytes on a new connection (then shuts down its sending side if half_close);
+        returns the whole reply (up to close)."""
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=60) as s:
             s.sendall(data)
+            if half_close:
+                s.shutdown(socket.SHUT_WR)
             reply = b""
             while read:
                 part = s.recv(65536)
@@ -255,18 +258,8 @@ class ServeTest(unittest.TestCase):
         # A client may shut down its sending side once its request is out (HTTP allows it; some
         # clients and proxies do): that is not a disconnect, and the answer still comes.
         body = json.dumps({"prompt": "Anne", "max_tokens": 4, "temperature": 0})
-        s = socket.create_connection(("127.0.0.1", self.server.port))
-        s.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  f"Content-Length: {len(body)}\r\n\r\n{body}".encode())
-        s.shutdown(socket.SHUT_WR)
-        s.settimeout(60)
-        reply = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            reply += chunk
-        s.close()
+        reply = self.raw(f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {len(body)}\r\n\r\n{body}".encode(), half_close=True)
         self.assertIn(b"200 OK", reply)
         self.assertIn(b'"completion_tokens":4', reply)
 
