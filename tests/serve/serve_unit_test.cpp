@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -34,14 +35,23 @@ int connect_loopback(int port) {
   return fd;
 }
 
-// Sends `request` on a new connection and returns everything the server writes before closing.
-std::string round_trip(int port, const std::string& request) {
-  const int fd = connect_loopback(port);
-  ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+// Everything the server writes on `fd` until it closes the connection.
+std::string read_all(int fd) {
   std::string reply;
   char buffer[4096];
   for (ssize_t n; (n = ::recv(fd, buffer, sizeof buffer, 0)) > 0;)
     reply.append(buffer, static_cast<size_t>(n));
+  return reply;
+}
+
+// Sends `request` on a new connection and returns everything the server writes before closing.
+// The client then shuts down its sending side (half_close), so that a kept-alive connection ends
+// after the answers; without, the server ends it (an error, Connection: close, a timeout).
+std::string round_trip(int port, const std::string& request, bool half_close = true) {
+  const int fd = connect_loopback(port);
+  ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+  if (half_close) ::shutdown(fd, SHUT_WR);
+  std::string reply = read_all(fd);
   ::close(fd);
   return reply;
 }
@@ -109,9 +119,50 @@ TEST_CASE("http server: requests, limits and streamed replies", "[serve]") {
   CHECK_THAT(ok, Contains("Content-Length: 20\r\n"));
   CHECK_THAT(ok, Contains("\r\n\r\nPOST /echo [hello] v"));
 
+  // Streams go out as chunks (HTTP/1.1), or until the close (HTTP/1.0).
   const std::string stream = round_trip(port, "GET /stream HTTP/1.1\r\n\r\n");
   CHECK_THAT(stream, Contains("Content-Type: text/event-stream"));
-  CHECK_THAT(stream, Contains("data: 0\n\ndata: 1\n\ndata: 2\n\n"));
+  CHECK_THAT(stream, Contains("Transfer-Encoding: chunked"));
+  CHECK_THAT(stream,
+             Contains("\r\n9\r\ndata: 0\n\n\r\n9\r\ndata: 1\n\n\r\n9\r\ndata: 2\n\n\r\n0\r\n\r\n"));
+  const std::string old_stream = round_trip(port, "GET /stream HTTP/1.0\r\n\r\n", false);
+  CHECK(status_line(old_stream) == "HTTP/1.0 200 OK");
+  CHECK_THAT(old_stream, Contains("\r\n\r\ndata: 0\n\ndata: 1\n\ndata: 2\n\n"));
+
+  // Keep-alive and pipelining: two requests in one write, answered in order on one connection.
+  const std::string two =
+      round_trip(port,
+                 "GET /echo HTTP/1.1\r\nX-Key: a\r\n\r\n"
+                 "POST /echo HTTP/1.1\r\nX-Key: b\r\nContent-Length: 2\r\n\r\nhi");
+  CHECK_THAT(two, Contains("GET /echo [] a"));
+  CHECK(two.find("GET /echo [] a") < two.find("POST /echo [hi] b"));
+  // Connection: close ends it after the answer, without the client's help.
+  CHECK_THAT(round_trip(port, "GET /echo HTTP/1.1\r\nX-Key: c\r\nConnection: close\r\n\r\n", false),
+             Contains("GET /echo [] c"));
+  // Chunked request bodies, within and beyond the limit.
+  CHECK_THAT(round_trip(port,
+                        "POST /echo HTTP/1.1\r\nX-Key: d\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+             Contains("POST /echo [hello world] d"));
+  CHECK(
+      status_line(round_trip(port, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3e9\r\n" +
+                                       std::string(1001, 'x') + "\r\n0\r\n\r\n")) ==
+      "HTTP/1.1 413 Payload Too Large");
+  // Expect: 100-continue: the client sends its body once told to.
+  {
+    const int fd = connect_loopback(port);
+    const std::string head =
+        "POST /echo HTTP/1.1\r\nX-Key: e\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n";
+    ::send(fd, head.data(), head.size(), MSG_NOSIGNAL);
+    char buffer[256];
+    const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+    CHECK(std::string(buffer, static_cast<size_t>(std::max<ssize_t>(n, 0))) ==
+          "HTTP/1.1 100 Continue\r\n\r\n");
+    ::send(fd, "abc", 3, MSG_NOSIGNAL);
+    ::shutdown(fd, SHUT_WR);
+    CHECK_THAT(read_all(fd), Contains("POST /echo [abc] e"));
+    ::close(fd);
+  }
 
   CHECK(status_line(round_trip(port, "garbage\r\n\r\n")) == "HTTP/1.1 400 Bad Request");
   CHECK(status_line(round_trip(port, "GET nothing HTTP/1.1\r\n\r\n")) ==
@@ -122,29 +173,35 @@ TEST_CASE("http server: requests, limits and streamed replies", "[serve]") {
         "HTTP/1.1 400 Bad Request");
   CHECK(status_line(round_trip(port, "POST / HTTP/1.1\r\nContent-Length: 1001\r\n\r\n")) ==
         "HTTP/1.1 413 Payload Too Large");
-  CHECK(status_line(round_trip(port, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")) ==
-        "HTTP/1.1 411 Length Required");
   CHECK(status_line(
             round_trip(port, "GET / HTTP/1.1\r\nX: " + std::string(20000, 'a') + "\r\n\r\n")) ==
         "HTTP/1.1 431 Request Header Fields Too Large");
   // A body that never comes: 408 after read_timeout_ms.
-  CHECK(status_line(round_trip(port, "POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")) ==
+  CHECK(status_line(round_trip(port, "POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc", false)) ==
         "HTTP/1.1 408 Request Timeout");
+  // Nor can a client trickling a byte every 50 ms hold the connection: the deadline is the whole
+  // request's (500 ms here), not each read's.
+  {
+    const int fd = connect_loopback(port);
+    const auto start = std::chrono::steady_clock::now();
+    const std::string slow = "GET /echo HTTP/1.1\r\nX-Key: " + std::string(200, 'k');
+    for (char c : slow) {
+      if (::send(fd, &c, 1, MSG_NOSIGNAL) != 1) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 0) > 0) break;  // answered
+    }
+    CHECK(status_line(read_all(fd)) == "HTTP/1.1 408 Request Timeout");
+    CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(3));
+    ::close(fd);
+  }
   const std::string failed = round_trip(port, "GET /throw HTTP/1.1\r\n\r\n");
   CHECK(status_line(failed) == "HTTP/1.1 500 Internal Server Error");
   CHECK_THAT(failed, Contains("handler failed"));
 
   // A client that shuts down its sending side after its request still gets its answer.
   {
-    const int fd = connect_loopback(port);
-    const std::string request = "GET /slow HTTP/1.1\r\n\r\n";
-    ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
-    ::shutdown(fd, SHUT_WR);
-    std::string reply;
-    char buffer[4096];
-    for (ssize_t n; (n = ::recv(fd, buffer, sizeof buffer, 0)) > 0;)
-      reply.append(buffer, static_cast<size_t>(n));
-    ::close(fd);
+    const std::string reply = round_trip(port, "GET /slow HTTP/1.1\r\n\r\n");
     CHECK(status_line(reply) == "HTTP/1.1 200 OK");
     CHECK_THAT(reply, Contains("\r\n\r\ndone"));
     CHECK(abandoned == 0);

@@ -1,29 +1,46 @@
 #include "serve/http_server.h"
 
-#include <arpa/inet.h>
-#include <netdb.h>
-#include <netinet/in.h>
+#include <fcntl.h>
 #include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
-#include <cerrno>
 #include <chrono>
-#include <cstring>
+#include <cstdint>
+#include <limits>
+#include <optional>
 #include <thread>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
 
 #include "kivi/util/error.h"
 
 namespace kivi::serve {
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = net::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+struct HttpServer::Listener {
+  net::io_context io;
+  tcp::acceptor acceptor{io};
+};
+
 namespace {
 
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  return s;
+using RequestParser = http::request_parser<http::string_body>;
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  return out;
 }
 
 std::string trim(std::string_view s) {
@@ -33,165 +50,261 @@ std::string trim(std::string_view s) {
   return std::string(s.substr(a, b - a));
 }
 
-// Why a request could not be read: the status to answer with (0 = just drop the connection).
-struct BadRequest {
+void close_on_exec(int fd) {
+  ::fcntl(fd, F_SETFD, ::fcntl(fd, F_GETFD) | FD_CLOEXEC);
+}
+
+// One connection's socket, driven from its own thread through a private io_context: every
+// operation is started asynchronously and the context run until it ends or its deadline passes
+// (Asio's synchronous calls wait without a time limit). A late operation is cancelled, not the
+// socket closed, so that a 408 can still be sent.
+class Link {
+ public:
+  Link(tcp::socket socket, net::io_context& io) : io_(io), socket_(std::move(socket)) {}
+
+  // start(socket, handler) begins one operation; returns how it ended (beast::error::timeout
+  // when the deadline passed first). bytes() is what it moved.
+  template <class Start>
+  beast::error_code run(Clock::time_point deadline, Start&& start) {
+    beast::error_code result;
+    bool finished = false;
+    start(socket_, [this, &result, &finished](beast::error_code ec, size_t bytes) {
+      result = ec;
+      bytes_ = bytes;
+      finished = true;
+    });
+    io_.restart();
+    io_.run_until(deadline);
+    if (finished) return result;
+    beast::error_code ignored;
+    socket_.cancel(ignored);
+    io_.restart();
+    io_.run();  // the cancelled operation's handler
+    return result == net::error::operation_aborted ? beast::error::timeout : result;
+  }
+  size_t bytes() const { return bytes_; }
+  int native_handle() { return socket_.native_handle(); }
+
+  // Ends our side, then reads (for at most `linger`, boundedly) what the client still sends:
+  // closing a socket with unread input makes the kernel send a reset, which can destroy the
+  // response in flight.
+  void close_gracefully(std::chrono::milliseconds linger = std::chrono::milliseconds(200)) {
+    beast::error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_send, ec);
+    const Clock::time_point until = Clock::now() + linger;
+    char sink[8192];
+    for (size_t total = 0; !ec && total < 256 * 1024; total += bytes_)
+      ec = run(until, [&sink](tcp::socket& s, auto handler) {
+        s.async_read_some(net::buffer(sink), std::move(handler));
+      });
+    socket_.close(ec);
+  }
+
+ private:
+  net::io_context& io_;
+  tcp::socket socket_;
+  size_t bytes_ = 0;
+};
+
+// The reply side of one request over a Link.
+class BeastConnection final : public HttpConnection {
+ public:
+  BeastConnection(Link& link, const HttpLimits& limits, unsigned version, bool keep_alive)
+      : link_(link), limits_(limits), version_(version), keep_alive_(keep_alive) {}
+
+  bool send(int status, std::string_view content_type, std::string_view body) override {
+    responded_ = true;
+    http::response<http::string_body> response;
+    response.version(version_);
+    response.result(static_cast<unsigned>(status));
+    response.set(http::field::content_type, content_type);
+    response.keep_alive(keep_alive_);
+    response.body() = std::string(body);
+    response.prepare_payload();
+    return done(link_.run(write_deadline(), [&response](tcp::socket& s, auto handler) {
+      http::async_write(s, response, std::move(handler));
+    }));
+  }
+
+  bool begin_stream(int status, std::string_view content_type) override {
+    responded_ = true;
+    streaming_ = true;
+    http::response<http::empty_body> response;
+    response.version(version_);
+    response.result(static_cast<unsigned>(status));
+    response.set(http::field::content_type, content_type);
+    response.set(http::field::cache_control, "no-cache");
+    if (chunked())
+      response.chunked(true);
+    else
+      keep_alive_ = false;  // HTTP/1.0: the body ends when the connection closes
+    response.keep_alive(keep_alive_);
+    http::response_serializer<http::empty_body> serializer{response};
+    return done(link_.run(write_deadline(), [&serializer](tcp::socket& s, auto handler) {
+      http::async_write_header(s, serializer, std::move(handler));
+    }));
+  }
+
+  bool write(std::string_view data) override {
+    if (!streaming_ || broken_) return false;
+    if (data.empty()) return true;  // an empty chunk would end the body
+    if (chunked()) return write_buffers(http::make_chunk(net::buffer(data.data(), data.size())));
+    return write_buffers(net::buffer(data.data(), data.size()));
+  }
+
+  // Ends a streamed body (its last chunk); whether the connection can take another request.
+  bool finish() {
+    if (streaming_ && chunked() && !broken_) write_buffers(http::make_chunk_last());
+    return keep_alive_ && !broken_;
+  }
+
+  bool peer_closed() const override {
+    if (broken_) return true;
+    // Only a connection that is gone both ways: a client that shut down its sending side after
+    // its request (an end of input) still waits for the answer, as HTTP allows. One that closed
+    // entirely shows here once a write drew its reset (a stream's next token), or when the
+    // answer's write fails.
+    pollfd p{link_.native_handle(), 0, 0};
+    if (::poll(&p, 1, 0) <= 0) return false;
+    return (p.revents & (POLLHUP | POLLERR)) != 0;
+  }
+
+ private:
+  bool chunked() const { return version_ >= 11; }
+  Clock::time_point write_deadline() const {
+    return Clock::now() + std::chrono::milliseconds(limits_.write_timeout_ms);
+  }
+  template <class Buffers>
+  bool write_buffers(const Buffers& buffers) {
+    return done(link_.run(write_deadline(), [&buffers](tcp::socket& s, auto handler) {
+      net::async_write(s, buffers, std::move(handler));
+    }));
+  }
+  bool done(beast::error_code ec) {
+    if (ec) broken_ = true;
+    return !broken_;
+  }
+
+  Link& link_;
+  const HttpLimits& limits_;
+  unsigned version_;
+  bool keep_alive_;
+  bool streaming_ = false;
+  bool broken_ = false;
+};
+
+// Why a request could not be read, as the status to answer with and its message.
+struct Refusal {
   int status;
   std::string message;
 };
 
-// A whole request must arrive within read_timeout_ms of its connection's start: a per-read
-// timeout let a client trickling one byte at a time hold its connection (and a slot) forever.
-class RequestDeadline {
- public:
-  explicit RequestDeadline(int timeout_ms)
-      : until_(std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms)) {}
-  // Limits the next recv on fd to the time left; false when none is left.
-  bool arm(int fd) const {
-    const auto left = std::chrono::duration_cast<std::chrono::microseconds>(
-        until_ - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return false;
-    timeval timeout{static_cast<time_t>(left.count() / 1000000),
-                    static_cast<suseconds_t>(left.count() % 1000000)};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-    return true;
+// What to answer a read that failed with `ec`; nothing when the connection is simply gone (or,
+// `idle`, was kept alive and sent nothing more).
+std::optional<Refusal> refusal(beast::error_code ec, const RequestParser& parser,
+                               const HttpLimits& limits, bool idle) {
+  if (ec == beast::error::timeout) {
+    if (idle && !parser.got_some()) return std::nullopt;
+    return Refusal{408, std::string(parser.is_header_done() ? "the request body" : "the request") +
+                            " did not arrive within " + std::to_string(limits.read_timeout_ms) +
+                            " ms (read_timeout_ms)"};
   }
-
- private:
-  std::chrono::steady_clock::time_point until_;
-};
-
-// Reads until the end of the headers; `buffer` keeps whatever body bytes came with them.
-std::string read_head(int fd, const HttpLimits& limits, const RequestDeadline& deadline,
-                      std::string& buffer) {
-  char chunk[8192];
-  for (;;) {
-    const size_t end = buffer.find("\r\n\r\n");
-    if (end != std::string::npos && end <= limits.max_header_bytes) {
-      std::string head = buffer.substr(0, end);
-      buffer.erase(0, end + 4);
-      return head;
-    }
-    if (std::min(end, buffer.size()) > limits.max_header_bytes)
-      throw BadRequest{
-          431, "request headers larger than " + std::to_string(limits.max_header_bytes) + " bytes"};
-    if (!deadline.arm(fd)) throw BadRequest{408, "request headers not received in time"};
-    const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
-    if (n == 0) throw BadRequest{0, "closed"};
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw BadRequest{errno == EAGAIN || errno == EWOULDBLOCK ? 408 : 0,
-                       "request headers not received in time"};
-    }
-    buffer.append(chunk, static_cast<size_t>(n));
+  if (ec == http::error::header_limit)
+    return Refusal{
+        431, "request headers larger than " + std::to_string(limits.max_header_bytes) + " bytes"};
+  if (ec == http::error::body_limit) {
+    const std::string limit = std::to_string(limits.max_body_bytes) + " bytes (max_body_bytes)";
+    if (!parser.content_length()) return Refusal{413, "request body larger than " + limit};
+    return Refusal{413, "request body of " + std::to_string(*parser.content_length()) +
+                            " bytes; the limit is " + limit};
   }
+  // The stream ended (before or inside a request): nobody to answer.
+  if (ec == http::error::end_of_stream || ec == http::error::partial_message) return std::nullopt;
+  if (ec.category() == http::make_error_code(http::error::bad_method).category())
+    return Refusal{400, "malformed request: " + ec.message()};
+  return std::nullopt;  // a socket error
 }
 
-HttpRequest parse_head(const std::string& head) {
+// The parsed message as handlers see it; a target that is not a path is refused.
+HttpRequest to_request(const http::request<http::string_body>& message) {
   HttpRequest request;
-  size_t line_end = head.find("\r\n");
-  const std::string line = head.substr(0, line_end);
-  const size_t sp1 = line.find(' '), sp2 = line.rfind(' ');
-  if (sp1 == std::string::npos || sp2 == sp1 || line.compare(sp2 + 1, 7, "HTTP/1.") != 0)
-    throw BadRequest{400, "malformed request line"};
-  request.method = line.substr(0, sp1);
-  const std::string target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-  request.path = target.substr(0, target.find('?'));
+  request.method = std::string(message.method_string());
+  const std::string_view target = message.target();
+  request.path = std::string(target.substr(0, target.find('?')));
   if (request.path.empty() || request.path[0] != '/')
-    throw BadRequest{400, "the request target must start with /"};
-  while (line_end != std::string::npos) {
-    const size_t start = line_end + 2;
-    line_end = head.find("\r\n", start);
-    const std::string header =
-        head.substr(start, line_end == std::string::npos ? std::string::npos : line_end - start);
-    if (header.empty()) continue;
-    const size_t colon = header.find(':');
-    if (colon == std::string::npos || colon == 0) throw BadRequest{400, "malformed header line"};
-    const std::string name = lower(header.substr(0, colon));
-    const std::string value = trim(std::string_view(header).substr(colon + 1));
-    if (name == "content-length" && request.headers.count(name) && request.headers[name] != value)
-      throw BadRequest{400, "conflicting Content-Length headers"};
-    request.headers[name] = value;
-  }
+    throw Refusal{400, "the request target must start with /"};
+  for (const auto& field : message)
+    request.headers[lower(field.name_string())] = trim(field.value());
+  request.body = message.body();
   return request;
 }
 
-void read_body(int fd, const HttpLimits& limits, const RequestDeadline& deadline,
-               HttpRequest& request, std::string& buffer, HttpConnection& conn) {
-  if (request.headers.count("transfer-encoding"))
-    throw BadRequest{411, "chunked request bodies are not supported; send Content-Length"};
-  size_t length = 0;
-  if (auto it = request.headers.find("content-length"); it != request.headers.end()) {
-    const std::string& v = it->second;
-    if (v.empty() || v.size() > 15 ||
-        !std::all_of(v.begin(), v.end(), [](unsigned char c) { return std::isdigit(c); }))
-      throw BadRequest{400, "Content-Length is not a number: \"" + v + "\""};
-    length = std::stoull(v);
-  }
-  if (length > limits.max_body_bytes)
-    throw BadRequest{413, "request body of " + std::to_string(length) + " bytes; the limit is " +
-                              std::to_string(limits.max_body_bytes)};
-  if (auto it = request.headers.find("expect");
-      it != request.headers.end() && lower(it->second) == "100-continue" && buffer.size() < length)
-    conn.write("HTTP/1.1 100 Continue\r\n\r\n");
-  char chunk[65536];
-  while (buffer.size() < length) {
-    if (!deadline.arm(fd)) throw BadRequest{408, "request body not received in time"};
-    const ssize_t n = ::recv(fd, chunk, std::min(sizeof chunk, length - buffer.size()), 0);
-    if (n == 0) throw BadRequest{0, "closed"};
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw BadRequest{errno == EAGAIN || errno == EWOULDBLOCK ? 408 : 0,
-                       "request body not received in time"};
-    }
-    buffer.append(chunk, static_cast<size_t>(n));
-  }
-  request.body = buffer.substr(0, length);
+bool expects_continue(const http::request<http::string_body>& message) {
+  const auto it = message.find(http::field::expect);
+  return it != message.end() && lower(trim(it->value())) == "100-continue";
 }
 
-// Ends our side, then reads (briefly, boundedly) what the client still sends: closing a socket
-// with unread input makes the kernel send a reset, which can destroy the response in flight.
-void linger_close(int fd) {
-  ::shutdown(fd, SHUT_WR);
-  timeval brief{0, 200 * 1000};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &brief, sizeof brief);
-  char sink[8192];
-  for (size_t total = 0; total < 256 * 1024;) {
-    const ssize_t n = ::recv(fd, sink, sizeof sink, 0);
-    if (n <= 0) break;
-    total += static_cast<size_t>(n);
+// Requests of one connection, one after another (keep-alive; pipelined requests wait in
+// `buffer`), until the client or an answer ends it.
+void serve_connection(Link& link, const HttpLimits& limits, const HttpHandler& handler) {
+  beast::flat_buffer buffer;
+  for (bool idle = false;; idle = true) {
+    RequestParser parser;
+    parser.header_limit(static_cast<std::uint32_t>(
+        std::min<size_t>(limits.max_header_bytes, std::numeric_limits<std::uint32_t>::max())));
+    parser.body_limit(limits.max_body_bytes);
+    // The whole request, headers and body, within read_timeout_ms: a per-read timeout would let
+    // a client trickling one byte at a time hold its connection (and a slot) forever.
+    const Clock::time_point deadline =
+        Clock::now() + std::chrono::milliseconds(limits.read_timeout_ms);
+    beast::error_code ec = link.run(deadline, [&](tcp::socket& s, auto done) {
+      http::async_read_header(s, buffer, parser, std::move(done));
+    });
+    if (!ec && !parser.is_done()) {
+      if (expects_continue(parser.get())) {
+        http::response<http::empty_body> go_on{http::status::continue_, parser.get().version()};
+        ec = link.run(
+            Clock::now() + std::chrono::milliseconds(limits.write_timeout_ms),
+            [&go_on](tcp::socket& s, auto done) { http::async_write(s, go_on, std::move(done)); });
+      }
+      if (!ec)
+        ec = link.run(deadline, [&](tcp::socket& s, auto done) {
+          http::async_read(s, buffer, parser, std::move(done));
+        });
+    }
+    std::optional<Refusal> refused;
+    HttpRequest request;
+    if (ec) {
+      refused = refusal(ec, parser, limits, idle);
+      if (!refused) return;
+    } else {
+      try {
+        request = to_request(parser.get());
+      } catch (const Refusal& r) {
+        refused = r;
+      }
+    }
+    const unsigned version = parser.is_header_done() ? parser.get().version() : 11;
+    if (refused) {
+      BeastConnection conn(link, limits, version, /*keep_alive=*/false);
+      conn.send(refused->status, "application/json",
+                json_error_body(refused->status, refused->message, "invalid_request_error"));
+      return;
+    }
+    BeastConnection conn(link, limits, version, parser.get().keep_alive());
+    try {
+      handler(request, conn);
+      if (!conn.responded())
+        conn.send(500, "application/json", json_error_body(500, "no response", "server_error"));
+    } catch (const std::exception& e) {
+      if (!conn.responded())
+        conn.send(500, "application/json", json_error_body(500, e.what(), "server_error"));
+    }
+    if (!conn.finish()) return;
   }
 }
 
 }  // namespace
-
-const char* status_text(int status) {
-  switch (status) {
-    case 100:
-      return "Continue";
-    case 200:
-      return "OK";
-    case 400:
-      return "Bad Request";
-    case 404:
-      return "Not Found";
-    case 405:
-      return "Method Not Allowed";
-    case 408:
-      return "Request Timeout";
-    case 411:
-      return "Length Required";
-    case 413:
-      return "Payload Too Large";
-    case 431:
-      return "Request Header Fields Too Large";
-    case 500:
-      return "Internal Server Error";
-    case 503:
-      return "Service Unavailable";
-    default:
-      return "Unknown";
-  }
-}
 
 std::string json_error_body(int status, const std::string& message, const std::string& type) {
   const nlohmann::json body = {
@@ -199,141 +312,73 @@ std::string json_error_body(int status, const std::string& message, const std::s
   return body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-bool HttpConnection::write_all(std::string_view data) {
-  while (!broken_ && !data.empty()) {
-    const ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0)
-      broken_ = true;
-    else
-      data.remove_prefix(static_cast<size_t>(n));
-  }
-  return !broken_;
-}
-
-bool HttpConnection::write(std::string_view data) {
-  return write_all(data);
-}
-
-bool HttpConnection::send(int status, std::string_view content_type, std::string_view body) {
-  responded_ = true;
-  std::string head = "HTTP/1.1 " + std::to_string(status) + " " + status_text(status) +
-                     "\r\nContent-Type: " + std::string(content_type) +
-                     "\r\nContent-Length: " + std::to_string(body.size()) +
-                     "\r\nConnection: close\r\n\r\n";
-  return write_all(head) && write_all(body);
-}
-
-bool HttpConnection::begin_stream(int status, std::string_view content_type) {
-  responded_ = true;
-  return write_all("HTTP/1.1 " + std::to_string(status) + " " + status_text(status) +
-                   "\r\nContent-Type: " + std::string(content_type) +
-                   "\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n");
-}
-
-bool HttpConnection::peer_closed() const {
-  if (broken_) return true;
-  // Only a connection that is gone both ways: a client that shut down its sending side after its
-  // request (an end of input, POLLRDHUP) still waits for the answer, as HTTP allows. One that
-  // closed entirely shows here once a write drew its reset (a stream's next token), or when the
-  // answer's write fails.
-  pollfd p{fd_, 0, 0};
-  if (::poll(&p, 1, 0) <= 0) return false;
-  return (p.revents & (POLLHUP | POLLERR)) != 0;
-}
-
 HttpServer::HttpServer(const std::string& host, int port, HttpLimits limits, HttpHandler handler)
-    : limits_(limits), handler_(std::move(handler)) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* found = nullptr;
+    : listener_(std::make_unique<Listener>()), limits_(limits), handler_(std::move(handler)) {
   const std::string service = std::to_string(port);
-  if (const int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &found); rc != 0)
-    throw Error("serve: cannot resolve host \"" + host + "\": " + ::gai_strerror(rc));
+  beast::error_code ec;
+  tcp::resolver resolver(listener_->io);
+  const auto found =
+      resolver.resolve(host, service, tcp::resolver::passive | tcp::resolver::numeric_service, ec);
+  if (ec) throw Error("serve: cannot resolve host \"" + host + "\": " + ec.message());
+  tcp::acceptor& acceptor = listener_->acceptor;
   std::string why = "no address";
-  for (addrinfo* a = found; a && listen_fd_ < 0; a = a->ai_next) {
-    const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-    if (fd < 0) continue;
-    const int one = 1;
-    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (::bind(fd, a->ai_addr, a->ai_addrlen) == 0 && ::listen(fd, 128) == 0) {
-      listen_fd_ = fd;
-    } else {
-      why = std::strerror(errno);
-      ::close(fd);
-    }
+  for (const auto& entry : found) {
+    acceptor.open(entry.endpoint().protocol(), ec);
+    if (ec) continue;
+    acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!acceptor.bind(entry.endpoint(), ec) && !acceptor.listen(128, ec)) break;
+    why = ec.message();
+    acceptor.close(ec);
   }
-  ::freeaddrinfo(found);
-  if (listen_fd_ < 0) throw Error("serve: cannot listen on " + host + ":" + service + ": " + why);
-  sockaddr_storage bound{};
-  socklen_t size = sizeof bound;
-  ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&bound), &size);
-  port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
-                                            : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  if (!acceptor.is_open())
+    throw Error("serve: cannot listen on " + host + ":" + service + ": " + why);
+  close_on_exec(acceptor.native_handle());
+  acceptor.non_blocking(true);  // accept() after poll() must not wait for a client that left
+  port_ = acceptor.local_endpoint().port();
 }
 
-HttpServer::~HttpServer() {
-  if (listen_fd_ >= 0) ::close(listen_fd_);
-}
+HttpServer::~HttpServer() = default;
 
 void HttpServer::run(const std::atomic<bool>& stop) {
+  tcp::acceptor& acceptor = listener_->acceptor;
   while (!stop.load()) {
-    pollfd p{listen_fd_, POLLIN, 0};
+    pollfd p{acceptor.native_handle(), POLLIN, 0};
     if (::poll(&p, 1, 200) <= 0) continue;
-    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) continue;
+    // Each connection gets its own context, driven by its own thread.
+    auto io = std::make_unique<net::io_context>(1);
+    tcp::socket socket(*io);
+    beast::error_code ec;
+    acceptor.accept(socket, ec);
+    if (ec) continue;
+    close_on_exec(socket.native_handle());
     if (open_.load() >= limits_.max_connections) {  // answered here, without a thread
-      HttpConnection conn(fd);
+      Link link(std::move(socket), *io);
+      BeastConnection conn(link, limits_, 11, /*keep_alive=*/false);
       conn.send(503, "application/json",
                 json_error_body(503,
                                 "too many open connections (limit " +
-                                    std::to_string(limits_.max_connections) + ")",
+                                    std::to_string(limits_.max_connections) + ", max_connections)",
                                 "server_overloaded"));
-      ::close(fd);
+      link.close_gracefully(std::chrono::milliseconds(20));  // briefly: this is the accept loop
       continue;
     }
     ++open_;
-    std::thread([this, fd] {
-      serve_connection(fd);
-      ::close(fd);
+    std::thread([this, io = std::move(io), socket = std::move(socket)]() mutable {
+      try {
+        Link link(std::move(socket), *io);
+        serve_connection(link, limits_, handler_);
+        link.close_gracefully();
+      } catch (const std::exception&) {  // out of memory, say: this connection only
+      }
       --open_;
     }).detach();
   }
 }
 
 void HttpServer::drain(int timeout_ms) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (open_.load() > 0 && std::chrono::steady_clock::now() < until)
+  const auto until = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (open_.load() > 0 && Clock::now() < until)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-}
-
-void HttpServer::serve_connection(int fd) {
-  const RequestDeadline deadline(limits_.read_timeout_ms);
-  HttpConnection conn(fd);
-  HttpRequest request;
-  try {
-    std::string buffer;
-    request = parse_head(read_head(fd, limits_, deadline, buffer));
-    read_body(fd, limits_, deadline, request, buffer, conn);
-  } catch (const BadRequest& bad) {
-    if (bad.status != 0) {
-      conn.send(bad.status, "application/json",
-                json_error_body(bad.status, bad.message, "invalid_request_error"));
-      linger_close(fd);
-    }
-    return;
-  }
-  try {
-    handler_(request, conn);
-    if (!conn.responded())
-      conn.send(500, "application/json", json_error_body(500, "no response", "server_error"));
-  } catch (const std::exception& e) {
-    if (!conn.responded())
-      conn.send(500, "application/json", json_error_body(500, e.what(), "server_error"));
-  }
-  linger_close(fd);
 }
 
 }  // namespace kivi::serve

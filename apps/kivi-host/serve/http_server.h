@@ -1,15 +1,16 @@
-// A small HTTP/1.1 server over POSIX sockets, just enough for an OpenAI-style API: one thread per
-// connection (bounded), one request per connection (every response says Connection: close, so
-// there is no keep-alive state to get wrong), Content-Length bodies with a size limit, and
-// streamed responses (server-sent events) written as they are produced. It knows nothing of
-// models: a handler gets the parsed request and writes through an HttpConnection.
+// The HTTP/1.1 side of the server, on Boost.Beast: parsing (Content-Length and chunked request
+// bodies), keep-alive and pipelining, 100-continue, header and body limits, a whole-request
+// deadline (a client trickling bytes cannot hold a connection) and a deadline on every write (nor
+// can one that stops reading). One thread per connection, bounded; streamed replies (server-sent
+// events) go out as chunks while they are produced. It knows nothing of models: a handler gets
+// the parsed request and answers through an HttpConnection.
 #pragma once
 
 #include <atomic>
 #include <cstddef>
 #include <functional>
 #include <map>
-#include <mutex>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -26,28 +27,27 @@ struct HttpLimits {
   size_t max_header_bytes = 16 * 1024;      // request line + headers
   size_t max_body_bytes = 8 * 1024 * 1024;  // 413 beyond
   int max_connections = 256;                // open at once; beyond, 503 at once
-  int read_timeout_ms = 30000;              // a client that sends nothing for this long is dropped
+  int read_timeout_ms = 30000;   // a whole request (headers and body) must arrive within this
+  int write_timeout_ms = 30000;  // each write; a client that stops reading is dropped
 };
 
-// The reply side of one connection. Either send() once, or begin_stream() and write() pieces.
-// Writes never raise SIGPIPE; a false return means the client is gone.
+// The reply side of one request. Either send() once, or begin_stream() and write() pieces (the
+// stream ends when the handler returns). Writes never raise SIGPIPE; a false return means the
+// client is gone or stopped reading.
 class HttpConnection {
  public:
-  explicit HttpConnection(int fd) : fd_(fd) {}
-  bool send(int status, std::string_view content_type, std::string_view body);
-  bool begin_stream(int status,
-                    std::string_view content_type);  // no length: the body ends at close
-  bool write(std::string_view data);
-  // Whether the client has closed its side (checked without blocking); a handler that waits a
-  // long time (queued, or generating without streaming) polls this to cancel abandoned work.
-  bool peer_closed() const;
+  virtual ~HttpConnection() = default;
+  virtual bool send(int status, std::string_view content_type, std::string_view body) = 0;
+  virtual bool begin_stream(int status, std::string_view content_type) = 0;
+  virtual bool write(std::string_view data) = 0;
+  // Whether the client has gone (checked without blocking); a handler that waits a long time
+  // (queued, or generating without streaming) polls this to cancel abandoned work. A client that
+  // only shut down its sending side after its request has not gone: HTTP lets it wait.
+  virtual bool peer_closed() const = 0;
   bool responded() const { return responded_; }
 
- private:
-  bool write_all(std::string_view data);
-  int fd_;
+ protected:
   bool responded_ = false;
-  bool broken_ = false;
 };
 
 using HttpHandler = std::function<void(const HttpRequest&, HttpConnection&)>;
@@ -55,7 +55,6 @@ using HttpHandler = std::function<void(const HttpRequest&, HttpConnection&)>;
 // {"error": {"message": ..., "type": ..., "code": status}}: the OpenAI error shape, which the
 // server itself uses for requests it cannot parse.
 std::string json_error_body(int status, const std::string& message, const std::string& type);
-const char* status_text(int status);
 
 class HttpServer {
  public:
@@ -74,8 +73,8 @@ class HttpServer {
   int open_connections() const { return open_.load(); }
 
  private:
-  void serve_connection(int fd);
-  int listen_fd_ = -1;
+  struct Listener;  // the Asio acceptor and its context
+  std::unique_ptr<Listener> listener_;
   int port_ = 0;
   HttpLimits limits_;
   HttpHandler handler_;
