@@ -179,4 +179,17 @@ TEST_CASE("GGUF: lying or unsupported files name the field and value", "[gguf]")
     auto b = gguf_header(0, 2).kv_string("a", "x").kv_string("a", "y");
     expect(b, "metadata key \"a\" appears twice");
   }
+  // Strings are UTF-8 (found by fuzz_gguf: a token with a stray 0x85 crashed the tokenizer.json
+  // built from the vocabulary). Overlong forms, surrogates and cut sequences are refused too.
+  expect(gguf_header(0, 1).kv_string("x", "ok\x85"),
+         "metadata \"x\" is not valid UTF-8 (byte 2 of the string");
+  expect(gguf_header(0, 1).kv_string("bad\xC0\xAFkey", "v"),
+         "metadata entry 0 key is not valid UTF-8 (byte 3");
+  expect(gguf_header(0, 1).kv_string("x", "\xED\xA0\x80"), "is not valid UTF-8 (byte 0");
+  expect(gguf_header(0, 1).kv_string("x", "\xE2\x82"), "is not valid UTF-8 (byte 0");
+  expect(gguf_header(0, 1).kv_string("x", "\xF4\x90\x80\x80"), "is not valid UTF-8 (byte 0");
+  // Well-formed multi-byte text reads (the error is the next missing thing, not the encoding).
+  expect(gguf_header(0, 1).kv_string("general.architecture",
+                                     "llama\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80"),
+         "which no loaded model_family plugin reads");
 }

@@ -1,6 +1,7 @@
 #include "kivi/model/gguf_file.h"
 
 #include <cstring>
+#include <string_view>
 
 #include <ATen/ATen.h>
 
@@ -35,6 +36,40 @@ const char* value_type_name(uint32_t t) {
   return t <= kF64 ? names[t] : "unknown";
 }
 
+// Where `s` stops being well-formed UTF-8 (no overlong forms, surrogates or code points past
+// U+10FFFF), or s.size() if it never does.
+size_t utf8_error_at(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    size_t n = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // the allowed range of the second byte
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+      n = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      n = 2;
+      if (c == 0xE0) lo = 0xA0;  // overlong
+      if (c == 0xED) hi = 0x9F;  // surrogates
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      n = 3;
+      if (c == 0xF0) lo = 0x90;  // overlong
+      if (c == 0xF4) hi = 0x8F;  // past U+10FFFF
+    } else {
+      return i;
+    }
+    if (s.size() - i <= n) return i;
+    for (size_t k = 1; k <= n; ++k) {
+      const auto b = static_cast<unsigned char>(s[i + k]);
+      if (k == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xBF)) return i;
+    }
+    i += n + 1;
+  }
+  return s.size();
+}
+
 // Reads little-endian fields from the mapping; every read is bounds-checked and names what
 // was being read when the file ends early.
 class Cursor {
@@ -58,10 +93,19 @@ class Cursor {
     std::memcpy(&v, take(sizeof(T), what), sizeof(T));
     return v;
   }
+  // GGUF strings are UTF-8; anything else is a damaged file (and would break whoever prints or
+  // re-encodes it, e.g. the tokenizer.json built from the vocabulary).
   std::string string(const std::string& what) {
     const uint64_t n = read<uint64_t>(what + " (length)");
+    const uint64_t start = pos_;
     const uint8_t* p = take(n, what);
-    return std::string(reinterpret_cast<const char*>(p), n);
+    std::string s(reinterpret_cast<const char*>(p), n);
+    const size_t bad = utf8_error_at(s);
+    const std::string named = what.rfind(file_, 0) == 0 ? what : file_ + ": " + what;
+    check(bad == s.size(), named + " is not valid UTF-8 (byte " + std::to_string(bad) +
+                               " of the string, at offset " + std::to_string(start + bad) +
+                               "); GGUF strings are UTF-8");
+    return s;
   }
 
  private:
