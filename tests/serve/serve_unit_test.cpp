@@ -299,6 +299,23 @@ TEST_CASE("api requests: fields are checked with the field, the value and what w
       error(R"({"prompt": [3], "n": 16, "max_tokens": 1, "temperature": 0, "best_of": 2})").message,
       Contains("best_of"));
   CHECK_THAT(error(R"([1])").message, Contains("JSON object"));
+  // The body's text, as the server reads it: malformed, too large a number, too deep.
+  auto body_error = [&](const std::string& text) -> ApiError {
+    try {
+      kivi::serve::parse_completion_body(text, model, limits, false);
+    } catch (const ApiError& e) {
+      return e;
+    }
+    FAIL("no error for " << text);
+    return {};
+  };
+  CHECK(kivi::serve::parse_completion_body(R"({"prompt": [3]})", model, limits, false).n == 1);
+  CHECK_THAT(body_error("{\"prompt\": ").message, Contains("not valid JSON"));
+  CHECK_THAT(body_error(R"({"prompt": [3], "n": 1e400})").message, Contains("not valid JSON"));
+  const ApiError deep =
+      body_error("{\"prompt\": " + std::string(65, '[') + "3" + std::string(65, ']') + "}");
+  CHECK(deep.status == 400);
+  CHECK_THAT(deep.message, Contains("nested more than 64 levels"));
   auto chat = [&](const std::string& body) {
     try {
       kivi::serve::parse_completion_request(json::parse(body), model, limits, true);

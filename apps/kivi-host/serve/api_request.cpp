@@ -3,6 +3,7 @@
 #include <random>
 
 #include "kivi/util/error.h"
+#include "kivi/util/json_limits.h"
 
 namespace kivi::serve {
 namespace {
@@ -290,6 +291,24 @@ CompletionRequest parse_completion_request(const json& body, const ServedModel& 
          std::to_string(r.max_tokens) + ") exceed this model's context of " +
          std::to_string(model.context) + " tokens");
   return r;
+}
+
+CompletionRequest parse_completion_body(std::string_view text, const ServedModel& model,
+                                        const ApiLimits& limits, bool chat) {
+  // Messages go on to the chat template and values into error messages: a request has no reason
+  // to nest deeply, so the bound is far below the one for files.
+  try {
+    check_json_depth(text, "the request body", kMaxRequestDepth);
+  } catch (const Error& e) {
+    fail(e.what());
+  }
+  json body;
+  try {
+    body = json::parse(text);
+  } catch (const json::exception& e) {  // syntax, and numbers no double holds (1e400)
+    fail(std::string("the body is not valid JSON: ") + e.what());
+  }
+  return parse_completion_request(body, model, limits, chat);
 }
 
 }  // namespace kivi::serve

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -59,5 +60,11 @@ struct CompletionRequest {
 // Parses a request body (already JSON) for the completions (chat = false) or chat endpoint.
 CompletionRequest parse_completion_request(const nlohmann::json& body, const ServedModel& model,
                                            const ApiLimits& limits, bool chat);
+
+// The same from the body's text: malformed JSON, numbers no double holds (1e400) and nesting
+// deeper than kMaxRequestDepth are 400s too. What the server calls, and the fuzz harness.
+inline constexpr int kMaxRequestDepth = 64;
+CompletionRequest parse_completion_body(std::string_view text, const ServedModel& model,
+                                        const ApiLimits& limits, bool chat);
 
 }  // namespace kivi::serve

@@ -60,13 +60,7 @@ void ApiServer::handle(const HttpRequest& request, HttpConnection& conn) {
 }
 
 void ApiServer::completions(const HttpRequest& http, HttpConnection& conn, bool chat) {
-  json body;
-  try {
-    body = json::parse(http.body);
-  } catch (const json::exception& e) {  // syntax, and numbers no double holds (1e400)
-    throw ApiError{400, std::string("the body is not valid JSON: ") + e.what()};
-  }
-  const CompletionRequest request = parse_completion_request(body, model_, limits_, chat);
+  const CompletionRequest request = parse_completion_body(http.body, model_, limits_, chat);
 
   // One job per prompt and sample; sequence i of a prompt samples with seed + i.
   auto channel = std::make_shared<JobChannel>();
