@@ -11,11 +11,11 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${KIVI_FUZZ_BUILD_DIR:-$root/build-fuzz}
-all=(jinja tokenizer_json tokenizer_encode toml http openai gguf safetensors)
+all=(jinja tokenizer_json tokenizer_encode toml host_config http openai gguf safetensors)
 targets=("${1:-all}")
 [ "${targets[0]}" = all ] && targets=("${all[@]}")
 seconds=${2:-60}
-declare -A max_len=([jinja]=8192 [tokenizer_json]=16384 [tokenizer_encode]=4096 [toml]=4096 [http]=8192 [openai]=4096 [gguf]=8192 [safetensors]=4096)
+declare -A max_len=([jinja]=8192 [tokenizer_json]=16384 [tokenizer_encode]=4096 [toml]=4096 [host_config]=4096 [http]=8192 [openai]=4096 [gguf]=8192 [safetensors]=4096)
 
 if [ ! -f "$build/build.ninja" ]; then
   python=$root/.venv/bin/python
