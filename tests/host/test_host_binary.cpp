@@ -3,6 +3,7 @@
 
 #include <sys/wait.h>
 #include <unistd.h>
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <fstream>
@@ -18,9 +19,10 @@ struct Run {
   std::string output;  // stdout and stderr together
 };
 
-Run run_host(const std::string& args) {
+// `shell` runs first in the same shell (e.g. a ulimit for the binary).
+Run run_host(const std::string& args, const std::string& shell = "") {
   const std::string command =
-      (kivi::test::build_dir() / "bin" / "kivi-host").string() + " " + args + " 2>&1";
+      shell + (kivi::test::build_dir() / "bin" / "kivi-host").string() + " " + args + " 2>&1";
   FILE* pipe = popen(command.c_str(), "r");
   REQUIRE(pipe != nullptr);
   std::string output;
@@ -275,4 +277,34 @@ TEST_CASE("kivi-host tokenize encodes, decodes and renders a chat prompt", "[hos
   CHECK(bad.exit_code == 1);
   CHECK_THAT(bad.output, Contains("tokenize.messages.role: \"robot\" is not allowed; expected one "
                                   "of: system, user, assistant"));
+}
+
+TEST_CASE("out of host memory: one line naming the cache, its size and the setting to lower",
+          "[host]") {
+#if defined(__SANITIZE_ADDRESS__)
+  kivi::test::skip_test("AddressSanitizer reserves more address space than the limit allows");
+#else
+  // A 4 GB address-space limit: libtorch (with its CUDA libraries) loads in about 3 GB, and a
+  // cache of 7.8 GB cannot be allocated. (On the CPU, Linux overcommits: without a limit the
+  // cache would be "allocated" and the machine swap or the OOM killer strike instead.)
+  const std::string limit = "ulimit -v 4000000; ";
+  if (run_host("--version", limit).exit_code != 0) {
+    kivi::test::skip_test("kivi-host does not even load within a 4 GB address space here");
+    return;
+  }
+  const Run run =
+      run_host("bench --config " + (kivi::test::source_dir() / "configs/bench.toml").string() +
+                   " --set bench.batch=2048 --set bench.prompt_tokens=4000"
+                   " --set bench.decode_tokens=8",
+               limit);
+  INFO(run.output);
+  CHECK(run.exit_code == 1);
+  CHECK_THAT(run.output,
+             Contains("error: out of memory while allocating the kivi cache for 2048 "
+                      "sequences x 4008 tokens (7.79 GB on cpu)") &&
+                 Contains("to fit, lower [bench] batch or prompt_tokens + decode_tokens"));
+  CHECK_THAT(run.output, !Contains("Exception raised from"));  // no libtorch backtrace
+  const std::string error = run.output.substr(run.output.find("error: "));
+  CHECK(std::count(error.begin(), error.end(), '\n') == 1);  // one line
+#endif
 }
