@@ -15,8 +15,9 @@
 // The instrumented build compiles host_config.cpp without modes.cpp (whose table links every
 // mode's code, the whole engine); this list stands in for that table's names there. The
 // replay test links the real table and checks that the list still matches it.
-const std::vector<std::string> kModeNames = {"bench",  "chat",       "check",   "compare", "generate",
-                                             "memory", "perplexity", "plugins", "serve",   "tokenize"};
+const std::vector<std::string> kModeNames = {"bench",    "chat",    "check",      "compare",
+                                             "generate", "memory",  "perplexity", "plugins",
+                                             "serve",    "tokenize"};
 #ifdef KIVI_FUZZ_STANDALONE
 const std::vector<std::string>& kivi::host::known_modes() {
   return kModeNames;

@@ -1,5 +1,6 @@
 #include "serve/api_server.h"
 
+#include <chrono>
 #include <memory>
 
 #include "serve/api_response.h"
@@ -94,9 +95,15 @@ void ApiServer::completions(const HttpRequest& http, HttpConnection& conn, bool 
     if (!ok) return channel->cancel();
   }
   // Worker events until every choice is done; a client that left cancels its rows.
+  // The client is looked at every 100 ms whether or not events come: a non-streamed answer
+  // writes nothing until the end, and while tokens flow pop() never comes back empty.
+  auto next_look = std::chrono::steady_clock::now();
   for (size_t done = 0; done < total;) {
     std::vector<JobEvent> events = channel->pop(100);
-    if (events.empty() && conn.peer_closed()) return channel->cancel();
+    if (std::chrono::steady_clock::now() >= next_look) {
+      next_look = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
+      if (conn.peer_closed()) return channel->cancel();
+    }
     for (JobEvent& e : events) {
       ChoiceResult& c = results[static_cast<size_t>(e.index)];
       bool ok = true;
