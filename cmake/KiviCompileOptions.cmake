@@ -6,7 +6,10 @@ target_compile_options(kivi_warnings INTERFACE
 if(KIVI_SANITIZE)
   # AddressSanitizer + UndefinedBehaviorSanitizer for all targets (the core, the plugins,
   # the host and the tests), so that the plugin boundary is checked too.
-  foreach(flag -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+  # -O1 -g1 (after the build type's -O2 -g, so they win): ASan's reports need line tables only,
+  # and libtorch's headers compile much faster without full debug information.
+  foreach(flag -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+               -O1 -g1)
     add_compile_options("$<$<COMPILE_LANGUAGE:CXX>:${flag}>")
   endforeach()
   add_link_options(-fsanitize=address,undefined)

@@ -2,7 +2,7 @@
 # Builds the libFuzzer harnesses of tests/fuzz (clang, ASan + UBSan, -DKIVI_FUZZ=ON) in
 # build-fuzz/ (or $KIVI_FUZZ_BUILD_DIR) and runs them:
 #   tools/fuzz.sh                 # every harness, 60 seconds each
-#   tools/fuzz.sh jinja 300       # one harness (jinja, tokenizer_json, tokenizer_encode, toml)
+#   tools/fuzz.sh jinja 300       # one harness (the names in `all` below)
 # Each run starts from the committed seeds (tests/fuzz/corpus/<name>, read only) and a working
 # corpus in build-fuzz/corpus/<name> that grows between runs. A crash, leak, sanitizer report or
 # timeout stops that harness: its input is in build-fuzz/artifacts/<name>/ and the script exits
@@ -17,6 +17,14 @@ targets=("${1:-all}")
 seconds=${2:-60}
 declare -A max_len=([jinja]=8192 [tokenizer_json]=16384 [tokenizer_encode]=4096 [toml]=4096 [host_config]=4096 [http]=8192 [openai]=4096 [gguf]=8192 [safetensors]=4096)
 
+# clang with libFuzzer and the sanitizer runtimes (Debian 12: clang 14).
+if ! command -v clang++ > /dev/null || ! dpkg-query -W -f='${Status}' libclang-rt-14-dev 2>/dev/null | grep -q "install ok installed"; then
+  echo "==> installing clang and its fuzzer runtime (Debian packages)"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq clang libclang-rt-14-dev > /dev/null
+fi
 if [ ! -f "$build/build.ninja" ]; then
   python=$root/.venv/bin/python
   [ -x "$python" ] || { echo "fuzz.sh: run tools/setup.sh first (.venv with torch: CMake needs it)" >&2; exit 1; }

@@ -6,6 +6,7 @@
 # Idempotent: each step is skipped when already done. Environment:
 #   KIVI_BUILD_DIR=build-asan KIVI_SANITIZE=1 tools/setup.sh   # ASan + UBSan build
 #   KIVI_BUILD_TARGETS="kivi-runtime" tools/setup.sh           # build only these targets
+#   KIVI_CMAKE_ARGS="-DKIVI_CUDA=OFF" tools/setup.sh           # extra CMake settings
 #     (kivi-runtime: kivi-host and the plugins, what tools/demo.sh runs; default: everything)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,6 +48,8 @@ fi
 # --- Configure and build ----------------------------------------------------------------
 cmake_args=(-G Ninja -DKIVI_PYTHON="$root/.venv/bin/python")
 [ "${KIVI_SANITIZE:-0}" = "1" ] && cmake_args+=(-DKIVI_SANITIZE=ON)
+# shellcheck disable=SC2206
+cmake_args+=(${KIVI_CMAKE_ARGS:-})
 if [ ! -f "$build_dir/build.ninja" ] || [ "${KIVI_SANITIZE:-0}" = "1" ]; then
   step "configuring $build_dir"
   mkdir -p "$build_dir"
