@@ -14,6 +14,6 @@ cd "$root"
 printf '\n==> running tests\n'
 if [ "${KIVI_SANITIZE:-0}" = "1" ]; then
   # libtorch is not instrumented; its one-time allocations at exit are not our leaks.
-  export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0} UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
+  export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:allocator_may_return_null=1} UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
 fi
 ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)" "$@"
