@@ -222,6 +222,34 @@ TEST_CASE("http server: requests, limits and streamed replies", "[serve]") {
         "HTTP/1.1 200 OK");  // still serving
 }
 
+TEST_CASE("http server: stopping ends idle kept-alive connections at once", "[serve]") {
+  kivi::serve::HttpLimits limits;
+  limits.read_timeout_ms = 30000;
+  int fd = -1;
+  std::chrono::steady_clock::duration stopping{};
+  {
+    RunningServer s(limits, [](const kivi::serve::HttpRequest&, kivi::serve::HttpConnection& c) {
+      c.send(200, "text/plain", "ok");
+    });
+    fd = connect_loopback(s.server.port());
+    const std::string request = "GET / HTTP/1.1\r\n\r\n";  // kept alive: no Connection: close
+    ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+    char buffer[512];
+    CHECK(::recv(fd, buffer, sizeof buffer, 0) > 0);
+    CHECK(s.server.open_connections() == 1);  // waiting for the next request
+    const auto start = std::chrono::steady_clock::now();
+    s.stop = true;
+    s.thread.join();
+    s.server.drain(10000);
+    stopping = std::chrono::steady_clock::now() - start;
+    CHECK(s.server.open_connections() == 0);
+    s.thread = std::thread([] {});  // the destructor joins it
+  }
+  CHECK(stopping < std::chrono::seconds(2));  // not read_timeout_ms (30 s)
+  CHECK(read_all(fd).empty());                // closed, nothing more said
+  ::close(fd);
+}
+
 TEST_CASE("http server: beyond max_connections, 503 at once", "[serve]") {
   kivi::serve::HttpLimits limits;
   limits.max_connections = 1;

@@ -49,8 +49,11 @@ class Link {
 
   // start(socket, handler) begins one operation; returns how it ended (beast::error::timeout
   // when the deadline passed first). bytes() is what it moved.
+  // With `stop`, the operation also ends (as a timeout) within 200 ms of it becoming true: a
+  // server that stops must not wait read_timeout_ms for idle kept-alive connections.
   template <class Start>
-  beast::error_code run(Clock::time_point deadline, Start&& start) {
+  beast::error_code run(Clock::time_point deadline, Start&& start,
+                        const std::atomic<bool>* stop = nullptr) {
     beast::error_code result;
     bool finished = false;
     start(socket_, [this, &result, &finished](beast::error_code ec, size_t bytes) {
@@ -59,7 +62,14 @@ class Link {
       finished = true;
     });
     io_.restart();
-    io_.run_until(deadline);
+    if (!stop) {
+      io_.run_until(deadline);
+    } else {
+      while (!finished && Clock::now() < deadline && !stop->load()) {
+        io_.run_until(std::min(deadline, Clock::now() + std::chrono::milliseconds(200)));
+        io_.restart();
+      }
+    }
     if (finished) return result;
     beast::error_code ignored;
     socket_.cancel(ignored);
@@ -180,7 +190,8 @@ class BeastConnection final : public HttpConnection {
 
 // Requests of one connection, one after another (keep-alive; pipelined requests wait in
 // `buffer`), until the client or an answer ends it.
-void serve_connection(Link& link, const HttpLimits& limits, const HttpHandler& handler) {
+void serve_connection(Link& link, const HttpLimits& limits, const HttpHandler& handler,
+                      const std::atomic<bool>& stop) {
   beast::flat_buffer buffer;
   for (bool idle = false;; idle = true) {
     RequestParser parser;
@@ -189,9 +200,12 @@ void serve_connection(Link& link, const HttpLimits& limits, const HttpHandler& h
     // a client trickling one byte at a time hold its connection (and a slot) forever.
     const Clock::time_point deadline =
         Clock::now() + std::chrono::milliseconds(limits.read_timeout_ms);
-    beast::error_code ec = link.run(deadline, [&](tcp::socket& s, auto done) {
-      http::async_read_header(s, buffer, parser, std::move(done));
-    });
+    beast::error_code ec = link.run(
+        deadline,
+        [&](tcp::socket& s, auto done) {
+          http::async_read_header(s, buffer, parser, std::move(done));
+        },
+        &stop);
     if (!ec && !parser.is_done()) {
       if (expects_continue(parser.get())) {
         http::response<http::empty_body> go_on{http::status::continue_, parser.get().version()};
@@ -200,12 +214,16 @@ void serve_connection(Link& link, const HttpLimits& limits, const HttpHandler& h
             [&go_on](tcp::socket& s, auto done) { http::async_write(s, go_on, std::move(done)); });
       }
       if (!ec)
-        ec = link.run(deadline, [&](tcp::socket& s, auto done) {
-          http::async_read(s, buffer, parser, std::move(done));
-        });
+        ec = link.run(
+            deadline,
+            [&](tcp::socket& s, auto done) {
+              http::async_read(s, buffer, parser, std::move(done));
+            },
+            &stop);
     }
     std::optional<Refusal> refused;
     HttpRequest request;
+    if (ec && stop.load()) return;  // the server is stopping: nobody is owed an answer
     if (ec) {
       refused = refusal(ec, parser, limits, idle);
       if (!refused) return;
@@ -273,6 +291,7 @@ HttpServer::~HttpServer() = default;
 
 void HttpServer::run(const std::atomic<bool>& stop) {
   tcp::acceptor& acceptor = listener_->acceptor;
+  stop_ = &stop;
   while (!stop.load()) {
     pollfd p{acceptor.native_handle(), POLLIN, 0};
     if (::poll(&p, 1, 200) <= 0) continue;
@@ -298,7 +317,7 @@ void HttpServer::run(const std::atomic<bool>& stop) {
     std::thread([this, io = std::move(io), socket = std::move(socket)]() mutable {
       try {
         Link link(std::move(socket), *io);
-        serve_connection(link, limits_, handler_);
+        serve_connection(link, limits_, handler_, *stop_);
         link.close_gracefully();
       } catch (const std::exception&) {  // out of memory, say: this connection only
       }

@@ -65,7 +65,8 @@ class HttpServer {
   HttpServer& operator=(const HttpServer&) = delete;
 
   int port() const { return port_; }
-  // Accepts connections until `stop` becomes true (checked a few times a second).
+  // Accepts connections until `stop` becomes true (checked a few times a second); connections
+  // waiting for a request (kept alive, or slow) then end within 200 ms.
   void run(const std::atomic<bool>& stop);
   // Waits up to `timeout_ms` for open connections to finish (call after run(), once their work
   // has been ended); connection threads use this object.
@@ -79,6 +80,7 @@ class HttpServer {
   HttpLimits limits_;
   HttpHandler handler_;
   std::atomic<int> open_{0};
+  const std::atomic<bool>* stop_ = nullptr;  // run()'s: connections waiting to read end on it
 };
 
 }  // namespace kivi::serve
