@@ -37,7 +37,8 @@ const char* value_type_name(uint32_t t) {
 }
 
 // Where `s` stops being well-formed UTF-8 (no overlong forms, surrogates or code points past
-// U+10FFFF), or s.size() if it never does.
+// U+10FFFF), or s.size() if it never does. (kivi::text::utf8 has the same rules, but kivi_core
+// does not link kivi_text; the GGUF error also wants the offset, which is_valid() does not give.)
 size_t utf8_error_at(std::string_view s) {
   size_t i = 0;
   while (i < s.size()) {
