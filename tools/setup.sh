@@ -6,8 +6,9 @@
 # Idempotent: each step is skipped when already done. Environment:
 #   KIVI_BUILD_DIR=build-asan KIVI_SANITIZE=1 tools/setup.sh   # ASan + UBSan build
 #   KIVI_BUILD_TARGETS="kivi-runtime" tools/setup.sh           # build only these targets
-#   KIVI_CMAKE_ARGS="-DKIVI_CUDA=OFF" tools/setup.sh           # extra CMake settings
 #     (kivi-runtime: kivi-host and the plugins, what tools/demo.sh runs; default: everything)
+#   KIVI_CMAKE_ARGS="-DKIVI_CUDA=OFF" tools/setup.sh           # extra CMake settings
+#     (applied when the build folder is configured: a new one, or any KIVI_SANITIZE=1 run)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
