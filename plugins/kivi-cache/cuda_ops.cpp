@@ -27,6 +27,9 @@ bool cuda_store_keys(const at::Tensor&, int64_t, int64_t, at::Tensor, at::Tensor
 bool cuda_store_values(const at::Tensor&, int64_t, int64_t, at::Tensor, at::Tensor, at::Tensor) {
   return false;
 }
+bool cuda_decode_append(const at::Tensor&, const at::Tensor&, KiviParts&, const DecodeAppendRows&) {
+  return false;
+}
 std::optional<at::Tensor> cuda_decode_attention(const at::Tensor&, const KiviParts&,
                                                 const std::vector<int64_t>&,
                                                 std::span<const int64_t>, const AttentionParams&,
@@ -275,6 +278,62 @@ bool cuda_store_values(const at::Tensor& x, int64_t group_size, int64_t bits, at
   a.tokens = static_cast<int>(x.size(2));
   a.tile_order = values_in_tile_order(x.size(3));
   raise_if(cuda::launch_value_flush(a, at::cuda::getCurrentCUDAStream()));
+  return true;
+}
+
+bool cuda_decode_append(const at::Tensor& k, const at::Tensor& v, KiviParts& parts,
+                        const DecodeAppendRows& rows) {
+  const auto dtype = kernel_dtype(k.scalar_type());
+  const at::Tensor &kr = parts.key_residual, &vr = parts.value_residual;
+  const bool values_packed = parts.v_bits < 16;
+  const int64_t batch = k.size(0), dim = k.size(3);
+  if (!dtype || !on_gpu({&k, &v, &kr, &vr}) || v.scalar_type() != k.scalar_type() ||
+      kr.scalar_type() != k.scalar_type() || vr.scalar_type() != k.scalar_type() ||
+      k.device() != kr.device() || v.device() != kr.device() || k.size(2) != 1 ||
+      v.sizes() != k.sizes() || kr.size(0) != batch || kr.size(1) != k.size(1) ||
+      !cuda::decode_append_supported(static_cast<int>(dim), static_cast<int>(parts.group_size),
+                                     static_cast<int>(parts.v_bits)))
+    return false;
+  if (values_packed) {
+    const at::Tensor &codes = parts.value_codes, &scale = parts.value_scale;
+    if (!on_gpu({&codes, &scale, &parts.value_min}) || codes.stride(3) != 1 ||
+        scale.stride(3) != 1 || parts.value_min.strides() != scale.strides())
+      return false;
+  }
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  for (int64_t b0 = 0; b0 < batch; b0 += cuda::kMaxAppendRows) {
+    const int n = static_cast<int>(std::min<int64_t>(cuda::kMaxAppendRows, batch - b0));
+    cuda::DecodeAppend a;
+    a.dtype = *dtype;
+    a.rows = n;
+    a.heads = static_cast<int>(k.size(1));
+    a.dim = static_cast<int>(dim);
+    a.group_size = static_cast<int>(parts.group_size);
+    a.bits = static_cast<int>(parts.v_bits);
+    a.tile_order = values_in_tile_order(dim);
+    a.k.data = row_pointer(k, b0);
+    copy_strides(k, a.k.stride);
+    a.v.data = row_pointer(v, b0);
+    copy_strides(v, a.v.stride);
+    a.key_residual = row_pointer(kr, b0);
+    copy_strides(kr, a.key_residual_stride);
+    a.value_residual = row_pointer(vr, b0);
+    copy_strides(vr, a.value_residual_stride);
+    a.value_slots = static_cast<int>(vr.size(2));
+    if (values_packed) {
+      a.value_codes = static_cast<int32_t*>(row_pointer(parts.value_codes, b0));
+      copy_strides(parts.value_codes, a.value_codes_stride);
+      a.value_scale = row_pointer(parts.value_scale, b0);
+      a.value_min = row_pointer(parts.value_min, b0);
+      copy_strides(parts.value_scale, a.value_scale_stride);
+    }
+    for (int r = 0; r < n; ++r) {
+      a.key_slot[r] = rows.key_slot[b0 + r];
+      a.value_slot[r] = rows.value_slot[b0 + r];
+      a.flush_position[r] = values_packed ? rows.flush_position[b0 + r] : -1;
+    }
+    raise_if(cuda::launch_decode_append(a, stream));
+  }
   return true;
 }
 

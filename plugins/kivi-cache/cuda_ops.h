@@ -24,6 +24,17 @@ bool cuda_store_keys(const at::Tensor& x, int64_t group_size, int64_t bits, at::
 bool cuda_store_values(const at::Tensor& x, int64_t group_size, int64_t bits, at::Tensor codes,
                        at::Tensor scale, at::Tensor min);
 
+// One decode step's append to every row of a layer in one launch (cuda::DecodeAppend): k, v
+// [B, H, 1, D] in the storage dtype, and per row the key residual slot of its new key (-1: the
+// row adds nothing), the value ring slot of its new value, and the value position whose
+// deferred flush goes first (-1: none). False (nothing done): the kernel cannot serve it, and
+// the caller takes the flush kernels and copies, which compute the same.
+struct DecodeAppendRows {
+  std::vector<int> key_slot, value_slot, flush_position;  // [B] each
+};
+bool cuda_decode_append(const at::Tensor& k, const at::Tensor& v, KiviParts& parts,
+                        const DecodeAppendRows& rows);
+
 // Where the packed parts of each sequence live (the kernels' BlockTable, cuda/kivi_kernels.h):
 // position p of sequence b is token p % page_tokens of page table[b][p / page_tokens], the first
 // index of every packed tensor of KiviParts (the residual windows stay per sequence). Undefined

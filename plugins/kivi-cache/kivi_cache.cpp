@@ -160,24 +160,62 @@ void KiviCache::write_value_window(Layer& s, Rows rows, int64_t p0, const at::Te
     ring.index_copy_(2, ring_slots(p0, p0 + n, slots, ring.device()), x);
 }
 
-void KiviCache::settle(Layer& s) {
+void KiviCache::settle_keys(Layer& s) {
+  if (!options_.quantize_keys()) return;
   KiviParts& p = s.parts;
-  const int64_t flush = options_.key_flush(), window = options_.residual_length;
+  const int64_t flush = options_.key_flush();
   for_rows(s, {}, [&](Rows rows) {
-    const int64_t b = rows.b0, length = s.length[b];
-    int64_t& kq = p.key_quantized[b];
-    int64_t& vq = p.value_quantized[b];
-    const int64_t new_kq = options_.quantize_keys() && length - kq >= flush ? kq + flush : kq;
-    const int64_t new_vq = options_.quantize_values() ? std::max(vq, length - window) : vq;
-    if (new_kq > kq)
-      store_keys(s, rows, kq / options_.group_size,
-                 p.key_residual.narrow(0, rows.b0, rows.n).narrow(2, 0, flush));
-    if (new_vq > vq) store_values(s, rows, vq, value_window(s, rows, vq, new_vq));
-    for (int64_t r = rows.b0; r < rows.b0 + rows.n; ++r) {
-      p.key_quantized[r] = new_kq;
-      p.value_quantized[r] = new_vq;
-    }
+    const int64_t kq = p.key_quantized[rows.b0];
+    if (s.length[rows.b0] - kq < flush) return;
+    store_keys(s, rows, kq / options_.group_size,
+               p.key_residual.narrow(0, rows.b0, rows.n).narrow(2, 0, flush));
+    for (int64_t r = rows.b0; r < rows.b0 + rows.n; ++r) p.key_quantized[r] = kq + flush;
   });
+}
+
+int64_t KiviCache::settled_values(const Layer& s, int64_t b) const {
+  const int64_t vq = s.parts.value_quantized[b];
+  return options_.quantize_values() ? std::max(vq, s.length[b] - options_.residual_length) : vq;
+}
+
+void KiviCache::settle(Layer& s) {
+  settle_keys(s);
+  KiviParts& p = s.parts;
+  for_rows(s, {}, [&](Rows rows) {
+    const int64_t vq = p.value_quantized[rows.b0], new_vq = settled_values(s, rows.b0);
+    if (new_vq == vq) return;
+    store_values(s, rows, vq, value_window(s, rows, vq, new_vq));
+    for (int64_t r = rows.b0; r < rows.b0 + rows.n; ++r) p.value_quantized[r] = new_vq;
+  });
+}
+
+bool KiviCache::fused_decode_append(Layer& s, const at::Tensor& k, const at::Tensor& v,
+                                    std::span<const int64_t> counts) {
+  if (!k.is_cuda() || k.size(2) != 1) return false;
+  KiviParts& p = s.parts;
+  const int64_t batch = geometry_.max_batch;
+  for (int64_t b = 0; b < batch; ++b)
+    if (settled_values(s, b) - p.value_quantized[b] > 1) return false;  // not a decode step's
+  settle_keys(s);  // every F steps: F keys at once, by the key flush kernel
+  DecodeAppendRows rows;
+  rows.key_slot.assign(batch, -1);
+  rows.value_slot.assign(batch, 0);
+  rows.flush_position.assign(batch, -1);
+  const int64_t slots = p.value_residual.size(2);
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t length = s.length[b], vq = p.value_quantized[b];
+    if (settled_values(s, b) > vq) rows.flush_position[b] = static_cast<int>(vq);
+    if (counts[b] == 0) continue;
+    const int64_t kq = options_.quantize_keys() ? p.key_quantized[b] : 0;
+    rows.key_slot[b] = static_cast<int>(length - kq);
+    rows.value_slot[b] = static_cast<int>(length % slots);
+  }
+  if (!cuda_decode_append(k, v, p, rows)) return false;  // settle() finishes what is left
+  for (int64_t b = 0; b < batch; ++b) {
+    if (rows.flush_position[b] >= 0) p.value_quantized[b] += 1;
+    s.length[b] += counts[b];
+  }
+  return true;
 }
 
 void KiviCache::append_rows(Layer& s, Rows rows, const at::Tensor& k, const at::Tensor& v,
@@ -242,10 +280,12 @@ void KiviCache::append(int64_t layer, const at::Tensor& k, const at::Tensor& v,
     needed.key_slots = std::max(needed.key_slots, length);
     needed.value_slots = std::max(needed.value_slots, length);
   }
-  settle(s);
+  // Growing keeps what is stored, so it may come before the flushes the last step deferred.
   ensure_capacity(s, needed);
-
   const at::Tensor keys = k.to(geometry_.dtype), values = v.to(geometry_.dtype);
+  // A decode step (one token or none per row) on the GPU: one kernel for the whole batch.
+  if (new_tokens == 1 && fused_decode_append(s, keys, values, counts)) return;
+  settle(s);
   for_rows(s, counts, [&](Rows rows) {
     const int64_t count = counts[rows.b0];
     if (count == 0) return;

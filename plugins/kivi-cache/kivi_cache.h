@@ -52,6 +52,14 @@ class KiviCache final : public KVCache {
   void ensure_capacity(Layer& s, const LayerCapacity& needed);
   // Brings every row to canonical_split(length): performs the flushes a decode step deferred.
   void settle(Layer& s);
+  void settle_keys(Layer& s);
+  // Row b's value_quantized once settled.
+  int64_t settled_values(const Layer& s, int64_t b) const;
+  // A decode step's deferred flushes and appends in one kernel (cuda_ops.h); false: not served
+  // (a CPU cache, sizes the kernel lacks, more than one value to flush), nothing but key
+  // flushes done.
+  bool fused_decode_append(Layer& s, const at::Tensor& k, const at::Tensor& v,
+                           std::span<const int64_t> counts);
   void append_rows(Layer& s, Rows rows, const at::Tensor& k, const at::Tensor& v, int64_t count);
   void truncate_row(Layer& s, int64_t b, int64_t new_length);
   // Runs fn on the whole batch if every row has the same state (and count), else row by row.

@@ -292,6 +292,62 @@ TEST_CASE("kivi value flush kernel equals the ATen quantizer", "[gpu][kivi]") {
   CHECK(largest <= 1);
 }
 
+// Decode steps on the GPU take one fused kernel per layer (the deferred value flush and both
+// window writes, cuda/decode_append.cu); on the CPU, ATen's quantizer and copies. Fed the same
+// tokens, through key flushes and a full value window, with rows of different lengths and idle
+// rows, both caches must hold the same parts.
+TEST_CASE("a GPU cache's fused decode appends store what the CPU cache stores", "[gpu][kivi]") {
+  const auto dtype = GENERATE(at::kHalf, at::kBFloat16);
+  const int64_t bits = GENERATE(2, 4, 8);
+  const int64_t dim = GENERATE(64, 128);
+  INFO(c10::toString(dtype) << " bits " << bits << " dim " << dim);
+  const std::vector<int64_t> prompts = {130, 1, 0, 257};
+  const int64_t batch = static_cast<int64_t>(prompts.size()), heads = 2;
+  CacheGeometry g;
+  g.num_layers = 1;
+  g.num_kv_heads = heads;
+  g.head_dim = dim;
+  g.max_batch = batch;
+  g.dtype = dtype;
+  KiviOptions o;
+  o.k_bits = bits;
+  o.v_bits = bits;
+  KiviCache cpu(g, o);
+  g.device = kGpu;
+  KiviCache gpu(g, o);
+  auto append = [&](const at::Tensor& k, const at::Tensor& v, const std::vector<int64_t>& n) {
+    cpu.append(0, k, v, n);
+    gpu.append(0, k.to(kGpu), v.to(kGpu), n);
+  };
+  append(test_data({batch, heads, 257, dim}, dtype, 32),
+         test_data({batch, heads, 257, dim}, dtype, 32), prompts);
+  at::manual_seed(7);
+  for (int step = 0; step < 300; ++step) {
+    std::vector<int64_t> counts(batch, 1);
+    counts[step % batch] = step % 3 == 0 ? 0 : 1;  // now and then a row sits a step out
+    append(test_data({batch, heads, 1, dim}, dtype, 32),
+           test_data({batch, heads, 1, dim}, dtype, 32), counts);
+  }
+  const CacheView cpu_view = cpu.view(0), gpu_view = gpu.view(0);
+  const KiviParts& expected = kivi_parts(cpu_view);
+  const KiviParts got = parts_on_cpu(kivi_parts(gpu_view));
+  CHECK(cpu_view.lengths == gpu_view.lengths);
+  CHECK(got.key_quantized == expected.key_quantized);
+  CHECK(got.value_quantized == expected.value_quantized);
+  CHECK(at::equal(got.key_residual, expected.key_residual));
+  CHECK(at::equal(got.value_residual, expected.value_residual));
+  CHECK(at::equal(got.key_scale, expected.key_scale));
+  CHECK(at::equal(got.key_min, expected.key_min));
+  CHECK(at::equal(got.value_scale, expected.value_scale));
+  CHECK(at::equal(got.value_min, expected.value_min));
+  for (auto [a, b] : {std::pair{&got.key_codes, &expected.key_codes},
+                      std::pair{&got.value_codes, &expected.value_codes}}) {
+    const auto [fraction, largest] = code_mismatch(*a, *b, bits);
+    CHECK(fraction <= 1e-3);  // a value on a rounding boundary may land one code over
+    CHECK(largest <= 1);
+  }
+}
+
 TEST_CASE("fused decode attention: every bit width, head_dim and GQA ratio", "[gpu][kivi]") {
   const auto dtype = GENERATE(at::kHalf, at::kBFloat16);
   double worst_blocked = 0, worst_exact = 0, worst_cores = 0;

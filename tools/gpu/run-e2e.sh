@@ -13,6 +13,8 @@
 # E2E_BATCHES, E2E_CONTEXTS, E2E_CACHES (e.g. "bf16 kivi:2") narrow the grid; E2E_PARTS picks
 # among "grid sweep nographs fit" (all by default); E2E_JSON names the JSON (default e2e.json);
 # E2E_MODEL swaps in another model folder (a quick check of the script on a small model).
+# E2E_PROFILE=1 adds one profiled run per case ([bench] profile: the top kernels per step, the
+# device's busy share and idle gaps, in the log) with its Chrome trace at $OUT/trace-<case>.json.
 set -uo pipefail
 build=${KIVI_GPU_BUILD:-build-gpu}
 logs=${OUT:-gpu-logs}
@@ -38,7 +40,10 @@ case_run() {
       printf '[attention]\nbackend = "sdpa"\n'
     fi
     printf '[bench]\nbatch = %s\nprompt_tokens = %s\ndecode_tokens = %s\nfill = "random"\n' "$batch" "$context" "$decode"
-    printf 'warmup = 1\nrepeats = 2\nfind_max_batch = %s\n[output]\njson = "%s"\n' "$fit" "$json"
+    printf 'warmup = 1\nrepeats = 2\nfind_max_batch = %s\n' "$fit"
+    [ "${E2E_PROFILE:-0}" = 1 ] && [ "$fit" = false ] &&
+      printf 'profile = true\ntrace = "%s"\n' "$logs/trace-${cache/:/}-${batch}x${context}.json"
+    printf '[output]\njson = "%s"\n' "$json"
   } > "$work/bench.toml"
   echo "==> cache $cache, batch $batch, context $context, cuda_graphs $graphs, find_max_batch $fit" >> "$logs/e2e.txt"
   if ! "$build/bin/kivi-host" --config "$work/bench.toml" > "$work/case.log" 2>&1; then

@@ -56,6 +56,41 @@ bool key_flush_supported(int dim, int group_size, int bits);
 std::string launch_key_flush(const KeyFlush& args, cudaStream_t stream);
 std::string launch_value_flush(const ValueFlush& args, cudaStream_t stream);
 
+// ---- A decode step's append, in one launch -------------------------------------------------
+
+// Rows of one append launch; a larger batch is launched in slices of this many rows.
+inline constexpr int kMaxAppendRows = 128;
+
+// One new token per row (k, v [rows, H, 1, D]) into the windows, and the value flush the last
+// step deferred (KiviCache's deferred flush: position flush_position[r] leaves the value ring
+// for the packed values), for every row of a layer at once. What the separate flush kernel and
+// two copies did, per row state, in one kernel: the flush reads its ring slot before the new
+// value is written, since with a ring of R + 1 slots the two are the same slot. Key flushes (F
+// tokens at once, every F steps) stay with launch_key_flush.
+struct DecodeAppend {
+  DType dtype = DType::kHalf;
+  int rows = 0, heads = 0, dim = 0;
+  int group_size = 32, bits = 2;  // of the values; bits 16: values are not quantized
+  bool tile_order = true;
+  Strided4 k, v;                 // at row 0 of the launch
+  void* key_residual = nullptr;  // [rows, H, slots, D] at row 0
+  int64_t key_residual_stride[4] = {0, 0, 0, 0};
+  void* value_residual = nullptr;  // [rows, H, value_slots, D] at row 0
+  int64_t value_residual_stride[4] = {0, 0, 0, 0};
+  int value_slots = 1;
+  int32_t* value_codes = nullptr;  // [rows, H, T, D * bits / 32] at row 0
+  int64_t value_codes_stride[3] = {0, 0, 0};
+  void* value_scale = nullptr;  // [rows, H, T, D / G] at row 0
+  void* value_min = nullptr;
+  int64_t value_scale_stride[3] = {0, 0, 0};  // shared by scale and min
+  int key_slot[kMaxAppendRows];               // key residual slot of the new key; -1: no new token
+  int value_slot[kMaxAppendRows];             // value residual slot of the new value
+  int flush_position[kMaxAppendRows];         // value position to quantize first; -1: none
+};
+// Whether launch_decode_append serves these sizes (else the caller takes the separate ops).
+bool decode_append_supported(int dim, int group_size, int bits);
+std::string launch_decode_append(const DecodeAppend& args, cudaStream_t stream);
+
 // ---- Where a row's packed tokens live ---------------------------------------------------------
 
 // Tokens per page of the identity table: a whole row.
