@@ -41,6 +41,9 @@ namespace kivi::kivi_cache::cuda {
 #define KIVI_DECODE_MIN_BLOCKS 1
 #endif
 
+// Packed tiles a warp attends before it issues its early tail tile's copies (see the kernel).
+inline constexpr int kTailIssueDelay = 2;
+
 // One tile's packed data in shared memory (byte offsets): the 32 tokens' key codes in tile order
 // [32 lanes][DIM * KB / 32 words], the key group's scale and min [DIM], the value codes
 // [32 tokens][DIM * VB / 32 words], the tokens' value scales and mins [32][DIM / group].
@@ -437,20 +440,25 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
   for (int k = 0; k + 1 < Stage::kStages; ++k) issue(k);
   copy_async_wait<Stage::kStages - 1>();  // the queries' group is the oldest
   __syncthreads();
-  // With room of its own (Stage::kTailApart), the warp's first tail tile is copied now, under
-  // its packed tiles, and attended after them without another round trip. (Issuing these
-  // copies takes the last split's warps ~2.6 us at batch 16 x 4K, before or after the wait
-  // above: the phase timer's p1 comes after them. Spreading them over the first iterations is
-  // the next thing to try.)
+  // With room of its own (Stage::kTailApart), the warp's first tail tile is copied under its
+  // packed tiles and attended after them without another round trip. Its copies go out a few
+  // tiles into the loop (tail_issue_k), not with the prologue: a tail tile is ~16 KB of rows
+  // against ~3 KB per packed tile, and issued while every block's prologue loads were in
+  // flight they held the last split's warps ~2.5 us (phase timer p1 at batch 16 x 4K, 8 x 8K)
+  // while the DRAM queue drained; a few tiles later the loop leaves bandwidth to spare.
   unsigned char* tail_smem = stages + Stage::kTailOffset;
   TailValueParams<DIM> tail_params;
-  // The warp's first tile past its packed ones (tiles tile_begin + warp + 4k).
-  const int first_tail =
-      tile_begin + warp + kDecodeWarps * max(0, (tile_end - tile_begin - warp + 3) / kDecodeWarps);
+  // The warp's packed tiles, and its first tile past them (tiles tile_begin + warp + 4k).
+  const int packed_tiles = max(0, (tile_end - tile_begin - warp + 3) / kDecodeWarps);
+  const int first_tail = tile_begin + warp + kDecodeWarps * packed_tiles;
   const bool early_tail = Stage::kTailApart && first_tail < range_end;
-  if (early_tail)
+  // Issued in iteration tail_issue_k, after that iteration's packed copies (or after the loop
+  // when the warp has no packed tile); at least one packed tile after it hides its latency.
+  const int tail_issue_k = max(0, min(kTailIssueDelay, packed_tiles - 2));
+  auto issue_early_tail = [&] {
     issue_tail_tile<T, DIM, KB, VB>(
         row, first_tail * kTile, min(length, first_tail * kTile + kTile), tail_smem, tail_params);
+  };
   stamp(1);
   // This lane's B fragments of the queries (and the bias MMA's): head g, channels 16 kt + 2c,
   // +1 and + 8.
@@ -466,9 +474,11 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
   int tile = tile_begin + warp;
   for (int k = 0; tile < tile_end; tile += kDecodeWarps, ++k) {
     issue(k + Stage::kStages - 1);  // later tiles' copies overlap this tile's work
+    if (early_tail && k == tail_issue_k) issue_early_tail();
     // Tile k's group is complete once only the groups after it are pending: the next
-    // kStages - 1 tiles', and the early tail's while it comes after tile k's (k < kStages - 1).
-    if (early_tail && k + 1 < Stage::kStages)
+    // kStages - 1 tiles', and the early tail's once issued, while it comes after tile k's (its
+    // group follows tile tail_issue_k + kStages - 1's).
+    if (early_tail && k >= tail_issue_k && k <= tail_issue_k + Stage::kStages - 1)
       copy_async_wait<Stage::kStages>();
     else
       copy_async_wait<Stage::kStages - 1>();
@@ -480,6 +490,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
     packed_tile_output<T, DIM, KB, VB>(stage, group, group_log2, p, o, o_min);
     __syncwarp();  // the stage is refilled kStages - 1 tiles later
   }
+  if (early_tail && packed_tiles == 0) issue_early_tail();  // (no loop iteration issued it)
   copy_async_wait<0>();
   __syncwarp();  // the warp's stages are free for the rest of its share of the tail
   if (early_tail) {
