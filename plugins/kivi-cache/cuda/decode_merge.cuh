@@ -29,49 +29,22 @@ struct DecodeStamp {
   }
 };
 
-// The outputs of the block's query heads (rep * DIM elements; thread i takes i, i + blockDim.x,
-// ...): the splits' partials (written by other blocks: read through L2) weighted by
-// weights_s[r][s] / total_s[r]. Each round loads kRoundSplits splits of every element the thread
-// takes at once (up to 64 loads in flight): at batch 1 x 4K (32 splits, 4 elements per thread)
-// eight loads at a time per element took 16 dependent round trips, ~4 us of a 12 us call.
-inline constexpr int kRoundSplits = 8;
-template <class T, int DIM>
-__device__ __forceinline__ void combine_partials(const DecodeAttention& a, const float* acc, int b,
-                                                 int h, int rep, const float* weights_s,
-                                                 const float* total_s) {
-  constexpr int kThreads = kDecodeWarps * 32, kMost = 8 * DIM / kThreads;  // elements a thread
-  const int elements = rep * DIM, splits = a.splits;
-  float sum[kMost];
+// The output of one query head's channel d: the splits' partials (written by other blocks: read
+// through L2) weighted by weights_s[s] / total. Eight loads in flight at a time.
+__device__ __forceinline__ float combine_partials(const float* acc, int splits, int dim, int d,
+                                                  const float* weights_s, float total) {
+  float out[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  int s = 0;
+  for (; s + 8 <= splits; s += 8) {
+    float x[8];
 #pragma unroll
-  for (int e = 0; e < kMost; ++e) sum[e] = 0.0f;
-  for (int s0 = 0; s0 < splits; s0 += kRoundSplits) {
-    float x[kMost][kRoundSplits];
+    for (int u = 0; u < 8; ++u) x[u] = __ldcg(acc + int64_t{s + u} * dim + d);
 #pragma unroll
-    for (int e = 0; e < kMost; ++e) {
-      const int i = threadIdx.x + e * kThreads, r = i / DIM, d = i % DIM;
-      const float* partial = acc + (int64_t{b} * a.q_heads + h * rep + r) * splits * DIM + d;
-#pragma unroll
-      for (int u = 0; u < kRoundSplits; ++u)
-        x[e][u] = i < elements && s0 + u < splits ? __ldcg(partial + int64_t{s0 + u} * DIM) : 0.0f;
-    }
-#pragma unroll
-    for (int e = 0; e < kMost; ++e) {
-      const int i = threadIdx.x + e * kThreads, r = min(i / DIM, 7);
-#pragma unroll
-      for (int u = 0; u < kRoundSplits; ++u)
-        if (s0 + u < splits) sum[e] = fmaf(x[e][u], weights_s[r * splits + s0 + u], sum[e]);
-    }
+    for (int u = 0; u < 8; ++u) out[u % 4] = fmaf(x[u], weights_s[s + u], out[u % 4]);
   }
-  T* out = static_cast<T*>(a.out);
-#pragma unroll
-  for (int e = 0; e < kMost; ++e) {
-    const int i = threadIdx.x + e * kThreads, r = i / DIM, d = i % DIM;
-    if (i >= elements) continue;
-    const float total = total_s[r];
-    const int64_t head = int64_t{b} * a.q_heads + h * rep + r;
-    // an idle row (no visible token) outputs zeros
-    out[head * DIM + d] = from_float<T>(total > 0.0f ? sum[e] / total : 0.0f);
-  }
+  for (; s < splits; ++s) out[0] = fmaf(__ldcg(acc + int64_t{s} * dim + d), weights_s[s], out[0]);
+  const float sum = (out[0] + out[1]) + (out[2] + out[3]);
+  return total > 0.0f ? sum / total : 0.0f;  // an idle row (no visible token) outputs zeros
 }
 
 // One output element from the states of n <= N splits: their maxima m (base 2), sums l and
@@ -257,7 +230,12 @@ __device__ void merge_and_finish(const DecodeAttention& a, int b, int h, int rep
     if (lane == 0) total_s[r] = total;
   }
   __syncthreads();
-  combine_partials<T, DIM>(a, ws.acc, b, h, rep, weights_s, total_s);
+  for (int i = threadIdx.x; i < rep * DIM; i += blockDim.x) {
+    const int r = i / DIM, d = i % DIM;
+    const int64_t head = int64_t{b} * a.q_heads + h * rep + r;
+    out[head * DIM + d] = from_float<T>(combine_partials(
+        ws.acc + head * a.splits * DIM, a.splits, DIM, d, weights_s + r * a.splits, total_s[r]));
+  }
   stamp(5);
 }
 
