@@ -4,8 +4,9 @@
 //
 // Before this kernel a step cost a value flush kernel and two strided copies per layer. At batch
 // 1 the flush alone took 7.4 us per layer on the H200 (Kineto, Llama-3.1-8B shapes, 4K context):
-// its lanes read a group's 32 channels one dependent global load after another. Here the token
-// is read once, coalesced, into shared memory, and the min/max and packing read it there.
+// its lanes read a group's 32 channels one dependent global load after another, and 8 lanes
+// packed 16 codes each. Here every load goes out at once (one round trip), groups reduce across
+// lanes, and all 32 lanes quantize the row's codes.
 #include <cmath>
 
 #include "quant_math.cuh"
@@ -19,6 +20,7 @@ constexpr int kMostAppendGroups = 64;  // head_dim / group_size
 
 template <class T>
 __global__ void decode_append_kernel(DecodeAppend a) {
+  constexpr int kMostPerLane = kMostAppendDim / 32;
   __shared__ float token[kAppendWarps][kMostAppendDim];  // the value being quantized, as float
   __shared__ GroupQuant params[kAppendWarps][kMostAppendGroups];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -26,69 +28,119 @@ __global__ void decode_append_kernel(DecodeAppend a) {
   if (item >= a.rows * a.heads) return;
   const int r = item / a.heads, h = item % a.heads;
   const int key_slot = a.key_slot[r], flush = a.flush_position[r];
-  const bool quantize = a.bits < 16 && flush >= 0;
-  const int per_lane = a.dim / 32;
-  const int64_t* vs = a.value_residual_stride;
+  const bool quantize = a.bits < 16 && flush >= 0, append = key_slot >= 0;
+  const int per_lane = a.dim / 32;  // channels lane + 32 i of the row: a power of two
+  const int64_t *vs = a.value_residual_stride, *ks = a.k.stride, *vis = a.v.stride,
+                *rs = a.key_residual_stride;
   T* ring = static_cast<T*>(a.value_residual) + r * vs[0] + h * vs[1];
+  const T* leaving = ring + int64_t{flush % a.value_slots} * vs[2];
+  const T* k = static_cast<const T*>(a.k.data) + r * ks[0] + h * ks[1];
+  const T* v = static_cast<const T*>(a.v.data) + r * vis[0] + h * vis[1];
 
-  // The value leaving the window, read before the new value may take its slot (same thread,
-  // same element: program order keeps the load first).
-  if (quantize) {
-    const T* x = ring + int64_t{flush % a.value_slots} * vs[2];
-    for (int i = 0; i < per_lane; ++i) {
-      const int d = lane + 32 * i;
-      token[warp][d] = to_float(x[d * vs[3]]);
+  // Every load first, then every store: one round trip. The value leaving the window is read
+  // before the new value may take its slot (same thread, same element: program order keeps the
+  // load first). (Loads in a loop with a store in between took a round trip each: 9.3 us.)
+  float x[kMostPerLane];
+  T new_k[kMostPerLane], new_v[kMostPerLane];
+#pragma unroll
+  for (int i = 0; i < kMostPerLane; ++i) {
+    const int d = lane + 32 * i;
+    if (i < per_lane && quantize) x[i] = to_float(leaving[d * vs[3]]);
+    if (i < per_lane && append) {
+      new_k[i] = k[d * ks[3]];
+      new_v[i] = v[d * vis[3]];
     }
   }
-  if (key_slot >= 0) {
-    const int64_t *ks = a.k.stride, *vis = a.v.stride, *rs = a.key_residual_stride;
-    const T* k = static_cast<const T*>(a.k.data) + r * ks[0] + h * ks[1];
-    const T* v = static_cast<const T*>(a.v.data) + r * vis[0] + h * vis[1];
-    T* key_out = static_cast<T*>(a.key_residual) + r * rs[0] + h * rs[1] + key_slot * rs[2];
-    T* value_out = ring + int64_t{a.value_slot[r]} * vs[2];
-    for (int i = 0; i < per_lane; ++i) {
-      const int d = lane + 32 * i;
-      key_out[d * rs[3]] = k[d * ks[3]];
-      value_out[d * vs[3]] = v[d * vis[3]];
+  T* key_out = static_cast<T*>(a.key_residual) + r * rs[0] + h * rs[1] + int64_t{key_slot} * rs[2];
+  T* value_out = ring + int64_t{a.value_slot[r]} * vs[2];
+#pragma unroll
+  for (int i = 0; i < kMostPerLane; ++i) {
+    const int d = lane + 32 * i;
+    if (i < per_lane && append) {
+      key_out[d * rs[3]] = new_k[i];
+      value_out[d * vs[3]] = new_v[i];
     }
+    if (i < per_lane && quantize) token[warp][d] = x[i];
   }
   if (!quantize) return;
   __syncwarp();
 
-  // Per channel group: min, max and the quantizer's parameters (as value_flush_kernel).
+  // Per channel group: min, max and the quantizer's parameters (as value_flush_kernel). Groups
+  // of whole warps' worth of channels (G a multiple of 32) reduce across lanes; others in a loop.
   const int groups = a.dim / a.group_size;
+  float lo = INFINITY, hi = -INFINITY;  // of group `lane`
+  if (a.group_size % 32 == 0) {
+    float lo_i[kMostPerLane], hi_i[kMostPerLane];
+#pragma unroll
+    for (int i = 0; i < kMostPerLane; ++i) lo_i[i] = hi_i[i] = i < per_lane ? x[i] : 0.0f;
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2)
+#pragma unroll
+      for (int i = 0; i < kMostPerLane; ++i) {
+        lo_i[i] = fminf(lo_i[i], __shfl_xor_sync(0xffffffffu, lo_i[i], offset));
+        hi_i[i] = fmaxf(hi_i[i], __shfl_xor_sync(0xffffffffu, hi_i[i], offset));
+      }
+    const int per_group = a.group_size / 32;  // channel rows i of one group
+#pragma unroll
+    for (int i = 0; i < kMostPerLane; ++i)
+      if (i < per_lane && i / per_group == lane) {
+        lo = fminf(lo, lo_i[i]);
+        hi = fmaxf(hi, hi_i[i]);
+      }
+  } else if (lane < groups) {
+    for (int j = 0; j < a.group_size; ++j) {
+      const float value = token[warp][lane * a.group_size + j];
+      lo = fminf(lo, value);
+      hi = fmaxf(hi, value);
+    }
+  }
   const int64_t* ss = a.value_scale_stride;
   const int64_t at = r * ss[0] + h * ss[1] + int64_t{flush} * ss[2];
-  for (int c = lane; c < groups; c += 32) {
-    float lo = INFINITY, hi = -INFINITY;
-    for (int j = 0; j < a.group_size; ++j) {
-      const float x = token[warp][c * a.group_size + j];
-      lo = fminf(lo, x);
-      hi = fmaxf(hi, x);
-    }
+  if (lane < groups) {
     const GroupQuant q = group_quant<T>(lo, hi, a.bits);
-    params[warp][c] = q;
-    static_cast<T*>(a.value_scale)[at + c] = from_float<T>(q.scale);
-    static_cast<T*>(a.value_min)[at + c] = from_float<T>(q.min);
+    params[warp][lane] = q;
+    static_cast<T*>(a.value_scale)[at + lane] = from_float<T>(q.scale);
+    static_cast<T*>(a.value_min)[at + lane] = from_float<T>(q.min);
   }
   __syncwarp();
-  const int per_word = 32 / a.bits, words = a.dim * a.bits / 32;
+
+  // Codes j = per_lane * lane + [0, per_lane) of the row, by every lane; lanes that share a word
+  // OR their parts together (per_lane and the codes per word are powers of two).
+  const int per_word = 32 / a.bits;
   const int64_t* cs = a.value_codes_stride;
   int32_t* out = a.value_codes + r * cs[0] + h * cs[1] + int64_t{flush} * cs[2];
-  for (int w = lane; w < words; w += 32) {
-    uint32_t word = 0;
-    for (int j = 0; j < per_word; ++j) {
-      const int d = value_channel(w * per_word + j, a.dim, a.tile_order);
-      word |= quant_code<T>(token[warp][d], params[warp][d / a.group_size]) << (j * a.bits);
-    }
-    out[w] = static_cast<int32_t>(word);
+  uint32_t part[kMostPerLane];  // per word the lane's codes touch
+#pragma unroll
+  for (int i = 0; i < kMostPerLane; ++i) part[i] = 0;
+#pragma unroll
+  for (int i = 0; i < kMostPerLane; ++i) {
+    if (i >= per_lane) continue;
+    const int j = per_lane * lane + i, d = value_channel(j, a.dim, a.tile_order);
+    const uint32_t code = quant_code<T>(token[warp][d], params[warp][d / a.group_size]);
+    const int word = i / per_word;  // of the lane's words (0 unless per_lane > per_word)
+#pragma unroll
+    for (int w = 0; w < kMostPerLane; ++w)  // (a constant index keeps part in registers)
+      if (w == word) part[w] |= code << ((j % per_word) * a.bits);
+  }
+  if (per_lane <= per_word) {
+    const int lanes_per_word = per_word / per_lane;
+    uint32_t word = part[0];
+    for (int offset = 1; offset < lanes_per_word; offset *= 2)
+      word |= __shfl_xor_sync(0xffffffffu, word, offset);
+    if (lane % lanes_per_word == 0) out[lane / lanes_per_word] = static_cast<int32_t>(word);
+  } else {
+    const int words_per_lane = per_lane / per_word;
+#pragma unroll
+    for (int w = 0; w < kMostPerLane; ++w)
+      if (w < words_per_lane) out[lane * words_per_lane + w] = static_cast<int32_t>(part[w]);
   }
 }
 
 }  // namespace
 
 bool decode_append_supported(int dim, int group_size, int bits) {
-  if (dim <= 0 || dim % 32 != 0 || dim > kMostAppendDim) return false;
+  // 32, 64, 128 or 256 channels: a power of two per lane
+  if (dim != 32 && dim != 64 && dim != 128 && dim != 256) return false;
   if (bits >= 16) return true;
   return (bits == 2 || bits == 4 || bits == 8) && group_size > 0 && dim % group_size == 0 &&
          group_size % (32 / bits) == 0 && dim / group_size <= kMostAppendGroups;
@@ -98,7 +150,7 @@ std::string launch_decode_append(const DecodeAppend& args, cudaStream_t stream) 
   if (!decode_append_supported(args.dim, args.group_size, args.bits))
     return "kivi decode append: head_dim " + std::to_string(args.dim) + ", group_size " +
            std::to_string(args.group_size) + " at " + std::to_string(args.bits) +
-           " bits: expected head_dim a multiple of 32 up to 256 and whole groups of whole words";
+           " bits: expected head_dim 32, 64, 128 or 256 and whole groups of whole words";
   if (args.rows < 0 || args.rows > kMaxAppendRows)
     return "kivi decode append: " + std::to_string(args.rows) + " rows, expected at most " +
            std::to_string(kMaxAppendRows);
