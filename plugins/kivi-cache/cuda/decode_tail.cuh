@@ -222,20 +222,9 @@ __device__ __forceinline__ void issue_tail_copies(const RowView<T>& row, int t0,
         key_rows, t0, t1, [](int) { return true; },
         [&](int p) { return row.key_res + int64_t{p - row.kq} * DIM; });
   }
-  // Ring slots from one division per tile (a division by a runtime value is ~20 instructions,
-  // and a lane copies 16 rows): t0's slot plus p - t0, wrapped once when the ring is at least a
-  // tile long (R >= 31), else by the division.
-  const int slot0 = t0 % row.value_slots;
   copy_tail_rows<DIM>(
       value_rows, t0, t1, [&](int p) { return p >= row.vq; },
-      [&](int p) {
-        int slot = slot0 + (p - t0);
-        if (row.value_slots >= kTile)
-          slot -= slot >= row.value_slots ? row.value_slots : 0;
-        else
-          slot %= row.value_slots;
-        return row.value_res + int64_t{slot} * DIM;
-      });
+      [&](int p) { return row.value_res + int64_t{p % row.value_slots} * DIM; });
   // Packed value rows: lane r copies its row's codes into the row's first bytes (its own
   // dequantization overwrites them later) and loads its scales and minima.
   const int p = t0 + lane;
