@@ -15,8 +15,8 @@ namespace kivi::kivi_cache::cuda {
 namespace {
 
 constexpr int kAppendWarps = 4;
-constexpr int kMostAppendDim = 256;    // head_dim: 8 channels per lane at most
-constexpr int kMostAppendGroups = 64;  // head_dim / group_size
+constexpr int kMostAppendDim = 256;                     // head_dim: 8 channels per lane at most
+constexpr int kMostAppendGroups = kMostAppendDim / 32;  // head_dim / group_size
 
 template <class T>
 __global__ void decode_append_kernel(DecodeAppend a) {
@@ -65,35 +65,26 @@ __global__ void decode_append_kernel(DecodeAppend a) {
   if (!quantize) return;
   __syncwarp();
 
-  // Per channel group: min, max and the quantizer's parameters (as value_flush_kernel). Groups
-  // of whole warps' worth of channels (G a multiple of 32) reduce across lanes; others in a loop.
-  const int groups = a.dim / a.group_size;
-  float lo = INFINITY, hi = -INFINITY;  // of group `lane`
-  if (a.group_size % 32 == 0) {
-    float lo_i[kMostPerLane], hi_i[kMostPerLane];
+  // Per channel group: min, max and the quantizer's parameters (as value_flush_kernel). A group
+  // is whole rows i of channels lane + 32 i (G a multiple of 32): a reduction across lanes.
+  const int groups = a.dim / a.group_size, per_group = a.group_size / 32;
+  float lo_i[kMostPerLane], hi_i[kMostPerLane];
 #pragma unroll
-    for (int i = 0; i < kMostPerLane; ++i) lo_i[i] = hi_i[i] = i < per_lane ? x[i] : 0.0f;
+  for (int i = 0; i < kMostPerLane; ++i) lo_i[i] = hi_i[i] = i < per_lane ? x[i] : 0.0f;
 #pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2)
+  for (int offset = 16; offset > 0; offset /= 2)
 #pragma unroll
-      for (int i = 0; i < kMostPerLane; ++i) {
-        lo_i[i] = fminf(lo_i[i], __shfl_xor_sync(0xffffffffu, lo_i[i], offset));
-        hi_i[i] = fmaxf(hi_i[i], __shfl_xor_sync(0xffffffffu, hi_i[i], offset));
-      }
-    const int per_group = a.group_size / 32;  // channel rows i of one group
-#pragma unroll
-    for (int i = 0; i < kMostPerLane; ++i)
-      if (i < per_lane && i / per_group == lane) {
-        lo = fminf(lo, lo_i[i]);
-        hi = fmaxf(hi, hi_i[i]);
-      }
-  } else if (lane < groups) {
-    for (int j = 0; j < a.group_size; ++j) {
-      const float value = token[warp][lane * a.group_size + j];
-      lo = fminf(lo, value);
-      hi = fmaxf(hi, value);
+    for (int i = 0; i < kMostPerLane; ++i) {
+      lo_i[i] = fminf(lo_i[i], __shfl_xor_sync(0xffffffffu, lo_i[i], offset));
+      hi_i[i] = fmaxf(hi_i[i], __shfl_xor_sync(0xffffffffu, hi_i[i], offset));
     }
-  }
+  float lo = INFINITY, hi = -INFINITY;  // of group `lane`
+#pragma unroll
+  for (int i = 0; i < kMostPerLane; ++i)
+    if (i < per_lane && i / per_group == lane) {
+      lo = fminf(lo, lo_i[i]);
+      hi = fmaxf(hi, hi_i[i]);
+    }
   const int64_t* ss = a.value_scale_stride;
   const int64_t at = r * ss[0] + h * ss[1] + int64_t{flush} * ss[2];
   if (lane < groups) {
@@ -142,15 +133,16 @@ bool decode_append_supported(int dim, int group_size, int bits) {
   // 32, 64, 128 or 256 channels: a power of two per lane
   if (dim != 32 && dim != 64 && dim != 128 && dim != 256) return false;
   if (bits >= 16) return true;
-  return (bits == 2 || bits == 4 || bits == 8) && group_size > 0 && dim % group_size == 0 &&
-         group_size % (32 / bits) == 0 && dim / group_size <= kMostAppendGroups;
+  // Groups of whole rows of 32 channels (other group sizes take the flush kernel and copies).
+  return (bits == 2 || bits == 4 || bits == 8) && group_size > 0 && group_size % 32 == 0 &&
+         dim % group_size == 0;
 }
 
 std::string launch_decode_append(const DecodeAppend& args, cudaStream_t stream) {
   if (!decode_append_supported(args.dim, args.group_size, args.bits))
     return "kivi decode append: head_dim " + std::to_string(args.dim) + ", group_size " +
            std::to_string(args.group_size) + " at " + std::to_string(args.bits) +
-           " bits: expected head_dim 32, 64, 128 or 256 and whole groups of whole words";
+           " bits: expected head_dim 32, 64, 128 or 256 and groups of a multiple of 32 channels";
   if (args.rows < 0 || args.rows > kMaxAppendRows)
     return "kivi decode append: " + std::to_string(args.rows) + " rows, expected at most " +
            std::to_string(kMaxAppendRows);
