@@ -293,42 +293,39 @@ __device__ __noinline__ void dequantize_tail_row(T* value_rows, int group_log2,
 
 // Scores over residual key rows staged by issue_tail_copies, transposed: A = K (tokens 16 mt +
 // g, + 8; channels 16 kt + 2c, +1 and + 8), B = the queries (q_frag: head g, same channels).
+// Lane 8j + i addresses row i of A's matrix j: token 16 mt + 8 (j % 2) + i, channels from
+// 16 kt + 8 (j / 2).
 template <class T, int DIM>
 __device__ __forceinline__ void row_tile_scores(const T* key_rows, const uint32_t (*q_frag)[2],
                                                 float (&acc)[2][4]) {
   constexpr int KT = DIM / 16;
-  const int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
-  auto pair_at = [&](int r, int d) {
-    return *reinterpret_cast<const uint32_t*>(key_rows + tail_row_offset<DIM>(r, d));
-  };
+  const int lane = threadIdx.x % 32, i = lane % 8, j = lane / 8;
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-    for (int i = 0; i < 4; ++i) acc[mt][i] = 0.0f;
+    for (int e = 0; e < 4; ++e) acc[mt][e] = 0.0f;
 #pragma unroll
   for (int kt = 0; kt < KT; ++kt)
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt) {
-      const int r = 16 * mt + g, d = 16 * kt + 2 * c;
-      mma_16816<T>(acc[mt], pair_at(r, d), pair_at(r + 8, d), pair_at(r, d + 8),
-                   pair_at(r + 8, d + 8), q_frag[kt][0], q_frag[kt][1]);
+      uint32_t a[4];
+      load_matrices<false>(
+          key_rows + tail_row_offset<DIM>(16 * mt + 8 * (j % 2) + i, 16 * kt + 8 * (j / 2)), a);
+      mma_16816<T>(acc[mt], a[0], a[1], a[2], a[3], q_frag[kt][0], q_frag[kt][1]);
     }
 }
 
 // o += P V over the value rows staged (and dequantized) for the tail tile, transposed: A = V^T
-// (channels 16 mt + g, + 8; tokens 16 kt + 2c, +1 and + 8), B = P^T (transposed_probs). bf16:
-// P is its rounding plus the remainder, two MMAs (P's 8-bit mantissa alone costs too much).
+// (channels 16 mt + g, + 8; tokens 16 kt + 2c, +1 and + 8), B = P^T (transposed_probs). A's
+// matrices are V's 8 x 8 blocks loaded transposed: lane 8j + i addresses token 16 kt +
+// 8 (j / 2) + i, channels from 16 mt + 8 (j % 2). bf16: P is its rounding plus the remainder,
+// two MMAs (P's 8-bit mantissa alone costs too much).
 template <class T, int DIM>
 __device__ __forceinline__ void row_tile_output(const T* value_rows, const float (&p)[2][4],
                                                 float (&o)[DIM / 16][4]) {
   constexpr int MT = DIM / 16;
   constexpr bool kSplitP = !std::is_same_v<T, __half>;
-  const int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
-  const uint16_t* rows = reinterpret_cast<const uint16_t*>(value_rows);
-  auto pair_at = [&](int t, int d) {  // (V[t][d], V[t + 1][d])
-    return uint32_t(rows[tail_row_offset<DIM>(t, d)]) |
-           (uint32_t(rows[tail_row_offset<DIM>(t + 1, d)]) << 16);
-  };
+  const int lane = threadIdx.x % 32, i = lane % 8, j = lane / 8;
 #pragma unroll
   for (int kt = 0; kt < 2; ++kt) {
     uint32_t b0, b1, lo0 = 0u, lo1 = 0u;
@@ -343,14 +340,13 @@ __device__ __forceinline__ void row_tile_output(const T* value_rows, const float
       rest[3] = p[kt][3] - h23.y;
       transposed_probs<T>(rest, 1.0f, 1.0f, lo0, lo1);
     }
-    const int t = 16 * kt + 2 * c;
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
-      const int d = 16 * mt + g;
-      const uint32_t a0 = pair_at(t, d), a1 = pair_at(t, d + 8), a2 = pair_at(t + 8, d),
-                     a3 = pair_at(t + 8, d + 8);
-      mma_16816<T>(o[mt], a0, a1, a2, a3, b0, b1);
-      if constexpr (kSplitP) mma_16816<T>(o[mt], a0, a1, a2, a3, lo0, lo1);
+      uint32_t a[4];
+      load_matrices<true>(
+          value_rows + tail_row_offset<DIM>(16 * kt + 8 * (j / 2) + i, 16 * mt + 8 * (j % 2)), a);
+      mma_16816<T>(o[mt], a[0], a[1], a[2], a[3], b0, b1);
+      if constexpr (kSplitP) mma_16816<T>(o[mt], a[0], a[1], a[2], a[3], lo0, lo1);
     }
   }
 }
