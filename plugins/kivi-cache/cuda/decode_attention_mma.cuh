@@ -538,7 +538,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, KIVI_DECODE_MIN_BLOCKS)
   }
   __syncthreads();
 
-  merge_and_finish<T, DIM>(a, b, h, rep, split, kDecodeWarps, max_s, sum_s, acc_all, stamp);
+  merge_and_finish<T, DIM>(a, b, h, rep, split, max_s, sum_s, acc_all, stamp);
 }
 
 // Resident blocks per multiprocessor of this instantiation (for choosing the splits).
