@@ -113,11 +113,11 @@ struct BlockTable {
 
 // Rows of one launch; a larger batch is launched in slices of this many rows.
 inline constexpr int kMaxDecodeRows = 64;
-// Splits per (row, kv head): the tensor-core kernel's last block keeps their weights in its
-// shared memory.
 // Up to this many splits form a thread-block cluster (DecodeAttention::cluster_splits). Two:
 // clusters of four left slots that no cluster fit (batch 8 x 8K: 62.0 against 38.9 us).
 inline constexpr int kClusterSplits = 2;
+// Splits per (row, kv head): the tensor-core kernel's last block keeps their weights in its
+// shared memory.
 inline constexpr int kMostDecodeSplits = 512;
 
 // One new query token per row attending over everything the row holds: positions [0, kq) from
