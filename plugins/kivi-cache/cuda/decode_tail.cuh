@@ -175,6 +175,38 @@ __device__ __forceinline__ void copy_tail_rows(T* rows_s, int t0, int t1, Wanted
   }
 }
 
+// The common case of copy_tail_rows, a whole tile of rows all wanted, without its per-row tests
+// and divisions (the generic loop cost ~50 instructions per value row, a ring slot being a
+// division, so issuing one tile's copies cost more than attending a packed tile): the rows of a
+// lane are every kRowStep-th from its first, so their sources advance by a constant, and a
+// ring's slot by kRowStep with one wrap test.
+//   contiguous: row r from src + r * DIM (the key residual, slot = position - kq);
+//   ring:       position t0 + r from ring slot (t0 + r) % slots (the value residual), slots >= 32.
+template <int DIM, class T>
+__device__ __forceinline__ void copy_whole_tail_rows(T* rows_s, const T* src) {
+  constexpr int kChunks = DIM / 8, kRowStep = 32 / kChunks;
+  const int lane = threadIdx.x % 32, chunk = lane % kChunks, r0 = lane / kChunks;
+  const T* from = src + r0 * DIM + 8 * chunk;
+#pragma unroll
+  for (int i = 0; i < kTile / kRowStep; ++i) {
+    const int r = r0 + i * kRowStep;
+    copy_async16(rows_s + tail_row_offset<DIM>(r, 8 * chunk), from + i * kRowStep * DIM);
+  }
+}
+template <int DIM, class T>
+__device__ __forceinline__ void copy_whole_ring_rows(T* rows_s, const T* ring, int t0, int slots) {
+  constexpr int kChunks = DIM / 8, kRowStep = 32 / kChunks;
+  const int lane = threadIdx.x % 32, chunk = lane % kChunks, r0 = lane / kChunks;
+  int slot = (t0 + r0) % slots;
+#pragma unroll
+  for (int i = 0; i < kTile / kRowStep; ++i) {
+    const int r = r0 + i * kRowStep;
+    copy_async16(rows_s + tail_row_offset<DIM>(r, 8 * chunk), ring + slot * DIM + 8 * chunk);
+    slot += kRowStep;
+    if (slot >= slots) slot -= slots;
+  }
+}
+
 // What a tail warp's lane holds between issuing its copies and attending its tile: the scale and
 // minimum of each value group of its own packed row (lane r: position t0 + r < vq), as bits.
 template <int DIM>
@@ -215,16 +247,23 @@ __device__ __forceinline__ void issue_tail_copies(const RowView<T>& row, int t0,
   const int lane = threadIdx.x % 32;
   T* key_rows = reinterpret_cast<T*>(smem);
   T* value_rows = reinterpret_cast<T*>(smem + kTailRowsBytes<DIM>);
+  const bool whole = t1 - t0 == kTile;
   if (t0 < row.kq) {  // a whole packed key tile
     copy_key_tile<DIM, KB>(smem, row, packed_at(row.table, row.b, t0));
+  } else if (whole) {
+    copy_whole_tail_rows<DIM>(key_rows, row.key_res + int64_t{t0 - row.kq} * DIM);
   } else {
     copy_tail_rows<DIM>(
         key_rows, t0, t1, [](int) { return true; },
         [&](int p) { return row.key_res + int64_t{p - row.kq} * DIM; });
   }
-  copy_tail_rows<DIM>(
-      value_rows, t0, t1, [&](int p) { return p >= row.vq; },
-      [&](int p) { return row.value_res + int64_t{p % row.value_slots} * DIM; });
+  if (whole && t0 >= row.vq && row.value_slots >= kTile) {
+    copy_whole_ring_rows<DIM>(value_rows, row.value_res, t0, row.value_slots);
+  } else {
+    copy_tail_rows<DIM>(
+        value_rows, t0, t1, [&](int p) { return p >= row.vq; },
+        [&](int p) { return row.value_res + int64_t{p % row.value_slots} * DIM; });
+  }
   // Packed value rows: lane r copies its row's codes into the row's first bytes (its own
   // dequantization overwrites them later) and loads its scales and minima.
   const int p = t0 + lane;
