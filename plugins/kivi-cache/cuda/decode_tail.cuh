@@ -348,8 +348,8 @@ __device__ __forceinline__ void row_tile_scores(const T* key_rows, const uint32_
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt) {
       uint32_t a[4];
-      load_matrices<false>(
-          key_rows + tail_row_offset<DIM>(16 * mt + 8 * (j % 2) + i, 16 * kt + 8 * (j / 2)), a);
+      ldmatrix_x4(
+          a, key_rows + tail_row_offset<DIM>(16 * mt + 8 * (j % 2) + i, 16 * kt + 8 * (j / 2)));
       mma_16816<T>(acc[mt], a[0], a[1], a[2], a[3], q_frag[kt][0], q_frag[kt][1]);
     }
 }
@@ -382,8 +382,8 @@ __device__ __forceinline__ void row_tile_output(const T* value_rows, const float
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
       uint32_t a[4];
-      load_matrices<true>(
-          value_rows + tail_row_offset<DIM>(16 * kt + 8 * (j / 2) + i, 16 * mt + 8 * (j % 2)), a);
+      ldmatrix_x4_trans(
+          a, value_rows + tail_row_offset<DIM>(16 * kt + 8 * (j / 2) + i, 16 * mt + 8 * (j % 2)));
       mma_16816<T>(o[mt], a[0], a[1], a[2], a[3], b0, b1);
       if constexpr (kSplitP) mma_16816<T>(o[mt], a[0], a[1], a[2], a[3], lo0, lo1);
     }

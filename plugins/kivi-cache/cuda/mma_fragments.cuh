@@ -70,20 +70,19 @@ __device__ __forceinline__ uint32_t transpose_pair(uint32_t x) {
 
 // Four 8 x 8 matrices of 16-bit values from shared memory in one instruction: lane 8j + i gives
 // the address of row i of matrix j (16 contiguous bytes), and r[j] is this lane's register of
-// matrix j: row g, columns 2c, 2c + 1, or with TRANS of the transpose (rows 2c, 2c + 1 of column
-// g). Four matrices are one A fragment (a0..a3), so one load replaces four (or, transposed,
-// eight 16-bit) loads.
-template <bool TRANS>
-__device__ __forceinline__ void load_matrices(const void* row_address, uint32_t (&r)[4]) {
-  const unsigned at = static_cast<unsigned>(__cvta_generic_to_shared(row_address));
-  if constexpr (TRANS)
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(at));
-  else
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(at));
+// matrix j: row g, columns 2c, 2c + 1, or with .trans of the transpose (rows 2c, 2c + 1 of
+// column g). Four matrices make one A fragment (a0..a3).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
 }
 
 }  // namespace kivi::kivi_cache::cuda
