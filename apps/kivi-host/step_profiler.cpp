@@ -83,10 +83,14 @@ StepProfile StepProfiler::stop(int64_t steps, const std::string& trace_path) {
     const Interval i{e.startNs(), e.endNs(), e.name()};
     if (cuda_ && e.deviceType() == c10::DeviceType::CUDA)
       counted.push_back(i);
-    else if (!cuda_ && e.deviceType() == c10::DeviceType::CPU && i.name.rfind("aten::", 0) == 0)
+    else if (e.deviceType() == c10::DeviceType::CPU && i.name.rfind("aten::", 0) == 0)
       cpu_ops[e.startThreadId()].push_back(i);
   }
-  if (!cuda_) counted = top_level(std::move(cpu_ops));
+  std::vector<Interval> host = top_level(std::move(cpu_ops));
+  // The host's time in ATen operators (launches included): near the step's span, the device
+  // waits for the host.
+  for (const Interval& i : host) p.host_ops_us += (i.end - i.start) / 1e3;
+  if (!cuda_) counted = std::move(host);
   if (counted.empty()) return p;
   std::sort(counted.begin(), counted.end(),
             [](const Interval& a, const Interval& b) { return a.start < b.start; });
@@ -99,6 +103,7 @@ StepProfile StepProfiler::stop(int64_t steps, const std::string& trace_path) {
     entry.total_us += (i.end - i.start) / 1e3;
     if (i.start > busy_until) {
       const double gap_us = (i.start - busy_until) / 1e3;
+      entry.idle_before_us += gap_us;
       if (gap_us >= 1.0) {
         p.gaps += 1;
         p.largest_gap_us = std::max(p.largest_gap_us, gap_us);
@@ -125,15 +130,30 @@ void print_profile(std::ostream& out, const StepProfile& p, size_t rows) {
       << "): " << p.span_us / steps << " us per step, busy " << p.busy_us / steps << " us ("
       << 100.0 * p.busy_us / std::max(p.span_us, 1e-9) << "%), "
       << static_cast<double>(p.gaps) / steps << " idle gaps per step (largest " << p.largest_gap_us
-      << " us)\n";
-  out << "| " << (p.device_kernels ? "kernel" : "operator")
-      << " | calls/step | us/step | share |\n|---|---|---|---|\n";
-  for (size_t i = 0; i < std::min(rows, p.entries.size()); ++i) {
-    const ProfileEntry& e = p.entries[i];
+      << " us)";
+  if (p.device_kernels)
+    out << "; host in ATen operators " << p.host_ops_us / steps << " us per step";
+  out << "\n";
+  const char* what = p.device_kernels ? "kernel" : "operator";
+  out << "| " << what << " | calls/step | us/step | share | idle before, us/step |\n"
+      << "|---|---|---|---|---|\n";
+  auto row = [&](const ProfileEntry& e) {
     out << "| " << short_name(e.name) << " | " << std::setprecision(1)
         << static_cast<double>(e.calls) / steps << " | " << e.total_us / steps << " | "
-        << 100.0 * e.total_us / busy << "% |\n";
-  }
+        << 100.0 * e.total_us / busy << "% | " << e.idle_before_us / steps << " |\n";
+  };
+  for (size_t i = 0; i < std::min(rows, p.entries.size()); ++i) row(p.entries[i]);
+  // Where the idle time ends: the entries the device waited for most.
+  std::vector<ProfileEntry> waited = p.entries;
+  std::sort(waited.begin(), waited.end(), [](const ProfileEntry& a, const ProfileEntry& b) {
+    return a.idle_before_us > b.idle_before_us;
+  });
+  out << "idle " << (p.span_us - p.busy_us) / steps << " us per step; the " << what
+      << "s it ended before:\n| " << what
+      << " | calls/step | us/step | share | idle before, us/step |\n"
+      << "|---|---|---|---|---|\n";
+  for (size_t i = 0; i < std::min<size_t>(8, waited.size()) && waited[i].idle_before_us > 0; ++i)
+    row(waited[i]);
   out << std::defaultfloat;
 }
 
@@ -143,13 +163,15 @@ nlohmann::json profile_json(const StepProfile& p, size_t rows) {
   for (size_t i = 0; i < std::min(rows, p.entries.size()); ++i)
     top.push_back({{"name", p.entries[i].name},
                    {"calls_per_step", static_cast<double>(p.entries[i].calls) / steps},
-                   {"us_per_step", p.entries[i].total_us / steps}});
+                   {"us_per_step", p.entries[i].total_us / steps},
+                   {"idle_before_us_per_step", p.entries[i].idle_before_us / steps}});
   return {{"what", p.device_kernels ? "gpu" : "cpu"},
           {"steps", p.steps},
           {"span_us_per_step", p.span_us / steps},
           {"busy_us_per_step", p.busy_us / steps},
           {"idle_gaps_per_step", static_cast<double>(p.gaps) / steps},
           {"largest_gap_us", p.largest_gap_us},
+          {"host_ops_us_per_step", p.host_ops_us / steps},
           {"top", top}};
 }
 

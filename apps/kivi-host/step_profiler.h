@@ -19,6 +19,9 @@ struct ProfileEntry {
   std::string name;
   int64_t calls = 0;
   double total_us = 0;  // over the whole recording
+  // Idle time of the device right before this entry's calls began (the gaps it ended): where
+  // the launches lag, e.g. at the boundaries of graph replays and eager work.
+  double idle_before_us = 0;
 };
 
 struct StepProfile {
@@ -29,6 +32,7 @@ struct StepProfile {
   double busy_us = 0;                      // the union of their intervals
   int64_t gaps = 0;                        // idle gaps of at least 1 us between them
   double largest_gap_us = 0;
+  double host_ops_us = 0;             // the host's time in top-level ATen operators (CPU events)
   std::vector<ProfileEntry> entries;  // by total time, largest first
 };
 
@@ -48,8 +52,8 @@ class StepProfiler {
   bool cuda_;
 };
 
-// A table: per step, the top `rows` entries (calls, us, share of the busy time), then busy and
-// idle time per step.
+// Tables: per step, the top `rows` entries (calls, us, share of the busy time, idle before
+// them), then the entries that end the most idle time.
 void print_profile(std::ostream& out, const StepProfile& p, size_t rows = 15);
 nlohmann::json profile_json(const StepProfile& p, size_t rows = 30);
 

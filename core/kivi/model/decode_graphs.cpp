@@ -36,11 +36,11 @@ struct DecodeGraphs::Impl {
   // Piece g: g == 0 embeds; g > 0 finishes layer g - 1; g < layers prepares layer g's
   // attention, g == layers makes the logits.
   void piece(int64_t g) {
-    const at::Tensor h =
-        g == 0 ? stages.embed(ids) : stages.after_attention(g - 1, residual[g - 1], attn[g - 1]);
+    const Residual h = g == 0 ? Residual{stages.embed(ids), {}}
+                              : stages.after_attention(g - 1, residual[g - 1], attn[g - 1]);
     if (g < shapes.layers) {
       inputs[g] = stages.attention_inputs(g, h, cos, sin);
-      residual[g] = h;
+      residual[g] = inputs[g].residual;
     } else {
       logits = stages.logits(h);
     }

@@ -21,24 +21,33 @@
 
 namespace kivi {
 
+// The residual stream between layers, kept as a sum not yet taken: h = base + delta (delta
+// undefined: h = base). A layer's last residual add is left to the next norm, which adds and
+// normalises in one kernel (layers.h add_rms_norm).
+struct Residual {
+  at::Tensor base;   // [B, T, hidden]
+  at::Tensor delta;  // [B, T, hidden] or undefined
+};
+
 struct AttentionInputs {
-  at::Tensor q;     // [B, q_heads, T, head_dim], rotated
-  at::Tensor k, v;  // [B, kv_heads, T, head_dim], k rotated
+  at::Tensor q;         // [B, q_heads, T, head_dim], rotated
+  at::Tensor k, v;      // [B, kv_heads, T, head_dim], k rotated
+  at::Tensor residual;  // [B, T, hidden]: h entering the layer, the sum taken
 };
 
 // The model's parts between attentions; each must only launch device work (no host reads,
 // no host-to-device copies), since it runs under stream capture.
 struct DecodeStages {
   std::function<at::Tensor(const at::Tensor& ids)> embed;  // [B, 1] -> h [B, 1, hidden]
-  // Layer l's input norm, q/k/v projection and rotary.
-  std::function<AttentionInputs(int64_t layer, const at::Tensor& h, const at::Tensor& cos,
+  // Layer l's residual add and input norm, q/k/v projection and rotary.
+  std::function<AttentionInputs(int64_t layer, const Residual& h, const at::Tensor& cos,
                                 const at::Tensor& sin)>
       attention_inputs;
   // Layer l from its attention output [B, q_heads, 1, head_dim] on: o-projection, residual,
-  // MLP, residual; returns the next h.
-  std::function<at::Tensor(int64_t layer, const at::Tensor& h, const at::Tensor& attn)>
+  // MLP; returns the next h with the MLP's output not yet added. h: the layer's input.
+  std::function<Residual(int64_t layer, const at::Tensor& h, const at::Tensor& attn)>
       after_attention;
-  std::function<at::Tensor(const at::Tensor& h)> logits;  // h -> [B, 1, vocab] float32
+  std::function<at::Tensor(const Residual& h)> logits;  // h -> [B, 1, vocab] float32
 };
 
 struct DecodeShapes {

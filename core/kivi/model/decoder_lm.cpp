@@ -1,6 +1,7 @@
 #include "kivi/model/decoder_lm.h"
 
 #include <cmath>
+#include <tuple>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -61,10 +62,12 @@ class DecoderLM final : public CausalLM {
   // The pieces of a forward pass between attentions (shared by the eager path and the
   // decode graphs). h: [B, T, hidden].
   at::Tensor embed(const at::Tensor& ids) const;
-  AttentionInputs attention_inputs(int64_t layer, const at::Tensor& h, const at::Tensor& cos,
+  AttentionInputs attention_inputs(int64_t layer, const Residual& h, const at::Tensor& cos,
                                    const at::Tensor& sin) const;
-  at::Tensor after_attention(int64_t layer, const at::Tensor& h, const at::Tensor& attn) const;
-  at::Tensor logits(const at::Tensor& h) const;
+  Residual after_attention(int64_t layer, const at::Tensor& h, const at::Tensor& attn) const;
+  at::Tensor logits(const Residual& h) const;
+  // {h with its sum taken, rms_norm(h) with `weight`}: one fused kernel on CUDA.
+  std::pair<at::Tensor, at::Tensor> norm(const Residual& h, const at::Tensor& weight) const;
   std::unique_ptr<DecodeGraphs> make_graphs(int64_t batch);
 
   ModelConfig config_;
@@ -195,10 +198,10 @@ at::Tensor DecoderLM::forward(const at::Tensor& input_ids, const at::Tensor& pos
     return graphs_->run(ids, cos, sin, attend);
   }
 
-  at::Tensor h = embed(ids);  // [B, T, hidden]
+  Residual h{embed(ids), {}};  // [B, T, hidden]
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     const AttentionInputs in = attention_inputs(l, h, cos, sin);
-    h = after_attention(l, h, attend(l, in));
+    h = after_attention(l, in.residual, attend(l, in));
   }
   return logits(h);
 }
@@ -209,16 +212,24 @@ at::Tensor DecoderLM::embed(const at::Tensor& ids) const {
   return h;
 }
 
-AttentionInputs DecoderLM::attention_inputs(int64_t l, const at::Tensor& h, const at::Tensor& cos,
+std::pair<at::Tensor, at::Tensor> DecoderLM::norm(const Residual& h,
+                                                  const at::Tensor& weight) const {
+  if (!h.delta.defined()) return {h.base, rms_norm(h.base, weight, config_.rms_norm_eps)};
+  return add_rms_norm(h.base, h.delta, weight, config_.rms_norm_eps);
+}
+
+AttentionInputs DecoderLM::attention_inputs(int64_t l, const Residual& h, const at::Tensor& cos,
                                             const at::Tensor& sin) const {
   const LayerWeights& w = layers_[l];
   const std::string prefix = tap_ ? "layer" + std::to_string(l) + "." : std::string();
-  const int64_t batch = h.size(0), tokens = h.size(1), head_dim = config_.head_dim;
+  const int64_t batch = h.base.size(0), tokens = h.base.size(1), head_dim = config_.head_dim;
   const int64_t heads = config_.num_attention_heads, kv_heads = config_.num_key_value_heads;
-  const at::Tensor x = rms_norm(h, w.input_norm, config_.rms_norm_eps);
+  AttentionInputs in;
+  at::Tensor x;
+  std::tie(in.residual, x) = norm(h, w.input_norm);
   tap(prefix + "attn_norm", x);
   const at::Tensor qkv =
-      at::linear(x, w.qkv, w.qkv_bias);         // [B, T, (heads + 2 kv_heads) * head_dim]
+      kivi::linear(x, w.qkv, w.qkv_bias);       // [B, T, (heads + 2 kv_heads) * head_dim]
   auto split = [&](int64_t start, int64_t n) {  // -> [B, n, T, head_dim]
     return qkv.narrow(-1, start * head_dim, n * head_dim)
         .view({batch, tokens, n, head_dim})
@@ -228,10 +239,9 @@ AttentionInputs DecoderLM::attention_inputs(int64_t l, const at::Tensor& h, cons
   auto head_norm = [&](const at::Tensor& x, const at::Tensor& weight) {
     return weight.defined() ? rms_norm(x.contiguous(), weight, config_.rms_norm_eps) : x;
   };
-  AttentionInputs in;
-  in.q = apply_rotary(head_norm(split(0, heads), w.q_norm), cos, sin);  // [B, heads, T, head_dim]
-  in.k = apply_rotary(head_norm(split(heads, kv_heads), w.k_norm), cos,
-                      sin);                               // [B, kv_heads, T, head_dim]
+  // q: [B, heads, T, head_dim], k: [B, kv_heads, T, head_dim]
+  std::tie(in.q, in.k) = apply_rotary_pair(head_norm(split(0, heads), w.q_norm),
+                                           head_norm(split(heads, kv_heads), w.k_norm), cos, sin);
   in.v = split(heads + kv_heads, kv_heads).contiguous();  // [B, kv_heads, T, head_dim]
   tap(prefix + "q", in.q);
   tap(prefix + "k", in.k);
@@ -239,29 +249,26 @@ AttentionInputs DecoderLM::attention_inputs(int64_t l, const at::Tensor& h, cons
   return in;
 }
 
-at::Tensor DecoderLM::after_attention(int64_t l, const at::Tensor& h,
-                                      const at::Tensor& attn) const {
+Residual DecoderLM::after_attention(int64_t l, const at::Tensor& h, const at::Tensor& attn) const {
   const LayerWeights& w = layers_[l];
   const std::string prefix = tap_ ? "layer" + std::to_string(l) + "." : std::string();
   const int64_t batch = h.size(0), tokens = h.size(1);
   tap(prefix + "attn", attn);  // [B, heads, T, head_dim]
   const at::Tensor attn_out =
-      at::linear(attn.transpose(1, 2).reshape({batch, tokens, -1}), w.o, w.o_bias);
+      kivi::linear(attn.transpose(1, 2).reshape({batch, tokens, -1}), w.o, w.o_bias);
   tap(prefix + "attn_out", attn_out);  // [B, T, hidden]
-  const at::Tensor mid = h + attn_out;
-  const at::Tensor y = rms_norm(mid, w.post_attention_norm, config_.rms_norm_eps);
+  const auto [mid, y] = add_rms_norm(h, attn_out, w.post_attention_norm, config_.rms_norm_eps);
   tap(prefix + "mlp_norm", y);
   const at::Tensor mlp_out = gated_silu_mlp(y, w.gate_up, w.gate_up_bias, w.down, w.down_bias);
   tap(prefix + "mlp_out", mlp_out);
-  at::Tensor out = mid + mlp_out;
-  tap(prefix + "out", out);
-  return out;
+  if (tap_) tap(prefix + "out", mid + mlp_out);  // the sum the next norm takes, bit for bit
+  return {mid, mlp_out};
 }
 
-at::Tensor DecoderLM::logits(const at::Tensor& h) const {
-  const at::Tensor normed = rms_norm(h, final_norm_, config_.rms_norm_eps);
+at::Tensor DecoderLM::logits(const Residual& h) const {
+  const at::Tensor normed = norm(h, final_norm_).second;
   tap("final_norm", normed);
-  at::Tensor out = at::linear(normed, lm_head_).to(at::kFloat);  // [B, T, vocab]
+  at::Tensor out = kivi::linear(normed, lm_head_).to(at::kFloat);  // [B, T, vocab]
   tap("logits", out);
   return out;
 }
@@ -277,14 +284,14 @@ std::unique_ptr<DecodeGraphs> DecoderLM::make_graphs(int64_t batch) {
   shapes.device_index = options_.device.index() < 0 ? 0 : options_.device.index();
   DecodeStages stages;
   stages.embed = [this](const at::Tensor& ids) { return embed(ids); };
-  stages.attention_inputs = [this](int64_t l, const at::Tensor& h, const at::Tensor& cos,
+  stages.attention_inputs = [this](int64_t l, const Residual& h, const at::Tensor& cos,
                                    const at::Tensor& sin) {
     return attention_inputs(l, h, cos, sin);
   };
   stages.after_attention = [this](int64_t l, const at::Tensor& h, const at::Tensor& attn) {
     return after_attention(l, h, attn);
   };
-  stages.logits = [this](const at::Tensor& h) { return logits(h); };
+  stages.logits = [this](const Residual& h) { return logits(h); };
   try {
     return std::make_unique<DecodeGraphs>(shapes, std::move(stages));
   } catch (const std::exception& e) {

@@ -93,12 +93,27 @@ std::pair<at::Tensor, at::Tensor> RotaryEmbedding::cos_sin(const at::Tensor& pos
   return {emb.cos().to(dtype), emb.sin().to(dtype)};
 }
 
+namespace {
+
+bool fused_rotary_applies(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  return fused::fused_ops_apply(x) && x.dim() == 4 && x.size(-1) % 2 == 0 && cos.dim() == 3 &&
+         cos.sizes() == sin.sizes() && cos.size(0) == x.size(0) && cos.size(1) == x.size(2) &&
+         cos.size(2) == x.size(3) && cos.scalar_type() == x.scalar_type() &&
+         sin.scalar_type() == x.scalar_type() && cos.device() == x.device();
+}
+
+}  // namespace
+
+std::pair<at::Tensor, at::Tensor> apply_rotary_pair(const at::Tensor& q, const at::Tensor& k,
+                                                    const at::Tensor& cos, const at::Tensor& sin) {
+  if (fused_rotary_applies(q, cos, sin) && fused_rotary_applies(k, cos, sin) &&
+      k.scalar_type() == q.scalar_type())
+    return fused::rotary_pair(q, k, cos, sin);
+  return {apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)};
+}
+
 at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
-  if (fused::fused_ops_apply(x) && x.dim() == 4 && x.size(-1) % 2 == 0 && cos.dim() == 3 &&
-      cos.sizes() == sin.sizes() && cos.size(0) == x.size(0) && cos.size(1) == x.size(2) &&
-      cos.size(2) == x.size(3) && cos.scalar_type() == x.scalar_type() &&
-      sin.scalar_type() == x.scalar_type() && cos.device() == x.device())
-    return fused::rotary(x, cos, sin);
+  if (fused_rotary_applies(x, cos, sin)) return fused::rotary(x, cos, sin);
   const int64_t half = x.size(-1) / 2;
   const at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
   return x * cos.unsqueeze(1) + rotated * sin.unsqueeze(1);

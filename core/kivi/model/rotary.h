@@ -48,5 +48,8 @@ class RotaryEmbedding {
 // x * cos + rotate_half(x) * sin, with x [B, heads, T, head_dim] and cos/sin [B, T, head_dim].
 // On CUDA one fused kernel with the same roundings (model/fused_ops.h).
 at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+// apply_rotary of a layer's q and k with the same cos/sin: on CUDA one launch for both.
+std::pair<at::Tensor, at::Tensor> apply_rotary_pair(const at::Tensor& q, const at::Tensor& k,
+                                                    const at::Tensor& cos, const at::Tensor& sin);
 
 }  // namespace kivi
