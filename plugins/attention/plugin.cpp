@@ -1,4 +1,7 @@
-// The "attention" plugins eager and sdpa: one library, two dense backends, no options.
+// The "attention" plugins eager and sdpa: one library, two dense backends. sdpa's option:
+// fused_decode (default false): one-token decode steps on a GPU through the split-K kernel of
+// cuda/dense_decode.h rather than at::scaled_dot_product_attention (off until it beats cuDNN's
+// SDPA at batch 1: docs/gpu.md).
 #include "kivi/plugin/plugin.h"
 #include "backends.h"
 
@@ -10,8 +13,8 @@ using kivi::ConfigTable;
 std::unique_ptr<Attention> make_eager(ConfigTable&) {
   return std::make_unique<kivi::attention::EagerAttention>();
 }
-std::unique_ptr<Attention> make_sdpa(ConfigTable&) {
-  return std::make_unique<kivi::attention::SdpaAttention>();
+std::unique_ptr<Attention> make_sdpa(ConfigTable& o) {
+  return std::make_unique<kivi::attention::SdpaAttention>(o.get_bool("fused_decode", false));
 }
 
 }  // namespace

@@ -24,6 +24,8 @@ at::Tensor SdpaAttention::prefill(const at::Tensor& q, const at::Tensor& k, cons
 at::Tensor SdpaAttention::decode(const at::Tensor& q, const CacheView& view,
                                  std::span<const int64_t> counts,
                                  const AttentionParams& params) const {
+  if (fused_decode_)
+    if (std::optional<at::Tensor> out = fused_dense_decode(q, view, counts, params)) return *out;
   const auto [k, v] = dense_keys_values("sdpa", q, view, counts);
   const int64_t tokens = q.size(2), keys = k.size(2);
   if (tokens == 1 && all_equal(counts, 1) && all_equal(view.lengths, keys) &&

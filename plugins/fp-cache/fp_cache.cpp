@@ -8,7 +8,55 @@
 #include "kivi/cache/cache_checks.h"
 #include "kivi/util/error.h"
 
+#ifdef KIVI_FP_CACHE_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+
+#include "cuda/append_rows.h"
+#endif
+
 namespace kivi::fp_cache {
+namespace {
+
+// Both sides of an append in one kernel on the GPU (cuda/append_rows.h); false where it does
+// not serve (the CPU, a build without CUDA, storage in another dtype, more than 64 rows).
+bool cuda_append(const at::Tensor& k, const at::Tensor& v, at::Tensor& keys, at::Tensor& values,
+                 const std::vector<int64_t>& lengths, const std::vector<int64_t>& counts) {
+#ifdef KIVI_FP_CACHE_WITH_CUDA
+  const int64_t batch = k.size(0);
+  if (!k.is_cuda() || k.scalar_type() != keys.scalar_type() ||
+      v.scalar_type() != keys.scalar_type() || batch > cuda::kAppendMaxRows || k.stride(3) != 1 ||
+      v.stride(3) != 1 || keys.stride(3) != 1 || values.stride(3) != 1)
+    return false;
+  cuda::AppendRows a;
+  a.k = k.data_ptr();
+  a.v = v.data_ptr();
+  a.keys = keys.data_ptr();
+  a.values = values.data_ptr();
+  for (int i = 0; i < 3; ++i) {
+    a.k_stride[i] = k.stride(i);
+    a.v_stride[i] = v.stride(i);
+    a.keys_stride[i] = keys.stride(i);
+    a.values_stride[i] = values.stride(i);
+  }
+  a.batch = static_cast<int>(batch);
+  a.heads = static_cast<int>(k.size(1));
+  a.tokens = static_cast<int>(k.size(2));
+  a.dim = static_cast<int>(k.size(3));
+  a.element_bytes = static_cast<int>(k.element_size());
+  for (int64_t b = 0; b < batch; ++b) {
+    a.position[b] = lengths[b];
+    a.count[b] = static_cast<int>(counts[b]);
+  }
+  const std::string error = cuda::append_rows(a, at::cuda::getCurrentCUDAStream());
+  check(error.empty(), error);
+  return true;
+#else
+  (void)k, (void)v, (void)keys, (void)values, (void)lengths, (void)counts;
+  return false;
+#endif
+}
+
+}  // namespace
 
 FpCache::FpCache(const CacheGeometry& geometry, at::ScalarType storage_dtype, int64_t chunk_tokens)
     : geometry_(geometry), storage_dtype_(storage_dtype), chunk_tokens_(chunk_tokens) {
@@ -64,6 +112,10 @@ void FpCache::append(int64_t layer, const at::Tensor& k, const at::Tensor& v,
             " tokens in one sequence, over max_tokens = " + std::to_string(geometry_.max_tokens));
   ensure_capacity(layer, needed);
 
+  if (cuda_append(k, v, keys_[layer], values_[layer], lengths, counts)) {
+    for (int64_t b = 0; b < geometry_.max_batch; ++b) lengths[b] += counts[b];
+    return;
+  }
   const bool uniform =
       std::all_of(counts.begin(), counts.end(), [&](int64_t c) { return c == new_tokens; }) &&
       std::all_of(lengths.begin(), lengths.end(), [&](int64_t n) { return n == lengths[0]; });

@@ -3,27 +3,12 @@
 // at most 8 / (2^bits - 1) here); keys that a truncate inside a group dequantized back into the
 // residual are quantized again at the next flush, possibly on another grid: two half steps.
 #include "cache_conformance.h"
-
-#include "kivi/plugin/plugin.h"
+#include "fp_cache_factory.h"
 #include "kivi_cache.h"
-
-KIVI_DECLARE_PLUGIN(kivi_fp_cache);
 
 namespace {
 
-std::unique_ptr<kivi::KVCacheFactory> fp_factory(const std::string& name) {
-  const kivi_plugin_v1* plugin = kivi_plugin_descriptor_kivi_fp_cache();
-  for (uint32_t i = 0; i < plugin->factory_count; ++i) {
-    const kivi_factory_v1& f = plugin->factories[i];
-    if (name != f.name) continue;
-    void* object = nullptr;
-    char error[512] = {};
-    REQUIRE(f.create("", &object, error, sizeof error) == 0);
-    return std::unique_ptr<kivi::KVCacheFactory>(static_cast<kivi::KVCacheFactory*>(object));
-  }
-  FAIL("no fp cache factory " << name);
-  return nullptr;
-}
+using kivi::test::fp_cache_factory;
 
 kivi::kivi_cache::KiviCacheFactory kivi_factory(int64_t bits) {
   kivi::kivi_cache::KiviOptions options;
@@ -37,34 +22,37 @@ kivi::kivi_cache::KiviCacheFactory kivi_factory(int64_t bits) {
 }  // namespace
 
 TEST_CASE("fp32 cache conforms", "[conformance]") {
-  kivi::test::run_cache_conformance(*fp_factory("fp32"), *fp_factory("fp32"), at::kFloat, 0);
+  kivi::test::run_cache_conformance(*fp_cache_factory("fp32"), *fp_cache_factory("fp32"),
+                                    at::kFloat, 0);
 }
 TEST_CASE("fp16 cache conforms", "[conformance]") {
-  kivi::test::run_cache_conformance(*fp_factory("fp16"), *fp_factory("fp32"), at::kHalf, 0);
+  kivi::test::run_cache_conformance(*fp_cache_factory("fp16"), *fp_cache_factory("fp32"), at::kHalf,
+                                    0);
 }
 TEST_CASE("bf16 cache conforms", "[conformance]") {
-  kivi::test::run_cache_conformance(*fp_factory("bf16"), *fp_factory("fp32"), at::kBFloat16, 0);
+  kivi::test::run_cache_conformance(*fp_cache_factory("bf16"), *fp_cache_factory("fp32"),
+                                    at::kBFloat16, 0);
 }
 TEST_CASE("kivi 16-bit cache conforms exactly", "[conformance]") {
-  kivi::test::run_cache_conformance(kivi_factory(16), *fp_factory("fp32"), at::kFloat, 0);
+  kivi::test::run_cache_conformance(kivi_factory(16), *fp_cache_factory("fp32"), at::kFloat, 0);
 }
 TEST_CASE("kivi 8-bit cache conforms", "[conformance]") {
-  kivi::test::run_cache_conformance(kivi_factory(8), *fp_factory("fp32"), at::kFloat,
+  kivi::test::run_cache_conformance(kivi_factory(8), *fp_cache_factory("fp32"), at::kFloat,
                                     1.0 / 255 + 1e-6);
 }
 TEST_CASE("kivi 4-bit cache conforms", "[conformance]") {
-  kivi::test::run_cache_conformance(kivi_factory(4), *fp_factory("fp32"), at::kFloat,
+  kivi::test::run_cache_conformance(kivi_factory(4), *fp_cache_factory("fp32"), at::kFloat,
                                     1.0 / 15 + 1e-6);
 }
 TEST_CASE("kivi 2-bit cache conforms", "[conformance]") {
-  kivi::test::run_cache_conformance(kivi_factory(2), *fp_factory("fp32"), at::kFloat,
+  kivi::test::run_cache_conformance(kivi_factory(2), *fp_cache_factory("fp32"), at::kFloat,
                                     1.0 / 3 + 1e-6);
 }
 TEST_CASE("kivi 4-bit cache in fp16 conforms", "[conformance]") {
-  kivi::test::run_cache_conformance(kivi_factory(4), *fp_factory("fp32"), at::kHalf,
+  kivi::test::run_cache_conformance(kivi_factory(4), *fp_cache_factory("fp32"), at::kHalf,
                                     1.0 / 15 + 2e-3);
 }
 TEST_CASE("kivi 4-bit cache in bf16 conforms", "[conformance]") {
-  kivi::test::run_cache_conformance(kivi_factory(4), *fp_factory("fp32"), at::kBFloat16,
+  kivi::test::run_cache_conformance(kivi_factory(4), *fp_cache_factory("fp32"), at::kBFloat16,
                                     1.0 / 15 + 1e-2);
 }
