@@ -29,6 +29,15 @@ def main(paths):
             ratio = f"{c['decode_tokens_per_s'] / base['decode_tokens_per_s']:.2f}" if base else "-"
             print(f"| {batch} | {context} | {c['label']} | {c['decode_tokens_per_s']:.1f} | {c['decode_step_ms']:.2f} | "
                   f"{ratio} | {gb(c.get('cache_bytes'))} | {gb(c.get('peak_allocated_bytes'))} |")
+    prefilled = [c for c in grid if timed(c) and c.get("prefill_tokens_per_s")]
+    if prefilled:
+        print("\nPrefill (the fill was a real prefill of random tokens):\n")
+        print("| batch | context | cache | prefill tokens/s | time to first token (s) |")
+        print("| ---: | ---: | --- | ---: | ---: |")
+        for c in prefilled:
+            rate = c["prefill_tokens_per_s"]
+            print(f"| {c['batch']} | {c['context']} | {c['label']} | {rate:.0f} | "
+                  f"{c['batch'] * c['context'] / rate:.3f} |")
     launched = [c for c in cases if c.get("cuda_graphs") is False and timed(c)]
     if launched:
         print("\nCUDA graphs (decode tokens/s with / without):\n")

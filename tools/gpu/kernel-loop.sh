@@ -14,22 +14,7 @@
 #   KIVI_SANITIZE=1    also the kernel tests under compute-sanitizer memcheck (KIVI_TEST_FILTER
 #                      narrows them too; the log is sanitizer$tag.txt)
 set -uo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$root"
-logs=${OUT:-$root/gpu-logs}
-mkdir -p "$logs"
-build=${KIVI_KERNEL_BUILD:-/tmp/kivi-kernels}
-tag=${KIVI_LOG_TAG:-}
-deps="$root/.gpu-deps"
-[ -d "$deps/root" ] || { echo "missing .gpu-deps: run tools/gpu/gather-deps.sh here and carry .gpu-deps"; exit 2; }
-# FlashInfer's headers, when gathered (tools/gpu/gather-flashinfer.sh), make it a peer in the bench.
-flashinfer=()
-[ -d "$deps/flashinfer/include" ] && flashinfer=(-DKIVI_FLASHINFER_INCLUDE="$deps/flashinfer/include")
-if [ ! -f "$build/build.ninja" ]; then
-  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKIVI_PYTHON="$(command -v python3)" \
-        -DKIVI_CUDA=ON -DKIVI_CUDA_ARCHITECTURES=90a -DCMAKE_PREFIX_PATH="$deps/root/usr" "${flashinfer[@]}" ${KIVI_CMAKE_ARGS:-} \
-        > "$logs/configure$tag.log" 2>&1 || { tail -40 "$logs/configure$tag.log"; exit 1; }
-fi
+source "$(dirname "$0")/quick-build-setup.sh"
 start=$(date +%s)
 # KIVI_E2E=1 also builds the host and the plugins and runs tools/gpu/run-e2e.sh after the
 # kernel tests (E2E_* variables narrow its grid).

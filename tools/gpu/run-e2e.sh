@@ -10,9 +10,12 @@
 #   - the largest batch that fits at 32K context, per cache.
 # A case that runs out of memory is recorded as such. Output: $OUT/e2e.txt (the log) and
 # $OUT/e2e.json (one entry per case, from each run's [output] json).
-# E2E_BATCHES, E2E_CONTEXTS, E2E_CACHES (e.g. "bf16 kivi:2") narrow the grid; E2E_PARTS picks
+# E2E_BATCHES, E2E_CONTEXTS, E2E_CACHES (e.g. "bf16 kivi:2"; "bf16:fused" reads the bf16 cache
+# with kivi's dense decode kernel, "bf16:sdpa" with ATen's SDPA, the default) narrow the grid; E2E_PARTS picks
 # among "grid sweep nographs fit" (all by default); E2E_JSON names the JSON (default e2e.json);
 # E2E_MODEL swaps in another model folder (a quick check of the script on a small model).
+# E2E_FILL=prefill fills the cache by a real prefill of random tokens (timed: prefill tokens/s,
+# so time to first token) instead of random keys and values.
 # E2E_PROFILE=1 adds one profiled run per case ([bench] profile: the top kernels per step, the
 # device's busy share and idle gaps, in the log) with its Chrome trace at $OUT/trace-<case>.json.
 set -uo pipefail
@@ -36,10 +39,12 @@ case_run() {
     printf '[cache]\nbackend = "%s"\n' "$backend"
     if [ "$backend" = kivi ]; then
       printf 'k_bits = %s\nv_bits = %s\n[attention]\nbackend = "kivi"\n' "${cache#*:}" "${cache#*:}"
+    elif [ "$cache" != "$backend" ]; then  # bf16:fused / bf16:sdpa: kivi's dense decode kernel or not
+      printf '[attention]\nbackend = "sdpa"\nfused_decode = %s\n' "$([ "${cache#*:}" = fused ] && echo true || echo false)"
     else
       printf '[attention]\nbackend = "sdpa"\n'
     fi
-    printf '[bench]\nbatch = %s\nprompt_tokens = %s\ndecode_tokens = %s\nfill = "random"\n' "$batch" "$context" "$decode"
+    printf '[bench]\nbatch = %s\nprompt_tokens = %s\ndecode_tokens = %s\nfill = "%s"\n' "$batch" "$context" "$decode" "${E2E_FILL:-random}"
     printf 'warmup = 1\nrepeats = 2\nfind_max_batch = %s\n' "$fit"
     [ "${E2E_PROFILE:-0}" = 1 ] && [ "$fit" = false ] &&
       printf 'profile = true\ntrace = "%s"\n' "$logs/trace-${cache/:/}-${batch}x${context}.json"
