@@ -1,6 +1,8 @@
 #include "host_config.h"
 
+#include <map>
 #include <regex>
+#include <set>
 #include <sstream>
 
 #include "kivi/plugin/plugin.h"
@@ -19,8 +21,53 @@ fs::path relative_to(const fs::path& base, const std::string& path) {
 }
 
 // Reads a plugin table: `backend` names the plugin, every other key is the plugin's option.
+// [cache] memory_budget: an integer of bytes, a string with a unit ("24GiB", "512MB"), or a
+// fraction in (0, 1] of the available memory.
+MemoryBudget read_memory_budget(ConfigTable& top) {
+  MemoryBudget budget;
+  const toml::table* raw = top.raw_table("cache");
+  const toml::node* node = raw ? raw->get("memory_budget") : nullptr;
+  if (!node) return budget;
+  ConfigTable cache = top.sub("cache");
+  const std::string expected =
+      "expected bytes (an integer >= 1, or a string such as \"24GiB\" or \"512MB\") or a "
+      "fraction of the available memory in (0, 1]";
+  if (const auto* i = node->as_integer()) {
+    if (i->get() < 1) cache.fail("memory_budget", "got " + describe_toml(*node) + ", " + expected);
+    budget.bytes = i->get();
+  } else if (const auto* f = node->as_floating_point()) {
+    if (!(f->get() > 0 && f->get() <= 1))
+      cache.fail("memory_budget", "got " + describe_toml(*node) + ", " + expected);
+    budget.fraction = f->get();
+  } else if (const auto* s = node->as_string()) {
+    const std::string text = s->get();
+    size_t used = 0;
+    double number = 0;
+    try {
+      number = std::stod(text, &used);
+    } catch (const std::exception&) {
+      cache.fail("memory_budget", "got " + describe_toml(*node) + ", " + expected);
+    }
+    std::string unit = text.substr(used);
+    unit.erase(0, unit.find_first_not_of(' '));
+    const std::map<std::string, double> units = {{"B", 1},      {"KB", 1e3},   {"MB", 1e6},
+                                                 {"GB", 1e9},   {"KiB", 1024}, {"MiB", 1 << 20},
+                                                 {"GiB", 1 << 30}};
+    const auto it = units.find(unit);
+    if (it == units.end() || !(number > 0))
+      cache.fail("memory_budget", "got " + describe_toml(*node) + ", " + expected +
+                                      " (units: B, KB, MB, GB, KiB, MiB, GiB)");
+    budget.bytes = static_cast<int64_t>(number * it->second);
+  } else {
+    cache.fail("memory_budget", "got " + describe_toml(*node) + ", " + expected);
+  }
+  return budget;
+}
+
+// `host_keys`: keys of the table that are the host's, not options for the plugin.
 PluginChoice read_plugin_choice(ConfigTable& parent, const std::string& key,
-                                const std::string& fallback) {
+                                const std::string& fallback,
+                                const std::set<std::string>& host_keys = {}) {
   PluginChoice choice;
   choice.name = fallback;
   const toml::table* raw = parent.raw_table(key);
@@ -31,7 +78,7 @@ PluginChoice read_plugin_choice(ConfigTable& parent, const std::string& key,
   toml::table options;
   for (const auto& [k, node] : *raw) {
     const std::string name(k.str());
-    if (name == "backend") continue;
+    if (name == "backend" || host_keys.count(name)) continue;
     table.mark_used(name);
     options.insert(k, node);
     const auto& begin = k.source().begin;
@@ -250,7 +297,8 @@ HostConfig parse_host_config(const toml::table& root, const std::string& source)
   config.default_plugin_dir = plugins.get_bool("default_dir", true);
   plugins.finish();
 
-  config.cache = read_plugin_choice(top, "cache", config.cache.name);
+  config.cache = read_plugin_choice(top, "cache", config.cache.name, {"memory_budget"});
+  config.cache_budget = read_memory_budget(top);
   config.attention = read_plugin_choice(top, "attention", config.attention.name);
 
   ConfigTable memory = top.sub("memory");

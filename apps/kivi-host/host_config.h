@@ -27,6 +27,16 @@ struct PluginChoice {
   }
 };
 
+// [cache] memory_budget: the page pool of a paged cache for `serve` (docs/paged-cache.md), as
+// bytes or as a fraction of the memory available on the device once the weights are loaded (like
+// vLLM's gpu_memory_utilization); unset: every row holds its own storage.
+struct MemoryBudget {
+  int64_t bytes = 0;
+  double fraction = 0;
+  bool set() const { return bytes > 0 || fraction > 0; }
+  bool operator==(const MemoryBudget&) const = default;
+};
+
 // [memory]: the model geometry and sequence lengths the `memory` mode tabulates.
 struct MemoryPlan {
   int64_t num_layers = 32;  // defaults: Llama-3.1-8B
@@ -161,6 +171,7 @@ struct HostConfig {
   // The research code's default cache (kivi, 2-bit keys and values, group 32, residual 128; the
   // plugin's own defaults) and the attention backend that reads its views.
   PluginChoice cache{"kivi", "", {}, false};      // [cache] backend + options
+  MemoryBudget cache_budget;                      // [cache] memory_budget (not a plugin option)
   PluginChoice attention{"kivi", "", {}, false};  // [attention] backend + options
   std::string json_output;                        // [output] json: also write results here
   MemoryPlan memory;                              // [memory]

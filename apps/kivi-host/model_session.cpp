@@ -110,7 +110,14 @@ std::unique_ptr<KVCache> create_cache(const ModelSession& session, const CacheGe
   std::ostringstream what;
   what << "allocating the " << session.cache_name << " cache for " << geometry.max_batch
        << " sequences";
-  if (geometry.max_tokens > 0) {
+  if (geometry.pool_pages > 0) {
+    const CacheSpec spec = session.cache_factory->spec(geometry);
+    const int64_t bytes =
+        geometry.pool_pages * spec.bytes_per_page + geometry.max_batch * spec.bytes_per_slot;
+    what << " and a pool of " << geometry.pool_pages << " pages of " << spec.page_tokens
+         << " tokens (" << std::fixed << std::setprecision(2) << static_cast<double>(bytes) / 1e9
+         << " GB on " << geometry.device.str() << ")";
+  } else if (geometry.max_tokens > 0) {
     const CacheSpec spec = session.cache_factory->spec(geometry);
     const int64_t bytes =
         spec.fixed_bytes + geometry.max_batch * spec.bytes_per_sequence(geometry.max_tokens);

@@ -28,6 +28,7 @@ int64_t bytes(const at::Tensor& t) {
 
 Fp8Cache::Fp8Cache(const kivi::CacheGeometry& geometry) : geometry_(geometry) {
   kivi::check_geometry(geometry_);
+  kivi::check_not_paged(geometry_, "fp8 cache");
   layers_.resize(geometry_.num_layers);
   lengths_.assign(geometry_.num_layers, std::vector<int64_t>(geometry_.max_batch, 0));
   if (geometry_.max_tokens > 0)

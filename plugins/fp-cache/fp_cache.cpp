@@ -61,6 +61,7 @@ bool cuda_append(const at::Tensor& k, const at::Tensor& v, at::Tensor& keys, at:
 FpCache::FpCache(const CacheGeometry& geometry, at::ScalarType storage_dtype, int64_t chunk_tokens)
     : geometry_(geometry), storage_dtype_(storage_dtype), chunk_tokens_(chunk_tokens) {
   check_geometry(geometry_);
+  check_not_paged(geometry_, "fp cache");
   keys_.resize(geometry_.num_layers);
   values_.resize(geometry_.num_layers);
   lengths_.assign(geometry_.num_layers, std::vector<int64_t>(geometry_.max_batch, 0));

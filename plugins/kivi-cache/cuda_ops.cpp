@@ -126,6 +126,12 @@ int* split_counters(const at::Tensor& like, int64_t count) {
   return kept_buffer(buffers, like, count, 4096, at::kInt, true).data_ptr<int>();
 }
 
+// The table a launch reads: the one given (tests and benchmarks), else a paged cache's own.
+PackedPages pages_of(const KiviParts& parts, const PackedPages& given) {
+  if (given.table.defined() || !parts.paged()) return given;
+  return PackedPages{parts.block_table, parts.page_tokens};
+}
+
 // A block table the kernels can read (none: the identity table), for `batch` rows of q.
 bool table_fits(const PackedPages& pages, const at::Tensor& q, int64_t batch, int64_t group) {
   const at::Tensor& t = pages.table;
@@ -294,6 +300,8 @@ bool cuda_decode_append(const at::Tensor& k, const at::Tensor& v, KiviParts& par
       !cuda::decode_append_supported(static_cast<int>(dim), static_cast<int>(parts.group_size),
                                      static_cast<int>(parts.v_bits)))
     return false;
+  if (parts.paged() && (!values_packed || rows.flush_page.size() != static_cast<size_t>(batch)))
+    return false;
   if (values_packed) {
     const at::Tensor &codes = parts.value_codes, &scale = parts.value_scale;
     if (!on_gpu({&codes, &scale, &parts.value_min}) || codes.stride(3) != 1 ||
@@ -320,17 +328,22 @@ bool cuda_decode_append(const at::Tensor& k, const at::Tensor& v, KiviParts& par
     a.value_residual = row_pointer(vr, b0);
     copy_strides(vr, a.value_residual_stride);
     a.value_slots = static_cast<int>(vr.size(2));
+    const bool paged = parts.paged();
     if (values_packed) {
-      a.value_codes = static_cast<int32_t*>(row_pointer(parts.value_codes, b0));
+      const int64_t first = paged ? 0 : b0;  // paged: flush_index is a page id
+      a.value_codes = static_cast<int32_t*>(row_pointer(parts.value_codes, first));
       copy_strides(parts.value_codes, a.value_codes_stride);
-      a.value_scale = row_pointer(parts.value_scale, b0);
-      a.value_min = row_pointer(parts.value_min, b0);
+      a.value_scale = row_pointer(parts.value_scale, first);
+      a.value_min = row_pointer(parts.value_min, first);
       copy_strides(parts.value_scale, a.value_scale_stride);
     }
     for (int r = 0; r < n; ++r) {
+      const int flush = values_packed ? rows.flush_position[b0 + r] : -1;
       a.key_slot[r] = rows.key_slot[b0 + r];
       a.value_slot[r] = rows.value_slot[b0 + r];
-      a.flush_position[r] = values_packed ? rows.flush_position[b0 + r] : -1;
+      a.flush_position[r] = flush;
+      a.flush_index[r] = paged && flush >= 0 ? rows.flush_page[b0 + r] : r;
+      a.flush_slot[r] = paged && flush >= 0 ? flush % static_cast<int>(parts.page_tokens) : flush;
     }
     raise_if(cuda::launch_decode_append(a, stream));
   }
@@ -342,7 +355,8 @@ std::optional<at::Tensor> cuda_decode_attention(const at::Tensor& q, const KiviP
                                                 std::span<const int64_t> counts,
                                                 const AttentionParams& params, std::string* why,
                                                 const at::Tensor& into, bool cuda_cores_only,
-                                                const PackedPages& pages) {
+                                                const PackedPages& given_pages) {
+  const PackedPages pages = pages_of(parts, given_pages);
   auto refuse = [&](const std::string& reason) -> std::optional<at::Tensor> {
     if (why) *why = reason;
     return std::nullopt;
@@ -471,7 +485,8 @@ std::optional<at::Tensor> cuda_chunk_attention(const at::Tensor& q_in, const at:
                                                const std::vector<int64_t>& lengths,
                                                std::span<const int64_t> counts,
                                                const AttentionParams& params, std::string* why,
-                                               const PackedPages& pages) {
+                                               const PackedPages& given_pages) {
+  const PackedPages pages = pages_of(parts, given_pages);
   auto refuse = [&](const std::string& reason) -> std::optional<at::Tensor> {
     if (why) *why = reason;
     return std::nullopt;

@@ -29,8 +29,10 @@ bool cuda_store_values(const at::Tensor& x, int64_t group_size, int64_t bits, at
 // row adds nothing), the value ring slot of its new value, and the value position whose
 // deferred flush goes first (-1: none). False (nothing done): the kernel cannot serve it, and
 // the caller takes the flush kernels and copies, which compute the same.
+// Paged parts (parts.paged()): flush_page[b] is the page that holds position flush_position[b].
 struct DecodeAppendRows {
   std::vector<int> key_slot, value_slot, flush_position;  // [B] each
+  std::vector<int> flush_page;                            // [B] when paged, else empty
 };
 bool cuda_decode_append(const at::Tensor& k, const at::Tensor& v, KiviParts& parts,
                         const DecodeAppendRows& rows);

@@ -40,7 +40,17 @@ KiviCache::KiviCache(const CacheGeometry& geometry, const KiviOptions& options)
   const int64_t batch = geometry_.max_batch, heads = geometry_.num_kv_heads,
                 dim = geometry_.head_dim;
   const int64_t group = options_.group_size;
-  const LayerCapacity c = preallocated_capacity(options_, geometry_.max_tokens);
+  // Contiguous: every first index is a slot, sized for max_tokens. Paged: packed parts by page,
+  // windows by slot.
+  const int64_t packed = geometry_.pool_pages > 0 ? geometry_.pool_pages : batch;
+  LayerCapacity c = preallocated_capacity(options_, geometry_.max_tokens);
+  if (geometry_.pool_pages > 0) {
+    const LayerCapacity page = page_capacity(options_), slot = slot_capacity(options_);
+    c.key_groups = page.key_groups;
+    c.value_tokens = page.value_tokens;
+    c.key_slots = slot.key_slots;
+    c.value_slots = slot.value_slots;
+  }
   auto model = at::TensorOptions().dtype(geometry_.dtype).device(geometry_.device);
   auto words = model.dtype(at::kInt);
   layers_.resize(geometry_.num_layers);
@@ -52,20 +62,124 @@ KiviCache::KiviCache(const CacheGeometry& geometry, const KiviOptions& options)
     p.residual_length = options_.residual_length;
     if (options_.quantize_keys()) {
       p.key_codes =
-          at::zeros({batch, heads, c.key_groups, dim, group * options_.k_bits / 32}, words);
-      p.key_scale = at::zeros({batch, heads, c.key_groups, dim}, model);
-      p.key_min = at::zeros({batch, heads, c.key_groups, dim}, model);
+          at::zeros({packed, heads, c.key_groups, dim, group * options_.k_bits / 32}, words);
+      p.key_scale = at::zeros({packed, heads, c.key_groups, dim}, model);
+      p.key_min = at::zeros({packed, heads, c.key_groups, dim}, model);
     }
     p.key_residual = at::zeros({batch, heads, c.key_slots, dim}, model);
     if (options_.quantize_values()) {
-      p.value_codes = at::zeros({batch, heads, c.value_tokens, dim * options_.v_bits / 32}, words);
-      p.value_scale = at::zeros({batch, heads, c.value_tokens, dim / group}, model);
-      p.value_min = at::zeros({batch, heads, c.value_tokens, dim / group}, model);
+      p.value_codes =
+          at::zeros({packed, heads, c.value_tokens, dim * options_.v_bits / 32}, words);
+      p.value_scale = at::zeros({packed, heads, c.value_tokens, dim / group}, model);
+      p.value_min = at::zeros({packed, heads, c.value_tokens, dim / group}, model);
     }
     p.value_residual = at::zeros({batch, heads, c.value_slots, dim}, model);
     p.key_quantized.assign(batch, 0);
     p.value_quantized.assign(batch, 0);
     s.length.assign(batch, 0);
+  }
+  if (geometry_.pool_pages > 0) {
+    pool_ = std::make_unique<BlockPool>(geometry_.pool_pages, options_.page_tokens);
+    pages_.resize(batch);
+    const int64_t columns = table_columns(options_, geometry_.max_tokens);
+    table_cpu_ = at::zeros({batch, columns}, at::kInt);
+    table_ = geometry_.device.is_cpu() ? table_cpu_ : at::zeros({batch, columns}, words);
+    sync_table();
+  }
+}
+
+std::span<const BlockPool::BlockId> KiviCache::pages(int64_t seq) const {
+  check(seq >= 0 && seq < geometry_.max_batch, "kivi cache: sequence " + std::to_string(seq) +
+                                                   " out of range [0, " +
+                                                   std::to_string(geometry_.max_batch) + ")");
+  if (!paged()) return {};
+  return pages_[seq];
+}
+
+template <class Fn>
+void KiviCache::for_page_runs(int64_t b, int64_t p0, int64_t p1, Fn fn) const {
+  const int64_t page = options_.page_tokens;
+  for (int64_t p = p0; p < p1;) {
+    const int64_t end = std::min(p1, (p / page + 1) * page);
+    fn(int64_t{pages_[b].at(p / page)}, p % page, end - p, p - p0);
+    p = end;
+  }
+}
+
+BlockPool::BlockId KiviCache::allocate_page(int64_t b) {
+  const std::optional<BlockPool::BlockId> page = pool_->allocate();
+  if (!page)
+    throw Error("kivi cache: the page pool is exhausted (" + std::to_string(pool_->capacity()) +
+                " pages of " + std::to_string(options_.page_tokens) + " tokens, all in use) while " +
+                "sequence " + std::to_string(b) + " needs one more; admit fewer tokens or give " +
+                "the cache a larger memory budget");
+  return *page;
+}
+
+void KiviCache::own_page(int64_t b, size_t i) {
+  const BlockPool::BlockId shared = pages_[b][i];
+  if (pool_->writable(shared)) return;
+  const BlockPool::BlockId own = allocate_page(b);
+  for (Layer& s : layers_) {
+    KiviParts& p = s.parts;
+    for (at::Tensor* t :
+         {&p.key_codes, &p.key_scale, &p.key_min, &p.value_codes, &p.value_scale, &p.value_min})
+      if (t->defined()) (*t)[own].copy_((*t)[shared]);
+  }
+  pool_->release(shared);
+  pages_[b][i] = own;
+}
+
+void KiviCache::prepare_pages(const Layer& s, std::span<const int64_t> counts) {
+  const int64_t page = options_.page_tokens;
+  bool changed = false;
+  for (int64_t b = 0; b < geometry_.max_batch; ++b) {
+    // What this append and the flushes it defers will quantize: up to the canonical split of the
+    // new length. The first position it may write: the lower of the two quantized counts.
+    const SequenceSplit split = canonical_split(options_, s.length[b] + counts[b]);
+    const auto needed = static_cast<size_t>(
+        pool_->blocks_for(std::max(split.key_quantized, split.value_quantized)));
+    while (pages_[b].size() < needed) {
+      pages_[b].push_back(allocate_page(b));
+      changed = true;
+    }
+    const int64_t first = std::min(s.parts.key_quantized[b], s.parts.value_quantized[b]);
+    for (auto i = static_cast<size_t>(first / page); i < needed; ++i) {
+      const BlockPool::BlockId before = pages_[b][i];
+      own_page(b, i);
+      changed = changed || pages_[b][i] != before;
+    }
+  }
+  if (changed) sync_table();
+}
+
+void KiviCache::trim_pages(int64_t b) {
+  const KiviParts& p = layers_[0].parts;
+  const auto keep = static_cast<size_t>(
+      pool_->blocks_for(std::max(p.key_quantized[b], p.value_quantized[b])));
+  while (pages_[b].size() > keep) {
+    pool_->release(pages_[b].back());
+    pages_[b].pop_back();
+  }
+}
+
+void KiviCache::sync_table() {
+  size_t columns = static_cast<size_t>(table_cpu_.size(1));
+  for (const auto& row : pages_) columns = std::max(columns, row.size());
+  if (static_cast<int64_t>(columns) > table_cpu_.size(1)) {  // max_tokens 0: the table grows
+    const int64_t batch = geometry_.max_batch, width = static_cast<int64_t>(columns);
+    table_cpu_ = at::zeros({batch, width}, at::kInt);
+    table_ = geometry_.device.is_cpu() ? table_cpu_ : at::zeros({batch, width}, table_.options());
+  }
+  auto rows = table_cpu_.accessor<int32_t, 2>();
+  for (size_t b = 0; b < pages_.size(); ++b)
+    for (size_t i = 0; i < pages_[b].size(); ++i) rows[b][i] = pages_[b][i];
+  // In stream order: kernels launched before read the table they were launched with.
+  if (!geometry_.device.is_cpu()) table_.copy_(table_cpu_);
+  for (Layer& s : layers_) {
+    s.parts.block_table = table_;
+    s.parts.block_table_cpu = table_cpu_;
+    s.parts.page_tokens = options_.page_tokens;
   }
 }
 
@@ -111,11 +225,32 @@ void KiviCache::for_rows(const Layer& s, std::span<const int64_t> counts, Fn fn)
 }
 
 void KiviCache::store_keys(Layer& s, Rows rows, int64_t group0, const at::Tensor& x) {
+  if (!paged()) return store_keys_at(s, rows.b0, rows.n, group0, x);
+  const int64_t group = options_.group_size;  // pages hold whole groups
+  for (int64_t r = 0; r < rows.n; ++r)
+    for_page_runs(rows.b0 + r, group0 * group, group0 * group + x.size(2),
+                  [&](int64_t page, int64_t first, int64_t count, int64_t offset) {
+                    store_keys_at(s, page, 1, first / group,
+                                  x.narrow(0, r, 1).narrow(2, offset, count));
+                  });
+}
+
+void KiviCache::store_values(Layer& s, Rows rows, int64_t pos0, const at::Tensor& x) {
+  if (!paged()) return store_values_at(s, rows.b0, rows.n, pos0, x);
+  for (int64_t r = 0; r < rows.n; ++r)
+    for_page_runs(rows.b0 + r, pos0, pos0 + x.size(2),
+                  [&](int64_t page, int64_t first, int64_t count, int64_t offset) {
+                    store_values_at(s, page, 1, first, x.narrow(0, r, 1).narrow(2, offset, count));
+                  });
+}
+
+void KiviCache::store_keys_at(Layer& s, int64_t index0, int64_t n, int64_t group0,
+                              const at::Tensor& x) {
   KiviParts& p = s.parts;
   const int64_t groups = x.size(2) / options_.group_size;
-  at::Tensor codes = p.key_codes.narrow(0, rows.b0, rows.n).narrow(2, group0, groups);
-  at::Tensor scale = p.key_scale.narrow(0, rows.b0, rows.n).narrow(2, group0, groups);
-  at::Tensor min = p.key_min.narrow(0, rows.b0, rows.n).narrow(2, group0, groups);
+  at::Tensor codes = p.key_codes.narrow(0, index0, n).narrow(2, group0, groups);
+  at::Tensor scale = p.key_scale.narrow(0, index0, n).narrow(2, group0, groups);
+  at::Tensor min = p.key_min.narrow(0, index0, n).narrow(2, group0, groups);
   // On the GPU one kernel writes the codes in place; elsewhere ATen computes the same.
   if (cuda_store_keys(x, options_.group_size, options_.k_bits, codes, scale, min)) return;
   const PackedKeys q = quantize_keys(x, options_.group_size, options_.k_bits);
@@ -126,12 +261,13 @@ void KiviCache::store_keys(Layer& s, Rows rows, int64_t group0, const at::Tensor
   min.copy_(q.min);
 }
 
-void KiviCache::store_values(Layer& s, Rows rows, int64_t pos0, const at::Tensor& x) {
+void KiviCache::store_values_at(Layer& s, int64_t index0, int64_t n, int64_t pos0,
+                                const at::Tensor& x) {
   KiviParts& p = s.parts;
   const int64_t tokens = x.size(2);
-  at::Tensor codes = p.value_codes.narrow(0, rows.b0, rows.n).narrow(2, pos0, tokens);
-  at::Tensor scale = p.value_scale.narrow(0, rows.b0, rows.n).narrow(2, pos0, tokens);
-  at::Tensor min = p.value_min.narrow(0, rows.b0, rows.n).narrow(2, pos0, tokens);
+  at::Tensor codes = p.value_codes.narrow(0, index0, n).narrow(2, pos0, tokens);
+  at::Tensor scale = p.value_scale.narrow(0, index0, n).narrow(2, pos0, tokens);
+  at::Tensor min = p.value_min.narrow(0, index0, n).narrow(2, pos0, tokens);
   if (cuda_store_values(x, options_.group_size, options_.v_bits, codes, scale, min)) return;
   const PackedValues q = quantize_values(x, options_.group_size, options_.v_bits);
   codes.copy_(values_in_tile_order(geometry_.head_dim)
@@ -201,10 +337,14 @@ bool KiviCache::fused_decode_append(Layer& s, const at::Tensor& k, const at::Ten
   rows.key_slot.assign(batch, -1);
   rows.value_slot.assign(batch, 0);
   rows.flush_position.assign(batch, -1);
+  if (paged()) rows.flush_page.assign(batch, -1);
   const int64_t slots = p.value_residual.size(2);
   for (int64_t b = 0; b < batch; ++b) {
     const int64_t length = s.length[b], vq = p.value_quantized[b];
-    if (settled_values(s, b) > vq) rows.flush_position[b] = static_cast<int>(vq);
+    if (settled_values(s, b) > vq) {
+      rows.flush_position[b] = static_cast<int>(vq);
+      if (paged()) rows.flush_page[b] = pages_[b].at(vq / options_.page_tokens);
+    }
     if (counts[b] == 0) continue;
     const int64_t kq = options_.quantize_keys() ? p.key_quantized[b] : 0;
     rows.key_slot[b] = static_cast<int>(length - kq);
@@ -281,7 +421,10 @@ void KiviCache::append(int64_t layer, const at::Tensor& k, const at::Tensor& v,
     needed.value_slots = std::max(needed.value_slots, length);
   }
   // Growing keeps what is stored, so it may come before the flushes the last step deferred.
-  ensure_capacity(s, needed);
+  if (paged())
+    prepare_pages(s, counts);
+  else
+    ensure_capacity(s, needed);
   const at::Tensor keys = k.to(geometry_.dtype), values = v.to(geometry_.dtype);
   // A decode step (one token or none per row) on the GPU: one kernel for the whole batch.
   if (new_tokens == 1 && fused_decode_append(s, keys, values, counts)) return;
@@ -328,10 +471,25 @@ void KiviCache::reorder(std::span<const int64_t> beam_index) {
     KiviParts& p = s.parts;
     for (at::Tensor* t : {&p.key_codes, &p.key_scale, &p.key_min, &p.key_residual, &p.value_codes,
                           &p.value_scale, &p.value_min, &p.value_residual})
-      if (t->defined()) *t = t->index_select(0, index);
+      // Paged, the packed parts stay where they are: the rows' tables are permuted below.
+      if (t->defined() && (!paged() || t == &p.key_residual || t == &p.value_residual))
+        *t = t->index_select(0, index);
     permute(s.length);
     permute(p.key_quantized);
     permute(p.value_quantized);
+  }
+  if (paged()) {
+    // A fork shares its parent's pages; each row's new pages are retained before the old ones are
+    // released, so a page both hold never passes through zero owners.
+    std::vector<std::vector<BlockPool::BlockId>> next(beam_index.size());
+    for (size_t i = 0; i < beam_index.size(); ++i) {
+      next[i] = pages_[beam_index[i]];
+      for (BlockPool::BlockId page : next[i]) pool_->retain(page);
+    }
+    for (const auto& row : pages_)
+      for (BlockPool::BlockId page : row) pool_->release(page);
+    pages_ = std::move(next);
+    sync_table();
   }
 }
 
@@ -363,6 +521,10 @@ void KiviCache::truncate(int64_t new_length, int64_t seq) {
   for (Layer& s : layers_)
     for (int64_t b = 0; b < geometry_.max_batch; ++b)
       if (seq < 0 || b == seq) truncate_row(s, b, new_length);
+  if (!paged()) return;
+  for (int64_t b = 0; b < geometry_.max_batch; ++b)
+    if (seq < 0 || b == seq) trim_pages(b);
+  sync_table();
 }
 
 void KiviCache::reset() {
@@ -371,6 +533,12 @@ void KiviCache::reset() {
     std::fill(s.parts.key_quantized.begin(), s.parts.key_quantized.end(), 0);
     std::fill(s.parts.value_quantized.begin(), s.parts.value_quantized.end(), 0);
   }
+  if (!paged()) return;
+  for (auto& row : pages_) {
+    for (BlockPool::BlockId page : row) pool_->release(page);
+    row.clear();
+  }
+  sync_table();
 }
 
 MemoryStats KiviCache::memory() const {
@@ -385,6 +553,7 @@ MemoryStats KiviCache::memory() const {
         bytes(p.key_scale) + bytes(p.key_min) + bytes(p.value_scale) + bytes(p.value_min);
     stats.residual_bytes += bytes(p.key_residual) + bytes(p.value_residual);
   }
+  if (paged()) stats.workspace_bytes += static_cast<int64_t>(table_.nbytes());
   const Layer& first = layers_[0];
   for (int64_t b = 0; b < geometry_.max_batch; ++b) {
     const int64_t quantized =
@@ -393,6 +562,26 @@ MemoryStats KiviCache::memory() const {
     stats.quantized_tokens += quantized;
     stats.residual_tokens += first.length[b] - quantized;
   }
+  return stats;
+}
+
+int64_t KiviCache::pages_for(int64_t tokens) const {
+  if (!paged()) return 0;
+  // What prepare_pages() takes for a sequence of that length: its canonical quantized positions.
+  const SequenceSplit split = canonical_split(options_, tokens);
+  return pool_->blocks_for(std::max(split.key_quantized, split.value_quantized));
+}
+
+PoolStats KiviCache::pool_stats() const {
+  if (!paged()) return {};
+  PoolStats stats;
+  stats.pages = pool_->capacity();
+  stats.page_tokens = pool_->block_tokens();
+  stats.used = pool_->used();
+  stats.cached = pool_->cached();
+  stats.page_bytes =
+      geometry_.num_layers * layer_bytes(options_, geometry_, page_capacity(options_)).total();
+  stats.shared = pool_->shared();
   return stats;
 }
 
@@ -411,6 +600,7 @@ std::vector<std::pair<std::string, at::Tensor>> KiviCache::owned_tensors() const
                            {"value_residual", &p.value_residual}})
       if (t->defined()) out.emplace_back(prefix + name, *t);
   }
+  if (paged()) out.emplace_back("block_table", table_);
   return out;
 }
 
@@ -424,6 +614,14 @@ CacheSpec KiviCacheFactory::spec(const CacheGeometry& geometry) const {
   spec.bytes_per_sequence = [options = options_, geometry](int64_t tokens) {
     return bytes_per_sequence(options, geometry, tokens);
   };
+  if (options_.quantize_keys() && options_.quantize_values()) {  // it can page
+    spec.page_tokens = options_.page_tokens;
+    spec.bytes_per_page =
+        geometry.num_layers * layer_bytes(options_, geometry, page_capacity(options_)).total();
+    spec.bytes_per_slot =
+        geometry.num_layers * layer_bytes(options_, geometry, slot_capacity(options_)).total() +
+        4 * table_columns(options_, geometry.max_tokens);
+  }
   return spec;
 }
 

@@ -13,10 +13,20 @@
 //     step sees: it attends before it quantizes.
 // truncate() keeps that canonical shape: tokens that a fresh cache would hold in full
 // precision but whose originals were quantized come back dequantized (see kivi-cache.md).
+//
+// Paged storage (geometry.pool_pages > 0, docs/paged-cache.md): the packed parts live in one pool
+// of pages of options.page_tokens positions, shared by every slot through per-slot block tables
+// (kivi_parts.h); the windows stay per slot. A slot takes pages as its quantized positions grow
+// and gives them back on truncate and reset; reorder() forks by sharing pages (reference counts),
+// and a shared page is copied before it is written (copy on write), so every operation leaves
+// exactly what the contiguous cache of the same options holds.
 #pragma once
 
+#include <memory>
+#include <span>
 #include <vector>
 
+#include "kivi/cache/block_pool.h"
 #include "kivi/cache/kv_cache.h"
 #include "kivi_layout.h"
 
@@ -37,6 +47,13 @@ class KiviCache final : public KVCache {
   MemoryStats memory() const override;
   std::vector<std::pair<std::string, at::Tensor>> owned_tensors() const override;
   CacheUsage usage() const override;
+  PoolStats pool_stats() const override;
+  int64_t pages_for(int64_t tokens) const override;
+
+  // Paged storage only (null / empty otherwise): the pool every slot's pages come from, and the
+  // pages slot `seq` holds, in position order.
+  const BlockPool* pool() const { return pool_.get(); }
+  std::span<const BlockPool::BlockId> pages(int64_t seq) const;
 
  private:
   struct Layer {
@@ -69,6 +86,26 @@ class KiviCache final : public KVCache {
   // Quantize x into the stores of `rows` at key group `group0` / value position `pos0`.
   void store_keys(Layer& s, Rows rows, int64_t group0, const at::Tensor& x);
   void store_values(Layer& s, Rows rows, int64_t pos0, const at::Tensor& x);
+  // The same into first-index entries [index0, index0 + n) (rows, or one page) at local units.
+  void store_keys_at(Layer& s, int64_t index0, int64_t n, int64_t group0, const at::Tensor& x);
+  void store_values_at(Layer& s, int64_t index0, int64_t n, int64_t pos0, const at::Tensor& x);
+
+  // ---- Paged storage ----
+  bool paged() const { return pool_ != nullptr; }
+  // Calls fn(page, first, count, offset) for each run of row b's positions [p0, p1) that lies in
+  // one page: positions [first, first + count) of `page`, the range's [offset, offset + count).
+  template <class Fn>
+  void for_page_runs(int64_t b, int64_t p0, int64_t p1, Fn fn) const;
+  // Before an append to a layer (state `s`): each row holds the pages its quantized positions
+  // will need and owns alone every page the append may write.
+  void prepare_pages(const Layer& s, std::span<const int64_t> counts);
+  // Copy on write: page i of row b becomes the row's own (every layer's contents copied).
+  void own_page(int64_t b, size_t i);
+  BlockPool::BlockId allocate_page(int64_t b);
+  // Gives back the pages of row b past what its quantized positions use.
+  void trim_pages(int64_t b);
+  // Writes the rows' pages into the block table every layer's parts carry.
+  void sync_table();
   // Values of positions [p0, p1) of `rows` from the value residual ring: [n, H, p1 - p0, D].
   at::Tensor value_window(const Layer& s, Rows rows, int64_t p0, int64_t p1) const;
   void write_value_window(Layer& s, Rows rows, int64_t p0, const at::Tensor& x);
@@ -76,6 +113,9 @@ class KiviCache final : public KVCache {
   CacheGeometry geometry_;
   KiviOptions options_;
   std::vector<Layer> layers_;
+  std::unique_ptr<BlockPool> pool_;
+  std::vector<std::vector<BlockPool::BlockId>> pages_;  // [B][pages held], in position order
+  at::Tensor table_, table_cpu_;  // [B, columns] int32 on the device and on the host
 };
 
 // What a research write-up's memory accounting leaves out for these options (CacheSpec).

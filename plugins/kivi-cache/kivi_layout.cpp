@@ -33,6 +33,16 @@ void check_options(const KiviOptions& o, const CacheGeometry& g) {
   if (o.quantize_values() && g.head_dim % o.group_size != 0)
     fail("group_size = " + std::to_string(o.group_size) + " does not divide head_dim = " +
          std::to_string(g.head_dim) + " (values are grouped over channels)");
+  if (g.pool_pages > 0) {
+    const int64_t page = o.page_tokens;
+    if (!o.quantize_keys() || !o.quantize_values())
+      fail("paged storage holds quantized keys and values: k_bits = " + std::to_string(o.k_bits) +
+           ", v_bits = " + std::to_string(o.v_bits) + ", expected both below 16");
+    if (page < o.group_size || page % o.group_size != 0 || (page & (page - 1)) != 0)
+      fail("page_tokens = " + std::to_string(page) +
+           ", expected a power of two and a multiple of group_size = " +
+           std::to_string(o.group_size));
+  }
   if (g.dtype != at::kHalf && g.dtype != at::kBFloat16 && g.dtype != at::kFloat)
     fail(std::string("model dtype ") + c10::toString(g.dtype) +
          ", expected float16, bfloat16 or float32");
@@ -88,6 +98,24 @@ LayerBytes layer_bytes(const KiviOptions& o, const CacheGeometry& g, const Layer
 
 int64_t bytes_per_sequence(const KiviOptions& o, const CacheGeometry& g, int64_t tokens) {
   return g.num_layers * layer_bytes(o, g, preallocated_capacity(o, tokens)).total();
+}
+
+LayerCapacity page_capacity(const KiviOptions& o) {
+  LayerCapacity c;
+  c.key_groups = o.page_tokens / o.group_size;
+  c.value_tokens = o.page_tokens;
+  return c;
+}
+
+LayerCapacity slot_capacity(const KiviOptions& o) {
+  LayerCapacity c;
+  c.key_slots = o.key_flush();
+  c.value_slots = o.residual_length + 1;  // R + 1: see preallocated_capacity
+  return c;
+}
+
+int64_t table_columns(const KiviOptions& o, int64_t max_tokens) {
+  return max_tokens > 0 ? (max_tokens + o.page_tokens - 1) / o.page_tokens : 1;
 }
 
 }  // namespace kivi::kivi_cache

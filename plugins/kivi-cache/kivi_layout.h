@@ -16,6 +16,7 @@ struct KiviOptions {
   int64_t group_size = 32;        // tokens per key group, channels per value group
   int64_t residual_length = 128;  // R: a multiple of group_size, or 0
   int64_t chunk_tokens = 256;     // growth step when max_tokens is 0
+  int64_t page_tokens = 128;      // tokens per page of paged storage (CacheGeometry::pool_pages)
 
   bool quantize_keys() const { return k_bits < 16; }
   bool quantize_values() const { return v_bits < 16; }
@@ -59,5 +60,13 @@ LayerBytes layer_bytes(const KiviOptions& options, const CacheGeometry& geometry
 // Exact bytes of a cache preallocated for one sequence of `tokens` tokens, all layers.
 int64_t bytes_per_sequence(const KiviOptions& options, const CacheGeometry& geometry,
                            int64_t tokens);
+
+// Paged storage: the pages (page_tokens tokens each) of one layer hold the packed parts of
+// page_tokens positions; a slot holds its two windows beside them.
+LayerCapacity page_capacity(const KiviOptions& options);
+LayerCapacity slot_capacity(const KiviOptions& options);
+// Columns of a slot's block table: enough pages for max_tokens positions (1 when max_tokens is
+// 0: the table grows with the longest sequence).
+int64_t table_columns(const KiviOptions& options, int64_t max_tokens);
 
 }  // namespace kivi::kivi_cache

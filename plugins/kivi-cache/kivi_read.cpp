@@ -9,6 +9,26 @@
 
 namespace kivi::kivi_cache {
 
+std::vector<PackedRun> packed_runs(const KiviParts& parts, int64_t b, int64_t p0, int64_t p1) {
+  if (p1 <= p0) return {};
+  if (!parts.paged()) return {PackedRun{b, p0, p1 - p0}};
+  const int64_t page = parts.page_tokens;
+  const auto* table = parts.block_table_cpu[b].data_ptr<int32_t>();
+  std::vector<PackedRun> runs;
+  for (int64_t p = p0; p < p1;) {
+    const int64_t end = std::min(p1, (p / page + 1) * page);
+    runs.push_back(PackedRun{table[p / page], p % page, end - p});
+    p = end;
+  }
+  return runs;
+}
+
+at::Tensor gather_runs(const at::Tensor& t, const std::vector<PackedRun>& runs, int64_t unit) {
+  std::vector<at::Tensor> pieces;
+  for (const PackedRun& r : runs) pieces.push_back(t[r.index].narrow(1, r.first / unit, r.count / unit));
+  return pieces.size() == 1 ? pieces[0] : at::cat(pieces, 1);
+}
+
 at::Tensor read_keys(const KiviParts& parts, int64_t b, int64_t p0, int64_t p1,
                      at::ScalarType dtype) {
   const int64_t quantized = parts.key_quantized[b], group = parts.group_size;
@@ -20,14 +40,15 @@ at::Tensor read_keys(const KiviParts& parts, int64_t b, int64_t p0, int64_t p1,
     // Whole groups covering [p0, min(p1, quantized)), then the wanted tokens of them.
     const int64_t end = std::min(p1, quantized);
     const int64_t g0 = p0 / group, g1 = (end + group - 1) / group;
-    const at::Tensor words = parts.key_codes[b].narrow(1, g0, g1 - g0).unsqueeze(0);
+    const std::vector<PackedRun> runs = packed_runs(parts, b, g0 * group, g1 * group);
+    const at::Tensor words = gather_runs(parts.key_codes, runs, group).unsqueeze(0);
     const at::Tensor codes = keys_in_tile_order(words.size(3), group)
                                  ? unpack_keys_from_tile_order(words, parts.k_bits)
                                  : unpack_codes(words, parts.k_bits);  // [1, H, g1 - g0, D, G]
-    at::Tensor keys =
-        dequantize_unpacked_keys(codes, parts.key_scale[b].narrow(1, g0, g1 - g0).unsqueeze(0),
-                                 parts.key_min[b].narrow(1, g0, g1 - g0).unsqueeze(0),
-                                 dtype);  // [1, H, (g1 - g0) * G, D]
+    at::Tensor keys = dequantize_unpacked_keys(codes,
+                                               gather_runs(parts.key_scale, runs, group).unsqueeze(0),
+                                               gather_runs(parts.key_min, runs, group).unsqueeze(0),
+                                               dtype);  // [1, H, (g1 - g0) * G, D]
     pieces.push_back(keys[0].narrow(1, p0 - g0 * group, end - p0));
   }
   if (p1 > quantized) {
@@ -47,13 +68,14 @@ at::Tensor read_values(const KiviParts& parts, int64_t b, int64_t p0, int64_t p1
   std::vector<at::Tensor> pieces;
   if (p0 < quantized) {
     const int64_t end = std::min(p1, quantized);
-    const at::Tensor words = parts.value_codes[b].narrow(1, p0, end - p0).unsqueeze(0);
+    const std::vector<PackedRun> runs = packed_runs(parts, b, p0, end);
+    const at::Tensor words = gather_runs(parts.value_codes, runs, 1).unsqueeze(0);
     const at::Tensor codes = values_in_tile_order(residual.size(3))
                                  ? unpack_values_from_tile_order(words, parts.v_bits)
                                  : unpack_codes(words, parts.v_bits);  // [1, H, n, D]
     at::Tensor values = dequantize_unpacked_values(
-        codes, parts.value_scale[b].narrow(1, p0, end - p0).unsqueeze(0),
-        parts.value_min[b].narrow(1, p0, end - p0).unsqueeze(0), parts.group_size, dtype);
+        codes, gather_runs(parts.value_scale, runs, 1).unsqueeze(0),
+        gather_runs(parts.value_min, runs, 1).unsqueeze(0), parts.group_size, dtype);
     pieces.push_back(values[0]);
   }
   if (p1 > quantized) {

@@ -27,6 +27,13 @@ std::unique_ptr<kivi::KVCacheFactory> make_cache(ConfigTable& o) {
                                std::to_string(32 / bits) + " (codes per int32 word)");
   // Quantized stores grow in chunks of this many tokens when max_tokens is not set.
   options.chunk_tokens = o.get_int_in("chunk_tokens", options.chunk_tokens, 1, int64_t{1} << 20);
+  // Tokens per page when the cache is paged (the host asks for a page pool).
+  options.page_tokens = o.get_int_in("page_tokens", options.page_tokens, 1, int64_t{1} << 20);
+  if (options.page_tokens % options.group_size != 0 ||
+      (options.page_tokens & (options.page_tokens - 1)) != 0)
+    o.fail("page_tokens", "got " + std::to_string(options.page_tokens) +
+                              ", expected a power of two and a multiple of group_size = " +
+                              std::to_string(options.group_size));
   return std::make_unique<kivi::kivi_cache::KiviCacheFactory>(options);
 }
 

@@ -50,8 +50,10 @@ TEST_CASE("block pool shares a block until its last owner releases it") {
   const auto block = *pool.allocate();
   pool.retain(block);  // a fork
   CHECK(pool.owners(block) == 2);
+  CHECK(pool.shared() == 1);
   pool.release(block);
   CHECK(pool.used() == 1);
+  CHECK(pool.shared() == 0);
   pool.release(block);
   CHECK(pool.used() == 0);
   CHECK(pool.available() == 2);
@@ -195,12 +197,14 @@ TEST_CASE("block pool: after thousands of random events every block is back") {
       }
       running.erase(running.begin() + static_cast<std::ptrdiff_t>(i));
     }
-    int64_t used = 0;
+    int64_t used = 0, shared = 0;
     for (const auto& [block, count] : owners) {
       REQUIRE(pool.owners(block) == count);
       used += count > 0;
+      shared += count > 1;
     }
     REQUIRE(pool.used() == used);
+    REQUIRE(pool.shared() == shared);
     REQUIRE(pool.available() == kBlocks - used);
   }
   for (Sequence& s : running)

@@ -85,7 +85,8 @@ inline void play_history(KVCache& cache, KVCache& oracle, at::ScalarType dtype, 
       const at::Tensor k = at::randn(shape).clamp_(-4, 4).to(dtype);
       const at::Tensor v = at::randn(shape).clamp_(-4, 4).to(dtype);
       cache.append(layer, k, v, counts);
-      oracle.append(layer, k.to(at::kFloat), v.to(at::kFloat), counts);
+      const at::ScalarType oracle_dtype = oracle.geometry().dtype;
+      oracle.append(layer, k.to(oracle_dtype), v.to(oracle_dtype), counts);
     }
   };
   auto compare = [&](const std::string& step) {
@@ -151,6 +152,7 @@ inline void play_history(KVCache& cache, KVCache& oracle, at::ScalarType dtype, 
   cache.reset();
   for (int64_t b = 0; b < g.max_batch; ++b) CHECK(cache.length(b) == 0);
   CHECK(cache.memory().tokens == 0);
+  CHECK(cache.pool_stats().used == 0);  // a paged cache gave every page back
 }
 
 inline void run_cache_conformance(const KVCacheFactory& factory, const KVCacheFactory& oracle,
@@ -179,6 +181,48 @@ inline void run_cache_conformance(const KVCacheFactory& factory, const KVCacheFa
   }
   SECTION("max_tokens is enforced") {
     const CacheGeometry g = conformance_geometry(dtype, 40);
+    auto cache = factory.create(g);
+    const at::Tensor k = at::zeros({g.max_batch, g.num_kv_heads, 41, g.head_dim}, dtype);
+    CHECK_THROWS_AS(cache->append(0, k, k), kivi::Error);
+  }
+}
+
+// A paged cache (geometry.pool_pages = pool_pages) against the contiguous cache of the same
+// factory: bit-identical views after every step of the random histories (forks by reorder share
+// pages and copy them on write; truncates give pages back), the bytes the spec promises, and
+// every page back in the pool after reset. The pool must hold what the histories need.
+inline void run_paged_conformance(const KVCacheFactory& factory, at::ScalarType dtype,
+                                  int64_t pool_pages) {
+  SECTION("random histories match the contiguous cache bit for bit") {
+    for (int64_t max_tokens : {int64_t{0}, int64_t{600}}) {
+      INFO("max_tokens " << max_tokens);
+      const CacheGeometry contiguous = conformance_geometry(dtype, max_tokens);
+      CacheGeometry paged = contiguous;
+      paged.pool_pages = pool_pages;
+      for (uint32_t seed : {1u, 2u, 3u, 4u, 5u}) {
+        auto cache = factory.create(paged);
+        auto reference = factory.create(contiguous);
+        REQUIRE(cache->pool_stats().pages == pool_pages);
+        play_history(*cache, *reference, dtype, 0, seed);
+      }
+    }
+  }
+  SECTION("held bytes equal the spec") {
+    for (int64_t tokens : {0, 31, 128, 600}) {
+      CacheGeometry g = conformance_geometry(dtype, tokens);
+      g.pool_pages = pool_pages;
+      auto cache = factory.create(g);
+      const CacheSpec spec = factory.spec(g);
+      INFO("max_tokens " << tokens);
+      CHECK(spec.bytes_per_page > 0);
+      CHECK(cache->memory().total() ==
+            pool_pages * spec.bytes_per_page + g.max_batch * spec.bytes_per_slot);
+      CHECK(cache->memory().total() == owned_bytes(*cache));
+    }
+  }
+  SECTION("max_tokens is enforced") {
+    CacheGeometry g = conformance_geometry(dtype, 40);
+    g.pool_pages = pool_pages;
     auto cache = factory.create(g);
     const at::Tensor k = at::zeros({g.max_batch, g.num_kv_heads, 41, g.head_dim}, dtype);
     CHECK_THROWS_AS(cache->append(0, k, k), kivi::Error);

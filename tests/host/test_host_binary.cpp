@@ -158,7 +158,7 @@ TEST_CASE("kivi-host --set overrides run.toml keys; MODE --help lists a mode's k
   CHECK(run_host("check --config " + config + " --set attention.backend=sdpa").exit_code == 1);
   CHECK_THAT(
       run_host("check --config " + config + " --set attention.backend=sdpa").output,
-      Contains("[attention] backend \"sdpa\" cannot read the \"kivi/1\" views of cache \"kivi\""));
+      Contains("[attention] backend \"sdpa\" cannot read the \"kivi/2\" views of cache \"kivi\""));
   CHECK_THAT(run_host("check --config " + config + " --set novalue").output,
              Contains("--set novalue: expected section.key=value"));
   CHECK_THAT(run_host("check --config " + config + " --set mode.x=1").output,

@@ -23,7 +23,10 @@ void ApiServer::handle(const HttpRequest& request, HttpConnection& conn) {
   const std::string& path = request.path;
   const bool get = request.method == "GET", post = request.method == "POST";
   try {
-    if (path == "/health" || path == "/v1/models") {
+    if (path == "/metrics") {
+      if (!get) throw ApiError{405, path + " takes GET, not " + request.method};
+      conn.send(200, "text/plain; version=0.0.4; charset=utf-8", metrics_text());
+    } else if (path == "/health" || path == "/v1/models") {
       if (!get) throw ApiError{405, path + " takes GET, not " + request.method};
       if (path == "/health") {
         const SchedulerStats s = scheduler_.stats();
@@ -36,7 +39,11 @@ void ApiServer::handle(const HttpRequest& request, HttpConnection& conn) {
                    {"completed", s.completed},
                    {"steps", s.steps},
                    {"cache_tokens", s.cache_tokens},
-                   {"cache_bytes", s.cache_bytes}});
+                   {"cache_bytes", s.cache_bytes},
+                   {"cache_pages", s.pool.pages},
+                   {"cache_pages_used", s.pool.used},
+                   {"cache_pages_shared", s.pool.shared},
+                   {"preemptions", s.preemptions}});
       } else {
         const json entry = {{"id", model_.name},
                             {"object", "model"},
@@ -52,12 +59,56 @@ void ApiServer::handle(const HttpRequest& request, HttpConnection& conn) {
       throw ApiError{404,
                      "no endpoint " + path +
                          " (there are /v1/completions, /v1/chat/completions, "
-                         "/v1/models and /health)",
+                         "/v1/models, /health and /metrics)",
                      "not_found"};
     }
   } catch (const ApiError& e) {
     if (!conn.responded()) send_error(conn, e);
   }
+}
+
+std::string ApiServer::metrics_text() const {
+  const SchedulerStats s = scheduler_.stats();
+  const PoolStats& pool = s.pool;
+  // Bytes a stored token costs: a page's bytes over its tokens when paged, else what the rows
+  // hold over what they store.
+  const double per_token =
+      pool.pages > 0 ? static_cast<double>(pool.page_bytes) / static_cast<double>(pool.page_tokens)
+      : s.cache_tokens > 0 ? static_cast<double>(s.cache_bytes) / static_cast<double>(s.cache_tokens)
+                           : 0.0;
+  std::string out;
+  auto gauge = [&](const std::string& name, const std::string& help, double value) {
+    out += render_metric("kivi:" + name, "gauge", help, value);
+  };
+  auto counter = [&](const std::string& name, const std::string& help, double value) {
+    out += render_metric("kivi:" + name, "counter", help, value);
+  };
+  gauge("num_requests_running", "Sequences holding a cache row.", static_cast<double>(s.active));
+  gauge("num_requests_waiting", "Sequences waiting for a row or for pages (preempted included).",
+        static_cast<double>(s.queued));
+  gauge("max_batch", "Cache rows.", static_cast<double>(s.max_batch));
+  gauge("cache_tokens", "Tokens stored in the cache.", static_cast<double>(s.cache_tokens));
+  gauge("cache_bytes", "Bytes the cache holds.", static_cast<double>(s.cache_bytes));
+  gauge("cache_bytes_per_token", "Bytes one stored token costs (a page's bytes per token when paged).",
+        per_token);
+  gauge("cache_pages", "Pages of the paged cache's pool (0: not paged).",
+        static_cast<double>(pool.pages));
+  gauge("cache_pages_used", "Pages with an owner.", static_cast<double>(pool.used));
+  gauge("cache_pages_free", "Pages free for admission.", static_cast<double>(pool.free()));
+  gauge("cache_pages_shared", "Pages held by more than one sequence.",
+        static_cast<double>(pool.shared));
+  counter("num_preemptions_total", "Sequences preempted to free pages (then recomputed).",
+          static_cast<double>(s.preemptions));
+  counter("request_success_total", "Requests completed.", static_cast<double>(s.completed));
+  counter("prompt_tokens_total", "Prompt tokens of admitted sequences.",
+          static_cast<double>(s.prompt_tokens));
+  counter("generation_tokens_total", "Tokens generated.", static_cast<double>(s.generated_tokens));
+  counter("forward_passes_total", "Forward passes run.", static_cast<double>(s.steps));
+  out += s.time_to_first_token.render("kivi:time_to_first_token_seconds",
+                                      "From submission to the first generated token.");
+  out += s.time_per_output_token.render("kivi:time_per_output_token_seconds",
+                                        "Between consecutive tokens of a sequence.");
+  return out;
 }
 
 void ApiServer::completions(const HttpRequest& http, HttpConnection& conn, bool chat) {
@@ -82,6 +133,8 @@ void ApiServer::completions(const HttpRequest& http, HttpConnection& conn, bool 
       jobs.push_back(std::move(job));
     }
   const size_t total = jobs.size();
+  for (const JobSpec& job : jobs)
+    if (std::optional<std::string> why = scheduler_.refusal(job)) throw ApiError{400, *why};
   if (!scheduler_.submit(std::move(jobs)))
     throw ApiError{503, "the server is busy: its queue is full; retry later", "server_overloaded"};
 

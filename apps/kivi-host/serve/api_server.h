@@ -1,5 +1,6 @@
 // The OpenAI-compatible endpoints over the HTTP server and the batch scheduler:
 //   GET  /health               liveness and the scheduler's load (rows busy, queued, cache bytes)
+//   GET  /metrics              the same and more in the Prometheus text format
 //   GET  /v1/models            the one model served
 //   POST /v1/completions       prompt(s) as text or token ids; echo + logprobs score the prompt
 //   POST /v1/chat/completions  messages rendered with the chat template
@@ -22,6 +23,8 @@ class ApiServer {
 
  private:
   void completions(const HttpRequest& request, HttpConnection& conn, bool chat);
+  // GET /metrics: the scheduler's counters in the Prometheus text format (metrics.h).
+  std::string metrics_text() const;
   ServedModel model_;
   BatchScheduler& scheduler_;
   ApiLimits limits_;

@@ -36,7 +36,12 @@ std::vector<JobEvent> JobChannel::pop(int timeout_ms) {
 // One cache row and the request sequence it serves.
 struct BatchScheduler::Row {
   std::optional<JobSpec> job;
-  size_t fed = 0;  // prompt tokens already in the cache
+  // Tokens to prefill: the prompt, or after a preemption the prompt and every generated token
+  // (the last one sampled included: the pass that feeds it samples the next).
+  std::vector<int64_t> feed;
+  bool resumed = false;  // refeeding after a preemption: the prompt is not scored again
+  uint64_t admitted = 0;  // admission order
+  size_t fed = 0;         // tokens of `feed` already in the cache
   std::optional<generate::Sampler> sampler;
   std::unique_ptr<generate::TextStream> stream;
   std::optional<generate::TextStops> stops;
@@ -44,9 +49,10 @@ struct BatchScheduler::Row {
   std::vector<TokenScore> prompt_scores;
   int64_t generated = 0;
   int64_t next = 0;  // the token this row feeds at the next decode step
+  std::chrono::steady_clock::time_point last_token{};  // when its last token was sampled
 
   bool busy() const { return job.has_value(); }
-  bool prefilling() const { return fed < job->prompt.size(); }
+  bool prefilling() const { return fed < feed.size(); }
   void push(JobEvent e) const {
     e.index = job->index;
     job->channel->push(std::move(e));
@@ -95,6 +101,10 @@ BatchScheduler::BatchScheduler(CausalLM& model, std::unique_ptr<KVCache> cache,
       max_batch_(cache_->geometry().max_batch) {
   check(max_batch_ >= 1, "serve: the cache needs at least one row");
   check(options_.prefill_chunk >= 1, "serve: prefill_chunk must be >= 1");
+  const PoolStats pool = cache_->pool_stats();
+  pool_pages_ = pool.pages;
+  page_tokens_ = pool.page_tokens;
+  stats_.pool = pool;
   chunk_ =
       std::max<int64_t>(1, std::min(options_.prefill_chunk, options_.step_tokens / max_batch_));
   stats_.max_batch = max_batch_;
@@ -110,11 +120,75 @@ bool BatchScheduler::submit(std::vector<JobSpec> jobs) {
     std::lock_guard lock(mutex_);
     if (stopping_ || static_cast<int64_t>(queue_.size() + jobs.size()) > options_.max_queue)
       return false;
-    for (JobSpec& j : jobs) queue_.push_back(std::move(j));
+    const auto now = std::chrono::steady_clock::now();
+    for (JobSpec& j : jobs) {
+      j.submitted = now;
+      queue_.push_back(std::move(j));
+    }
     stats_.queued = static_cast<int64_t>(queue_.size());
   }
   wake_.notify_all();
   return true;
+}
+
+std::optional<std::string> BatchScheduler::refusal(const JobSpec& job) const {
+  if (pool_pages_ == 0) return std::nullopt;
+  const auto prompt = static_cast<int64_t>(job.prompt.size());
+  int64_t tokens = prompt + job.max_new_tokens;
+  if (options_.context > 0) tokens = std::min(tokens, options_.context);
+  const int64_t pages = cache_->pages_for(tokens);
+  if (pages <= pool_pages_) return std::nullopt;
+  return "the request needs " + std::to_string(pages) + " cache pages of " +
+         std::to_string(page_tokens_) + " tokens for " + std::to_string(tokens) + " tokens (" +
+         std::to_string(prompt) + " of prompt and up to " + std::to_string(tokens - prompt) +
+         " generated) but the whole cache holds " + std::to_string(pool_pages_) +
+         " ([cache] memory_budget); shorten the prompt or max_tokens";
+}
+
+int64_t BatchScheduler::admission_pages(int64_t tokens, int64_t remaining) const {
+  return cache_->pages_for(tokens + std::clamp<int64_t>(remaining, 0, page_tokens_));
+}
+
+int64_t BatchScheduler::pages_for_admission(const std::vector<Row>& rows) const {
+  // Free pages less what rows still prefilling will take to finish their prompts.
+  int64_t free = cache_->pool_stats().free();
+  for (size_t b = 0; b < rows.size(); ++b)
+    if (rows[b].busy() && rows[b].prefilling())
+      free -= cache_->pages_for(static_cast<int64_t>(rows[b].feed.size())) -
+              cache_->pages_for(cache_->length(static_cast<int64_t>(b)));
+  return free;
+}
+
+void BatchScheduler::make_room(std::vector<Row>& rows, std::vector<int64_t>& counts) {
+  for (;;) {
+    int64_t needed = 0, running = 0;
+    for (size_t b = 0; b < rows.size(); ++b) {
+      if (counts[b] == 0) continue;
+      const int64_t length = cache_->length(static_cast<int64_t>(b));
+      needed += cache_->pages_for(length + counts[b]) - cache_->pages_for(length);
+      ++running;
+    }
+    // One row alone always fits (refusal() turned away what would not), so a pass with one row
+    // left goes ahead.
+    if (needed <= cache_->pool_stats().free() || running <= 1) return;
+    size_t newest = rows.size();
+    for (size_t b = 0; b < rows.size(); ++b)
+      if (counts[b] > 0 && (newest == rows.size() || rows[b].admitted > rows[newest].admitted))
+        newest = b;
+    Row& row = rows[newest];
+    cache_->truncate(0, static_cast<int64_t>(newest));
+    if (row.prefilling() && !row.resumed) {
+      row.prompt_scores.clear();  // its prompt starts over
+    } else {
+      row.feed = row.history;  // prompt + generated, the pending token last
+      row.resumed = true;
+    }
+    row.fed = 0;
+    counts[newest] = 0;
+    preempted_.push_front(std::exchange(row, Row{}));
+    std::lock_guard lock(mutex_);
+    ++stats_.preemptions;
+  }
 }
 
 void BatchScheduler::stop() {
@@ -133,13 +207,39 @@ SchedulerStats BatchScheduler::stats() const {
 
 void BatchScheduler::admit(std::vector<Row>& rows) {
   std::lock_guard lock(mutex_);
+  std::erase_if(preempted_, [](const Row& r) { return r.job->channel->cancelled(); });
+  // Paged: admission in order (preempted rows first, then the queue) while pages suffice; the
+  // first that does not fit waits, and nothing overtakes it, so no request starves.
+  const bool paged = pool_pages_ > 0;
+  int64_t free = paged ? pages_for_admission(rows) : 0;
   for (Row& row : rows) {
     if (row.busy()) continue;
+    if (!preempted_.empty()) {
+      const Row& waiting = preempted_.front();
+      const int64_t pages =
+          paged ? admission_pages(static_cast<int64_t>(waiting.feed.size()),
+                                  waiting.job->max_new_tokens - waiting.generated)
+                : 0;
+      if (pages > free) break;
+      row = std::move(preempted_.front());  // keeps its admission order: older than the rest
+      preempted_.pop_front();
+      free -= pages;
+      continue;
+    }
     while (!queue_.empty() && queue_.front().channel->cancelled()) queue_.pop_front();
     if (queue_.empty()) break;
+    const JobSpec& front = queue_.front();
+    const int64_t pages =
+        paged ? admission_pages(static_cast<int64_t>(front.prompt.size()), front.max_new_tokens)
+              : 0;
+    if (pages > free) break;
+    free -= pages;
     row = Row{};
     row.job = std::move(queue_.front());
     queue_.pop_front();
+    row.feed = row.job->prompt;
+    row.admitted = ++admissions_;
+    stats_.prompt_tokens += static_cast<int64_t>(row.feed.size());
     row.sampler.emplace(row.job->sampling, row.job->seed);
     if (text_) row.stream = text_();
     row.stops.emplace(row.job->stop_strings);
@@ -150,7 +250,8 @@ void BatchScheduler::admit(std::vector<Row>& rows) {
 
 void BatchScheduler::publish_locked(const std::vector<Row>& rows) {
   stats_.active = std::count_if(rows.begin(), rows.end(), [](const Row& r) { return r.busy(); });
-  stats_.queued = static_cast<int64_t>(queue_.size());
+  stats_.queued = static_cast<int64_t>(queue_.size() + preempted_.size());
+  stats_.pool = cache_->pool_stats();
   const MemoryStats m = cache_->memory();
   stats_.cache_tokens = m.tokens;
   stats_.cache_bytes = m.total();
@@ -167,7 +268,8 @@ void BatchScheduler::run() {
       std::unique_lock lock(mutex_);
       const bool busy =
           std::any_of(rows.begin(), rows.end(), [](const Row& r) { return r.busy(); });
-      wake_.wait(lock, [&] { return stopping_ || !queue_.empty() || busy; });
+      wake_.wait(lock,
+                 [&] { return stopping_ || !queue_.empty() || !preempted_.empty() || busy; });
       if (stopping_) break;
     }
     for (size_t b = 0; b < rows.size(); ++b)
@@ -203,6 +305,8 @@ void BatchScheduler::run() {
   const JobEvent bye = error_event("the server is shutting down", 503);
   for (Row& row : rows)
     if (row.busy()) row.push(bye);
+  for (Row& row : preempted_) row.push(bye);
+  preempted_.clear();
   for (JobSpec& job : queue_) {
     JobEvent e = bye;
     e.index = job.index;
@@ -219,8 +323,9 @@ void BatchScheduler::step(std::vector<Row>& rows) {
   for (int64_t b = 0; b < batch; ++b) {
     const Row& row = rows[b];
     if (!row.busy()) continue;
-    counts[b] = row.prefilling() ? std::min<int64_t>(chunk_, row.job->prompt.size() - row.fed) : 1;
+    counts[b] = row.prefilling() ? std::min<int64_t>(chunk_, row.feed.size() - row.fed) : 1;
   }
+  if (pool_pages_ > 0) make_room(rows, counts);
   const int64_t tokens = *std::max_element(counts.begin(), counts.end());
   if (tokens == 0) return;
   at::Tensor ids = at::zeros({batch, tokens}, at::kLong);
@@ -231,7 +336,7 @@ void BatchScheduler::step(std::vector<Row>& rows) {
     const int64_t start = cache_->length(b);
     for (int64_t t = 0; t < tokens; ++t) pos_at[b][t] = start + t;
     for (int64_t t = 0; t < counts[b]; ++t)
-      id_at[b][t] = rows[b].prefilling() ? rows[b].job->prompt[rows[b].fed + t] : rows[b].next;
+      id_at[b][t] = rows[b].prefilling() ? rows[b].feed[rows[b].fed + t] : rows[b].next;
   }
   const at::Device device = model_.options().device;
   const ActivityScope forward(
@@ -250,7 +355,7 @@ void BatchScheduler::step(std::vector<Row>& rows) {
     if (!row.busy()) continue;
     if (row.prefilling()) {
       const auto& prompt = row.job->prompt;
-      if (row.job->prompt_logprobs) {
+      if (row.job->prompt_logprobs && !row.resumed) {
         // Position t predicts prompt token fed + t + 1 (the last prompt position predicts the
         // first new token, which is scored when it is sampled).
         const int64_t scored =
@@ -265,7 +370,7 @@ void BatchScheduler::step(std::vector<Row>& rows) {
       }
       row.fed += counts[b];
       if (row.prefilling()) continue;
-      if (row.job->prompt_logprobs)
+      if (row.job->prompt_logprobs && !row.resumed)
         row.push(event_of(JobEvent::Kind::kPromptScores,
                           [&](JobEvent& e) { e.scores = std::move(row.prompt_scores); }));
     }
@@ -309,6 +414,15 @@ void BatchScheduler::step(std::vector<Row>& rows) {
     }
     const at::Tensor row_logits = chosen[static_cast<int64_t>(r)];
     const int64_t token = row.sampler->next(row_logits, row.history);
+    {
+      const auto now = std::chrono::steady_clock::now();
+      const auto since = row.generated == 0 ? job.submitted : row.last_token;
+      row.last_token = now;
+      std::lock_guard lock(mutex_);
+      (row.generated == 0 ? stats_.time_to_first_token : stats_.time_per_output_token)
+          .observe(std::chrono::duration<double>(now - since).count());
+      ++stats_.generated_tokens;
+    }
     JobEvent event = event_of(JobEvent::Kind::kToken, [&](JobEvent& e) { e.token = token; });
     if (job.logprobs >= 0)
       event.score = score_of(at::log_softmax(row_logits, -1), token, job.logprobs);

@@ -5,13 +5,23 @@
 // that find no free row wait in a bounded queue; submit() refuses beyond the bound (the HTTP
 // layer answers 503). The scheduler knows nothing of HTTP: results go to a JobChannel that the
 // request's thread reads.
+//
+// A paged cache ([cache] memory_budget, docs/paged-cache.md) bounds the tokens, not the rows:
+// a request is admitted when the pool's free pages cover its prompt and a page of decoding
+// (beyond what rows still prefilling will take), in arrival order. When a pass needs more pages
+// than are free, the newest rows are preempted: their pages go back to the pool and they wait,
+// ahead of the queue, to be recomputed (prompt and generated tokens prefilled again), so an
+// admitted request is never failed for memory. One that could not fit even alone is refused
+// at submission (refusal(): the HTTP layer answers 400).
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -20,7 +30,9 @@
 #include <utility>
 #include <vector>
 
+#include "kivi/cache/cache_types.h"
 #include "kivi/generate/generate.h"
+#include "serve/metrics.h"
 
 namespace kivi {
 class CausalLM;
@@ -78,6 +90,7 @@ struct JobSpec {
   bool prompt_logprobs = false;  // score the prompt tokens too (echo)
   int64_t index = 0;
   std::shared_ptr<JobChannel> channel;
+  std::chrono::steady_clock::time_point submitted{};  // set by submit(): time to first token
 };
 
 // Profiling the first `steps` forward passes (kivi-host serve, [serve] profile_steps): the
@@ -102,6 +115,13 @@ struct SchedulerOptions {
 struct SchedulerStats {
   int64_t max_batch = 0, active = 0, queued = 0, completed = 0, steps = 0;
   int64_t cache_tokens = 0, cache_bytes = 0;
+  PoolStats pool;           // a paged cache's pages (all 0 otherwise)
+  int64_t preemptions = 0;  // rows given back to the pool to be recomputed
+  // Since start: prompt tokens of admitted requests (once each, recomputation not counted),
+  // generated tokens, and the latencies clients see (seconds).
+  int64_t prompt_tokens = 0, generated_tokens = 0;
+  Histogram time_to_first_token{ttft_bounds()};
+  Histogram time_per_output_token{token_latency_bounds()};
 };
 
 class BatchScheduler {
@@ -114,6 +134,9 @@ class BatchScheduler {
   // Queues the jobs (all or none: a request's sequences are never split). False when the queue
   // lacks room for all of them or the scheduler is stopping.
   bool submit(std::vector<JobSpec> jobs);
+  // Why `job` can never run (a paged cache too small for its prompt and max_new_tokens even
+  // alone); nullopt when it can. Safe from any thread.
+  std::optional<std::string> refusal(const JobSpec& job) const;
   // Ends the worker; jobs still queued or running get a 503 error event.
   void stop();
   SchedulerStats stats() const;
@@ -124,6 +147,12 @@ class BatchScheduler {
   void run();
   void step(std::vector<Row>& rows);
   void admit(std::vector<Row>& rows);
+  // Paged: the pages admitting a sequence takes: its `tokens` to prefill and a page of decoding
+  // beyond them (at most the `remaining` tokens it may generate); and the pages free for that.
+  int64_t admission_pages(int64_t tokens, int64_t remaining) const;
+  int64_t pages_for_admission(const std::vector<Row>& rows) const;
+  // Paged: preempts the newest rows until the pass of `counts` fits the free pages.
+  void make_room(std::vector<Row>& rows, std::vector<int64_t>& counts);
   // Copies the rows' and the queue's state into stats_ (mutex_ held).
   void publish_locked(const std::vector<Row>& rows);
 
@@ -133,6 +162,10 @@ class BatchScheduler {
   SchedulerOptions options_;
   int64_t max_batch_;
   int64_t chunk_;  // prompt tokens per row and pass
+  // Paged cache: the pool's size, fixed at construction (refusal() reads it from other threads).
+  int64_t pool_pages_ = 0, page_tokens_ = 0;
+  std::list<Row> preempted_;  // the worker's: rows waiting to be recomputed, first out first
+  uint64_t admissions_ = 0;    // the worker's: admission order of rows (newest preempted first)
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<JobSpec> queue_;

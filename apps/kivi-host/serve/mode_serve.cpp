@@ -12,6 +12,7 @@
 
 #include "host_context.h"
 #include "kivi/cache/kv_cache.h"
+#include "kivi/util/device_memory.h"
 #include "model_session.h"
 #include "serve/api_server.h"
 #include "step_profiler.h"
@@ -50,6 +51,35 @@ serve::ServedModel served_model(const HostConfig& cfg, const ModelSession& sessi
   return m;
 }
 
+// [cache] memory_budget: `max_batch` slots and the page pool the rest of the budget buys
+// (docs/paged-cache.md); without it, `max_batch` rows of their own storage.
+CacheGeometry serve_geometry(const HostConfig& cfg, ModelSession& session,
+                             int64_t max_batch, int64_t context) {
+  if (!cfg.cache_budget.set()) return session.model().cache_geometry(max_batch);
+  CacheGeometry g = session.model().cache_geometry(max_batch, context);
+  const CacheSpec spec = session.cache_factory->spec(g);
+  const std::string where = cfg.file.string() + ": [cache] memory_budget";
+  check(spec.bytes_per_page > 0, where + ": the " + session.cache_name + " cache (" +
+                                     spec.description +
+                                     ") cannot be paged; use the kivi cache with k_bits and "
+                                     "v_bits below 16, or remove memory_budget");
+  int64_t bytes = cfg.cache_budget.bytes;
+  if (cfg.cache_budget.fraction > 0) {
+    const int64_t available = available_memory(g.device);
+    check(available > 0, where + ": the memory available on " + g.device.str() +
+                             " is unknown; give the budget in bytes");
+    bytes = static_cast<int64_t>(cfg.cache_budget.fraction * static_cast<double>(available));
+  }
+  const int64_t slots = max_batch * spec.bytes_per_slot;
+  g.pool_pages = (bytes - slots) / spec.bytes_per_page;
+  check(g.pool_pages >= 1,
+        where + ": " + std::to_string(bytes) + " bytes do not cover the windows of [serve] " +
+            "max_batch = " + std::to_string(max_batch) + " slots (" + std::to_string(slots) +
+            " bytes) and one page (" + std::to_string(spec.bytes_per_page) +
+            " bytes); raise the budget or lower max_batch");
+  return g;
+}
+
 }  // namespace
 
 int run_serve_mode(HostContext& context) {
@@ -78,7 +108,9 @@ int run_serve_mode(HostContext& context) {
                          }};
   }
   serve::BatchScheduler scheduler(
-      model, create_cache(session, model.cache_geometry(s.max_batch), "[serve] max_batch"),
+      model,
+      create_cache(session, serve_geometry(cfg, session, s.max_batch, ctx),
+                   cfg.cache_budget.set() ? "[cache] memory_budget" : "[serve] max_batch"),
       text_streams(session), options);
   serve::ApiServer api(
       served_model(cfg, session, ctx), scheduler,
@@ -94,7 +126,11 @@ int run_serve_mode(HostContext& context) {
   std::signal(SIGTERM, on_stop_signal);
   const std::string host = s.host.find(':') != std::string::npos ? "[" + s.host + "]" : s.host;
   context.out << describe(session) << "\nserve: max_batch " << s.max_batch << ", queue "
-              << s.max_queue << ", context " << ctx << "\nserve: listening on http://" << host
+              << s.max_queue << ", context " << ctx;
+  if (const PoolStats pool = scheduler.stats().pool; pool.pages > 0)
+    context.out << ", cache pool " << pool.pages << " pages of " << pool.page_tokens
+                << " tokens (admission by free pages)";
+  context.out << "\nserve: listening on http://" << host
               << ":" << server.port() << std::endl;
   server.run(g_stop);
   context.out << "serve: stopping" << std::endl;

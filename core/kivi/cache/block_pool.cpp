@@ -49,14 +49,15 @@ void BlockPool::retain(BlockId block) {
   check_id(block, "retain");
   check(refcount_[block] > 0, "block pool: retain of block " + std::to_string(block) +
                                   ", which has no owner (take blocks with allocate or lookup)");
-  ++refcount_[block];
+  if (++refcount_[block] == 2) ++shared_;
 }
 
 void BlockPool::release(BlockId block) {
   check_id(block, "release");
   check(refcount_[block] > 0, "block pool: release of block " + std::to_string(block) +
                                   ", which has no owner (released twice?)");
-  if (--refcount_[block] > 0) return;
+  if (--refcount_[block] == 1) --shared_;
+  if (refcount_[block] > 0) return;
   --used_;
   if (hash_of_[block] != 0) {
     lru_.push_back(block);  // most recently cached last
@@ -64,6 +65,11 @@ void BlockPool::release(BlockId block) {
   } else {
     free_.push_back(block);
   }
+}
+
+bool BlockPool::published(BlockId block) const {
+  check_id(block, "published");
+  return hash_of_[block] != 0;
 }
 
 int32_t BlockPool::owners(BlockId block) const {
@@ -125,7 +131,7 @@ std::optional<BlockPool::Hit> BlockPool::lookup(uint64_t previous,
     lru_.erase(lru_at_[block]);
     ++used_;
   }
-  ++refcount_[block];
+  if (++refcount_[block] == 2) ++shared_;
   ++hits_;
   return Hit{block, hash};
 }

@@ -39,6 +39,8 @@ class BlockPool {
   int64_t used() const { return used_; }
   int64_t available() const { return capacity() - used_; }
   int64_t cached() const { return static_cast<int64_t>(lru_.size()); }
+  // Blocks with more than one owner.
+  int64_t shared() const { return shared_; }
   // Blocks a sequence of `tokens` tokens occupies.
   int64_t blocks_for(int64_t tokens) const { return (tokens + block_tokens_ - 1) / block_tokens_; }
 
@@ -49,6 +51,11 @@ class BlockPool {
   // One owner fewer; at none the block becomes cached (if published) or free.
   void release(BlockId block);
   int32_t owners(BlockId block) const;
+  // Whether `block` is published (its contents must not change while it is).
+  bool published(BlockId block) const;
+  // Whether the one owner of `block` may write it: one owner and not published. A block that is
+  // shared or published is copied before a write instead (copy on write).
+  bool writable(BlockId block) const { return owners(block) == 1 && !published(block); }
 
   // The hash of a full block of `tokens` that follows a block of hash `previous` (0 for the
   // first block of a sequence); never 0.
@@ -85,7 +92,7 @@ class BlockPool {
   std::vector<uint64_t> hash_of_, previous_of_;  // [capacity]
   std::vector<std::vector<int32_t>> tokens_of_;  // [capacity]
   std::unordered_map<uint64_t, BlockId> by_hash_;
-  int64_t used_ = 0, hits_ = 0, lookups_ = 0, evictions_ = 0;
+  int64_t used_ = 0, shared_ = 0, hits_ = 0, lookups_ = 0, evictions_ = 0;
 };
 
 }  // namespace kivi

@@ -16,6 +16,15 @@ void check_geometry(const CacheGeometry& g) {
         << " max_batch=" << g.max_batch << " max_tokens=" << g.max_tokens;
     throw Error(msg.str());
   }
+  if (g.pool_pages < 0)
+    throw Error("cache geometry: pool_pages = " + std::to_string(g.pool_pages) +
+                ", expected 0 (contiguous) or > 0 (paged)");
+}
+
+void check_not_paged(const CacheGeometry& g, const std::string& who) {
+  if (g.pool_pages > 0)
+    throw Error(who + ": paged storage (pool_pages = " + std::to_string(g.pool_pages) +
+                ") is not supported by this cache; use pool_pages = 0");
 }
 
 void check_append_inputs(const CacheGeometry& g, const at::Tensor& k, const at::Tensor& v,

@@ -10,6 +10,8 @@
 namespace kivi {
 
 void check_geometry(const CacheGeometry& geometry);
+// For a cache without paged storage: throws, naming `who`, when geometry.pool_pages > 0.
+void check_not_paged(const CacheGeometry& geometry, const std::string& who);
 // k, v: [max_batch, kv_heads, new_tokens, head_dim] on geometry.device; new_counts empty or
 // [max_batch] values in [0, new_tokens].
 void check_append_inputs(const CacheGeometry& geometry, const at::Tensor& k, const at::Tensor& v,

@@ -27,6 +27,10 @@ struct CacheGeometry {
   int64_t max_tokens = 0;  // per-sequence capacity; 0 = grow on demand (chunk-grown storage)
   at::ScalarType dtype = at::kFloat;  // dtype of the K/V handed to append()
   at::Device device = at::kCPU;
+  // > 0: paged storage, one pool of this many pages shared by every sequence slot
+  // (CacheSpec::page_tokens tokens each; a cache that cannot page refuses it); 0: every slot
+  // holds its own storage.
+  int64_t pool_pages = 0;
 };
 
 // What a backend will cost for one geometry, before any allocation: lets the host plan the
@@ -47,6 +51,13 @@ struct CacheSpec {
   // What a write-up's accounting leaves out for this cache (printed under the memory table);
   // "" = nothing to add.
   std::string accounting_notes;
+  // Paged storage (CacheGeometry::pool_pages > 0); all 0 for a cache that cannot page. A paged
+  // cache holds exactly pool_pages * bytes_per_page + max_batch * bytes_per_slot: tokens per
+  // page, one page over all layers, and what each sequence slot holds beside its pages (its
+  // full-precision windows and its block table row) over all layers.
+  int64_t page_tokens = 0;
+  int64_t bytes_per_page = 0;
+  int64_t bytes_per_slot = 0;
 };
 
 // Bytes a live cache holds, split by component. "Held" means allocated by the cache, so
@@ -67,6 +78,17 @@ struct MemoryStats {
         2.0 * static_cast<double>(tokens) * g.num_layers * g.num_kv_heads * g.head_dim;
     return elements > 0 ? 8.0 * static_cast<double>(total()) / elements : 0.0;
   }
+};
+
+// The page pool of a paged cache (CacheGeometry::pool_pages > 0); all zero for a contiguous one.
+struct PoolStats {
+  int64_t pages = 0;        // the pool's capacity
+  int64_t page_tokens = 0;  // tokens per page
+  int64_t used = 0;         // pages with an owner
+  int64_t shared = 0;       // of those, pages with more than one owner (forks, shared prefixes)
+  int64_t cached = 0;       // pages without an owner whose contents are kept for a prefix hit
+  int64_t page_bytes = 0;   // one page over all layers
+  int64_t free() const { return pages - used; }
 };
 
 // A view's format: "<name>/<version>". "dense/1" (DenseKV) is the core's; any other format

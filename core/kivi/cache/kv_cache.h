@@ -58,6 +58,11 @@ class KVCache {
   // Every tensor the cache owns, named; for honest-memory checks and debugging.
   virtual std::vector<std::pair<std::string, at::Tensor>> owned_tensors() const = 0;
 
+  // Paged storage: the state of the page pool, and the pages one sequence of `tokens` tokens
+  // holds (what a scheduler admits against); a contiguous cache returns zeros.
+  virtual PoolStats pool_stats() const { return {}; }
+  virtual int64_t pages_for(int64_t tokens) const { return 0; }
+
   // What the stored tokens use, by component (cache_usage.h). The default reads dense views
   // (dense_cache_usage); a cache of another format says what its own tokens use.
   virtual CacheUsage usage() const;

@@ -22,6 +22,10 @@ DeviceMemory device_memory(c10::Device device);
 // Starts a new peak (peak_* become the current figures).
 void reset_peak_device_memory(c10::Device device);
 
+// Bytes a new allocation on `device` can still get: on a GPU what the driver has free plus what
+// the caching allocator holds unused; on the CPU the kernel's MemAvailable; 0 where unknown.
+int64_t available_memory(c10::Device device);
+
 // Gives cached, unused blocks back to the driver (after an out-of-memory attempt).
 void release_cached_device_memory(c10::Device device);
 

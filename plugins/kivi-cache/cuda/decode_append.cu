@@ -86,7 +86,7 @@ __global__ void decode_append_kernel(DecodeAppend a) {
       hi = fmaxf(hi, hi_i[i]);
     }
   const int64_t* ss = a.value_scale_stride;
-  const int64_t at = r * ss[0] + h * ss[1] + int64_t{flush} * ss[2];
+  const int64_t at = int64_t{a.flush_index[r]} * ss[0] + h * ss[1] + int64_t{a.flush_slot[r]} * ss[2];
   if (lane < groups) {
     const GroupQuant q = group_quant<T>(lo, hi, a.bits);
     params[warp][lane] = q;
@@ -99,7 +99,8 @@ __global__ void decode_append_kernel(DecodeAppend a) {
   // OR their parts together (per_lane and the codes per word are powers of two).
   const int per_word = 32 / a.bits;
   const int64_t* cs = a.value_codes_stride;
-  int32_t* out = a.value_codes + r * cs[0] + h * cs[1] + int64_t{flush} * cs[2];
+  int32_t* out = a.value_codes + int64_t{a.flush_index[r]} * cs[0] + h * cs[1] +
+                 int64_t{a.flush_slot[r]} * cs[2];
   uint32_t part[kMostPerLane];  // per word the lane's codes touch
 #pragma unroll
   for (int i = 0; i < kMostPerLane; ++i) part[i] = 0;

@@ -78,14 +78,19 @@ struct DecodeAppend {
   void* value_residual = nullptr;  // [rows, H, value_slots, D] at row 0
   int64_t value_residual_stride[4] = {0, 0, 0, 0};
   int value_slots = 1;
-  int32_t* value_codes = nullptr;  // [rows, H, T, D * bits / 32] at row 0
+  int32_t* value_codes = nullptr;  // [N, H, T, D * bits / 32] at flush_index 0
   int64_t value_codes_stride[3] = {0, 0, 0};
-  void* value_scale = nullptr;  // [rows, H, T, D / G] at row 0
+  void* value_scale = nullptr;  // [N, H, T, D / G] at flush_index 0
   void* value_min = nullptr;
   int64_t value_scale_stride[3] = {0, 0, 0};  // shared by scale and min
   int key_slot[kMaxAppendRows];               // key residual slot of the new key; -1: no new token
   int value_slot[kMaxAppendRows];             // value residual slot of the new value
   int flush_position[kMaxAppendRows];         // value position to quantize first; -1: none
+  // Where that position's codes, scales and minima go: first and third index of the packed value
+  // tensors (the launch's row and the position when contiguous, a page and the position within
+  // it when paged).
+  int flush_index[kMaxAppendRows];
+  int flush_slot[kMaxAppendRows];
 };
 // Whether launch_decode_append serves these sizes (else the caller takes the separate ops).
 bool decode_append_supported(int dim, int group_size, int bits);
