@@ -50,8 +50,8 @@ MemoryBudget read_memory_budget(ConfigTable& top) {
     }
     std::string unit = text.substr(used);
     unit.erase(0, unit.find_first_not_of(' '));
-    const std::map<std::string, double> units = {{"B", 1},      {"KB", 1e3},   {"MB", 1e6},
-                                                 {"GB", 1e9},   {"KiB", 1024}, {"MiB", 1 << 20},
+    const std::map<std::string, double> units = {{"B", 1},        {"KB", 1e3},   {"MB", 1e6},
+                                                 {"GB", 1e9},     {"KiB", 1024}, {"MiB", 1 << 20},
                                                  {"GiB", 1 << 30}};
     const auto it = units.find(unit);
     if (it == units.end() || !(number > 0))

@@ -68,8 +68,7 @@ KiviCache::KiviCache(const CacheGeometry& geometry, const KiviOptions& options)
     }
     p.key_residual = at::zeros({batch, heads, c.key_slots, dim}, model);
     if (options_.quantize_values()) {
-      p.value_codes =
-          at::zeros({packed, heads, c.value_tokens, dim * options_.v_bits / 32}, words);
+      p.value_codes = at::zeros({packed, heads, c.value_tokens, dim * options_.v_bits / 32}, words);
       p.value_scale = at::zeros({packed, heads, c.value_tokens, dim / group}, model);
       p.value_min = at::zeros({packed, heads, c.value_tokens, dim / group}, model);
     }
@@ -110,8 +109,9 @@ BlockPool::BlockId KiviCache::allocate_page(int64_t b) {
   const std::optional<BlockPool::BlockId> page = pool_->allocate();
   if (!page)
     throw Error("kivi cache: the page pool is exhausted (" + std::to_string(pool_->capacity()) +
-                " pages of " + std::to_string(options_.page_tokens) + " tokens, all in use) while " +
-                "sequence " + std::to_string(b) + " needs one more; admit fewer tokens or give " +
+                " pages of " + std::to_string(options_.page_tokens) +
+                " tokens, all in use) while " + "sequence " + std::to_string(b) +
+                " needs one more; admit fewer tokens or give " +
                 "the cache a larger memory budget");
   return *page;
 }
@@ -155,8 +155,8 @@ void KiviCache::prepare_pages(const Layer& s, std::span<const int64_t> counts) {
 
 void KiviCache::trim_pages(int64_t b) {
   const KiviParts& p = layers_[0].parts;
-  const auto keep = static_cast<size_t>(
-      pool_->blocks_for(std::max(p.key_quantized[b], p.value_quantized[b])));
+  const auto keep =
+      static_cast<size_t>(pool_->blocks_for(std::max(p.key_quantized[b], p.value_quantized[b])));
   while (pages_[b].size() > keep) {
     pool_->release(pages_[b].back());
     pages_[b].pop_back();

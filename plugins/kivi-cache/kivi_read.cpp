@@ -25,7 +25,8 @@ std::vector<PackedRun> packed_runs(const KiviParts& parts, int64_t b, int64_t p0
 
 at::Tensor gather_runs(const at::Tensor& t, const std::vector<PackedRun>& runs, int64_t unit) {
   std::vector<at::Tensor> pieces;
-  for (const PackedRun& r : runs) pieces.push_back(t[r.index].narrow(1, r.first / unit, r.count / unit));
+  for (const PackedRun& r : runs)
+    pieces.push_back(t[r.index].narrow(1, r.first / unit, r.count / unit));
   return pieces.size() == 1 ? pieces[0] : at::cat(pieces, 1);
 }
 
@@ -45,10 +46,10 @@ at::Tensor read_keys(const KiviParts& parts, int64_t b, int64_t p0, int64_t p1,
     const at::Tensor codes = keys_in_tile_order(words.size(3), group)
                                  ? unpack_keys_from_tile_order(words, parts.k_bits)
                                  : unpack_codes(words, parts.k_bits);  // [1, H, g1 - g0, D, G]
-    at::Tensor keys = dequantize_unpacked_keys(codes,
-                                               gather_runs(parts.key_scale, runs, group).unsqueeze(0),
-                                               gather_runs(parts.key_min, runs, group).unsqueeze(0),
-                                               dtype);  // [1, H, (g1 - g0) * G, D]
+    at::Tensor keys =
+        dequantize_unpacked_keys(codes, gather_runs(parts.key_scale, runs, group).unsqueeze(0),
+                                 gather_runs(parts.key_min, runs, group).unsqueeze(0),
+                                 dtype);  // [1, H, (g1 - g0) * G, D]
     pieces.push_back(keys[0].narrow(1, p0 - g0 * group, end - p0));
   }
   if (p1 > quantized) {

@@ -28,8 +28,10 @@ constexpr int64_t kVocab = 48;
 struct TinyServed {
   kivi::test::TempDir dir{"paged-scheduler"};
   kivi::LoadedModel loaded;
-  std::shared_ptr<kivi::KVCacheFactory> cache = kivi::test::model_registry().create<kivi::KVCacheFactory>(
-      "kivi", "k_bits = 8\nv_bits = 8\ngroup_size = 32\nresidual_length = 32\npage_tokens = 32\n");
+  std::shared_ptr<kivi::KVCacheFactory> cache =
+      kivi::test::model_registry().create<kivi::KVCacheFactory>(
+          "kivi",
+          "k_bits = 8\nv_bits = 8\ngroup_size = 32\nresidual_length = 32\npage_tokens = 32\n");
 
   TinyServed() {
     std::ofstream(dir.path / "config.json")
@@ -171,9 +173,10 @@ TEST_CASE("paged serving: a request no pool could hold is refused, the rest run"
   CHECK(out[0].size() == 60);
 }
 
-TEST_CASE("paged serving: no page is lost across random admissions, finishes, cancels and "
-          "preemptions",
-          "[serve][paged]") {
+TEST_CASE(
+    "paged serving: no page is lost across random admissions, finishes, cancels and "
+    "preemptions",
+    "[serve][paged]") {
   TinyServed m;
   auto scheduler = m.scheduler(8, 14, 48);
   std::mt19937 rng(11);
@@ -187,9 +190,8 @@ TEST_CASE("paged serving: no page is lost across random admissions, finishes, ca
   };
   std::vector<Submitted> submitted;
   for (int i = 0; i < kJobs; ++i) {
-    serve::JobSpec job =
-        job_of(random_prompt(rng, uniform(1, 150)), uniform(1, 60), static_cast<uint64_t>(i),
-               uniform(0, 1) ? 0.8 : 0.0);
+    serve::JobSpec job = job_of(random_prompt(rng, uniform(1, 150)), uniform(1, 60),
+                                static_cast<uint64_t>(i), uniform(0, 1) ? 0.8 : 0.0);
     Submitted s{job.channel, job.max_new_tokens, -1};
     const int64_t fate = uniform(0, 9);
     if (fate == 0) job.channel->cancel();                                // gone before admission

@@ -12,6 +12,16 @@ and polls /health for the cache's bytes. Results: a Markdown table on stdout and
 
     python3 tools/bench/serve_load.py --kivi-host build-gpu/bin/kivi-host \
         --model models/kivi-llama-tiny --levels 1,4,16,64,128 --json $OUT/serve_load.json
+
+Offline throughput under one memory budget (--offline N --memory-budget B): per cache one server
+and N requests submitted at once (one client thread each). A KIVI cache is paged with [cache]
+memory_budget = B and --max-batch slots (admission by free pages, preemption); a full-precision
+cache (not paged) gets as many rows as B holds at prompt + max tokens each (2 x layers x kv heads
+x head_dim x 2 bytes per token, from config.json). Reported: output tokens/s, time to first token
+and time between tokens (p50, p95, p99), preemptions, peak pages used.
+
+    python3 tools/bench/serve_load.py --offline 256 --memory-budget 40GiB --max-batch 256 \
+        --prompt-tokens 4096 --max-tokens 256 --caches bf16,kivi2,kivi4 --json $OUT/offline.json
 """
 import argparse
 import http.client
@@ -36,17 +46,33 @@ CACHES = {
     "kivi4": '[cache]\nbackend = "kivi"\nk_bits = 4\nv_bits = 4\ngroup_size = 32\nresidual_length = 128\n'
              '[attention]\nbackend = "kivi"\n',
     "fp32": '[cache]\nbackend = "fp32"\n[attention]\nbackend = "sdpa"\n',
+    "bf16": '[cache]\nbackend = "bf16"\n[attention]\nbackend = "sdpa"\n',
 }
+PAGED = {"kivi2", "kivi4"}  # caches that take [cache] memory_budget
 
 
-def start_server(args, cache, max_batch, workdir):
-    """Starts kivi-host serve on port 0; returns (process, port, log path)."""
+def budget_bytes(text):
+    """'40GiB', '512MB', '1000000' -> bytes."""
+    m = re.fullmatch(r"\s*([0-9.]+)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*", text)
+    if not m:
+        raise SystemExit(f"--memory-budget {text!r}: expected bytes such as 40GiB or 512MB")
+    scale = {None: 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+    return int(float(m.group(1)) * scale[m.group(2)])
+
+
+def start_server(args, cache, max_batch, workdir, budget=None):
+    """Starts kivi-host serve on port 0; returns (process, port, log path). `budget`: the paged
+    cache's [cache] memory_budget."""
     config = os.path.join(workdir, f"serve-{cache}-{max_batch}.toml")
     with open(config, "w") as f:
-        f.write('mode = "serve"\n' + CACHES[cache])
+        cache_toml = CACHES[cache]
+        if budget:
+            cache_toml = cache_toml.replace("[attention]", f'memory_budget = "{budget}"\n[attention]', 1)
+        f.write('mode = "serve"\n' + cache_toml)
         f.write(f'[model]\npath = "{os.path.abspath(args.model)}"\ndevice = "{args.device}"\ndtype = "{args.dtype}"\n')
-        f.write(f'[serve]\nport = 0\nmax_batch = {max_batch}\nmax_queue = {max(64, 4 * max_batch)}\n')
-        f.write(f'prefill_chunk = {args.prefill_chunk}\nmax_connections = {max(256, 4 * max_batch)}\n')
+        queue = max(64, 4 * max_batch, args.offline + 16)
+        f.write(f'[serve]\nport = 0\nmax_batch = {max_batch}\nmax_queue = {queue}\n')
+        f.write(f'prefill_chunk = {args.prefill_chunk}\nmax_connections = {max(256, queue)}\n')
         if args.context:
             f.write(f"context = {args.context}\n")
     log_path = config + ".log"
@@ -80,7 +106,9 @@ def one_request(port, prompt, args):
     body = json.dumps({"prompt": prompt, "max_tokens": args.max_tokens, "temperature": 0, "stream": True,
                        "ignore_eos": True})
     start = time.perf_counter()
-    out = {"ok": False, "ttft": None, "latency": None, "tokens": 0, "status": None, "error": None}
+    out = {"ok": False, "ttft": None, "latency": None, "tokens": 0, "status": None, "error": None,
+           "gaps": []}
+    last = None
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=args.request_timeout)
         conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
@@ -103,8 +131,12 @@ def one_request(port, prompt, args):
                 continue
             for choice in chunk.get("choices", []):
                 if choice.get("finish_reason") is None:  # a token chunk
+                    now = time.perf_counter()
                     if out["ttft"] is None:
-                        out["ttft"] = time.perf_counter() - start
+                        out["ttft"] = now - start
+                    else:
+                        out["gaps"].append(now - last)
+                    last = now
                     out["tokens"] += 1
         conn.close()
     except Exception as e:  # a refused or broken connection counts as a failed request
@@ -163,6 +195,93 @@ def run_level(port, level, prompts, args):
     return row
 
 
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+def run_offline(args, cache, prompts, config, workdir):
+    """N requests at once on one server under the memory budget; one result row."""
+    budget = budget_bytes(args.memory_budget)
+    tokens = args.prompt_tokens + args.max_tokens
+    if cache in PAGED:
+        max_batch, paged_budget = args.max_batch, args.memory_budget
+    else:
+        heads = config.get("num_key_value_heads", config["num_attention_heads"])
+        dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+        element = 4 if cache == "fp32" else 2
+        per_row = 2 * config["num_hidden_layers"] * heads * dim * element * tokens
+        max_batch, paged_budget = max(1, min(args.max_batch, budget // per_row)), None
+    proc, port, log_path = start_server(args, cache, max_batch, workdir, paged_budget)
+    try:
+        one_request(port, prompts[0], args)  # warm-up (allocations, kernels)
+        before = get_json(port, "/health")
+        results, lock = [], threading.Lock()
+        peak = {"pages_used": 0, "active": 0, "cache_bytes": 0}
+        stop = threading.Event()
+
+        def poll():
+            while not stop.is_set():
+                try:
+                    h = get_json(port, "/health")
+                    for key, field in (("pages_used", "cache_pages_used"), ("active", "active"),
+                                       ("cache_bytes", "cache_bytes")):
+                        peak[key] = max(peak[key], h.get(field, 0))
+                except Exception:
+                    pass
+                stop.wait(0.2)
+
+        def client(i):
+            res = one_request(port, prompts[(i + 1) % len(prompts)], args)
+            with lock:
+                results.append(res)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        start = time.perf_counter()
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(args.offline)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - start
+        stop.set()
+        poller.join()
+        after = get_json(port, "/health")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    ok = [r for r in results if r["ok"]]
+    ttfts = [r["ttft"] for r in ok if r["ttft"] is not None]
+    gaps = [g for r in ok for g in r["gaps"]]
+    return {
+        "cache": cache, "max_batch": max_batch, "requests": len(results), "ok": len(ok), "wall_s": wall,
+        "output_tokens_per_s": sum(r["tokens"] for r in ok) / wall,
+        "ttft_p50_s": pct(ttfts, 0.5), "ttft_p95_s": pct(ttfts, 0.95), "ttft_p99_s": pct(ttfts, 0.99),
+        "tpot_p50_s": pct(gaps, 0.5), "tpot_p95_s": pct(gaps, 0.95), "tpot_p99_s": pct(gaps, 0.99),
+        "preemptions": after.get("preemptions", 0) - before.get("preemptions", 0),
+        "pool_pages": after.get("cache_pages", 0), "peak_pages_used": peak["pages_used"],
+        "peak_active": peak["active"], "peak_cache_bytes": peak["cache_bytes"],
+        "errors": sorted({str(r["status"]) + ": " + str(r["error"]) for r in results if not r["ok"]})[:3],
+    }
+
+
+def offline_report(args, rows):
+    print(f"\nmodel {args.model}, {args.offline} requests at once, prompt {args.prompt_tokens} tokens, "
+          f"{args.max_tokens} new tokens, memory budget {args.memory_budget}\n")
+    print("| cache | rows | ok | out tok/s | vs first | TTFT p50 / p95 (s) | TPOT p50 / p95 (ms) | preemptions | pages used (peak / pool) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    base = rows[0]["output_tokens_per_s"] if rows else 0
+    for r in rows:
+        print(f"| {r['cache']} | {r['max_batch']} | {r['ok']}/{r['requests']} | {r['output_tokens_per_s']:.1f} | "
+              f"{r['output_tokens_per_s'] / base if base else float('nan'):.2f}x | {r['ttft_p50_s']:.3f} / {r['ttft_p95_s']:.3f} | "
+              f"{1e3 * r['tpot_p50_s']:.1f} / {1e3 * r['tpot_p95_s']:.1f} | {r['preemptions']} | "
+              f"{r['peak_pages_used']} / {r['pool_pages']} |")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kivi-host", default="build/bin/kivi-host")
@@ -182,6 +301,9 @@ def main():
     p.add_argument("--stop-after-failure", action="store_true", help="skip higher levels once one is not sustained")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--offline", type=int, default=0, help="N requests at once under --memory-budget (offline throughput)")
+    p.add_argument("--memory-budget", default="", help="the cache's memory budget for --offline, e.g. 40GiB")
+    p.add_argument("--max-batch", type=int, default=256, help="--offline: the paged caches' slots (and the others' most rows)")
     args = p.parse_args()
     # `timeout` sends SIGTERM: leave through the finally blocks, which stop the server.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))
@@ -196,6 +318,24 @@ def main():
         if isinstance(bos, int):
             ids[0] = bos
         prompts.append(ids)
+
+    if args.offline:
+        if not args.memory_budget:
+            raise SystemExit("--offline needs --memory-budget")
+        workdir = tempfile.mkdtemp(prefix="kivi-serve-offline-")
+        rows = []
+        for cache in args.caches.split(","):
+            rows.append(run_offline(args, cache, prompts, config, workdir))
+            r = rows[-1]
+            print(f"{cache}: {r['ok']}/{r['requests']} ok, {r['output_tokens_per_s']:.1f} tok/s, "
+                  f"{r['preemptions']} preemptions", file=sys.stderr, flush=True)
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump({"model": args.model, "offline": args.offline, "memory_budget": args.memory_budget,
+                               "prompt_tokens": args.prompt_tokens, "max_tokens": args.max_tokens, "rows": rows},
+                              f, indent=2)
+        offline_report(args, rows)
+        return
 
     levels = [int(x) for x in args.levels.split(",")]
     report = {"model": args.model, "prompt_tokens": args.prompt_tokens, "max_tokens": args.max_tokens,

@@ -74,8 +74,9 @@ std::string ApiServer::metrics_text() const {
   // hold over what they store.
   const double per_token =
       pool.pages > 0 ? static_cast<double>(pool.page_bytes) / static_cast<double>(pool.page_tokens)
-      : s.cache_tokens > 0 ? static_cast<double>(s.cache_bytes) / static_cast<double>(s.cache_tokens)
-                           : 0.0;
+      : s.cache_tokens > 0
+          ? static_cast<double>(s.cache_bytes) / static_cast<double>(s.cache_tokens)
+          : 0.0;
   std::string out;
   auto gauge = [&](const std::string& name, const std::string& help, double value) {
     out += render_metric("kivi:" + name, "gauge", help, value);
@@ -89,8 +90,8 @@ std::string ApiServer::metrics_text() const {
   gauge("max_batch", "Cache rows.", static_cast<double>(s.max_batch));
   gauge("cache_tokens", "Tokens stored in the cache.", static_cast<double>(s.cache_tokens));
   gauge("cache_bytes", "Bytes the cache holds.", static_cast<double>(s.cache_bytes));
-  gauge("cache_bytes_per_token", "Bytes one stored token costs (a page's bytes per token when paged).",
-        per_token);
+  gauge("cache_bytes_per_token",
+        "Bytes one stored token costs (a page's bytes per token when paged).", per_token);
   gauge("cache_pages", "Pages of the paged cache's pool (0: not paged).",
         static_cast<double>(pool.pages));
   gauge("cache_pages_used", "Pages with an owner.", static_cast<double>(pool.used));

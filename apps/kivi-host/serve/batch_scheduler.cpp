@@ -39,7 +39,7 @@ struct BatchScheduler::Row {
   // Tokens to prefill: the prompt, or after a preemption the prompt and every generated token
   // (the last one sampled included: the pass that feeds it samples the next).
   std::vector<int64_t> feed;
-  bool resumed = false;  // refeeding after a preemption: the prompt is not scored again
+  bool resumed = false;   // refeeding after a preemption: the prompt is not scored again
   uint64_t admitted = 0;  // admission order
   size_t fed = 0;         // tokens of `feed` already in the cache
   std::optional<generate::Sampler> sampler;
@@ -216,10 +216,9 @@ void BatchScheduler::admit(std::vector<Row>& rows) {
     if (row.busy()) continue;
     if (!preempted_.empty()) {
       const Row& waiting = preempted_.front();
-      const int64_t pages =
-          paged ? admission_pages(static_cast<int64_t>(waiting.feed.size()),
-                                  waiting.job->max_new_tokens - waiting.generated)
-                : 0;
+      const int64_t pages = paged ? admission_pages(static_cast<int64_t>(waiting.feed.size()),
+                                                    waiting.job->max_new_tokens - waiting.generated)
+                                  : 0;
       if (pages > free) break;
       row = std::move(preempted_.front());  // keeps its admission order: older than the rest
       preempted_.pop_front();
@@ -268,8 +267,7 @@ void BatchScheduler::run() {
       std::unique_lock lock(mutex_);
       const bool busy =
           std::any_of(rows.begin(), rows.end(), [](const Row& r) { return r.busy(); });
-      wake_.wait(lock,
-                 [&] { return stopping_ || !queue_.empty() || !preempted_.empty() || busy; });
+      wake_.wait(lock, [&] { return stopping_ || !queue_.empty() || !preempted_.empty() || busy; });
       if (stopping_) break;
     }
     for (size_t b = 0; b < rows.size(); ++b)

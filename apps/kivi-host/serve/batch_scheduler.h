@@ -165,7 +165,7 @@ class BatchScheduler {
   // Paged cache: the pool's size, fixed at construction (refusal() reads it from other threads).
   int64_t pool_pages_ = 0, page_tokens_ = 0;
   std::list<Row> preempted_;  // the worker's: rows waiting to be recomputed, first out first
-  uint64_t admissions_ = 0;    // the worker's: admission order of rows (newest preempted first)
+  uint64_t admissions_ = 0;   // the worker's: admission order of rows (newest preempted first)
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<JobSpec> queue_;

@@ -28,7 +28,7 @@ std::vector<double> ttft_bounds();
 std::vector<double> token_latency_bounds();
 
 // One sample of a gauge or counter: "# HELP", "# TYPE" and "name value".
-std::string render_metric(const std::string& name, const std::string& type,
-                          const std::string& help, double value);
+std::string render_metric(const std::string& name, const std::string& type, const std::string& help,
+                          double value);
 
 }  // namespace kivi::serve

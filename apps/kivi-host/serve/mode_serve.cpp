@@ -53,8 +53,8 @@ serve::ServedModel served_model(const HostConfig& cfg, const ModelSession& sessi
 
 // [cache] memory_budget: `max_batch` slots and the page pool the rest of the budget buys
 // (docs/paged-cache.md); without it, `max_batch` rows of their own storage.
-CacheGeometry serve_geometry(const HostConfig& cfg, ModelSession& session,
-                             int64_t max_batch, int64_t context) {
+CacheGeometry serve_geometry(const HostConfig& cfg, ModelSession& session, int64_t max_batch,
+                             int64_t context) {
   if (!cfg.cache_budget.set()) return session.model().cache_geometry(max_batch);
   CacheGeometry g = session.model().cache_geometry(max_batch, context);
   const CacheSpec spec = session.cache_factory->spec(g);
@@ -130,8 +130,7 @@ int run_serve_mode(HostContext& context) {
   if (const PoolStats pool = scheduler.stats().pool; pool.pages > 0)
     context.out << ", cache pool " << pool.pages << " pages of " << pool.page_tokens
                 << " tokens (admission by free pages)";
-  context.out << "\nserve: listening on http://" << host
-              << ":" << server.port() << std::endl;
+  context.out << "\nserve: listening on http://" << host << ":" << server.port() << std::endl;
   server.run(g_stop);
   context.out << "serve: stopping" << std::endl;
   scheduler.stop();

@@ -86,7 +86,8 @@ __global__ void decode_append_kernel(DecodeAppend a) {
       hi = fmaxf(hi, hi_i[i]);
     }
   const int64_t* ss = a.value_scale_stride;
-  const int64_t at = int64_t{a.flush_index[r]} * ss[0] + h * ss[1] + int64_t{a.flush_slot[r]} * ss[2];
+  const int64_t at =
+      int64_t{a.flush_index[r]} * ss[0] + h * ss[1] + int64_t{a.flush_slot[r]} * ss[2];
   if (lane < groups) {
     const GroupQuant q = group_quant<T>(lo, hi, a.bits);
     params[warp][lane] = q;
