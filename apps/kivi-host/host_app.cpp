@@ -20,6 +20,8 @@ void print_help(std::ostream& out) {
          "DIR]...\n"
          "       kivi-host serve --config run.toml --profile N   (profile the first N forward "
          "passes)\n"
+         "       kivi-host serve --config run.toml --verbose     (the load and the cache's "
+         "pages every 10 s)\n"
          "       kivi-host plugins [--plugin-dir DIR]...\n"
          "       kivi-host MODE --help | --help | --version\n\n"
          "MODE overrides `mode` in run.toml; --set overrides one key (e.g. --set cache.k_bits=4,\n"
@@ -37,6 +39,7 @@ struct CommandLine {
   std::vector<std::string> plugin_dirs;
   std::vector<std::string> overrides;  // --set section.key=value
   std::string profile_steps;           // --profile N (serve): [serve] profile_steps
+  bool verbose = false;                // --verbose (serve): [serve] stats_seconds = 10
   bool help = false;
   bool version = false;
 };
@@ -61,6 +64,8 @@ CommandLine parse_command_line(int argc, const char* const* argv) {
       cl.overrides.push_back(value(arg));
     else if (arg == "--profile")
       cl.profile_steps = value(arg);
+    else if (arg == "--verbose")
+      cl.verbose = true;
     else if (!arg.empty() && arg[0] != '-' && cl.mode.empty())
       cl.mode = arg;
     else
@@ -120,6 +125,11 @@ int run_host(int argc, const char* const* argv, std::ostream& out, std::ostream&
         throw Error("command line: --profile \"" + cl.profile_steps +
                     "\": expected a number of forward passes from 1 to 1048576");
       config.serve.profile_steps = steps;
+    }
+    if (cl.verbose) {
+      if (config.mode != "serve")
+        throw Error("command line: --verbose is for serve (mode here: " + config.mode + ")");
+      if (config.serve.stats_seconds == 0) config.serve.stats_seconds = 10;
     }
     for (const auto& dir : cl.plugin_dirs) config.plugin_dirs.emplace_back(dir);
 

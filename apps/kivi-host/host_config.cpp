@@ -78,6 +78,7 @@ PluginChoice read_plugin_choice(ConfigTable& parent, const std::string& key,
   toml::table options;
   for (const auto& [k, node] : *raw) {
     const std::string name(k.str());
+    if (host_keys.count(name)) table.mark_used(name);
     if (name == "backend" || host_keys.count(name)) continue;
     table.mark_used(name);
     options.insert(k, node);
@@ -269,6 +270,8 @@ ServeChoice read_serve(ConfigTable& top, const fs::path& base) {
       table.get_int_in("default_max_tokens", s.default_max_tokens, 0, int64_t{1} << 24);
   s.max_n = table.get_int_in("max_n", s.max_n, 1, 1024);
   s.profile_steps = table.get_int_in("profile_steps", s.profile_steps, 0, int64_t{1} << 20);
+  s.prefix_sharing = table.get_bool("prefix_sharing", s.prefix_sharing);
+  s.stats_seconds = table.get_int_in("stats_seconds", s.stats_seconds, 0, 86400);
   s.profile_trace = table.get_string("profile_trace", s.profile_trace);
   if (!s.profile_trace.empty()) check_output_file(s.profile_trace, table.where("profile_trace"));
   s.max_logprobs = table.get_int_in("max_logprobs", s.max_logprobs, 0, 1024);

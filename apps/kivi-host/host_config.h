@@ -154,6 +154,8 @@ struct ServeChoice {
   int64_t default_max_tokens = 16;  // completions without max_tokens
   int64_t max_n = 16;               // n per request
   int64_t profile_steps = 0;        // profile the first N forward passes (step_profiler.h); 0: off
+  bool prefix_sharing = true;       // paged cache: reuse the pages of published prompt prefixes
+  int64_t stats_seconds = 0;        // log the load and the cache's pages this often; 0: never
   std::string profile_trace = "kivi-serve-trace.json";  // their Chrome trace ("": none)
   int64_t max_logprobs = 20;                            // logprobs / top_logprobs
   int64_t max_body_bytes = 8 << 20;

@@ -80,6 +80,7 @@ KiviCache::KiviCache(const CacheGeometry& geometry, const KiviOptions& options)
   if (geometry_.pool_pages > 0) {
     pool_ = std::make_unique<BlockPool>(geometry_.pool_pages, options_.page_tokens);
     pages_.resize(batch);
+    hashes_.resize(batch);
     const int64_t columns = table_columns(options_, geometry_.max_tokens);
     table_cpu_ = at::zeros({batch, columns}, at::kInt);
     table_ = geometry_.device.is_cpu() ? table_cpu_ : at::zeros({batch, columns}, words);
@@ -161,6 +162,11 @@ void KiviCache::trim_pages(int64_t b) {
     pool_->release(pages_[b].back());
     pages_[b].pop_back();
   }
+  // A published page part of which the row no longer holds stays published (its tokens are
+  // still what it holds), but is no longer the row's: a write copies it.
+  const auto whole = static_cast<size_t>(std::min(p.key_quantized[b], p.value_quantized[b]) /
+                                         options_.page_tokens);
+  if (hashes_[b].size() > whole) hashes_[b].resize(whole);
 }
 
 void KiviCache::sync_table() {
@@ -366,7 +372,12 @@ void KiviCache::append_rows(Layer& s, Rows rows, const at::Tensor& k, const at::
   const int64_t new_length = length + count;
   // A chunk lands in the canonical state at once; a single decode token defers its flush.
   SequenceSplit target{kq, vq};
-  if (count > 1) target = canonical_split(options_, new_length);
+  if (count > 1) {
+    target = canonical_split(options_, new_length);
+    // Only a shared prefix (share_prefix) holds more quantized than the canonical split: keep it.
+    target.key_quantized = std::max(target.key_quantized, kq);
+    target.value_quantized = std::max(target.value_quantized, vq);
+  }
   at::Tensor key_residual = p.key_residual.narrow(0, rows.b0, rows.n);  // [n, H, slots, D]
 
   if (!options_.quantize_keys()) {
@@ -482,13 +493,16 @@ void KiviCache::reorder(std::span<const int64_t> beam_index) {
     // A fork shares its parent's pages; each row's new pages are retained before the old ones are
     // released, so a page both hold never passes through zero owners.
     std::vector<std::vector<BlockPool::BlockId>> next(beam_index.size());
+    std::vector<std::vector<uint64_t>> next_hashes(beam_index.size());
     for (size_t i = 0; i < beam_index.size(); ++i) {
       next[i] = pages_[beam_index[i]];
+      next_hashes[i] = hashes_[beam_index[i]];
       for (BlockPool::BlockId page : next[i]) pool_->retain(page);
     }
     for (const auto& row : pages_)
       for (BlockPool::BlockId page : row) pool_->release(page);
     pages_ = std::move(next);
+    hashes_ = std::move(next_hashes);
     sync_table();
   }
 }
@@ -538,6 +552,7 @@ void KiviCache::reset() {
     for (BlockPool::BlockId page : row) pool_->release(page);
     row.clear();
   }
+  for (auto& row : hashes_) row.clear();
   sync_table();
 }
 
@@ -565,6 +580,66 @@ MemoryStats KiviCache::memory() const {
   return stats;
 }
 
+void KiviCache::publish(int64_t seq, std::span<const int64_t> tokens) {
+  if (!paged()) return;
+  const int64_t length = this->length(seq);  // checks seq
+  const KiviParts& p = layers_[0].parts;     // every layer holds the same counts between passes
+  const int64_t page = options_.page_tokens;
+  const int64_t final_pages = std::min(p.key_quantized[seq], p.value_quantized[seq]) / page;
+  auto& hashes = hashes_[seq];
+  if (static_cast<int64_t>(hashes.size()) >= final_pages) return;
+  check(static_cast<int64_t>(tokens.size()) >= final_pages * page,
+        "kivi cache: publish of sequence " + std::to_string(seq) + " with " +
+            std::to_string(tokens.size()) + " tokens, but it holds " + std::to_string(length));
+  std::vector<int32_t> ids(static_cast<size_t>(page));
+  while (static_cast<int64_t>(hashes.size()) < final_pages) {
+    const size_t i = hashes.size();
+    for (int64_t t = 0; t < page; ++t)
+      ids[static_cast<size_t>(t)] = static_cast<int32_t>(tokens[i * page + t]);
+    hashes.push_back(pool_->publish(pages_[seq][i], i == 0 ? 0 : hashes[i - 1], ids));
+  }
+}
+
+int64_t KiviCache::share_prefix(int64_t seq, std::span<const int64_t> tokens) {
+  if (!paged()) return 0;
+  check(length(seq) == 0 && pages_[seq].empty(),
+        "kivi cache: share_prefix into sequence " + std::to_string(seq) + ", which holds " +
+            std::to_string(length(seq)) + " tokens (expected an empty sequence)");
+  const int64_t page = options_.page_tokens;
+  // The tokens after the shared pages refill the windows (R of them), at least one is fed (the
+  // last position's logits), and key flushes stay whole.
+  const int64_t rest = std::max<int64_t>(options_.residual_length, 1);
+  int64_t most = std::max<int64_t>(0, static_cast<int64_t>(tokens.size()) - rest) / page;
+  while (most > 0 && most * page % options_.key_flush() != 0) --most;
+  std::vector<int32_t> ids(static_cast<size_t>(page));
+  uint64_t previous = 0;
+  for (int64_t i = 0; i < most; ++i) {
+    for (int64_t t = 0; t < page; ++t)
+      ids[static_cast<size_t>(t)] = static_cast<int32_t>(tokens[i * page + t]);
+    const std::optional<BlockPool::Hit> hit = pool_->lookup(previous, ids);
+    if (!hit) break;
+    pages_[seq].push_back(hit->block);
+    hashes_[seq].push_back(hit->hash);
+    previous = hit->hash;
+  }
+  // Whole key flushes only: give back hits past the last whole flush.
+  while (!pages_[seq].empty() &&
+         static_cast<int64_t>(pages_[seq].size()) * page % options_.key_flush() != 0) {
+    pool_->release(pages_[seq].back());
+    pages_[seq].pop_back();
+    hashes_[seq].pop_back();
+  }
+  const int64_t shared = static_cast<int64_t>(pages_[seq].size()) * page;
+  if (shared == 0) return 0;
+  for (Layer& s : layers_) {
+    s.length[seq] = shared;
+    s.parts.key_quantized[seq] = shared;
+    s.parts.value_quantized[seq] = shared;
+  }
+  sync_table();
+  return shared;
+}
+
 int64_t KiviCache::pages_for(int64_t tokens) const {
   if (!paged()) return 0;
   // What prepare_pages() takes for a sequence of that length: its canonical quantized positions.
@@ -582,6 +657,8 @@ PoolStats KiviCache::pool_stats() const {
   stats.page_bytes =
       geometry_.num_layers * layer_bytes(options_, geometry_, page_capacity(options_)).total();
   stats.shared = pool_->shared();
+  stats.prefix_queries = pool_->lookups();
+  stats.prefix_hits = pool_->hits();
   return stats;
 }
 

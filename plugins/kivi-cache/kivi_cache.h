@@ -19,7 +19,11 @@
 // (kivi_parts.h); the windows stay per slot. A slot takes pages as its quantized positions grow
 // and gives them back on truncate and reset; reorder() forks by sharing pages (reference counts),
 // and a shared page is copied before it is written (copy on write), so every operation leaves
-// exactly what the contiguous cache of the same options holds.
+// exactly what the contiguous cache of the same options holds. Pages whose tokens are all
+// quantized are final: publish() makes them findable by their tokens, and share_prefix() gives
+// a new sequence the pages of its prompt's longest published prefix. Such a sequence starts in a
+// state the contiguous cache never holds (every shared token quantized, none in the windows);
+// appends then keep the quantized counts from going down, and the windows refill as it grows.
 #pragma once
 
 #include <memory>
@@ -49,6 +53,8 @@ class KiviCache final : public KVCache {
   CacheUsage usage() const override;
   PoolStats pool_stats() const override;
   int64_t pages_for(int64_t tokens) const override;
+  void publish(int64_t seq, std::span<const int64_t> tokens) override;
+  int64_t share_prefix(int64_t seq, std::span<const int64_t> tokens) override;
 
   // Paged storage only (null / empty otherwise): the pool every slot's pages come from, and the
   // pages slot `seq` holds, in position order.
@@ -115,6 +121,9 @@ class KiviCache final : public KVCache {
   std::vector<Layer> layers_;
   std::unique_ptr<BlockPool> pool_;
   std::vector<std::vector<BlockPool::BlockId>> pages_;  // [B][pages held], in position order
+  // [B][published pages]: the chain hash of each of the row's leading pages that it published or
+  // shared (a prefix of pages_[b]).
+  std::vector<std::vector<uint64_t>> hashes_;
   at::Tensor table_, table_cpu_;  // [B, columns] int32 on the device and on the host
 };
 

@@ -43,8 +43,8 @@ void require_same_attention(KVCache& paged, KVCache& contiguous, const at::Tenso
 
 TEST_CASE("the paged KIVI cache on the GPU holds and attends like the contiguous one",
           "[gpu][kivi][paged]") {
-  const auto [dtype, bits] = GENERATE(std::pair{at::kHalf, int64_t{2}},
-                                      std::pair{at::kBFloat16, int64_t{4}});
+  const auto [dtype, bits] =
+      GENERATE(std::pair{at::kHalf, int64_t{2}}, std::pair{at::kBFloat16, int64_t{4}});
   const int64_t page_tokens = GENERATE(int64_t{32}, int64_t{128});
   INFO(c10::toString(dtype) << ", " << bits << " bits, pages of " << page_tokens);
   KiviOptions options;
@@ -53,12 +53,9 @@ TEST_CASE("the paged KIVI cache on the GPU holds and attends like the contiguous
   options.residual_length = 64;
   options.page_tokens = page_tokens;
   const KiviCacheFactory factory(options);
-  CacheGeometry g;
-  g.num_layers = 2;
-  g.num_kv_heads = 2;
-  g.head_dim = 128;
+  CacheGeometry g = test::conformance_geometry(dtype, 0);
+  g.head_dim = 128;  // the kernels' usual size
   g.max_batch = 4;
-  g.dtype = dtype;
   g.device = kGpu;
   auto contiguous = factory.create(g);
   g.pool_pages = 4 * 3000 / page_tokens;

@@ -86,7 +86,7 @@ TEST_CASE("fused rms_norm, add + rms_norm, rotary, gemv and silu-mul equal the A
   // a k of the down projection; 5 rows and float32 are left to at::linear.
   if (dtype != at::kFloat) {
     for (const int64_t rows : {1, 2, 3, 4}) {
-      for (const auto [n, k] : {std::pair<int64_t, int64_t>{1000, 4096}, {72, 14336}}) {
+      for (const auto& [n, k] : {std::pair<int64_t, int64_t>{1000, 4096}, {72, 14336}}) {
         INFO("rows " << rows << ", n " << n << ", k " << k);
         const at::Tensor wide = at::randn({rows, k + 64}, opts);
         const at::Tensor x_rows = wide.narrow(1, 8, k);  // row stride k + 64

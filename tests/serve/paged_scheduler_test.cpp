@@ -25,15 +25,16 @@ constexpr int64_t kVocab = 48;
 
 // head_dim 32: one KIVI group of channels; residual 32 and pages of 32 tokens, so a sequence of
 // L tokens holds ceil(max(L / 32 * 32, L - 32) / 32) pages.
+constexpr const char* kKivi8 =
+    "k_bits = 8\nv_bits = 8\ngroup_size = 32\nresidual_length = 32\npage_tokens = 32\n";
+
 struct TinyServed {
   kivi::test::TempDir dir{"paged-scheduler"};
   kivi::LoadedModel loaded;
-  std::shared_ptr<kivi::KVCacheFactory> cache =
-      kivi::test::model_registry().create<kivi::KVCacheFactory>(
-          "kivi",
-          "k_bits = 8\nv_bits = 8\ngroup_size = 32\nresidual_length = 32\npage_tokens = 32\n");
+  std::shared_ptr<kivi::KVCacheFactory> cache;
 
-  TinyServed() {
+  explicit TinyServed(const char* cache_options = kKivi8)
+      : cache(kivi::test::model_registry().create<kivi::KVCacheFactory>("kivi", cache_options)) {
     std::ofstream(dir.path / "config.json")
         << R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 48,)"
         << R"( "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 2,)"
@@ -45,13 +46,15 @@ struct TinyServed {
   }
 
   std::unique_ptr<serve::BatchScheduler> scheduler(int64_t max_batch, int64_t pool_pages,
-                                                   int64_t prefill_chunk = 64) {
+                                                   int64_t prefill_chunk = 64,
+                                                   bool prefix_sharing = true) {
     kivi::CacheGeometry g = loaded.model->cache_geometry(max_batch, 1024);
     g.pool_pages = pool_pages;
     serve::SchedulerOptions options;
     options.max_queue = 1 << 20;
     options.prefill_chunk = prefill_chunk;
     options.context = 1024;
+    options.prefix_sharing = prefix_sharing;
     return std::make_unique<serve::BatchScheduler>(*loaded.model, cache->create(g),
                                                    kivi::generate::TextStreamFactory{}, options);
   }
@@ -217,4 +220,62 @@ TEST_CASE(
   CHECK(stats.pool.used == 0);
   CHECK(stats.pool.pages == 14);
   CHECK(stats.cache_tokens == 0);
+}
+
+TEST_CASE("paged serving: a shared prefix skips its prefill and changes no token",
+          "[serve][paged]") {
+  // No residual window: a shared prefix then leaves exactly the state its own prefill would (in
+  // chunks of a page), so the tokens must be equal, not just close.
+  TinyServed m("k_bits = 8\nv_bits = 8\ngroup_size = 32\nresidual_length = 0\npage_tokens = 32\n");
+  std::mt19937 rng(9);
+  const std::vector<int64_t> prefix = random_prompt(rng, 160);  // 5 pages
+  std::vector<std::vector<int64_t>> prompts;
+  for (int64_t suffix : {40, 50}) {
+    prompts.push_back(prefix);
+    const std::vector<int64_t> own = random_prompt(rng, suffix);
+    prompts.back().insert(prompts.back().end(), own.begin(), own.end());
+  }
+  std::vector<std::vector<int64_t>> tokens[2];
+  kivi::PoolStats pool[2];
+  for (int sharing = 0; sharing < 2; ++sharing) {
+    auto scheduler = m.scheduler(2, 40, 32, sharing == 1);
+    for (const auto& prompt : prompts)  // one after the other: the first publishes, then finishes
+      tokens[sharing].push_back(run_greedy(*scheduler, {prompt}, 24)[0]);
+    pool[sharing] = scheduler->stats().pool;
+    CHECK(pool[sharing].used == 0);
+  }
+  CHECK(pool[0].prefix_queries == 0);
+  CHECK(pool[1].prefix_hits == 5);  // the second request took the prefix's 5 pages
+  CHECK(tokens[1] == tokens[0]);
+}
+
+TEST_CASE("paged serving: the samples of one request prefill their prompt once", "[serve][paged]") {
+  TinyServed m;
+  auto scheduler = m.scheduler(4, 60, 64);
+  std::mt19937 rng(21);
+  const std::vector<int64_t> prompt = random_prompt(rng, 300);
+  auto channel = std::make_shared<serve::JobChannel>();
+  std::vector<serve::JobSpec> jobs;
+  for (int64_t i = 0; i < 3; ++i) {  // n = 3 samples of one request
+    serve::JobSpec job = job_of(prompt, 8, static_cast<uint64_t>(i), 0.8);
+    job.channel = channel;
+    job.index = i;
+    jobs.push_back(std::move(job));
+  }
+  REQUIRE(scheduler->submit(std::move(jobs)));
+  int done = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (done < 3 && std::chrono::steady_clock::now() < deadline)
+    for (const serve::JobEvent& e : channel->pop(50)) {
+      REQUIRE(e.kind != serve::JobEvent::Kind::kError);
+      done += e.kind == serve::JobEvent::Kind::kDone;
+    }
+  REQUIRE(done == 3);
+  wait_until_idle(*scheduler);
+  // The first sample prefills all 300 tokens and publishes its final pages (positions below
+  // 256: keys are quantized to 288, values to 268); each of the others takes those 8 pages and
+  // prefills the last 44 tokens.
+  const kivi::PoolStats pool = scheduler->stats().pool;
+  CHECK(pool.prefix_hits == 16);
+  CHECK(pool.used == 0);
 }

@@ -1,7 +1,8 @@
 """kivi-host serve with a paged KIVI cache ([cache] memory_budget) on the bundled tiny Llama: the
 pool the budget buys, /metrics in the Prometheus text format, a request larger than the whole
-pool refused with a 400 while the server keeps serving, and concurrent requests that run the pool
-dry: rows are preempted and recomputed, every request completes, and no page stays used.
+pool refused with a 400 while the server keeps serving, a repeated prompt served from the first
+one's pages, and concurrent requests that run the pool dry: rows are preempted and recomputed,
+every request completes, and no page stays used.
 
     python serve_paged_test.py --kivi-host build/bin/kivi-host --source .
 """
@@ -92,14 +93,24 @@ class PagedServeTest(unittest.TestCase):
         self.assertEqual(status, 200, body)
         self.assertEqual(body["usage"]["completion_tokens"], 3)
 
+    def test_a_repeated_prompt_takes_the_pages_of_the_first(self):
+        before = metrics(self.server)["kivi:prefix_cache_hits_total"]
+        prompt = "Shared. " + TEXT * 2
+        first = self.complete(prompt, 4)
+        second = self.complete(prompt, 4)
+        self.assertEqual((first[0], second[0]), (200, 200))
+        # The second prompt's whole pages but the last R tokens (and a whole key flush) were found.
+        self.assertGreaterEqual(metrics(self.server)["kivi:prefix_cache_hits_total"] - before, 64)
+        self.assertGreater(self.server.get("/health")["prefix_hit_rate"], 0)
+
     def test_requests_that_run_the_pool_dry_are_preempted_and_all_complete(self):
         pages = int(self.server.get("/health")["cache_pages"])
         before = metrics(self.server)["kivi:num_preemptions_total"]
-        # Each request alone fits; 6 at a time need more than the pool.
-        prompt = TEXT * 2
+        # Each request alone fits; 6 at a time need more than the pool. The prompts differ from
+        # their first token on, so that no request shares another's pages.
         tokens = 32 * pages // 8
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            answers = list(pool.map(lambda _: self.complete(prompt, tokens), range(8)))
+            answers = list(pool.map(lambda i: self.complete(f"{i}. " + TEXT * 2, tokens), range(8)))
         for status, body in answers:
             self.assertEqual(status, 200, body)
             self.assertEqual(body["usage"]["completion_tokens"], tokens)

@@ -375,4 +375,31 @@ TEST_CASE("[serve] in run.toml: defaults, values and bad keys", "[serve]") {
   CHECK_THROWS_WITH(parse("[serve]\nport = 70000\n"), Contains("port"));
   CHECK_THROWS_WITH(parse("[serve]\nmax_batch = 0\n"), Contains("max_batch"));
   CHECK_THROWS_WITH(parse("[serve]\nmax_bach = 4\n"), Contains("unknown key"));
+  CHECK(defaults.serve.prefix_sharing);
+  CHECK(defaults.serve.stats_seconds == 0);
+  CHECK_FALSE(parse("[serve]\nprefix_sharing = false\n").serve.prefix_sharing);
+}
+
+TEST_CASE("[cache] memory_budget: bytes, a unit or a fraction, and never a plugin option",
+          "[serve]") {
+  auto parse = [](const std::string& text) {
+    return kivi::host::parse_host_config(
+        kivi::ConfigTable::parse_text("mode = \"serve\"\n[cache]\nbackend = \"kivi\"\n" + text,
+                                      "run.toml"),
+        "run.toml");
+  };
+  CHECK_FALSE(parse("").cache_budget.set());
+  CHECK(parse("memory_budget = 1000000\n").cache_budget.bytes == 1000000);
+  CHECK(parse("memory_budget = \"40GiB\"\n").cache_budget.bytes == int64_t{40} << 30);
+  CHECK(parse("memory_budget = \"512 MB\"\n").cache_budget.bytes == 512000000);
+  CHECK(parse("memory_budget = 0.9\n").cache_budget.fraction == 0.9);
+  // The plugin sees its own options only.
+  const auto with_bits = parse("k_bits = 4\nmemory_budget = \"1GB\"\n");
+  CHECK_THAT(with_bits.cache.options_toml, Contains("k_bits"));
+  CHECK_THAT(with_bits.cache.options_toml, !Contains("memory_budget"));
+  for (const char* bad :
+       {"memory_budget = 0\n", "memory_budget = 1.5\n", "memory_budget = \"40 parsecs\"\n",
+        "memory_budget = \"lots\"\n", "memory_budget = true\n"})
+    CHECK_THROWS_WITH(parse(bad), Contains("run.toml") && Contains("memory_budget") &&
+                                      Contains("expected bytes"));
 }

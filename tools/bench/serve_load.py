@@ -145,10 +145,33 @@ def one_request(port, prompt, args):
     return out
 
 
+class HealthPeaks:
+    """Polls /health every 0.2 s in a thread until stop(); `peak` holds each field's largest value."""
+
+    def __init__(self, port, fields):
+        self.peak = {f: 0 for f in fields}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, args=(port,), daemon=True)
+        self._thread.start()
+
+    def _poll(self, port):
+        while not self._stop.is_set():
+            try:
+                h = get_json(port, "/health")
+                for f in self.peak:
+                    self.peak[f] = max(self.peak[f], h.get(f, 0))
+            except Exception:
+                pass
+            self._stop.wait(0.2)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
 def run_level(port, level, prompts, args):
     results, lock = [], threading.Lock()
-    peak = {"cache_bytes": 0, "active": 0}
-    stop = threading.Event()
 
     def client(i):
         for r in range(args.requests_per_client):
@@ -156,18 +179,7 @@ def run_level(port, level, prompts, args):
             with lock:
                 results.append(res)
 
-    def poll():
-        while not stop.is_set():
-            try:
-                h = get_json(port, "/health")
-                peak["cache_bytes"] = max(peak["cache_bytes"], h.get("cache_bytes", 0))
-                peak["active"] = max(peak["active"], h.get("active", 0))
-            except Exception:
-                pass
-            stop.wait(0.2)
-
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
+    poller = HealthPeaks(port, ["cache_bytes", "active"])
     start = time.perf_counter()
     threads = [threading.Thread(target=client, args=(i,)) for i in range(level)]
     for t in threads:
@@ -175,13 +187,9 @@ def run_level(port, level, prompts, args):
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
-    stop.set()
-    poller.join()
+    peak = poller.stop()
     ok = [r for r in results if r["ok"]]
-    ttfts = sorted(r["ttft"] for r in ok if r["ttft"] is not None)
-
-    def pct(values, q):
-        return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+    ttfts = [r["ttft"] for r in ok if r["ttft"] is not None]
 
     row = {
         "concurrency": level, "requests": len(results), "ok": len(ok), "wall_s": wall,
@@ -217,27 +225,13 @@ def run_offline(args, cache, prompts, config, workdir):
         one_request(port, prompts[0], args)  # warm-up (allocations, kernels)
         before = get_json(port, "/health")
         results, lock = [], threading.Lock()
-        peak = {"pages_used": 0, "active": 0, "cache_bytes": 0}
-        stop = threading.Event()
-
-        def poll():
-            while not stop.is_set():
-                try:
-                    h = get_json(port, "/health")
-                    for key, field in (("pages_used", "cache_pages_used"), ("active", "active"),
-                                       ("cache_bytes", "cache_bytes")):
-                        peak[key] = max(peak[key], h.get(field, 0))
-                except Exception:
-                    pass
-                stop.wait(0.2)
 
         def client(i):
             res = one_request(port, prompts[(i + 1) % len(prompts)], args)
             with lock:
                 results.append(res)
 
-        poller = threading.Thread(target=poll, daemon=True)
-        poller.start()
+        poller = HealthPeaks(port, ["cache_pages_used", "active", "cache_bytes"])
         start = time.perf_counter()
         threads = [threading.Thread(target=client, args=(i,)) for i in range(args.offline)]
         for t in threads:
@@ -245,8 +239,7 @@ def run_offline(args, cache, prompts, config, workdir):
         for t in threads:
             t.join()
         wall = time.perf_counter() - start
-        stop.set()
-        poller.join()
+        peak = poller.stop()
         after = get_json(port, "/health")
     finally:
         proc.terminate()
@@ -263,7 +256,7 @@ def run_offline(args, cache, prompts, config, workdir):
         "ttft_p50_s": pct(ttfts, 0.5), "ttft_p95_s": pct(ttfts, 0.95), "ttft_p99_s": pct(ttfts, 0.99),
         "tpot_p50_s": pct(gaps, 0.5), "tpot_p95_s": pct(gaps, 0.95), "tpot_p99_s": pct(gaps, 0.99),
         "preemptions": after.get("preemptions", 0) - before.get("preemptions", 0),
-        "pool_pages": after.get("cache_pages", 0), "peak_pages_used": peak["pages_used"],
+        "pool_pages": after.get("cache_pages", 0), "peak_pages_used": peak["cache_pages_used"],
         "peak_active": peak["active"], "peak_cache_bytes": peak["cache_bytes"],
         "errors": sorted({str(r["status"]) + ": " + str(r["error"]) for r in results if not r["ok"]})[:3],
     }

@@ -43,6 +43,10 @@ void ApiServer::handle(const HttpRequest& request, HttpConnection& conn) {
                    {"cache_pages", s.pool.pages},
                    {"cache_pages_used", s.pool.used},
                    {"cache_pages_shared", s.pool.shared},
+                   {"prefix_hit_rate", s.pool.prefix_queries > 0
+                                           ? static_cast<double>(s.pool.prefix_hits) /
+                                                 static_cast<double>(s.pool.prefix_queries)
+                                           : 0.0},
                    {"preemptions", s.preemptions}});
       } else {
         const json entry = {{"id", model_.name},
@@ -105,6 +109,10 @@ std::string ApiServer::metrics_text() const {
           static_cast<double>(s.prompt_tokens));
   counter("generation_tokens_total", "Tokens generated.", static_cast<double>(s.generated_tokens));
   counter("forward_passes_total", "Forward passes run.", static_cast<double>(s.steps));
+  counter("prefix_cache_queries_total", "Prompt tokens looked up in the published pages.",
+          static_cast<double>(pool.prefix_queries * pool.page_tokens));
+  counter("prefix_cache_hits_total", "Prompt tokens found there (their prefill skipped).",
+          static_cast<double>(pool.prefix_hits * pool.page_tokens));
   out += s.time_to_first_token.render("kivi:time_to_first_token_seconds",
                                       "From submission to the first generated token.");
   out += s.time_per_output_token.render("kivi:time_per_output_token_seconds",

@@ -205,6 +205,16 @@ SchedulerStats BatchScheduler::stats() const {
   return stats_;
 }
 
+bool BatchScheduler::waits_for_sibling(const JobSpec& job, const std::vector<Row>& rows) const {
+  if (pool_pages_ == 0 || !options_.prefix_sharing || job.prompt_logprobs) return false;
+  // Worth waiting for only if the sibling's prompt leaves whole pages to share.
+  if (cache_->pages_for(static_cast<int64_t>(job.prompt.size())) == 0) return false;
+  return std::any_of(rows.begin(), rows.end(), [&](const Row& r) {
+    return r.busy() && r.prefilling() && !r.resumed && r.job->channel == job.channel &&
+           r.feed == job.prompt;
+  });
+}
+
 void BatchScheduler::admit(std::vector<Row>& rows) {
   std::lock_guard lock(mutex_);
   std::erase_if(preempted_, [](const Row& r) { return r.job->channel->cancelled(); });
@@ -212,7 +222,14 @@ void BatchScheduler::admit(std::vector<Row>& rows) {
   // first that does not fit waits, and nothing overtakes it, so no request starves.
   const bool paged = pool_pages_ > 0;
   int64_t free = paged ? pages_for_admission(rows) : 0;
-  for (Row& row : rows) {
+  // A row taken from the prefix's published pages skips that part of its feed (not a prompt
+  // that is scored: the shared tokens would have no scores).
+  auto share = [&](Row& row, size_t b) {
+    if (!paged || !options_.prefix_sharing || (row.job->prompt_logprobs && !row.resumed)) return;
+    row.fed = static_cast<size_t>(cache_->share_prefix(static_cast<int64_t>(b), row.feed));
+  };
+  for (size_t b = 0; b < rows.size(); ++b) {
+    Row& row = rows[b];
     if (row.busy()) continue;
     if (!preempted_.empty()) {
       const Row& waiting = preempted_.front();
@@ -223,19 +240,23 @@ void BatchScheduler::admit(std::vector<Row>& rows) {
       row = std::move(preempted_.front());  // keeps its admission order: older than the rest
       preempted_.pop_front();
       free -= pages;
+      share(row, b);
       continue;
     }
     while (!queue_.empty() && queue_.front().channel->cancelled()) queue_.pop_front();
-    if (queue_.empty()) break;
-    const JobSpec& front = queue_.front();
+    // The first job that is not waiting for a sibling (the same prompt, prefilling in a row: it
+    // will publish the pages this one then shares, so that `n` samples prefill the prompt once).
+    auto next = queue_.begin();
+    while (next != queue_.end() && waits_for_sibling(*next, rows)) ++next;
+    if (next == queue_.end()) break;
     const int64_t pages =
-        paged ? admission_pages(static_cast<int64_t>(front.prompt.size()), front.max_new_tokens)
+        paged ? admission_pages(static_cast<int64_t>(next->prompt.size()), next->max_new_tokens)
               : 0;
     if (pages > free) break;
     free -= pages;
     row = Row{};
-    row.job = std::move(queue_.front());
-    queue_.pop_front();
+    row.job = std::move(*next);
+    queue_.erase(next);
     row.feed = row.job->prompt;
     row.admitted = ++admissions_;
     stats_.prompt_tokens += static_cast<int64_t>(row.feed.size());
@@ -243,6 +264,7 @@ void BatchScheduler::admit(std::vector<Row>& rows) {
     if (text_) row.stream = text_();
     row.stops.emplace(row.job->stop_strings);
     row.history = row.job->prompt;
+    share(row, b);
   }
   publish_locked(rows);
 }
@@ -345,6 +367,10 @@ void BatchScheduler::step(std::vector<Row>& rows) {
       "[serve] max_batch or prefill_chunk");
   const at::Tensor logits =
       model_.forward(ids.to(device), positions.to(device), counts, *cache_);  // [B, T, V]
+  // What the rows hold is a prefix of their history (prompt, then generated tokens).
+  if (pool_pages_ > 0 && options_.prefix_sharing)
+    for (int64_t b = 0; b < batch; ++b)
+      if (rows[b].busy()) cache_->publish(b, rows[b].history);
 
   // Prompt scores (echo), and which rows sample a token now (from their last fed position).
   std::vector<int64_t> sample_rows, sample_at;

@@ -12,7 +12,9 @@
 // than are free, the newest rows are preempted: their pages go back to the pool and they wait,
 // ahead of the queue, to be recomputed (prompt and generated tokens prefilled again), so an
 // admitted request is never failed for memory. One that could not fit even alone is refused
-// at submission (refusal(): the HTTP layer answers 400).
+// at submission (refusal(): the HTTP layer answers 400). Rows publish their final pages, and a
+// new or recomputed row starts from the pages of its prompt's longest published prefix (prefix
+// sharing: that part of its prefill is skipped).
 #pragma once
 
 #include <atomic>
@@ -110,6 +112,9 @@ struct SchedulerOptions {
   int64_t step_tokens = 8192;
   int64_t context = 0;  // tokens per row (prompt + generated); a row that reaches it stops
   StepProfilingHook profiling;
+  // Paged cache: a row starts from the published pages of its prompt's longest known prefix
+  // (KVCache::share_prefix) and publishes its own final pages for later requests.
+  bool prefix_sharing = true;
 };
 
 struct SchedulerStats {
@@ -151,6 +156,9 @@ class BatchScheduler {
   // beyond them (at most the `remaining` tokens it may generate); and the pages free for that.
   int64_t admission_pages(int64_t tokens, int64_t remaining) const;
   int64_t pages_for_admission(const std::vector<Row>& rows) const;
+  // Paged with prefix sharing: `job` is one of a request's samples (n > 1) whose prompt a row
+  // of the same request is prefilling; it waits to share the pages that row publishes.
+  bool waits_for_sibling(const JobSpec& job, const std::vector<Row>& rows) const;
   // Paged: preempts the newest rows until the pass of `counts` fits the free pages.
   void make_room(std::vector<Row>& rows, std::vector<int64_t>& counts);
   // Copies the rows' and the queue's state into stats_ (mutex_ held).

@@ -3,12 +3,16 @@
 // configured backend, so a KIVI cache's smaller rows turn into more concurrent sequences.
 // Runs until SIGINT or SIGTERM; then running requests get a 503 and the server exits 0.
 // [serve] profile_steps = N profiles the first N forward passes (step_profiler.h) into the log.
+#include <atomic>
+#include <chrono>
 #include <csignal>
 #include <fstream>
+#include <iomanip>
 #include <memory>
 #include <mutex>
 #include <ostream>
 #include <sstream>
+#include <thread>
 
 #include "host_context.h"
 #include "kivi/cache/kv_cache.h"
@@ -80,6 +84,29 @@ CacheGeometry serve_geometry(const HostConfig& cfg, ModelSession& session, int64
   return g;
 }
 
+// One line of the scheduler's counters ([serve] stats_seconds, --verbose): the load, the pages,
+// and the token rates since the last line.
+std::string stats_line(const serve::SchedulerStats& now, const serve::SchedulerStats& before,
+                       double seconds) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(1) << "serve: running " << now.active << ", waiting "
+      << now.queued << ", completed " << now.completed;
+  if (now.pool.pages > 0) {
+    out << ", pages " << now.pool.used << "/" << now.pool.pages << " (shared " << now.pool.shared
+        << ")";
+    if (now.pool.prefix_queries > 0)
+      out << ", prefix hits "
+          << 100.0 * static_cast<double>(now.pool.prefix_hits) /
+                 static_cast<double>(now.pool.prefix_queries)
+          << "%";
+    out << ", preemptions " << now.preemptions;
+  }
+  out << ", prompt " << static_cast<double>(now.prompt_tokens - before.prompt_tokens) / seconds
+      << " tok/s, generation "
+      << static_cast<double>(now.generated_tokens - before.generated_tokens) / seconds << " tok/s";
+  return out.str();
+}
+
 }  // namespace
 
 int run_serve_mode(HostContext& context) {
@@ -91,7 +118,8 @@ int run_serve_mode(HostContext& context) {
   check(ctx > 0, cfg.file.string() +
                      ": [serve] context: the model declares no max_position_embeddings; set one");
 
-  serve::SchedulerOptions options{s.max_queue, s.prefill_chunk, s.step_tokens, ctx, {}};
+  serve::SchedulerOptions options{s.max_queue, s.prefill_chunk, s.step_tokens, ctx,
+                                  {},          s.prefix_sharing};
   std::shared_ptr<StepProfiler> profiler;
   std::mutex log_mutex;
   if (s.profile_steps > 0) {
@@ -131,7 +159,28 @@ int run_serve_mode(HostContext& context) {
     context.out << ", cache pool " << pool.pages << " pages of " << pool.page_tokens
                 << " tokens (admission by free pages)";
   context.out << "\nserve: listening on http://" << host << ":" << server.port() << std::endl;
+  // --verbose: a line of counters every stats_seconds while the server runs.
+  std::atomic<bool> serving{true};
+  std::thread reporter;
+  if (s.stats_seconds > 0)
+    reporter = std::thread([&] {
+      serve::SchedulerStats before = scheduler.stats();
+      auto last = std::chrono::steady_clock::now();
+      while (serving) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        const auto now = std::chrono::steady_clock::now();
+        if (now - last < std::chrono::seconds(s.stats_seconds)) continue;
+        const serve::SchedulerStats stats = scheduler.stats();
+        const double seconds = std::chrono::duration<double>(now - last).count();
+        std::lock_guard lock(log_mutex);
+        context.err << stats_line(stats, before, seconds) << std::endl;
+        before = stats;
+        last = now;
+      }
+    });
   server.run(g_stop);
+  serving = false;
+  if (reporter.joinable()) reporter.join();
   context.out << "serve: stopping" << std::endl;
   scheduler.stop();
   server.drain(5000);

@@ -88,6 +88,8 @@ struct PoolStats {
   int64_t shared = 0;       // of those, pages with more than one owner (forks, shared prefixes)
   int64_t cached = 0;       // pages without an owner whose contents are kept for a prefix hit
   int64_t page_bytes = 0;   // one page over all layers
+  // Prefix sharing since the cache was made: pages looked up and pages found (shared).
+  int64_t prefix_queries = 0, prefix_hits = 0;
   int64_t free() const { return pages - used; }
 };
 

@@ -63,6 +63,18 @@ class KVCache {
   virtual PoolStats pool_stats() const { return {}; }
   virtual int64_t pages_for(int64_t tokens) const { return 0; }
 
+  // Prefix sharing (paged caches; a contiguous one shares nothing).
+  // publish: makes the final pages of sequence `seq` (every token quantized, never written
+  // again) findable under the tokens they hold; `tokens` are the sequence's tokens from position
+  // 0, at least as many as it stores. Cheap when nothing new is final, so callers may call it
+  // after every step.
+  virtual void publish(int64_t seq, std::span<const int64_t> tokens) {}
+  // share_prefix: an empty sequence `seq` that is about to take `tokens` takes instead the
+  // published pages holding their longest prefix that it may use (its own prefill still
+  // quantizes what its full-precision windows must hold); returns the tokens it now holds, whose
+  // feeding it skips (0: none).
+  virtual int64_t share_prefix(int64_t seq, std::span<const int64_t> tokens) { return 0; }
+
   // What the stored tokens use, by component (cache_usage.h). The default reads dense views
   // (dense_cache_usage); a cache of another format says what its own tokens use.
   virtual CacheUsage usage() const;
