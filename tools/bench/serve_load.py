@@ -70,6 +70,8 @@ def start_server(args, cache, max_batch, workdir, budget=None):
             cache_toml = cache_toml.replace("[attention]", f'memory_budget = "{budget}"\n[attention]', 1)
         f.write('mode = "serve"\n' + cache_toml)
         f.write(f'[model]\npath = "{os.path.abspath(args.model)}"\ndevice = "{args.device}"\ndtype = "{args.dtype}"\n')
+        if args.weights:
+            f.write(f'weights = "{args.weights}"\n')
         queue = max(64, 4 * max_batch, args.offline + 16)
         f.write(f'[serve]\nport = 0\nmax_batch = {max_batch}\nmax_queue = {queue}\n')
         f.write(f'prefill_chunk = {args.prefill_chunk}\nmax_connections = {max(256, queue)}\n')
@@ -281,6 +283,7 @@ def main():
     p.add_argument("--model", default="models/kivi-llama-tiny")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--dtype", default="auto")
+    p.add_argument("--weights", default="", help='[model] weights, e.g. "dummy" for a config.json alone')
     p.add_argument("--caches", default="fp16,kivi2", help="comma list of " + ", ".join(CACHES))
     p.add_argument("--levels", default="1,2,4,8,16,32,64,128", help="concurrency levels")
     p.add_argument("--prompt-tokens", type=int, default=512)

@@ -13,6 +13,7 @@
 #   KIVI_E2E=1         also the host, the plugins and tools/gpu/run-e2e.sh (E2E_* narrow it)
 #   KIVI_SANITIZE=1    also the kernel tests under compute-sanitizer memcheck (KIVI_TEST_FILTER
 #                      narrows them too; the log is sanitizer$tag.txt)
+#   KIVI_PAGED=1       also test_paged_kivi_gpu (the paged cache against the contiguous one)
 set -uo pipefail
 source "$(dirname "$0")/quick-build-setup.sh"
 start=$(date +%s)
@@ -20,6 +21,7 @@ start=$(date +%s)
 # kernel tests (E2E_* variables narrow its grid).
 targets=(test_kivi_kernels kivi_attention_bench)
 [ "${KIVI_E2E:-0}" = "1" ] && targets+=(kivi-host kivi_kivi_cache kivi_fp_cache kivi_attention kivi_llama kivi_qwen2)
+[ "${KIVI_PAGED:-0}" = "1" ] && targets+=(test_paged_kivi_gpu)
 cmake --build "$build" -j "$(nproc)" --target "${targets[@]}" > "$logs/build$tag.log" 2>&1 ||
   { grep -B2 -A12 "error" "$logs/build$tag.log" | head -80; exit 1; }
 echo "build: OK in $(( $(date +%s) - start )) s"
@@ -27,6 +29,11 @@ if [ "${KIVI_TEST_FILTER:-}" != "skip" ]; then
   "$build/bin/test_kivi_kernels" ${KIVI_TEST_FILTER:-} > "$logs/kernels$tag.txt" 2>&1
   echo "test_kivi_kernels rc=$?"
   grep -E -A3 "fused decode|FAILED|failed|passed|with expansion|REQUIRE|CHECK" "$logs/kernels$tag.txt" | grep -v "^flush" | head -80
+fi
+if [ "${KIVI_PAGED:-0}" = "1" ]; then
+  "$build/bin/test_paged_kivi_gpu" > "$logs/paged$tag.txt" 2>&1
+  echo "test_paged_kivi_gpu rc=$?"
+  grep -E -A3 "FAILED|failed|passed|REQUIRE|CHECK" "$logs/paged$tag.txt" | head -40
 fi
 if [ "${KIVI_SANITIZE:-0}" = "1" ]; then
   sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
