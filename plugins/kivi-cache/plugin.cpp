@@ -27,10 +27,13 @@ std::unique_ptr<kivi::KVCacheFactory> make_cache(ConfigTable& o) {
                                std::to_string(32 / bits) + " (codes per int32 word)");
   // Quantized stores grow in chunks of this many tokens when max_tokens is not set.
   options.chunk_tokens = o.get_int_in("chunk_tokens", options.chunk_tokens, 1, int64_t{1} << 20);
-  // Tokens per page when the cache is paged (the host asks for a page pool).
+  // Tokens per page when the cache is paged (the host asks for a page pool). Checked here when
+  // given; the default is checked only if the cache is paged (check_options), so that a group
+  // size no page can hold (48) still makes contiguous caches.
+  const bool page_given = o.has("page_tokens");
   options.page_tokens = o.get_int_in("page_tokens", options.page_tokens, 1, int64_t{1} << 20);
-  if (options.page_tokens % options.group_size != 0 ||
-      (options.page_tokens & (options.page_tokens - 1)) != 0)
+  if (page_given && (options.page_tokens % options.group_size != 0 ||
+                     (options.page_tokens & (options.page_tokens - 1)) != 0))
     o.fail("page_tokens", "got " + std::to_string(options.page_tokens) +
                               ", expected a power of two and a multiple of group_size = " +
                               std::to_string(options.group_size));

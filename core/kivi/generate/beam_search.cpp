@@ -56,11 +56,14 @@ std::vector<Generation> beam_search(CausalLM& model, KVCache& cache,
   if (options.max_new_tokens == 0) return {Generation{}};
 
   // Every slot starts from the prompt; only slot 0 is live at first, so the first step does not
-  // pick the same token num_beams times.
+  // pick the same token num_beams times. The prompt is prefilled once, in slot 0, and the other
+  // slots fork it (a paged cache shares its pages; a contiguous one copies the rows).
   std::vector<Beam> live(beams);
   for (int64_t b = 1; b < beams; ++b) live[b].logp = -std::numeric_limits<double>::infinity();
-  at::Tensor logits =
-      prefill(model, cache, std::vector<std::vector<int64_t>>(beams, prompt));  // [beams, V]
+  std::vector<std::vector<int64_t>> prompts(beams);
+  prompts[0] = prompt;
+  at::Tensor logits = prefill(model, cache, prompts);  // [beams, V]: row 0's alone is meaningful
+  cache.reorder(std::vector<int64_t>(beams, 0));
   const std::vector<int64_t> ones(beams, 1);
   for (int64_t step = 1;; ++step) {
     const at::Tensor logp = at::log_softmax(logits.to(at::kCPU, at::kDouble), -1);  // [beams, V]

@@ -15,7 +15,8 @@ class KVCache;
 namespace kivi::generate {
 
 // Prompts (right-padded into one [B, T] batch) through an empty cache; returns each row's
-// logits at its last prompt token, [B, V] float32 on the model's device.
+// logits at its last prompt token, [B, V] float32 on the model's device. An empty prompt leaves
+// its row empty (its logits unspecified).
 at::Tensor prefill(CausalLM& model, KVCache& cache,
                    const std::vector<std::vector<int64_t>>& prompts);
 
