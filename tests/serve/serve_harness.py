@@ -60,6 +60,17 @@ class Server:
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read())
 
+    def wait_until_idle(self, seconds):
+        """Waits until no request runs or waits for a row; returns the last /health. A request
+        the server has answered "200 OK" to may still be queued (it is admitted at the next step),
+        so 'active' alone can read 0 just before it becomes 1."""
+        deadline = time.time() + seconds
+        health = self.get("/health")
+        while (health["active"] or health["queued"]) and time.time() < deadline:
+            time.sleep(0.05)
+            health = self.get("/health")
+        return health
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()

@@ -57,14 +57,7 @@ class ServeTest(unittest.TestCase):
         assert rc == 0, "".join(cls.server.output)
 
     def wait_until_idle(self, seconds):
-        """Waits until no request runs or waits for a row, then checks that it is so. A request
-        the server has answered "200 OK" to may still be queued (it is admitted at the next step),
-        so 'active' alone can read 0 just before it becomes 1."""
-        deadline = time.time() + seconds
-        health = self.server.get("/health")
-        while (health["active"] or health["queued"]) and time.time() < deadline:
-            time.sleep(0.05)
-            health = self.server.get("/health")
+        health = self.server.wait_until_idle(seconds)
         self.assertEqual((health["active"], health["queued"]), (0, 0))
 
     def complete(self, prompt, **kw):

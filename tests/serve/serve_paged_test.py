@@ -10,7 +10,6 @@ import concurrent.futures
 import json
 import os
 import re
-import time
 import unittest
 import urllib.request
 
@@ -60,11 +59,7 @@ class PagedServeTest(unittest.TestCase):
             "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True}))
 
     def wait_until_idle(self, seconds):
-        deadline = time.time() + seconds
-        health = self.server.get("/health")
-        while (health["active"] or health["queued"]) and time.time() < deadline:
-            time.sleep(0.05)
-            health = self.server.get("/health")
+        health = self.server.wait_until_idle(seconds)
         self.assertEqual((health["active"], health["queued"]), (0, 0))
         return health
 
