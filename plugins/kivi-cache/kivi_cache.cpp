@@ -88,22 +88,9 @@ KiviCache::KiviCache(const CacheGeometry& geometry, const KiviOptions& options)
   }
 }
 
-std::span<const BlockPool::BlockId> KiviCache::pages(int64_t seq) const {
-  check(seq >= 0 && seq < geometry_.max_batch, "kivi cache: sequence " + std::to_string(seq) +
-                                                   " out of range [0, " +
-                                                   std::to_string(geometry_.max_batch) + ")");
-  if (!paged()) return {};
-  return pages_[seq];
-}
-
-template <class Fn>
-void KiviCache::for_page_runs(int64_t b, int64_t p0, int64_t p1, Fn fn) const {
+std::vector<int32_t> KiviCache::page_ids(std::span<const int64_t> tokens, int64_t i) const {
   const int64_t page = options_.page_tokens;
-  for (int64_t p = p0; p < p1;) {
-    const int64_t end = std::min(p1, (p / page + 1) * page);
-    fn(int64_t{pages_[b].at(p / page)}, p % page, end - p, p - p0);
-    p = end;
-  }
+  return std::vector<int32_t>(tokens.begin() + i * page, tokens.begin() + (i + 1) * page);
 }
 
 BlockPool::BlockId KiviCache::allocate_page(int64_t b) {
@@ -233,21 +220,26 @@ void KiviCache::for_rows(const Layer& s, std::span<const int64_t> counts, Fn fn)
 void KiviCache::store_keys(Layer& s, Rows rows, int64_t group0, const at::Tensor& x) {
   if (!paged()) return store_keys_at(s, rows.b0, rows.n, group0, x);
   const int64_t group = options_.group_size;  // pages hold whole groups
-  for (int64_t r = 0; r < rows.n; ++r)
-    for_page_runs(rows.b0 + r, group0 * group, group0 * group + x.size(2),
-                  [&](int64_t page, int64_t first, int64_t count, int64_t offset) {
-                    store_keys_at(s, page, 1, first / group,
-                                  x.narrow(0, r, 1).narrow(2, offset, count));
-                  });
+  for (int64_t r = 0; r < rows.n; ++r) {
+    int64_t offset = 0;  // into x's tokens
+    for (const PackedRun& run :
+         packed_runs(s.parts, rows.b0 + r, group0 * group, group0 * group + x.size(2))) {
+      store_keys_at(s, run.index, 1, run.first / group,
+                    x.narrow(0, r, 1).narrow(2, offset, run.count));
+      offset += run.count;
+    }
+  }
 }
 
 void KiviCache::store_values(Layer& s, Rows rows, int64_t pos0, const at::Tensor& x) {
   if (!paged()) return store_values_at(s, rows.b0, rows.n, pos0, x);
-  for (int64_t r = 0; r < rows.n; ++r)
-    for_page_runs(rows.b0 + r, pos0, pos0 + x.size(2),
-                  [&](int64_t page, int64_t first, int64_t count, int64_t offset) {
-                    store_values_at(s, page, 1, first, x.narrow(0, r, 1).narrow(2, offset, count));
-                  });
+  for (int64_t r = 0; r < rows.n; ++r) {
+    int64_t offset = 0;  // into x's tokens
+    for (const PackedRun& run : packed_runs(s.parts, rows.b0 + r, pos0, pos0 + x.size(2))) {
+      store_values_at(s, run.index, 1, run.first, x.narrow(0, r, 1).narrow(2, offset, run.count));
+      offset += run.count;
+    }
+  }
 }
 
 void KiviCache::store_keys_at(Layer& s, int64_t index0, int64_t n, int64_t group0,
@@ -591,12 +583,10 @@ void KiviCache::publish(int64_t seq, std::span<const int64_t> tokens) {
   check(static_cast<int64_t>(tokens.size()) >= final_pages * page,
         "kivi cache: publish of sequence " + std::to_string(seq) + " with " +
             std::to_string(tokens.size()) + " tokens, but it holds " + std::to_string(length));
-  std::vector<int32_t> ids(static_cast<size_t>(page));
   while (static_cast<int64_t>(hashes.size()) < final_pages) {
     const size_t i = hashes.size();
-    for (int64_t t = 0; t < page; ++t)
-      ids[static_cast<size_t>(t)] = static_cast<int32_t>(tokens[i * page + t]);
-    hashes.push_back(pool_->publish(pages_[seq][i], i == 0 ? 0 : hashes[i - 1], ids));
+    hashes.push_back(pool_->publish(pages_[seq][i], i == 0 ? 0 : hashes[i - 1],
+                                    page_ids(tokens, static_cast<int64_t>(i))));
   }
 }
 
@@ -611,12 +601,9 @@ int64_t KiviCache::share_prefix(int64_t seq, std::span<const int64_t> tokens) {
   const int64_t rest = std::max<int64_t>(options_.residual_length, 1);
   int64_t most = std::max<int64_t>(0, static_cast<int64_t>(tokens.size()) - rest) / page;
   while (most > 0 && most * page % options_.key_flush() != 0) --most;
-  std::vector<int32_t> ids(static_cast<size_t>(page));
   uint64_t previous = 0;
   for (int64_t i = 0; i < most; ++i) {
-    for (int64_t t = 0; t < page; ++t)
-      ids[static_cast<size_t>(t)] = static_cast<int32_t>(tokens[i * page + t]);
-    const std::optional<BlockPool::Hit> hit = pool_->lookup(previous, ids);
+    const std::optional<BlockPool::Hit> hit = pool_->lookup(previous, page_ids(tokens, i));
     if (!hit) break;
     pages_[seq].push_back(hit->block);
     hashes_[seq].push_back(hit->hash);

@@ -56,11 +56,6 @@ class KiviCache final : public KVCache {
   void publish(int64_t seq, std::span<const int64_t> tokens) override;
   int64_t share_prefix(int64_t seq, std::span<const int64_t> tokens) override;
 
-  // Paged storage only (null / empty otherwise): the pool every slot's pages come from, and the
-  // pages slot `seq` holds, in position order.
-  const BlockPool* pool() const { return pool_.get(); }
-  std::span<const BlockPool::BlockId> pages(int64_t seq) const;
-
  private:
   struct Layer {
     KiviParts parts;              // storage tensors and per-row quantized counts
@@ -98,10 +93,6 @@ class KiviCache final : public KVCache {
 
   // ---- Paged storage ----
   bool paged() const { return pool_ != nullptr; }
-  // Calls fn(page, first, count, offset) for each run of row b's positions [p0, p1) that lies in
-  // one page: positions [first, first + count) of `page`, the range's [offset, offset + count).
-  template <class Fn>
-  void for_page_runs(int64_t b, int64_t p0, int64_t p1, Fn fn) const;
   // Before an append to a layer (state `s`): each row holds the pages its quantized positions
   // will need and owns alone every page the append may write.
   void prepare_pages(const Layer& s, std::span<const int64_t> counts);
@@ -112,6 +103,8 @@ class KiviCache final : public KVCache {
   void trim_pages(int64_t b);
   // Writes the rows' pages into the block table every layer's parts carry.
   void sync_table();
+  // Tokens [i * page_tokens, (i + 1) * page_tokens) of `tokens`: page i's key in the pool.
+  std::vector<int32_t> page_ids(std::span<const int64_t> tokens, int64_t i) const;
   // Values of positions [p0, p1) of `rows` from the value residual ring: [n, H, p1 - p0, D].
   at::Tensor value_window(const Layer& s, Rows rows, int64_t p0, int64_t p1) const;
   void write_value_window(Layer& s, Rows rows, int64_t p0, const at::Tensor& x);

@@ -172,24 +172,40 @@ class HealthPeaks:
         return self.peak
 
 
-def run_level(port, level, prompts, args):
+def run_clients(port, clients, prompts_of, args, fields):
+    """`clients` threads, client i sending prompts_of(i) one after another; returns the results,
+    the wall time and the /health peaks of `fields` meanwhile."""
     results, lock = [], threading.Lock()
 
     def client(i):
-        for r in range(args.requests_per_client):
-            res = one_request(port, prompts[(i * args.requests_per_client + r) % len(prompts)], args)
+        for prompt in prompts_of(i):
+            res = one_request(port, prompt, args)
             with lock:
                 results.append(res)
 
-    poller = HealthPeaks(port, ["cache_bytes", "active"])
+    poller = HealthPeaks(port, fields)
     start = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(level)]
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - start
-    peak = poller.stop()
+    return results, time.perf_counter() - start, poller.stop()
+
+
+def stop_server(proc):
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def run_level(port, level, prompts, args):
+    n = args.requests_per_client
+    results, wall, peak = run_clients(
+        port, level, lambda i: [prompts[(i * n + r) % len(prompts)] for r in range(n)], args,
+        ["cache_bytes", "active"])
     ok = [r for r in results if r["ok"]]
     ttfts = [r["ttft"] for r in ok if r["ttft"] is not None]
 
@@ -226,29 +242,11 @@ def run_offline(args, cache, prompts, config, workdir):
     try:
         one_request(port, prompts[0], args)  # warm-up (allocations, kernels)
         before = get_json(port, "/health")
-        results, lock = [], threading.Lock()
-
-        def client(i):
-            res = one_request(port, prompts[(i + 1) % len(prompts)], args)
-            with lock:
-                results.append(res)
-
-        poller = HealthPeaks(port, ["cache_pages_used", "active", "cache_bytes"])
-        start = time.perf_counter()
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(args.offline)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - start
-        peak = poller.stop()
+        results, wall, peak = run_clients(port, args.offline, lambda i: [prompts[(i + 1) % len(prompts)]],
+                                          args, ["cache_pages_used", "active", "cache_bytes"])
         after = get_json(port, "/health")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
     ok = [r for r in results if r["ok"]]
     ttfts = [r["ttft"] for r in ok if r["ttft"] is not None]
     gaps = [g for r in ok for g in r["gaps"]]
@@ -345,11 +343,7 @@ def main():
                 one_request(port, prompts[0], args)  # warm-up (allocations, kernels)
                 row = run_level(port, level, prompts, args)
             finally:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                stop_server(proc)
             rows.append(row)
             print(f"{cache} C={level}: {row['ok']}/{row['requests']} ok, {row['requests_per_s']:.2f} req/s, "
                   f"{row['output_tokens_per_s']:.1f} tok/s, TTFT p50 {row['ttft_p50_s']:.3f} s p95 "
