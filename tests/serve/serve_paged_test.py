@@ -41,12 +41,13 @@ def metrics(server):
 
 
 class PagedServeTest(unittest.TestCase):
-    """One server: KIVI-4 in pages of 32 tokens, 6 rows, a budget of about 70 pages."""
+    """One server: KIVI-4 in pages of 32 tokens, 6 rows, a budget of about 20 pages (small, so that
+    the preemption test stays short under a sanitizer's slowdown)."""
 
     @classmethod
     def setUpClass(cls):
         cache = ('[cache]\nbackend = "kivi"\nk_bits = 4\nv_bits = 4\npage_tokens = 32\n'
-                 'residual_length = 32\nmemory_budget = "4MB"\n')
+                 'residual_length = 32\nmemory_budget = "2MB"\n')
         cls.server = Server(ARGS.kivi_host, model_dir(), serve="max_batch = 6\nmax_queue = 64", extra=cache)
 
     @classmethod
