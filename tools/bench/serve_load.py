@@ -49,6 +49,13 @@ CACHES = {
     "bf16": '[cache]\nbackend = "bf16"\n[attention]\nbackend = "sdpa"\n',
 }
 PAGED = {"kivi2", "kivi4"}  # caches that take [cache] memory_budget
+# A cache name may end in "-noshare" ("kivi2-noshare"): the same cache with [serve]
+# prefix_sharing = false, the baseline of the shared-prefix workload (--shared-prefix).
+NOSHARE = "-noshare"
+
+
+def base_cache(cache):
+    return cache[: -len(NOSHARE)] if cache.endswith(NOSHARE) else cache
 
 
 def budget_bytes(text):
@@ -65,7 +72,7 @@ def start_server(args, cache, max_batch, workdir, budget=None):
     cache's [cache] memory_budget."""
     config = os.path.join(workdir, f"serve-{cache}-{max_batch}.toml")
     with open(config, "w") as f:
-        cache_toml = CACHES[cache]
+        cache_toml = CACHES[base_cache(cache)]
         if budget:
             cache_toml = cache_toml.replace("[attention]", f'memory_budget = "{budget}"\n[attention]', 1)
         f.write('mode = "serve"\n' + cache_toml)
@@ -75,6 +82,8 @@ def start_server(args, cache, max_batch, workdir, budget=None):
         queue = max(64, 4 * max_batch, args.offline + 16)
         f.write(f'[serve]\nport = 0\nmax_batch = {max_batch}\nmax_queue = {queue}\n')
         f.write(f'prefill_chunk = {args.prefill_chunk}\nmax_connections = {max(256, queue)}\n')
+        if cache.endswith(NOSHARE):
+            f.write("prefix_sharing = false\n")
         if args.context:
             f.write(f"context = {args.context}\n")
     log_path = config + ".log"
@@ -106,7 +115,7 @@ def get_json(port, path):
 def one_request(port, prompt, args):
     """One streamed completion; returns a dict with ok, ttft, latency, tokens, status, error."""
     body = json.dumps({"prompt": prompt, "max_tokens": args.max_tokens, "temperature": 0, "stream": True,
-                       "ignore_eos": True})
+                       "ignore_eos": True, "stream_options": {"include_usage": True}})
     start = time.perf_counter()
     out = {"ok": False, "ttft": None, "latency": None, "tokens": 0, "status": None, "error": None,
            "gaps": []}
@@ -128,6 +137,8 @@ def one_request(port, prompt, args):
                 out["ok"] = out["error"] is None
                 break
             chunk = json.loads(data)
+            if chunk.get("usage"):  # the count of tokens; a token whose text is held back sends no chunk
+                out["usage_tokens"] = chunk["usage"]["completion_tokens"]
             if "error" in chunk:
                 out["error"] = chunk["error"].get("message")
                 continue
@@ -144,6 +155,7 @@ def one_request(port, prompt, args):
     except Exception as e:  # a refused or broken connection counts as a failed request
         out["error"] = repr(e)
     out["latency"] = time.perf_counter() - start
+    out["tokens"] = out.pop("usage_tokens", out["tokens"])
     return out
 
 
@@ -230,17 +242,19 @@ def run_offline(args, cache, prompts, config, workdir):
     """N requests at once on one server under the memory budget; one result row."""
     budget = budget_bytes(args.memory_budget)
     tokens = args.prompt_tokens + args.max_tokens
-    if cache in PAGED:
+    if base_cache(cache) in PAGED:
         max_batch, paged_budget = args.max_batch, args.memory_budget
     else:
         heads = config.get("num_key_value_heads", config["num_attention_heads"])
         dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
         element = 4 if cache == "fp32" else 2
-        per_row = 2 * config["num_hidden_layers"] * heads * dim * element * tokens
+        per_row = 2 * config["num_hidden_layers"] * heads * dim * element * (tokens + args.shared_prefix)
         max_batch, paged_budget = max(1, min(args.max_batch, budget // per_row)), None
     proc, port, log_path = start_server(args, cache, max_batch, workdir, paged_budget)
     try:
-        one_request(port, prompts[0], args)  # warm-up (allocations, kernels)
+        # Warm-up (allocations, kernels); with --shared-prefix it also publishes the prefix's pages,
+        # as the first request after a deploy would.
+        one_request(port, prompts[0], args)
         before = get_json(port, "/health")
         results, wall, peak = run_clients(port, args.offline, lambda i: [prompts[(i + 1) % len(prompts)]],
                                           args, ["cache_pages_used", "active", "cache_bytes"])
@@ -256,6 +270,7 @@ def run_offline(args, cache, prompts, config, workdir):
         "ttft_p50_s": pct(ttfts, 0.5), "ttft_p95_s": pct(ttfts, 0.95), "ttft_p99_s": pct(ttfts, 0.99),
         "tpot_p50_s": pct(gaps, 0.5), "tpot_p95_s": pct(gaps, 0.95), "tpot_p99_s": pct(gaps, 0.99),
         "preemptions": after.get("preemptions", 0) - before.get("preemptions", 0),
+        "prefix_hit_rate": after.get("prefix_hit_rate", 0),
         "pool_pages": after.get("cache_pages", 0), "peak_pages_used": peak["cache_pages_used"],
         "peak_active": peak["active"], "peak_cache_bytes": peak["cache_bytes"],
         "errors": sorted({str(r["status"]) + ": " + str(r["error"]) for r in results if not r["ok"]})[:3],
@@ -263,15 +278,16 @@ def run_offline(args, cache, prompts, config, workdir):
 
 
 def offline_report(args, rows):
-    print(f"\nmodel {args.model}, {args.offline} requests at once, prompt {args.prompt_tokens} tokens, "
+    shared = f" after a shared prefix of {args.shared_prefix}" if args.shared_prefix else ""
+    print(f"\nmodel {args.model}, {args.offline} requests at once, prompt {args.prompt_tokens} tokens{shared}, "
           f"{args.max_tokens} new tokens, memory budget {args.memory_budget}\n")
-    print("| cache | rows | ok | out tok/s | vs first | TTFT p50 / p95 (s) | TPOT p50 / p95 (ms) | preemptions | pages used (peak / pool) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| cache | rows | ok | out tok/s | vs first | TTFT p50 / p95 (s) | TPOT p50 / p95 (ms) | preemptions | prefix hit rate | pages used (peak / pool) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     base = rows[0]["output_tokens_per_s"] if rows else 0
     for r in rows:
         print(f"| {r['cache']} | {r['max_batch']} | {r['ok']}/{r['requests']} | {r['output_tokens_per_s']:.1f} | "
               f"{r['output_tokens_per_s'] / base if base else float('nan'):.2f}x | {r['ttft_p50_s']:.3f} / {r['ttft_p95_s']:.3f} | "
-              f"{1e3 * r['tpot_p50_s']:.1f} / {1e3 * r['tpot_p95_s']:.1f} | {r['preemptions']} | "
+              f"{1e3 * r['tpot_p50_s']:.1f} / {1e3 * r['tpot_p95_s']:.1f} | {r['preemptions']} | {r['prefix_hit_rate']:.2f} | "
               f"{r['peak_pages_used']} / {r['pool_pages']} |")
 
 
@@ -298,6 +314,8 @@ def main():
     p.add_argument("--offline", type=int, default=0, help="N requests at once under --memory-budget (offline throughput)")
     p.add_argument("--memory-budget", default="", help="the cache's memory budget for --offline, e.g. 40GiB")
     p.add_argument("--max-batch", type=int, default=256, help="--offline: the paged caches' slots (and the others' most rows)")
+    p.add_argument("--shared-prefix", type=int, default=0,
+                   help="tokens of one prefix (a system prompt) before every prompt's --prompt-tokens unique ones")
     args = p.parse_args()
     # `timeout` sends SIGTERM: leave through the finally blocks, which stop the server.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))
@@ -307,8 +325,9 @@ def main():
     rng = random.Random(args.seed)
     bos = config.get("bos_token_id")
     prompts = []
+    prefix = [rng.randrange(0, config["vocab_size"]) for _ in range(args.shared_prefix)]
     for _ in range(256):  # distinct prompts, so no request is a copy of another
-        ids = [rng.randrange(0, config["vocab_size"]) for _ in range(args.prompt_tokens)]
+        ids = prefix + [rng.randrange(0, config["vocab_size"]) for _ in range(args.prompt_tokens)]
         if isinstance(bos, int):
             ids[0] = bos
         prompts.append(ids)
@@ -326,7 +345,7 @@ def main():
             if args.json:
                 with open(args.json, "w") as f:
                     json.dump({"model": args.model, "offline": args.offline, "memory_budget": args.memory_budget,
-                               "prompt_tokens": args.prompt_tokens, "max_tokens": args.max_tokens, "rows": rows},
+                               "shared_prefix": args.shared_prefix, "prompt_tokens": args.prompt_tokens, "max_tokens": args.max_tokens, "rows": rows},
                               f, indent=2)
         offline_report(args, rows)
         return

@@ -6,6 +6,8 @@
 #   .gpu-deps/shared/    two of the tokenizers (llama2, qwen2.5) and a slice of each corpus
 #                        from ../shared/data; tests skip what is absent (the device tool
 #                        carries 64 MiB at most, the repository included)
+# `gather-deps.sh serving` gathers, instead of .gpu-deps/shared/, the Llama 3.1 tokenizer into
+# .gpu-deps/llama3.1/ for tools/gpu/run-serving.sh (both would pass the 64 MiB).
 # The GPU machine has its own Boost, CUDA, cmake, ninja, g++ and torch 2.11.0+cu130.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -19,7 +21,12 @@ for deb in "$out"/debs/*.deb; do dpkg -x "$deb" "$out/root"; done
 rm -rf "$out/root/usr/share/doc" "$out/root/usr/share/man" "$out/debs"
 
 shared="$root/../shared/data"
-if [ -d "$shared" ]; then
+rm -rf "$out/llama3.1"
+if [ "${1:-tests}" = serving ]; then
+  rm -rf "$out/shared"
+  mkdir -p "$out/llama3.1"
+  cp "$shared/tokenizers/llama3.1/tokenizer.json" "$shared/tokenizers/llama3.1/tokenizer_config.json" "$out/llama3.1/"
+elif [ -d "$shared" ]; then
   rm -rf "$out/shared"
   mkdir -p "$out/shared/data"
   mkdir -p "$out/shared/data/tokenizers"
