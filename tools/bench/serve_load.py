@@ -243,13 +243,16 @@ def run_offline(args, cache, prompts, config, workdir):
     budget = budget_bytes(args.memory_budget)
     tokens = args.prompt_tokens + args.max_tokens
     if base_cache(cache) in PAGED:
-        max_batch, paged_budget = args.max_batch, args.memory_budget
+        # Slots past N would only widen every forward pass (they run padded, max_batch rows).
+        max_batch, paged_budget = min(args.max_batch, args.offline), args.memory_budget
     else:
         heads = config.get("num_key_value_heads", config["num_attention_heads"])
         dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
         element = 4 if cache == "fp32" else 2
         per_row = 2 * config["num_hidden_layers"] * heads * dim * element * (tokens + args.shared_prefix)
-        max_batch, paged_budget = max(1, min(args.max_batch, budget // per_row)), None
+        max_batch, paged_budget = max(1, min(args.max_batch, args.offline, budget // per_row)), None
+    # Rows as long as a request: a full-precision cache then holds exactly the budget.
+    args.context = args.context or tokens + args.shared_prefix
     proc, port, log_path = start_server(args, cache, max_batch, workdir, paged_budget)
     try:
         # Warm-up (allocations, kernels); with --shared-prefix it also publishes the prefix's pages,
