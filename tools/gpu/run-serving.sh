@@ -7,6 +7,7 @@
 #   SERVING_PARTS   which of "test prefix 4k 32k" to run (default: all; each has a time limit)
 #   SERVING_BUDGET  the memory budget (default 40GiB)
 #   SERVING_N4K, SERVING_N32K, SERVING_NPREFIX   requests per workload (default 256, 48, 64)
+#   SERVING_CACHES32K the 32K workload's caches (default bf16,kivi2,kivi4)
 #   SERVING_LIMIT32K  seconds for the 32K workload (default 560; its JSON keeps each finished cache)
 set -uo pipefail
 source "$(dirname "$0")/quick-build-setup.sh"
@@ -45,7 +46,7 @@ workload() {
 [[ " $parts " == *" prefix "* ]] && workload prefix 240 --offline "${SERVING_NPREFIX:-64}" \
     --shared-prefix 8192 --prompt-tokens 1024 --max-tokens 64 --caches kivi2,kivi2-noshare
 [[ " $parts " == *" 4k "* ]] && workload 4k 420 --offline "${SERVING_N4K:-256}" \
-    --prompt-tokens 4096 --max-tokens 256 --caches bf16,kivi2,kivi4
+    --prompt-tokens 4096 --max-tokens 256 --caches ${SERVING_CACHES32K:-bf16,kivi2,kivi4}
 [[ " $parts " == *" 32k "* ]] && workload 32k "${SERVING_LIMIT32K:-560}" --offline "${SERVING_N32K:-48}" \
-    --prompt-tokens 32768 --max-tokens 256 --caches bf16,kivi2,kivi4
+    --prompt-tokens 32768 --max-tokens 256 --caches ${SERVING_CACHES32K:-bf16,kivi2,kivi4}
 echo "total $(( $(date +%s) - start )) s"
