@@ -74,7 +74,8 @@ def start_server(args, cache, max_batch, workdir, budget=None):
     with open(config, "w") as f:
         cache_toml = CACHES[base_cache(cache)]
         if budget:
-            cache_toml = cache_toml.replace("[attention]", f'memory_budget = "{budget}"\n[attention]', 1)
+            value = budget if budget.isdigit() else f'"{budget}"'  # bytes are a TOML integer
+            cache_toml = cache_toml.replace("[attention]", f"memory_budget = {value}\n[attention]", 1)
         f.write('mode = "serve"\n' + cache_toml)
         f.write(f'[model]\npath = "{os.path.abspath(args.model)}"\ndevice = "{args.device}"\ndtype = "{args.dtype}"\n')
         if args.weights:
