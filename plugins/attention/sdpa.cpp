@@ -34,6 +34,11 @@ at::Tensor SdpaAttention::decode(const at::Tensor& q, const CacheView& view,
     return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/false, params.scale,
                                             /*enable_gqa=*/true);
   }
+  // Rows of different lengths, or idle ones (a server's batch): ATen's flash path cannot take
+  // them, and the masked SDPA below first copies K/V to every query head (4.8 GB per layer for 9
+  // rows of 33K keys at Llama-3.1-8B's 32/8 heads). The fused kernel needs no mask and no copy.
+  if (!fused_decode_ && tokens == 1)
+    if (std::optional<at::Tensor> out = fused_dense_decode(q, view, counts, params)) return *out;
   const at::Tensor mask =
       decode_mask(view.lengths, counts, tokens, keys, params.sliding_window, q.device());
   return zero_padding(masked_sdpa(q, k, v, mask, params.scale), counts);
