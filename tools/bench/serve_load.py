@@ -22,6 +22,10 @@ and time between tokens (p50, p95, p99), preemptions, peak pages used.
 
     python3 tools/bench/serve_load.py --offline 256 --memory-budget 40GiB --max-batch 256 \
         --prompt-tokens 4096 --max-tokens 256 --caches bf16,kivi2,kivi4 --json $OUT/offline.json
+
+--shared-prefix P puts one P-token prefix (a system prompt) before every prompt; the warm-up
+request publishes it, and a cache name ending in -noshare (kivi2-noshare) is the same cache with
+prefix sharing off, for the time-to-first-token comparison (tools/gpu/run-serving.sh).
 """
 import argparse
 import http.client
@@ -249,7 +253,7 @@ def run_offline(args, cache, prompts, config, workdir):
     else:
         heads = config.get("num_key_value_heads", config["num_attention_heads"])
         dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
-        element = 4 if cache == "fp32" else 2
+        element = 4 if base_cache(cache) == "fp32" else 2
         per_row = 2 * config["num_hidden_layers"] * heads * dim * element * (tokens + args.shared_prefix)
         max_batch, paged_budget = max(1, min(args.max_batch, args.offline, budget // per_row)), None
     # Rows as long as a request: a full-precision cache then holds exactly the budget.
