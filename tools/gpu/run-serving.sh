@@ -46,7 +46,7 @@ workload() {
 [[ " $parts " == *" prefix "* ]] && workload prefix 240 --offline "${SERVING_NPREFIX:-64}" \
     --shared-prefix 8192 --prompt-tokens 1024 --max-tokens 64 --caches kivi2,kivi2-noshare
 [[ " $parts " == *" 4k "* ]] && workload 4k 420 --offline "${SERVING_N4K:-256}" \
-    --prompt-tokens 4096 --max-tokens 256 --caches ${SERVING_CACHES32K:-bf16,kivi2,kivi4}
+    --prompt-tokens 4096 --max-tokens 256 --caches bf16,kivi2,kivi4
 [[ " $parts " == *" 32k "* ]] && workload 32k "${SERVING_LIMIT32K:-560}" --offline "${SERVING_N32K:-48}" \
     --prompt-tokens 32768 --max-tokens 256 --caches ${SERVING_CACHES32K:-bf16,kivi2,kivi4}
 echo "total $(( $(date +%s) - start )) s"
