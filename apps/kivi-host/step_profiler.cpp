@@ -78,6 +78,9 @@ StepProfile StepProfiler::stop(int64_t steps, const std::string& trace_path) {
   p.steps = std::max<int64_t>(1, steps);
   std::vector<Interval> counted;
   std::map<uint64_t, std::vector<Interval>> cpu_ops;
+  // cudaLaunchKernel, cudaGraphLaunch, cudaMemcpyAsync..., and the engine's own scopes
+  // (RECORD_FUNCTION "kivi::...", e.g. a graph replay, a layer's attention).
+  std::vector<Interval> runtime_calls;
   for (const auto& e : result->events()) {
     if (e.durationNs() == 0) continue;
     const Interval i{e.startNs(), e.endNs(), e.name()};
@@ -85,11 +88,29 @@ StepProfile StepProfiler::stop(int64_t steps, const std::string& trace_path) {
       counted.push_back(i);
     else if (e.deviceType() == c10::DeviceType::CPU && i.name.rfind("aten::", 0) == 0)
       cpu_ops[e.startThreadId()].push_back(i);
+    else if (cuda_ && e.deviceType() == c10::DeviceType::CPU &&
+             (i.name.rfind("cuda", 0) == 0 || i.name.rfind("kivi::", 0) == 0))
+      runtime_calls.push_back(i);
   }
   std::vector<Interval> host = top_level(std::move(cpu_ops));
   // The host's time in ATen operators (launches included): near the step's span, the device
   // waits for the host.
   for (const Interval& i : host) p.host_ops_us += (i.end - i.start) / 1e3;
+  if (cuda_) {
+    std::map<std::string, ProfileEntry> by_host_name;
+    auto add = [&](const Interval& i, const std::string& prefix) {
+      ProfileEntry& entry = by_host_name[prefix + i.name];
+      entry.name = prefix + i.name;
+      entry.calls += 1;
+      entry.total_us += (i.end - i.start) / 1e3;
+    };
+    for (const Interval& i : host) add(i, "");
+    for (const Interval& i : runtime_calls)
+      add(i, i.name.rfind("kivi::", 0) == 0 ? "scope: " : "runtime: ");
+    for (auto& [name, entry] : by_host_name) p.host_entries.push_back(entry);
+    std::sort(p.host_entries.begin(), p.host_entries.end(),
+              [](const ProfileEntry& a, const ProfileEntry& b) { return a.total_us > b.total_us; });
+  }
   if (!cuda_) counted = std::move(host);
   if (counted.empty()) return p;
   std::sort(counted.begin(), counted.end(),
@@ -154,6 +175,15 @@ void print_profile(std::ostream& out, const StepProfile& p, size_t rows) {
       << "|---|---|---|---|---|\n";
   for (size_t i = 0; i < std::min<size_t>(8, waited.size()) && waited[i].idle_before_us > 0; ++i)
     row(waited[i]);
+  if (!p.host_entries.empty()) {
+    out << "the host's time: top-level ATen operators, CUDA runtime calls and the engine's scopes "
+           "(what one holds is counted in both)\n| host call | calls/step | us/step |\n"
+           "|---|---|---|\n";
+    for (size_t i = 0; i < std::min(rows, p.host_entries.size()); ++i)
+      out << "| " << short_name(p.host_entries[i].name) << " | " << std::setprecision(1)
+          << static_cast<double>(p.host_entries[i].calls) / steps << " | "
+          << p.host_entries[i].total_us / steps << " |\n";
+  }
   out << std::defaultfloat;
 }
 
@@ -165,6 +195,11 @@ nlohmann::json profile_json(const StepProfile& p, size_t rows) {
                    {"calls_per_step", static_cast<double>(p.entries[i].calls) / steps},
                    {"us_per_step", p.entries[i].total_us / steps},
                    {"idle_before_us_per_step", p.entries[i].idle_before_us / steps}});
+  nlohmann::json host = nlohmann::json::array();
+  for (size_t i = 0; i < std::min(rows, p.host_entries.size()); ++i)
+    host.push_back({{"name", p.host_entries[i].name},
+                    {"calls_per_step", static_cast<double>(p.host_entries[i].calls) / steps},
+                    {"us_per_step", p.host_entries[i].total_us / steps}});
   return {{"what", p.device_kernels ? "gpu" : "cpu"},
           {"steps", p.steps},
           {"span_us_per_step", p.span_us / steps},
@@ -172,7 +207,8 @@ nlohmann::json profile_json(const StepProfile& p, size_t rows) {
           {"idle_gaps_per_step", static_cast<double>(p.gaps) / steps},
           {"largest_gap_us", p.largest_gap_us},
           {"host_ops_us_per_step", p.host_ops_us / steps},
-          {"top", top}};
+          {"top", top},
+          {"host", host}};
 }
 
 }  // namespace kivi::host

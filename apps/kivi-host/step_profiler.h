@@ -34,6 +34,10 @@ struct StepProfile {
   double largest_gap_us = 0;
   double host_ops_us = 0;             // the host's time in top-level ATen operators (CPU events)
   std::vector<ProfileEntry> entries;  // by total time, largest first
+  // Where the host's time goes (GPU only): top-level ATen operators and CUDA runtime calls
+  // (graph launches, kernel launches, copies, synchronisations), by total time, largest first.
+  // At batch 1 the host's launches can be the limit; these say which.
+  std::vector<ProfileEntry> host_entries;
 };
 
 class StepProfiler {

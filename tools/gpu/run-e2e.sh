@@ -16,6 +16,7 @@
 # E2E_MODEL swaps in another model folder (a quick check of the script on a small model).
 # E2E_FILL=prefill fills the cache by a real prefill of random tokens (timed: prefill tokens/s,
 # so time to first token) instead of random keys and values.
+# E2E_REPEATS sets [bench] repeats (timed runs per case; default 2).
 # E2E_PROFILE=1 adds one profiled run per case ([bench] profile: the top kernels per step, the
 # device's busy share and idle gaps, in the log) with its Chrome trace at $OUT/trace-<case>.json.
 set -uo pipefail
@@ -45,7 +46,7 @@ case_run() {
       printf '[attention]\nbackend = "sdpa"\n'
     fi
     printf '[bench]\nbatch = %s\nprompt_tokens = %s\ndecode_tokens = %s\nfill = "%s"\n' "$batch" "$context" "$decode" "${E2E_FILL:-random}"
-    printf 'warmup = 1\nrepeats = 2\nfind_max_batch = %s\n' "$fit"
+    printf 'warmup = 1\nrepeats = %s\nfind_max_batch = %s\n' "${E2E_REPEATS:-2}" "$fit"
     [ "${E2E_PROFILE:-0}" = 1 ] && [ "$fit" = false ] &&
       printf 'profile = true\ntrace = "%s"\n' "$logs/trace-${cache/:/}-${batch}x${context}.json"
     printf '[output]\njson = "%s"\n' "$json"

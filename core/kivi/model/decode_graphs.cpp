@@ -4,6 +4,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 #include <c10/core/InferenceMode.h>
 
 #include "kivi/model/safetensors.h"
@@ -20,6 +21,26 @@ namespace kivi {
 
 #ifdef KIVI_CORE_WITH_CUDA
 
+namespace {
+
+// One cudaMemcpyAsync where both sides are dense and alike, rather than ATen's copy_ (dispatch,
+// TensorIterator): at batch 1 the host's work between the graph replays is what the device
+// waits for. End to end the two measured the same within noise (docs/gpu.md, 2026-12-04).
+void copy_into(at::Tensor& dst, const at::Tensor& src, cudaStream_t stream) {
+  if (src.is_cuda() && src.scalar_type() == dst.scalar_type() && src.sizes() == dst.sizes() &&
+      src.is_contiguous() && dst.is_contiguous() && src.device() == dst.device()) {
+    const cudaError_t status = cudaMemcpyAsync(dst.data_ptr(), src.data_ptr(), dst.nbytes(),
+                                               cudaMemcpyDeviceToDevice, stream);
+    check(status == cudaSuccess,
+          std::string("decode graphs: copying into a graph's input failed: ") +
+              cudaGetErrorString(status));
+    return;
+  }
+  dst.copy_(src);
+}
+
+}  // namespace
+
 struct DecodeGraphs::Impl {
   DecodeShapes shapes;
   DecodeStages stages;
@@ -32,6 +53,11 @@ struct DecodeGraphs::Impl {
   std::vector<at::Tensor> residual;     // per layer: h entering the layer, [B, 1, hidden]
   at::Tensor logits;                    // [B, 1, vocab] float32
   std::vector<std::unique_ptr<at::cuda::CUDAGraph>> graphs;  // layers + 1
+
+  void replay(int64_t g) {
+    RECORD_FUNCTION("kivi::graph_replay", std::vector<c10::IValue>());
+    graphs[g]->replay();
+  }
 
   // Piece g: g == 0 embeds; g > 0 finishes layer g - 1; g < layers prepares layer g's
   // attention, g == layers makes the logits.
@@ -109,13 +135,21 @@ at::Tensor DecodeGraphs::run(const at::Tensor& ids, const at::Tensor& cos, const
           shape_string(cos.sizes()));
   c10::InferenceMode inference;
   c10::cuda::CUDAGuard device_guard(static_cast<c10::DeviceIndex>(m.shapes.device_index));
-  m.ids.copy_(ids);
-  m.cos.copy_(cos);
-  m.sin.copy_(sin);
-  m.graphs[0]->replay();
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  {
+    RECORD_FUNCTION("kivi::graph_inputs", std::vector<c10::IValue>());
+    copy_into(m.ids, ids, stream);
+    copy_into(m.cos, cos, stream);
+    copy_into(m.sin, sin, stream);
+  }
+  m.replay(0);
   for (int64_t l = 0; l < m.shapes.layers; ++l) {
-    m.attn[l].copy_(attend(l, m.inputs[l]));
-    m.graphs[l + 1]->replay();
+    {
+      RECORD_FUNCTION("kivi::attend", std::vector<c10::IValue>());
+      const at::Tensor out = attend(l, m.inputs[l]);
+      copy_into(m.attn[l], out, stream);
+    }
+    m.replay(l + 1);
   }
   return m.logits.clone();
 }

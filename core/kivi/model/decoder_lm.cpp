@@ -5,6 +5,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 #include <c10/core/InferenceMode.h>
 
 #include "kivi/attention/attention.h"
@@ -187,7 +188,11 @@ at::Tensor DecoderLM::forward(const at::Tensor& input_ids, const at::Tensor& pos
       cache.append(l, in.k, in.v, counts);
       return out;
     }
-    cache.append(l, in.k, in.v, counts);
+    {
+      RECORD_FUNCTION("kivi::cache_append", std::vector<c10::IValue>());
+      cache.append(l, in.k, in.v, counts);
+    }
+    RECORD_FUNCTION("kivi::attention", std::vector<c10::IValue>());
     return prefill ? options_.attention->prefill(in.q, in.k, in.v, counts, params)
                    : options_.attention->decode(in.q, cache.view(l), counts, params);
   };
