@@ -22,8 +22,9 @@ class EagerAttention final : public Attention {
 class SdpaAttention final : public Attention {
  public:
   // fused_decode: one-token decode steps of half/bf16 caches on a GPU go through our split-K
-  // kernel (cuda/dense_decode.h), which also serves rows of different lengths without a mask.
-  explicit SdpaAttention(bool fused_decode = false) : fused_decode_(fused_decode) {}
+  // kernel (cuda/dense_decode.h), which also serves rows of different lengths without a mask
+  // and, unlike cuDNN's SDPA, needs no plan per key length.
+  explicit SdpaAttention(bool fused_decode = true) : fused_decode_(fused_decode) {}
   bool supports(std::string_view format) const override { return format == kDenseFormat; }
   at::Tensor prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      std::span<const int64_t> counts, const AttentionParams& params) const override;

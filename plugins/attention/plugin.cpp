@@ -1,7 +1,8 @@
 // The "attention" plugins eager and sdpa: one library, two dense backends. sdpa's option:
-// fused_decode (default false): one-token decode steps on a GPU through the split-K kernel of
-// cuda/dense_decode.h rather than at::scaled_dot_product_attention (off until it beats cuDNN's
-// SDPA at batch 1: docs/gpu.md).
+// fused_decode (default true): one-token decode steps on a GPU through the split-K kernel of
+// cuda/dense_decode.h rather than at::scaled_dot_product_attention, whose cuDNN path builds a
+// plan for every new key length (a generation's every step: ~80 ms each on the H200,
+// docs/gpu.md); false keeps ATen's SDPA for equal-length steps.
 #include "kivi/plugin/plugin.h"
 #include "backends.h"
 
@@ -14,7 +15,7 @@ std::unique_ptr<Attention> make_eager(ConfigTable&) {
   return std::make_unique<kivi::attention::EagerAttention>();
 }
 std::unique_ptr<Attention> make_sdpa(ConfigTable& o) {
-  return std::make_unique<kivi::attention::SdpaAttention>(o.get_bool("fused_decode", false));
+  return std::make_unique<kivi::attention::SdpaAttention>(o.get_bool("fused_decode", true));
 }
 
 }  // namespace

@@ -11,7 +11,7 @@
 # A case that runs out of memory is recorded as such. Output: $OUT/e2e.txt (the log) and
 # $OUT/e2e.json (one entry per case, from each run's [output] json).
 # E2E_BATCHES, E2E_CONTEXTS, E2E_CACHES (e.g. "bf16 kivi:2"; "bf16:fused" reads the bf16 cache
-# with kivi's dense decode kernel, "bf16:sdpa" with ATen's SDPA, the default) narrow the grid; E2E_PARTS picks
+# with kivi's dense decode kernel, the default, "bf16:sdpa" with ATen's SDPA) narrow the grid; E2E_PARTS picks
 # among "grid sweep nographs fit" (all by default); E2E_JSON names the JSON (default e2e.json);
 # E2E_MODEL swaps in another model folder (a quick check of the script on a small model).
 # E2E_FILL=prefill fills the cache by a real prefill of random tokens (timed: prefill tokens/s,
