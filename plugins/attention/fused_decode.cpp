@@ -76,14 +76,18 @@ std::optional<at::Tensor> fused_dense_decode(const at::Tensor& q, const CacheVie
     a.first[b] = static_cast<int>(first);
     a.end[b] = count == 1 ? static_cast<int>(length) : static_cast<int>(first);
   }
-  const int64_t workspace =
-      cuda::plan_dense_decode(a, at::cuda::getCurrentDeviceProperties()->multiProcessorCount);
+  const int64_t workspace = cuda::plan_dense_decode(a);
   at::Tensor scratch;
   if (workspace > 0) {
     scratch = at::empty({workspace}, q.options().dtype(at::kFloat));
     a.workspace = scratch.data_ptr<float>();
   }
-  at::Tensor out = at::empty({batch, q_heads, 1, dim}, q.options());
+  // The caller's buffer where it fits (decode graphs: their input, sparing a copy), else new.
+  const at::Tensor& given = params.out;
+  const bool fits = given.defined() && given.device() == q.device() &&
+                    given.scalar_type() == type && given.is_contiguous() &&
+                    given.sizes() == at::IntArrayRef{batch, q_heads, 1, dim};
+  at::Tensor out = fits ? given : at::empty({batch, q_heads, 1, dim}, q.options());
   a.out = out.data_ptr();
   const std::string error = cuda::dense_decode(a, at::cuda::getCurrentCUDAStream());
   check(error.empty(), error);

@@ -70,6 +70,21 @@ TEST_CASE("dense decode kernel equals a float64 softmax", "[gpu][attention]") {
   CHECK(worst <= (dtype == at::kHalf ? 2e-3 : 1.6e-2));
   // Idle rows are zeros.
   CHECK(got->select(0, 3).abs().max().item<double>() == 0);
+
+  // A buffer passed in AttentionParams::out (as decode graphs do) is written and returned.
+  AttentionParams into = params;
+  into.out = at::full({batch, q_heads, 1, dim}, 7.0, opts);
+  const auto written = attention::fused_dense_decode(q, view, counts, into, &why);
+  REQUIRE(written.has_value());
+  CHECK(written->is_same(into.out));
+  CHECK(at::equal(*written, *got));
+  // One that does not fit (another dtype) is left alone.
+  AttentionParams mismatched = params;
+  mismatched.out = at::zeros({batch, q_heads, 1, dim}, opts.dtype(at::kFloat));
+  const auto fresh = attention::fused_dense_decode(q, view, counts, mismatched, &why);
+  REQUIRE(fresh.has_value());
+  CHECK_FALSE(fresh->is_same(mismatched.out));
+  CHECK(mismatched.out.abs().max().item<double>() == 0);
 }
 
 TEST_CASE("dense decode kernel refuses what it does not serve", "[gpu][attention]") {

@@ -209,6 +209,13 @@ DecodeErrors check_decode(const DecodeCase& c) {
   };
   const at::Tensor out = run_fused(kivi_parts(view), false, {}),
                    cores = run_fused(kivi_parts(view), true, {});
+  // Through the backend with AttentionParams::out (as decode graphs pass their buffer): written
+  // there, the same bits.
+  AttentionParams into = params;
+  into.out = at::full(q.sizes(), std::numeric_limits<float>::quiet_NaN(), q.options());
+  const at::Tensor written = KiviAttention(128).decode(q, view, counts, into);
+  CHECK(written.is_same(into.out));
+  CHECK(at::equal(written.cpu(), out));
   // The same parts in shuffled pages, through a block table: the same kernels, the same bits.
   const auto [paged, pages] = paged_copy(kivi_parts(view), 2 * c.group);
   CHECK(at::equal(run_fused(paged, false, pages), out));

@@ -25,7 +25,7 @@ const at::Device kGpu(at::kCUDA, 0);
 
 void require_same_attention(KVCache& paged, KVCache& contiguous, const at::Tensor& q,
                             const std::vector<int64_t>& counts, const char* what) {
-  const AttentionParams params{1.0 / std::sqrt(static_cast<double>(q.size(3)))};
+  const AttentionParams params{1.0 / std::sqrt(static_cast<double>(q.size(3))), 0, {}};
   for (int64_t layer = 0; layer < paged.geometry().num_layers; ++layer) {
     const CacheView a = paged.view(layer), b = contiguous.view(layer);
     REQUIRE(kivi_parts(a).paged());
@@ -97,7 +97,7 @@ TEST_CASE("the paged KIVI cache on the GPU holds and attends like the contiguous
       // A chunk: each layer's chunk attention over what is stored, then the chunk's append.
       const int64_t tokens = uniform(2, 100);
       const std::vector<int64_t> chunk(g.max_batch, tokens);
-      const AttentionParams params{1.0 / std::sqrt(static_cast<double>(g.head_dim))};
+      const AttentionParams params{1.0 / std::sqrt(static_cast<double>(g.head_dim)), 0, {}};
       for (int64_t layer = 0; layer < g.num_layers; ++layer) {
         const at::Tensor q = at::randn({g.max_batch, 8, tokens, g.head_dim}, kv);
         const at::Tensor k = at::randn({g.max_batch, g.num_kv_heads, tokens, g.head_dim}, kv);

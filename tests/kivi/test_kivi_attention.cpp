@@ -69,7 +69,7 @@ TEST_CASE("prefill is causal attention over the prompt's own K/V", "[kivi][atten
                    v = at::randn({3, 2, 9, 32});
   const std::vector<int64_t> counts = {9, 0, 5};
   for (int64_t window : {0, 3}) {
-    AttentionParams p{1.0 / std::sqrt(32.0), window};
+    AttentionParams p{1.0 / std::sqrt(32.0), window, {}};
     const at::Tensor out = attention.prefill(q, k, v, counts, p);
     for (int64_t b = 0; b < 3; ++b) {
       const int64_t n = counts[b];
@@ -97,7 +97,7 @@ TEST_CASE("decode over a KIVI view equals attention over its expansion", "[kivi]
     const DenseKV dense = view.expand();
     const at::Tensor q = at::randn({3, 4, 3, 32});
     for (int64_t window : {0, 40}) {
-      AttentionParams p{1.0 / std::sqrt(32.0), window};
+      AttentionParams p{1.0 / std::sqrt(32.0), window, {}};
       for (int64_t block : {16, 48, 1000}) {
         const at::Tensor out = kivi_cache::KiviAttention(block).decode(q, view, counts, p);
         for (int64_t b = 0; b < 3; ++b) {
@@ -127,7 +127,7 @@ TEST_CASE("a chunk attends to the cache as stored and to its own K/V in full pre
     const at::Tensor k = at::randn({3, 2, 40, 32}), v = at::randn({3, 2, 40, 32});
     const at::Tensor q = at::randn({3, 4, 40, 32});
     for (int64_t window : {0, 50}) {
-      AttentionParams p{1.0 / std::sqrt(32.0), window};
+      AttentionParams p{1.0 / std::sqrt(32.0), window, {}};
       for (int64_t block : {16, 1000}) {
         const at::Tensor out = kivi_cache::KiviAttention(block).chunk(q, k, v, stored, counts, p);
         for (int64_t b = 0; b < 3; ++b) {
@@ -145,7 +145,7 @@ TEST_CASE("a chunk attends to the cache as stored and to its own K/V in full pre
     // Appending first quantizes some of the chunk's own tokens: reading after the append (the
     // old order) differs. (The stored view aliases the storage the append rewrites, so the
     // faithful result is taken before it.)
-    const AttentionParams plain{1.0 / std::sqrt(32.0), 0};
+    const AttentionParams plain{1.0 / std::sqrt(32.0), 0, {}};
     const at::Tensor faithful =
         kivi_cache::KiviAttention(1000).chunk(q, k, v, stored, counts, plain);
     cache.append(0, k, v, counts);
@@ -171,7 +171,7 @@ TEST_CASE("decode over a dense view works too", "[kivi][attention]") {
   REQUIRE(attention.supports(kDenseFormat));
   REQUIRE(attention.supports(kivi_cache::kFormat));
   const at::Tensor q = at::randn({2, 4, 2, 32});
-  AttentionParams p{0.2, 0};
+  AttentionParams p{0.2, 0, {}};
   const at::Tensor out = attention.decode(q, view, {}, p);
   for (int64_t b = 0; b < 2; ++b) {
     const int64_t length = view.lengths[b];

@@ -8,7 +8,8 @@ HQQ backend), fills it with random keys/values for `--context` tokens per sequen
 `--decode-tokens` greedy steps through the model's forward, copying each step's argmax to the
 host as generation does. Decode tokens/s is the median over `--repeats` runs after `--warmup`
 runs; peak device memory covers the fill and the decode, as kivi-host's does. `--find-max-batch`
-instead searches the largest batch that fills and decodes 2 steps without running out of memory.
+instead searches the largest batch that fills and decodes 2 steps without running out of memory;
+`--prefill` instead times a real prefill of random tokens and the first pick (time to first token).
 
   PYTHONPATH=/tmp/hf-py python3 tools/bench/hf_decode_bench.py --config-json llama-3.1-8b.json \
       --batch 16 --context 4096 --cache quantized --nbits 2 --json hf.json
@@ -61,6 +62,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--find-max-batch", type=positive, metavar="LIMIT",
                    help="instead: the largest batch <= LIMIT that fills --context and decodes 2 steps")
+    p.add_argument("--prefill", action="store_true",
+                   help="instead: time to first token, a prefill of --context random tokens per sequence into "
+                        "a fresh cache and the first greedy pick (logits of the last position only)")
     p.add_argument("--json", metavar="OUT", help="write the results here")
     args = p.parse_args(argv)
 
@@ -198,6 +202,45 @@ def run(args, model, config, batch, decode_tokens):
     return batch * decode_tokens / seconds, cache
 
 
+def prefill_run(args, model, config, batch):
+    """One prefill: fresh cache, --context random tokens per sequence in one forward (logits of the
+    last position only, as generate computes them), the first greedy pick copied to the host.
+    Returns seconds."""
+    cache = make_cache(args, config)
+    ids = torch.randint(config.vocab_size, (batch, args.context), device=args.device)
+    sync(args)
+    t0 = time.perf_counter()
+    logits = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+    logits[:, -1].argmax(-1).cpu()
+    return time.perf_counter() - t0
+
+
+def prefill_case(args, model, config, doc, batch):
+    """Time to first token: the median over --repeats runs after --warmup runs."""
+    doc.update(batch=batch, prefill=True, warmup=args.warmup, repeats=args.repeats)
+    print(f"prefill: batch {batch}, {args.context} random tokens, {args.warmup} warm-up + {args.repeats} timed runs")
+    seconds = []
+    try:
+        for r in range(args.warmup + args.repeats):
+            release(args)
+            s = prefill_run(args, model, config, batch)
+            print(f"prefill: run {r + 1}/{args.warmup + args.repeats}{' (warm-up)' if r < args.warmup else ''}:"
+                  f" {s:.4f} s", file=sys.stderr, flush=True)
+            if r >= args.warmup:
+                seconds.append(s)
+    except torch.OutOfMemoryError:
+        doc["oom"] = True
+        print(f"out of memory (batch {batch}, context {args.context})")
+    if not doc["oom"]:
+        ttft = statistics.median(seconds)
+        doc.update(time_to_first_token_s=ttft, prefill_tokens_per_s=batch * args.context / ttft,
+                   time_to_first_token_s_runs=seconds)
+        print(f"time to first token: {ttft:.4f} s ({batch * args.context / ttft:.0f} prompt tokens/s)")
+    doc.update(memory(args))
+    release(args)
+    return doc
+
+
 def nbytes(obj):
     """Bytes of the tensors held, through quanto's tensor subclasses and HQQ's (codes, meta)."""
     if isinstance(obj, torch.Tensor):
@@ -276,6 +319,8 @@ def bench_case(args, model, config, base, context, batch):
                    max_batch=find_max_batch(args, model, config, args.find_max_batch))
         print(f"largest batch that fits: {doc['max_batch']}")
         return doc
+    if args.prefill:
+        return prefill_case(args, model, config, doc, batch)
     doc.update(batch=batch, decode_tokens=args.decode_tokens, warmup=args.warmup, repeats=args.repeats)
     print(f"bench: batch {batch}, context {context} tokens (random), decode "
           f"{args.decode_tokens} tokens, {args.warmup} warm-up + {args.repeats} timed runs")

@@ -18,6 +18,10 @@ namespace kivi {
 struct AttentionParams {
   double scale = 1.0;          // softmax scale, usually 1/sqrt(head_dim)
   int64_t sliding_window = 0;  // > 0: a token sees only the last `sliding_window` positions
+  // decode() only, optional: a [batch, q_heads, T, head_dim] contiguous tensor of q's dtype
+  // and device where the backend may write its result and return it (decode graphs pass their
+  // input buffer, sparing a copy per layer). A backend may ignore it and return a new tensor.
+  at::Tensor out;
 };
 
 class Attention {

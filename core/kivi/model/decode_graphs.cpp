@@ -1,6 +1,7 @@
 #include "kivi/model/decode_graphs.h"
 
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -46,7 +47,8 @@ struct DecodeGraphs::Impl {
   DecodeStages stages;
   // Fixed inputs, written before each replay.
   at::Tensor ids;                // [B, 1] int64
-  at::Tensor cos, sin;           // [B, 1, head_dim]
+  at::Tensor positions;          // [B, 1] int64, when stages.rotary
+  at::Tensor cos, sin;           // [B, 1, head_dim]: inputs, or piece 0's output (rotary)
   std::vector<at::Tensor> attn;  // per layer: [B, q_heads, 1, head_dim]
   // What the graphs leave behind, in the graphs' pool.
   std::vector<AttentionInputs> inputs;  // per layer
@@ -62,6 +64,7 @@ struct DecodeGraphs::Impl {
   // Piece g: g == 0 embeds; g > 0 finishes layer g - 1; g < layers prepares layer g's
   // attention, g == layers makes the logits.
   void piece(int64_t g) {
+    if (g == 0 && stages.rotary) std::tie(cos, sin) = stages.rotary(positions);
     const Residual h = g == 0 ? Residual{stages.embed(ids), {}}
                               : stages.after_attention(g - 1, residual[g - 1], attn[g - 1]);
     if (g < shapes.layers) {
@@ -84,8 +87,12 @@ DecodeGraphs::DecodeGraphs(const DecodeShapes& shapes, DecodeStages stages)
   const auto on_device = at::TensorOptions().device(at::Device(at::kCUDA, index));
   const auto act = on_device.dtype(shapes.dtype);
   m.ids = at::zeros({shapes.batch, 1}, on_device.dtype(at::kLong));
-  m.cos = at::ones({shapes.batch, 1, shapes.head_dim}, act);
-  m.sin = at::zeros({shapes.batch, 1, shapes.head_dim}, act);
+  if (m.stages.rotary) {
+    m.positions = at::zeros({shapes.batch, 1}, on_device.dtype(at::kLong));
+  } else {
+    m.cos = at::ones({shapes.batch, 1, shapes.head_dim}, act);
+    m.sin = at::zeros({shapes.batch, 1, shapes.head_dim}, act);
+  }
   for (int64_t l = 0; l < shapes.layers; ++l)
     m.attn.push_back(at::zeros({shapes.batch, shapes.q_heads, 1, shapes.head_dim}, act));
   m.inputs.resize(shapes.layers);
@@ -125,29 +132,46 @@ const DecodeShapes& DecodeGraphs::shapes() const {
   return impl_->shapes;
 }
 
-at::Tensor DecodeGraphs::run(const at::Tensor& ids, const at::Tensor& cos, const at::Tensor& sin,
-                             const AttendFn& attend) {
+bool DecodeGraphs::takes_positions() const {
+  return static_cast<bool>(impl_->stages.rotary);
+}
+
+at::Tensor DecodeGraphs::run(const at::Tensor& ids, const at::Tensor& positions,
+                             const at::Tensor& cos, const at::Tensor& sin, const AttendFn& attend) {
   Impl& m = *impl_;
+  const bool by_position = takes_positions();
   check(
-      ids.sizes() == m.ids.sizes() && cos.sizes() == m.cos.sizes() && sin.sizes() == m.sin.sizes(),
-      "decode graphs: captured for ids " + shape_string(m.ids.sizes()) + " and cos/sin " +
-          shape_string(m.cos.sizes()) + ", called with " + shape_string(ids.sizes()) + " and " +
-          shape_string(cos.sizes()));
+      ids.sizes() == m.ids.sizes() &&
+          (by_position ? positions.defined() && positions.sizes() == m.positions.sizes()
+                       : cos.defined() && sin.defined() && cos.sizes() == m.cos.sizes() &&
+                             sin.sizes() == m.sin.sizes()),
+      "decode graphs: captured for ids " + shape_string(m.ids.sizes()) +
+          (by_position ? " and positions " + shape_string(m.positions.sizes())
+                       : " and cos/sin " + shape_string(m.cos.sizes())) +
+          ", called with ids " + shape_string(ids.sizes()) +
+          (by_position ? (positions.defined() ? " and positions " + shape_string(positions.sizes())
+                                              : std::string(" and no positions"))
+                       : (cos.defined() ? " and cos " + shape_string(cos.sizes())
+                                        : std::string(" and no cos/sin"))));
   c10::InferenceMode inference;
   c10::cuda::CUDAGuard device_guard(static_cast<c10::DeviceIndex>(m.shapes.device_index));
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   {
     RECORD_FUNCTION("kivi::graph_inputs", std::vector<c10::IValue>());
     copy_into(m.ids, ids, stream);
-    copy_into(m.cos, cos, stream);
-    copy_into(m.sin, sin, stream);
+    if (by_position) {
+      copy_into(m.positions, positions, stream);
+    } else {
+      copy_into(m.cos, cos, stream);
+      copy_into(m.sin, sin, stream);
+    }
   }
   m.replay(0);
   for (int64_t l = 0; l < m.shapes.layers; ++l) {
     {
       RECORD_FUNCTION("kivi::attend", std::vector<c10::IValue>());
-      const at::Tensor out = attend(l, m.inputs[l]);
-      copy_into(m.attn[l], out, stream);
+      const at::Tensor out = attend(l, m.inputs[l], m.attn[l]);
+      if (!out.is_same(m.attn[l])) copy_into(m.attn[l], out, stream);
     }
     m.replay(l + 1);
   }
@@ -172,8 +196,11 @@ const DecodeShapes& DecodeGraphs::shapes() const {
   return impl_->shapes;
 }
 at::Tensor DecodeGraphs::run(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                             const AttendFn&) {
+                             const at::Tensor&, const AttendFn&) {
   throw Error("decode graphs: this build of kivi has no CUDA support");
+}
+bool DecodeGraphs::takes_positions() const {
+  return false;
 }
 bool DecodeGraphs::available() {
   return false;

@@ -7,7 +7,8 @@
 // step is cut at the attention: everything from one layer's attention output to the next
 // layer's q/k/v is one captured graph (L + 1 graphs in all), and the cache append + attention
 // run eagerly in between, on the same stream. What the graphs read is copied into fixed
-// buffers first (token ids, cos/sin, each layer's attention output).
+// buffers first (token ids, positions or cos/sin); each layer's attention writes its output
+// into the graphs' buffer where the backend can (AttentionParams::out), else it is copied.
 //
 // Captured once per batch size, after one uncaptured warm-up pass on the capture stream; all
 // graphs share one memory pool and replay in capture order, as CUDA graph pools require.
@@ -48,6 +49,11 @@ struct DecodeStages {
   std::function<Residual(int64_t layer, const at::Tensor& h, const at::Tensor& attn)>
       after_attention;
   std::function<at::Tensor(const Residual& h)> logits;  // h -> [B, 1, vocab] float32
+  // Optional: positions [B, 1] int64 -> cos, sin [B, 1, head_dim]. When set, the graphs take
+  // positions and compute the rotary inside the first piece: at the step's start the device
+  // waits for the host, and these were 7 launches there. When not set (a rotary that reads
+  // positions on the host), the graphs take cos/sin.
+  std::function<std::pair<at::Tensor, at::Tensor>(const at::Tensor& positions)> rotary;
 };
 
 struct DecodeShapes {
@@ -57,7 +63,10 @@ struct DecodeShapes {
 };
 
 // Layer l's eager part: append k/v to the cache and attend; returns [B, q_heads, 1, head_dim].
-using AttendFn = std::function<at::Tensor(int64_t layer, const AttentionInputs& inputs)>;
+// `out`: the graphs' buffer for that result, which the attention may write into directly
+// (AttentionParams::out).
+using AttendFn =
+    std::function<at::Tensor(int64_t layer, const AttentionInputs& inputs, const at::Tensor& out)>;
 
 class DecodeGraphs {
  public:
@@ -69,10 +78,13 @@ class DecodeGraphs {
 
   const DecodeShapes& shapes() const;
 
-  // One step: ids [B, 1] int64, cos/sin [B, 1, head_dim] on the device. Returns the logits
+  // One step: ids [B, 1] int64 and, as DecodeStages::rotary asks, positions [B, 1] int64 or
+  // cos/sin [B, 1, head_dim] (the others undefined), on the device. Returns the logits
   // [B, 1, vocab] float32 (a fresh tensor: the graphs' own buffer is overwritten next step).
-  at::Tensor run(const at::Tensor& ids, const at::Tensor& cos, const at::Tensor& sin,
-                 const AttendFn& attend);
+  at::Tensor run(const at::Tensor& ids, const at::Tensor& positions, const at::Tensor& cos,
+                 const at::Tensor& sin, const AttendFn& attend);
+  // Whether run() takes positions (else cos/sin).
+  bool takes_positions() const;
 
   // Whether this build can capture CUDA graphs at all.
   static bool available();

@@ -174,39 +174,45 @@ at::Tensor DecoderLM::forward(const at::Tensor& input_ids, const at::Tensor& pos
 
   const at::Tensor ids = input_ids.to(options_.device);
   const at::Tensor pos = positions.to(options_.device);
-  const auto [cos, sin] = rotary_.cos_sin(pos, counts, options_.dtype);  // [B, T, head_dim]
   // A chunk over a filled cache, for a backend that asks: attend to the cache as stored and to
   // the chunk's own K/V in full precision, then store the chunk (attention.h).
   const bool chunk_first =
       !prefill && tokens > 1 && options_.attention->attends_chunks_before_append();
-  auto attend = [&](int64_t l, const AttentionInputs& in) {  // -> [B, heads, T, head_dim]
+  // -> [B, heads, T, head_dim]; out: where decode may write it (undefined: anywhere).
+  auto attend = [&](int64_t l, const AttentionInputs& in, const at::Tensor& out) {
     AttentionParams params;
     params.scale = std::pow(static_cast<double>(config_.head_dim), -0.5);
     params.sliding_window = layers_[l].sliding_window;
     if (chunk_first) {
-      at::Tensor out = options_.attention->chunk(in.q, in.k, in.v, cache.view(l), counts, params);
+      at::Tensor result =
+          options_.attention->chunk(in.q, in.k, in.v, cache.view(l), counts, params);
       cache.append(l, in.k, in.v, counts);
-      return out;
+      return result;
     }
     {
       RECORD_FUNCTION("kivi::cache_append", std::vector<c10::IValue>());
       cache.append(l, in.k, in.v, counts);
     }
     RECORD_FUNCTION("kivi::attention", std::vector<c10::IValue>());
-    return prefill ? options_.attention->prefill(in.q, in.k, in.v, counts, params)
-                   : options_.attention->decode(in.q, cache.view(l), counts, params);
+    if (prefill) return options_.attention->prefill(in.q, in.k, in.v, counts, params);
+    params.out = out;
+    return options_.attention->decode(in.q, cache.view(l), counts, params);
   };
 
   if (tokens == 1 && !prefill && !tap_ && options_.cuda_graphs && options_.device.is_cuda() &&
       DecodeGraphs::available()) {
     if (!graphs_ || graphs_->shapes().batch != batch) graphs_ = make_graphs(batch);
-    return graphs_->run(ids, cos, sin, attend);
+    if (graphs_->takes_positions()) return graphs_->run(ids, pos, {}, {}, attend);
+    const auto [cos, sin] = rotary_.cos_sin(pos, counts, options_.dtype);  // [B, 1, head_dim]
+    return graphs_->run(ids, {}, cos, sin, attend);
   }
+
+  const auto [cos, sin] = rotary_.cos_sin(pos, counts, options_.dtype);  // [B, T, head_dim]
 
   Residual h{embed(ids), {}};  // [B, T, hidden]
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     const AttentionInputs in = attention_inputs(l, h, cos, sin);
-    h = after_attention(l, in.residual, attend(l, in));
+    h = after_attention(l, in.residual, attend(l, in, at::Tensor()));
   }
   return logits(h);
 }
@@ -297,6 +303,10 @@ std::unique_ptr<DecodeGraphs> DecoderLM::make_graphs(int64_t batch) {
     return after_attention(l, h, attn);
   };
   stages.logits = [this](const Residual& h) { return logits(h); };
+  if (!rotary_.reads_positions_on_host())
+    stages.rotary = [this](const at::Tensor& positions) {
+      return rotary_.cos_sin(positions, {}, options_.dtype);
+    };
   try {
     return std::make_unique<DecodeGraphs>(shapes, std::move(stages));
   } catch (const std::exception& e) {

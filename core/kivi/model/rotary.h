@@ -37,6 +37,10 @@ class RotaryEmbedding {
                                             std::span<const int64_t> counts,
                                             at::ScalarType dtype) const;
 
+  // Whether cos_sin() reads positions on the host (dynamic scaling), so it cannot run inside
+  // a CUDA graph.
+  bool reads_positions_on_host() const { return rope_.type == "dynamic"; }
+
  private:
   RopeConfig rope_;
   int64_t dim_;

@@ -41,9 +41,9 @@ struct DenseDecode {
 
 // Whether the kernel serves these sizes (why not, else empty).
 std::string dense_decode_refusal(int batch, int q_heads, int kv_heads, int dim);
-// Chooses splits and chunk for `a` (rows, heads and ranges set) on a GPU of `sm_count` SMs;
-// returns the workspace floats it needs (0 for one split).
-int64_t plan_dense_decode(DenseDecode& a, int sm_count);
+// Chooses splits and chunk for `a` (rows, heads and ranges set); returns the workspace floats
+// it needs (0 for one split).
+int64_t plan_dense_decode(DenseDecode& a);
 // Empty on success, else the launch error.
 std::string dense_decode(const DenseDecode& a, cudaStream_t stream);
 

@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "device_types.cuh"
+#include "kivi/model/cuda/async_copy.cuh"
 
 namespace kivi::kivi_cache::cuda {
 
@@ -90,20 +91,12 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* 
 namespace kivi::kivi_cache::cuda {
 
 // Asynchronous global -> shared copies (sm_80+), one commit group per tile.
-__device__ __forceinline__ void copy_async16(void* shared_dst, const void* global_src) {
-  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(shared_dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(global_src));
-}
+using kivi::cuda_copy::copy_async16;
+using kivi::cuda_copy::copy_async_commit;
+using kivi::cuda_copy::copy_async_wait;
 __device__ __forceinline__ void copy_async8(void* shared_dst, const void* global_src) {
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(shared_dst));
   asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(dst), "l"(global_src));
-}
-__device__ __forceinline__ void copy_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::);
-}
-template <int kPending>
-__device__ __forceinline__ void copy_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
 }
 
 // N consecutive words from shared memory (16-byte aligned for N >= 4, 8-byte for N == 2).
