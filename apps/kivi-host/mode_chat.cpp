@@ -79,8 +79,8 @@ int run_chat_mode(HostContext& context) {
     const at::Tensor positions =
         at::arange(static_cast<int64_t>(keep), static_cast<int64_t>(ids.size()), at::kLong)
             .view({1, fresh});
-    at::Tensor logits = model.forward(input.to(device), positions.to(device), {}, *cache)
-                            .select(1, fresh - 1);  // [1, V]
+    at::Tensor logits =
+        model.forward_last(input.to(device), positions.to(device), {}, *cache);  // [1, V]
     cached = ids;
 
     text::StreamDecoder decoder(tokenizer, true);

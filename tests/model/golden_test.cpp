@@ -55,6 +55,32 @@ TEST_CASE("golden: debug taps name every stage and see the returned logits", "[m
   CHECK(at::equal(taps.at("logits"), logits));
 }
 
+TEST_CASE("golden: forward_last equals forward's last valid position of each row", "[model]") {
+  auto loaded = load_fixture_model("qwen2-bias-gqa7", "eager", at::kFloat, at::kCPU);
+  const auto ref = load_reference("qwen2-bias-gqa7");
+  auto factory = model_registry().create<KVCacheFactory>("fp32");
+  auto full_cache = factory->create(loaded.model->cache_geometry(2));
+  auto last_cache = factory->create(loaded.model->cache_geometry(2));
+  // Two rows of one prompt, the second right-padded after 4 tokens.
+  const at::Tensor ids =
+      ref.at("prompt_ids").narrow(0, 0, 1).narrow(1, 0, 7).expand({2, 7}).contiguous();
+  const at::Tensor positions = at::arange(7, at::kLong).expand({2, 7}).contiguous();
+  const std::vector<int64_t> counts = {7, 4};
+  const at::Tensor full = loaded.model->forward(ids, positions, counts, *full_cache);  // [2, 7, V]
+  const at::Tensor last = loaded.model->forward_last(ids, positions, counts, *last_cache);
+  REQUIRE(last.sizes() == at::IntArrayRef({2, full.size(2)}));
+  CHECK((last[0] - full[0][6]).abs().max().item<double>() <= 1e-5);
+  CHECK((last[1] - full[1][3]).abs().max().item<double>() <= 1e-5);
+  // The caches hold the same: the next step's logits agree.
+  CHECK(last_cache->length(0) == 7);
+  CHECK(last_cache->length(1) == 4);
+  const at::Tensor next_ids = ids.narrow(1, 0, 1);
+  const at::Tensor next_positions = at::tensor(std::vector<int64_t>{7, 4}, at::kLong).view({2, 1});
+  const at::Tensor a = loaded.model->forward(next_ids, next_positions, {}, *full_cache);
+  const at::Tensor b = loaded.model->forward(next_ids, next_positions, {}, *last_cache);
+  CHECK(at::equal(a, b));
+}
+
 // The half-precision bounds of the GPU test (gpu_golden_test.cpp), checked on the CPU too, so
 // that CI sees them hold wherever it runs.
 TEST_CASE("golden: CPU half precision stays within the GPU test's bounds", "[model][golden]") {

@@ -80,11 +80,8 @@ at::Tensor prefill(CausalLM& model, KVCache& cache,
   const at::Tensor positions =
       at::arange(longest, at::kLong).unsqueeze(0).expand({batch, longest}).contiguous();
   const at::Device device = model.options().device;
-  const at::Tensor logits =
-      model.forward(ids.to(device), positions.to(device), counts, cache);  // [B, T, V]
-  // [B]; an empty row (beam search's forks) reads position 0: its logits are unspecified.
-  const at::Tensor last = at::tensor(counts, at::kLong).sub(1).clamp_min(0).to(logits.device());
-  return logits.index({at::arange(batch, last.options()), last});  // [B, V]
+  // [B, V], each row's last prompt position; an empty row's (beam search's forks) unspecified.
+  return model.forward_last(ids.to(device), positions.to(device), counts, cache);
 }
 
 at::Tensor decode_step(CausalLM& model, KVCache& cache, const std::vector<int64_t>& tokens,

@@ -53,6 +53,14 @@ class CausalLM {
   virtual at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& positions,
                              std::span<const int64_t> counts, KVCache& cache) = 0;
 
+  // forward(), keeping only each row's last valid position: logits [B, vocab] float32 (row b's
+  // position counts[b] - 1, or T - 1 when counts is empty; an empty row's are unspecified). What
+  // a prompt's prefill needs, without the [B, T, vocab] float32 of every position (2.1 GB for a
+  // 4K-token prompt of Llama 3, and the lm_head's work on all of them). The same values as
+  // forward()'s rows up to the rounding of a matrix product of another shape.
+  virtual at::Tensor forward_last(const at::Tensor& input_ids, const at::Tensor& positions,
+                                  std::span<const int64_t> counts, KVCache& cache) = 0;
+
   // The attention backend every layer uses from the next forward() on; the caller pairs it with
   // the caches it passes (Attention::supports their view format).
   virtual void set_attention(std::shared_ptr<const Attention> attention) = 0;

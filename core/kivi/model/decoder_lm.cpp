@@ -1,5 +1,6 @@
 #include "kivi/model/decoder_lm.h"
 
+#include <algorithm>
 #include <cmath>
 #include <tuple>
 #include <vector>
@@ -47,7 +48,13 @@ class DecoderLM final : public CausalLM {
                          options_.device};
   }
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& positions,
-                     std::span<const int64_t> counts, KVCache& cache) override;
+                     std::span<const int64_t> counts, KVCache& cache) override {
+    return run(input_ids, positions, counts, cache, /*last_only=*/false);
+  }
+  at::Tensor forward_last(const at::Tensor& input_ids, const at::Tensor& positions,
+                          std::span<const int64_t> counts, KVCache& cache) override {
+    return run(input_ids, positions, counts, cache, /*last_only=*/true).select(1, 0);
+  }
   void set_tap(TapFn tap) override { tap_ = std::move(tap); }
   void set_attention(std::shared_ptr<const Attention> attention) override {
     check(attention != nullptr, "model: set_attention needs an attention backend, got none");
@@ -60,6 +67,9 @@ class DecoderLM final : public CausalLM {
   }
   void check_inputs(const at::Tensor& input_ids, const at::Tensor& positions,
                     std::span<const int64_t> counts, const KVCache& cache) const;
+  // forward(); last_only: logits of each row's last valid position only, [B, 1, vocab].
+  at::Tensor run(const at::Tensor& input_ids, const at::Tensor& positions,
+                 std::span<const int64_t> counts, KVCache& cache, bool last_only);
   // The pieces of a forward pass between attentions (shared by the eager path and the
   // decode graphs). h: [B, T, hidden].
   at::Tensor embed(const at::Tensor& ids) const;
@@ -161,8 +171,8 @@ void DecoderLM::check_inputs(const at::Tensor& input_ids, const at::Tensor& posi
             "); make it with CausalLM::cache_geometry");
 }
 
-at::Tensor DecoderLM::forward(const at::Tensor& input_ids, const at::Tensor& positions,
-                              std::span<const int64_t> counts, KVCache& cache) {
+at::Tensor DecoderLM::run(const at::Tensor& input_ids, const at::Tensor& positions,
+                          std::span<const int64_t> counts, KVCache& cache, bool last_only) {
   check_inputs(input_ids, positions, counts, cache);
   check(options_.attention != nullptr,
         "model: no attention backend; set ModelOptions.attention or call CausalLM::set_attention");
@@ -214,7 +224,21 @@ at::Tensor DecoderLM::forward(const at::Tensor& input_ids, const at::Tensor& pos
     const AttentionInputs in = attention_inputs(l, h, cos, sin);
     h = after_attention(l, in.residual, attend(l, in, at::Tensor()));
   }
-  return logits(h);
+  if (last_only && tokens > 1) {
+    // Row b's last valid position (an empty row reads position 0); the final norm is per
+    // position, so norming only these is the same.
+    std::vector<int64_t> last(batch, tokens - 1);
+    for (int64_t b = 0; b < batch && !counts.empty(); ++b)
+      last[b] = std::max<int64_t>(counts[b] - 1, 0);
+    const at::Tensor rows =
+        at::arange(batch, at::TensorOptions().dtype(at::kLong).device(ids.device()));
+    const at::Tensor at_last = at::tensor(last, at::kLong).to(ids.device());
+    auto pick = [&](const at::Tensor& x) {  // [B, T, hidden] -> [B, 1, hidden]
+      return x.defined() ? x.index({rows, at_last}).unsqueeze(1) : x;
+    };
+    h = Residual{pick(h.base), pick(h.delta)};
+  }
+  return logits(h);  // [B, T, vocab], or [B, 1, vocab] when last_only
 }
 
 at::Tensor DecoderLM::embed(const at::Tensor& ids) const {
