@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include "backends.h"
+#include "kivi/attention/output_buffer.h"
 #include "kivi/util/error.h"
 
 #ifdef KIVI_ATTENTION_WITH_CUDA
@@ -82,12 +83,8 @@ std::optional<at::Tensor> fused_dense_decode(const at::Tensor& q, const CacheVie
     scratch = at::empty({workspace}, q.options().dtype(at::kFloat));
     a.workspace = scratch.data_ptr<float>();
   }
-  // The caller's buffer where it fits (decode graphs: their input, sparing a copy), else new.
-  const at::Tensor& given = params.out;
-  const bool fits = given.defined() && given.device() == q.device() &&
-                    given.scalar_type() == type && given.is_contiguous() &&
-                    given.sizes() == at::IntArrayRef{batch, q_heads, 1, dim};
-  at::Tensor out = fits ? given : at::empty({batch, q_heads, 1, dim}, q.options());
+  at::Tensor out = usable_out(params, q);  // q: [B, Hq, 1, D]
+  if (!out.defined()) out = at::empty({batch, q_heads, 1, dim}, q.options());
   a.out = out.data_ptr();
   const std::string error = cuda::dense_decode(a, at::cuda::getCurrentCUDAStream());
   check(error.empty(), error);

@@ -9,6 +9,7 @@
 
 #include "cuda_ops.h"
 #include "kivi/attention/dense_masks.h"
+#include "kivi/attention/output_buffer.h"
 #include "kivi/util/error.h"
 #include "kivi_read.h"
 
@@ -128,16 +129,11 @@ at::Tensor KiviAttention::decode(const at::Tensor& q, const CacheView& view,
               " (append before decode)");
   // On the GPU, a decode step (one token per row) reads the packed cache in one fused kernel;
   // chunks and sliding windows take the blocked path below, which runs there too.
-  if (q.is_cuda() && view.format == kFormat) {
-    // The caller's buffer where it fits (decode graphs: their input, sparing a copy).
-    const at::Tensor& given = params.out;
-    const bool fits = given.defined() && given.sizes() == q.sizes() && given.is_contiguous() &&
-                      given.scalar_type() == q.scalar_type() && given.device() == q.device();
+  if (q.is_cuda() && view.format == kFormat)
     if (std::optional<at::Tensor> fused =
             cuda_decode_attention(q, view.payload_as<KiviParts>(kFormat), view.lengths, rows,
-                                  params, nullptr, fits ? given : at::Tensor()))
+                                  params, nullptr, usable_out(params, q)))
       return *fused;
-  }
   at::Tensor out = at::zeros_like(q);
   for (int64_t b = 0; b < batch; ++b) {
     if (rows[b] == 0) continue;

@@ -202,6 +202,19 @@ def run(args, model, config, batch, decode_tokens):
     return batch * decode_tokens / seconds, cache
 
 
+def timed_runs(args, label, measure, show):
+    """--warmup untimed calls of measure(), then --repeats timed ones, each reported on stderr
+    as show(result); returns the timed results."""
+    results = []
+    for r in range(args.warmup + args.repeats):
+        result = measure()
+        print(f"{label}: run {r + 1}/{args.warmup + args.repeats}{' (warm-up)' if r < args.warmup else ''}: "
+              f"{show(result)}", file=sys.stderr, flush=True)
+        if r >= args.warmup:
+            results.append(result)
+    return results
+
+
 def prefill_run(args, model, config, batch):
     """One prefill: fresh cache, --context random tokens per sequence in one forward (logits of the
     last position only, as generate computes them), the first greedy pick copied to the host.
@@ -221,13 +234,10 @@ def prefill_case(args, model, config, doc, batch):
     print(f"prefill: batch {batch}, {args.context} random tokens, {args.warmup} warm-up + {args.repeats} timed runs")
     seconds = []
     try:
-        for r in range(args.warmup + args.repeats):
+        def measure():
             release(args)
-            s = prefill_run(args, model, config, batch)
-            print(f"prefill: run {r + 1}/{args.warmup + args.repeats}{' (warm-up)' if r < args.warmup else ''}:"
-                  f" {s:.4f} s", file=sys.stderr, flush=True)
-            if r >= args.warmup:
-                seconds.append(s)
+            return prefill_run(args, model, config, batch)
+        seconds = timed_runs(args, "prefill", measure, lambda s: f"{s:.4f} s")
     except torch.OutOfMemoryError:
         doc["oom"] = True
         print(f"out of memory (batch {batch}, context {args.context})")
@@ -324,29 +334,27 @@ def bench_case(args, model, config, base, context, batch):
     doc.update(batch=batch, decode_tokens=args.decode_tokens, warmup=args.warmup, repeats=args.repeats)
     print(f"bench: batch {batch}, context {context} tokens (random), decode "
           f"{args.decode_tokens} tokens, {args.warmup} warm-up + {args.repeats} timed runs")
-    rates, cache = [], None
+    rates, held = [], {}  # held: the last run's cache, for its size
     try:
-        for r in range(args.warmup + args.repeats):
-            cache = None  # free the previous run's cache before filling the next
+        def measure():
+            held.clear()  # free the previous run's cache before filling the next
             release(args)
-            rate, cache = run(args, model, config, batch, args.decode_tokens)
-            print(f"bench: run {r + 1}/{args.warmup + args.repeats}{' (warm-up)' if r < args.warmup else ''}:"
-                  f" decode {rate:.1f} tokens/s", file=sys.stderr, flush=True)
-            if r >= args.warmup:
-                rates.append(rate)
+            rate, held["cache"] = run(args, model, config, batch, args.decode_tokens)
+            return rate
+        rates = timed_runs(args, "bench", measure, lambda rate: f"decode {rate:.1f} tokens/s")
     except torch.OutOfMemoryError:
         doc["oom"] = True
     if doc["oom"]:
-        cache = None
+        held.clear()
         print(f"out of memory (batch {batch}, context {context})")
     else:
         rate = statistics.median(rates)
         doc.update(decode_tokens_per_s=rate, decode_step_ms=1e3 * batch / rate,
-                   decode_tokens_per_s_runs=rates, cache_bytes=cache_bytes(cache))
+                   decode_tokens_per_s_runs=rates, cache_bytes=cache_bytes(held["cache"]))
         print(f"decode: {rate:.1f} tokens/s (median of {args.repeats}; {batch} sequences per step, "
               f"{1e3 * batch / rate:.3f} ms per step); cache {doc['cache_bytes'] / 1e6:.2f} MB")
     doc.update(memory(args))
-    cache = None
+    held.clear()
     release(args)
     if args.device == "cuda":
         print(f"device memory: peak {doc['peak_allocated_bytes'] / 1e9:.2f} GB allocated, "

@@ -140,19 +140,16 @@ at::Tensor DecodeGraphs::run(const at::Tensor& ids, const at::Tensor& positions,
                              const at::Tensor& cos, const at::Tensor& sin, const AttendFn& attend) {
   Impl& m = *impl_;
   const bool by_position = takes_positions();
-  check(
-      ids.sizes() == m.ids.sizes() &&
-          (by_position ? positions.defined() && positions.sizes() == m.positions.sizes()
-                       : cos.defined() && sin.defined() && cos.sizes() == m.cos.sizes() &&
-                             sin.sizes() == m.sin.sizes()),
-      "decode graphs: captured for ids " + shape_string(m.ids.sizes()) +
-          (by_position ? " and positions " + shape_string(m.positions.sizes())
-                       : " and cos/sin " + shape_string(m.cos.sizes())) +
-          ", called with ids " + shape_string(ids.sizes()) +
-          (by_position ? (positions.defined() ? " and positions " + shape_string(positions.sizes())
-                                              : std::string(" and no positions"))
-                       : (cos.defined() ? " and cos " + shape_string(cos.sizes())
-                                        : std::string(" and no cos/sin"))));
+  // What the graphs were captured for: ids and positions, or ids and cos/sin.
+  const at::Tensor& want = by_position ? m.positions : m.cos;
+  const at::Tensor& given = by_position ? positions : cos;
+  const bool fits = ids.sizes() == m.ids.sizes() && given.defined() &&
+                    given.sizes() == want.sizes() &&
+                    (by_position || (sin.defined() && sin.sizes() == m.sin.sizes()));
+  const std::string what = by_position ? " and positions " : " and cos/sin ";
+  check(fits, "decode graphs: captured for ids " + shape_string(m.ids.sizes()) + what +
+                  shape_string(want.sizes()) + ", called with ids " + shape_string(ids.sizes()) +
+                  what + (given.defined() ? shape_string(given.sizes()) : "(none)"));
   c10::InferenceMode inference;
   c10::cuda::CUDAGuard device_guard(static_cast<c10::DeviceIndex>(m.shapes.device_index));
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();

@@ -55,11 +55,11 @@ __device__ __forceinline__ void load8_global(const T* p, float (&out)[8]) {
 }
 
 // Rows [0, n) of a [n, D] slice (row stride `stride` elements) into shared [n, D], dense.
-template <class T, int D, int kBlock>
+template <class T, int D>
 __device__ __forceinline__ void stage_rows(T* shared, const T* global, int64_t stride, int n,
                                            int tid) {
   constexpr int kParts = D / 8;
-  for (int i = tid; i < n * kParts; i += kBlock) {
+  for (int i = tid; i < n * kParts; i += kThreads) {
     const int j = i / kParts, part = i % kParts;
     copy_async16(shared + j * D + part * 8, global + j * stride + part * 8);
   }
@@ -67,10 +67,10 @@ __device__ __forceinline__ void stage_rows(T* shared, const T* global, int64_t s
 
 // Dynamic shared memory of a split of `chunk` keys: the keys and the values as stored, and
 // kG x chunk scores. The per-warp sums of the value pass reuse the keys' space.
-template <class T, int D, int kG, int kBlock>
+template <class T, int D, int kG>
 constexpr size_t split_shared_bytes(int chunk) {
   const size_t rows = size_t(chunk) * D * sizeof(T);
-  const size_t acc = size_t(kBlock / 32) * kG * D * sizeof(float);
+  const size_t acc = size_t(kWarps) * kG * D * sizeof(float);
   return (rows > acc ? rows : acc) + rows + size_t(kG) * chunk * sizeof(float);
 }
 
@@ -81,17 +81,16 @@ constexpr size_t split_shared_bytes(int chunk) {
 // D / 8 lanes (8 elements each); scores go to shared memory, the split's softmax (base 2) is
 // taken there, then the values are summed with those weights. One split: the normalized
 // output; several: unnormalized sums, max and total per split.
-template <class T, int D, int kG, int kBlock>
-__global__ void __launch_bounds__(kBlock) split_kernel(DenseDecode a) {
-  constexpr int kBlockWarps = kBlock / 32;
-  constexpr int kLanes = D / 8;           // lanes per key (8 elements each)
-  constexpr int kPerWarp = 32 / kLanes;   // keys per warp and pass
-  constexpr int kKeys = kBlock / kLanes;  // keys per block and pass
+template <class T, int D, int kG>
+__global__ void __launch_bounds__(kThreads) split_kernel(DenseDecode a) {
+  constexpr int kLanes = D / 8;             // lanes per key (8 elements each)
+  constexpr int kPerWarp = 32 / kLanes;     // keys per warp and pass
+  constexpr int kKeys = kThreads / kLanes;  // keys per block and pass
   extern __shared__ __align__(16) unsigned char s_raw[];
   const size_t rows_bytes = size_t(a.chunk) * D * sizeof(T);
-  const size_t acc_bytes = size_t(kBlockWarps) * kG * D * sizeof(float);
+  const size_t acc_bytes = size_t(kWarps) * kG * D * sizeof(float);
   T* s_k = reinterpret_cast<T*>(s_raw);
-  float* s_acc = reinterpret_cast<float*>(s_raw);  // [kBlockWarps][kG][D], once the keys are read
+  float* s_acc = reinterpret_cast<float*>(s_raw);  // [kWarps][kG][D], once the keys are read
   T* s_v = reinterpret_cast<T*>(s_raw + (rows_bytes > acc_bytes ? rows_bytes : acc_bytes));
   float* s_p = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(s_v) + rows_bytes);
   __shared__ float s_m[kG], s_l[kG];
@@ -107,9 +106,9 @@ __global__ void __launch_bounds__(kBlock) split_kernel(DenseDecode a) {
                   int64_t{t0} * a.k_stride[2];
   const T* values = static_cast<const T*>(a.v) + b * a.v_stride[0] + kvh * a.v_stride[1] +
                     int64_t{t0} * a.v_stride[2];
-  stage_rows<T, D, kBlock>(s_k, keys, a.k_stride[2], n, tid);
+  stage_rows<T, D>(s_k, keys, a.k_stride[2], n, tid);
   copy_async_commit();
-  stage_rows<T, D, kBlock>(s_v, values, a.v_stride[2], n, tid);
+  stage_rows<T, D>(s_v, values, a.v_stride[2], n, tid);
   copy_async_commit();
 
   // This lane's 8 dims of each query head, scaled so that exp2 gives the softmax.
@@ -157,7 +156,7 @@ __global__ void __launch_bounds__(kBlock) split_kernel(DenseDecode a) {
   __syncthreads();
 
   // The split's softmax per query head: one warp per head.
-  for (int g = warp; g < group; g += kBlockWarps) {
+  for (int g = warp; g < group; g += kWarps) {
     float* p_row = s_p + g * a.chunk;
     float m = -INFINITY;
     for (int j = lane; j < n; j += 32) m = fmaxf(m, p_row[j]);
@@ -215,11 +214,11 @@ __global__ void __launch_bounds__(kBlock) split_kernel(DenseDecode a) {
       for (int e = 0; e < 8; ++e) s_acc[(warp * kG + g) * D + sub * 8 + e] = acc[g][e];
   __syncthreads();
 
-  for (int idx = tid; idx < group * D; idx += kBlock) {
+  for (int idx = tid; idx < group * D; idx += kThreads) {
     const int g = idx / D, d = idx % D;
     float sum = 0.0f;
 #pragma unroll
-    for (int w = 0; w < kBlockWarps; ++w) sum += s_acc[(w * kG + g) * D + d];
+    for (int w = 0; w < kWarps; ++w) sum += s_acc[(w * kG + g) * D + d];
     const int64_t head = int64_t{b} * a.q_heads + kvh * group + g;
     if (a.splits == 1) {
       static_cast<T*>(a.out)[head * D + d] = from_float<T>(s_l[g] > 0.0f ? sum / s_l[g] : 0.0f);
@@ -293,29 +292,27 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(DenseDecode a) {
   }
 }
 
-template <class T, int D, int kG, int kBlock>
-void launch_split(const DenseDecode& a, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(a.splits), static_cast<unsigned>(a.kv_heads),
-                  static_cast<unsigned>(a.batch));
-  const size_t shared = split_shared_bytes<T, D, kG, kBlock>(a.chunk);
-  // Over 48 KB of dynamic shared memory needs the kernel's consent, once per device.
+// Over 48 KB of dynamic shared memory needs the kernel's consent, given once per device (the
+// attribute belongs to the device's context). Devices past the mask's 64 ask at every launch.
+template <class T, int D, int kG>
+void allow_split_shared_memory() {
   static std::atomic<uint64_t> allowed{0};
   int device = 0;
   cudaGetDevice(&device);
-  const uint64_t bit = uint64_t{1} << (device % 64);
-  if (!(allowed.load(std::memory_order_acquire) & bit)) {
-    cudaFuncSetAttribute(split_kernel<T, D, kG, kBlock>,
-                         cudaFuncAttributeMaxDynamicSharedMemorySize,
-                         static_cast<int>(split_shared_bytes<T, D, kG, kBlock>(kDecodeMaxChunk)));
-    allowed.fetch_or(bit, std::memory_order_acq_rel);
-  }
-  split_kernel<T, D, kG, kBlock><<<grid, kBlock, shared, stream>>>(a);
+  const uint64_t bit = device < 64 ? uint64_t{1} << device : 0;
+  if (bit != 0 && (allowed.load(std::memory_order_acquire) & bit)) return;
+  cudaFuncSetAttribute(split_kernel<T, D, kG>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                       static_cast<int>(split_shared_bytes<T, D, kG>(kDecodeMaxChunk)));
+  allowed.fetch_or(bit, std::memory_order_acq_rel);
 }
 
 template <class T, int D, int kG>
 void launch(const DenseDecode& a, cudaStream_t stream) {
-  // 512 threads per block measured the same at 4K and slower at 32K (2026-12-04).
-  launch_split<T, D, kG, 256>(a, stream);
+  allow_split_shared_memory<T, D, kG>();
+  // 256 threads per block: 512 measured the same at 4K and slower at 32K (2026-12-04).
+  const dim3 grid(static_cast<unsigned>(a.splits), static_cast<unsigned>(a.kv_heads),
+                  static_cast<unsigned>(a.batch));
+  split_kernel<T, D, kG><<<grid, kThreads, split_shared_bytes<T, D, kG>(a.chunk), stream>>>(a);
   if (a.splits > 1)
     combine_kernel<T, D><<<dim3(static_cast<unsigned>(a.q_heads), static_cast<unsigned>(a.batch)),
                            kThreads, 0, stream>>>(a);
