@@ -2,7 +2,8 @@
 # Sets up everything kivi needs on a fresh Debian 12 machine, then configures and builds.
 #   - Debian packages (toml++, Catch2 v2, Boost.DLL, nlohmann-json, PCRE2, utf8proc, ninja);
 #   - .venv: torch==2.11.0 (libtorch for the C++ build) and the pinned Python references;
-#   - build/ (or $KIVI_BUILD_DIR): CMake + Ninja, RelWithDebInfo.
+#   - build/ (or $KIVI_BUILD_DIR): CMake + Ninja, RelWithDebInfo;
+#   - the Python package (python/, `import kivi`) from that build, into .venv.
 # Idempotent: each step is skipped when already done. Environment:
 #   KIVI_BUILD_DIR=build-asan KIVI_SANITIZE=1 tools/setup.sh   # ASan + UBSan build
 #   KIVI_BUILD_TARGETS="kivi-runtime" tools/setup.sh           # build only these targets
@@ -62,3 +63,12 @@ for t in ${KIVI_BUILD_TARGETS:-}; do targets+=(--target "$t"); done
 step "building $build_dir: ${KIVI_BUILD_TARGETS:-everything} ($(nproc) jobs; [done/total] steps below)"
 cmake --build "$build_dir" -j "$(nproc)" "${targets[@]}"
 step "built"
+
+# --- The Python package (python/: `import kivi`), from this build, into .venv ---------------
+# Not for sanitizer builds (an instrumented libkivi_core in an uninstrumented python) or
+# partial ones (it carries the whole install). Incremental: python/build keeps its objects.
+if [ "${KIVI_SANITIZE:-0}" != "1" ] && [ -z "${KIVI_BUILD_TARGETS:-}" ]; then
+  step "installing the Python package (python/) into .venv (compiles kivi._C the first time: a minute or two)"
+  KIVI_BUILD_DIR="$build_dir" .venv/bin/pip install -q --no-build-isolation --no-deps ./python
+  step "installed: .venv/bin/python -c 'import kivi'"
+fi
