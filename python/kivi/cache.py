@@ -158,6 +158,19 @@ class KiviCache(Cache):
         key_states.kivi_pending = self._pending
         return key_states, value_states
 
+    def store(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int) -> None:
+        """Stores keys and values into layer `layer_idx` without attending: fills a cache from
+        K/V computed elsewhere (benchmarks fill caches with random ones). Every row takes all
+        T tokens; keys rotated, [B, kv_heads, T, D]."""
+        if self._pending is not None:
+            raise RuntimeError(f"kivi: layer {self._pending.layer}'s keys are still waiting for "
+                               "the 'kivi' attention")
+        if self._native is None:
+            self._create(key_states)
+        self._check_shape(key_states, value_states)
+        self._native.store(layer_idx, key_states, value_states)
+        self._seen[layer_idx] += key_states.shape[2]
+
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self._seen[layer_idx] if layer_idx < len(self._seen) else 0
 

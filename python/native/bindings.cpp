@@ -105,9 +105,7 @@ class NativeCache {
   at::Tensor attend(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                     const std::vector<int64_t>& counts, bool prefill, double scale,
                     int64_t sliding_window) {
-    kivi::check(layer >= 0 && layer < geometry_.num_layers,
-                "layer " + std::to_string(layer) + " is outside the cache's " +
-                    std::to_string(geometry_.num_layers) + " layers");
+    check_layer(layer);
     c10::InferenceMode guard;
     kivi::AttentionParams params;
     params.scale = scale;
@@ -121,6 +119,13 @@ class NativeCache {
     cache_->append(layer, kc, vc, counts);
     if (prefill) return attention_->prefill(qc, kc, vc, counts, params);
     return attention_->decode(qc, cache_->view(layer), counts, params);
+  }
+
+  // Stores k, v ([B, kv_heads, T, D], every row all T tokens) without attending.
+  void store(int64_t layer, const at::Tensor& k, const at::Tensor& v) {
+    check_layer(layer);
+    c10::InferenceMode guard;
+    cache_->append(layer, k.contiguous(), v.contiguous());
   }
 
   std::vector<int64_t> lengths() const {
@@ -176,6 +181,12 @@ class NativeCache {
   int64_t num_layers() const { return geometry_.num_layers; }
 
  private:
+  void check_layer(int64_t layer) const {
+    kivi::check(layer >= 0 && layer < geometry_.num_layers,
+                "layer " + std::to_string(layer) + " is outside the cache's " +
+                    std::to_string(geometry_.num_layers) + " layers");
+  }
+
   std::shared_ptr<kivi::Registry> registry_;  // outlives the objects its plugins made
   std::shared_ptr<kivi::KVCacheFactory> factory_;
   std::shared_ptr<kivi::Attention> attention_;
@@ -224,6 +235,7 @@ PYBIND11_MODULE(_C, m) {
       .def("attend", &NativeCache::attend, py::arg("layer"), py::arg("q"), py::arg("k"),
            py::arg("v"), py::arg("counts"), py::arg("prefill"), py::arg("scale"),
            py::arg("sliding_window") = 0)
+      .def("store", &NativeCache::store, py::arg("layer"), py::arg("k"), py::arg("v"))
       .def("lengths", &NativeCache::lengths)
       .def("reorder", &NativeCache::reorder, py::arg("index"))
       .def("truncate", &NativeCache::truncate, py::arg("length"), py::arg("seq") = -1)

@@ -1,5 +1,6 @@
-"""Runs pytest on the given test ids for CTest: exit 77 (Skipped) when the kivi package is not
-installed, except in CI (CI=true), where tools/setup.sh installs it and its absence is a failure."""
+"""Runs pytest on the given test ids for CTest: exit 77 (Skipped) when nothing ran (the kivi
+package is not installed, or every test skipped itself), except that in CI (CI=true), where
+tools/setup.sh installs the package, its absence is a failure."""
 
 import os
 import sys
@@ -17,6 +18,21 @@ except ImportError as e:
 
 import pytest  # noqa: E402
 
-code = pytest.main(["-q", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning",
-                    *sys.argv[1:]])
-sys.exit({0: 0, 5: 77}.get(int(code), 1))
+
+class Outcomes:
+    """Counts the tests that ran to a pass (a parameter set each)."""
+
+    def __init__(self):
+        self.passed = 0
+
+    def pytest_runtest_logreport(self, report):
+        if report.when == "call" and report.passed:
+            self.passed += 1
+
+
+outcomes = Outcomes()
+code = int(pytest.main(["-q", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning",
+                        "-rs", *sys.argv[1:]], plugins=[outcomes]))
+if code in (0, 5) and outcomes.passed == 0:
+    sys.exit(77)  # every test skipped (the reason is printed above), or none was collected
+sys.exit(0 if code == 0 else 1)

@@ -4,12 +4,13 @@ kivi-host (the C++ engine) on the bundled tiny Llama and Qwen2 models."""
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 import torch
-from transformers import DynamicCache
+from transformers import AutoTokenizer, DynamicCache
 
-from conftest import DEVICE, MODELS, kivi, load
+from conftest import DEVICE, MODELS, REPO, kivi, load
 
 NEW_TOKENS = 24
 
@@ -224,3 +225,31 @@ def test_cache_without_kivi_attention_is_refused(family, models, tokenizer, text
     cache = kivi.create_kivi_cache(models["sdpa"])
     with pytest.raises(RuntimeError, match="attn_implementation='kivi'"):
         models["sdpa"](ids, past_key_values=cache)
+
+
+def test_chunked_perplexity_equals_kivi_host_compare(tmp_path):
+    # kivi-host compare (configs/demo-compare.toml: one 1024-token window of Persuasion, fed 128
+    # tokens at a time, each chunk attending to the cache as stored) against the same text through
+    # transformers with a KiviCache: every chunk after the first reads older tokens quantized.
+    host = os.environ.get("KIVI_HOST")
+    if not host:
+        pytest.skip("KIVI_HOST (the kivi-host binary) is not set; CTest sets it")
+    if DEVICE != "cpu":
+        pytest.skip("on a GPU kivi-host compare runs the checkpoint's bfloat16, these float32")
+    out = subprocess.run([host, "--config", str(REPO / "configs" / "demo-compare.toml")],
+                         text=True, capture_output=True, check=False)
+    assert out.returncode == 0, out.stderr
+    theirs = {m.group(1): float(m.group(2))
+              for m in re.finditer(r"^(kivi-[24]|fp32) +\S+ +\S+ +([\d.]+)", out.stdout, re.M)}
+    assert set(theirs) == {"fp32", "kivi-4", "kivi-2"}, out.stdout
+
+    sys.path.insert(0, str(REPO / "tools" / "bench"))
+    from hf_cache_ppl import perplexity
+    tokenizer = AutoTokenizer.from_pretrained(MODELS["llama"])
+    ids = tokenizer((REPO / "data" / "persuasion-ch1-6.txt").read_text(),
+                    return_tensors="pt").input_ids[:, :1024].to(DEVICE)
+    model = load("llama", "kivi")
+    for name, bits in (("fp32", 16), ("kivi-4", 4), ("kivi-2", 2)):
+        with torch.inference_mode():
+            ours = perplexity(model, ids, kivi.create_kivi_cache(model, bits, bits), 128)
+        assert ours == pytest.approx(theirs[name], abs=2e-3), name

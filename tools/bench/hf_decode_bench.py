@@ -3,13 +3,14 @@
 (fill = "random"), so that the two can be put side by side.
 
 The model is built from a config.json with random weights, directly on the device in the dtype.
-Each run makes a fresh cache (transformers' DynamicCache, or its QuantizedCache with the quanto or
-HQQ backend), fills it with random keys/values for `--context` tokens per sequence, then takes
-`--decode-tokens` greedy steps through the model's forward, copying each step's argmax to the
-host as generation does. Decode tokens/s is the median over `--repeats` runs after `--warmup`
-runs; peak device memory covers the fill and the decode, as kivi-host's does. `--find-max-batch`
-instead searches the largest batch that fills and decodes 2 steps without running out of memory;
-`--prefill` instead times a real prefill of random tokens and the first pick (time to first token).
+Each run makes a fresh cache (transformers' DynamicCache, its QuantizedCache with the quanto or
+HQQ backend, or kivi's KiviCache from the kivi Python package, with attention "kivi"), fills it
+with random keys/values for `--context` tokens per sequence, then takes `--decode-tokens` greedy
+steps through the model's forward, copying each step's argmax to the host as generation does.
+Decode tokens/s is the median over `--repeats` runs after `--warmup` runs; peak device memory
+covers the fill and the decode, as kivi-host's does. `--find-max-batch` instead searches the
+largest batch that fills and decodes 2 steps without running out of memory; `--prefill` instead
+times a real prefill of random tokens and the first pick (time to first token).
 
   PYTHONPATH=/tmp/hf-py python3 tools/bench/hf_decode_bench.py --config-json llama-3.1-8b.json \
       --batch 16 --context 4096 --cache quantized --nbits 2 --json hf.json
@@ -46,9 +47,12 @@ def parse_args(argv=None):
     p.add_argument("--decode-tokens", type=positive, default=64, help="greedy steps per run (default 64)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
     p.add_argument("--repeats", type=positive, default=2, help="timed runs; the median is reported (default 2)")
-    p.add_argument("--cache", choices=["dynamic", "quantized"], default="dynamic")
+    p.add_argument("--cache", choices=["dynamic", "quantized", "kivi"], default="dynamic",
+                   help="kivi: kivi.KiviCache (pip install ./python), --nbits for keys and values, "
+                        "attention 'kivi' (default dynamic)")
     p.add_argument("--backend", choices=["quanto", "hqq"], default="quanto", help="QuantizedCache backend (default quanto)")
-    p.add_argument("--nbits", type=int, choices=[2, 4], default=2, help="quantized cache bits (default 2)")
+    p.add_argument("--nbits", type=int, choices=[2, 4, 16], default=2,
+                   help="quantized cache bits (default 2; 16: kivi unquantized)")
     p.add_argument("--residual-length", type=positive, default=128, help="full-precision tokens kept (default 128)")
     p.add_argument("--q-group-size", type=positive, default=32, help="quantization group (default 32)")
     p.add_argument("--key-axis", choices=["channel", "token"], default=None,
@@ -83,6 +87,10 @@ def parse_args(argv=None):
     limit = c.get("max_position_embeddings")
     if limit and max(args.context) + args.decode_tokens > limit:
         p.error(f"--context + --decode-tokens = {max(args.context) + args.decode_tokens} exceeds max_position_embeddings ({limit})")
+    if args.cache == "kivi":
+        args.attn_implementation = "kivi"
+    if args.cache != "kivi" and args.nbits == 16:
+        p.error("--nbits 16 is for --cache kivi (unquantized); QuantizedCache takes 2 or 4")
     if args.cache == "quantized":
         head_dim = c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
         args.key_axis = args.key_axis or ("channel" if args.backend == "quanto" else "token")
@@ -102,6 +110,8 @@ def parse_args(argv=None):
 def build_model(args):
     """Random weights, made where they will run: under torch.device(...) the parameters are
     allocated and initialized on the device, in the dtype, with no copy from the host."""
+    if args.cache == "kivi":
+        import kivi  # noqa: F401  (registers the attention "kivi")
     c = dict(args.config_dict)
     config = AutoConfig.for_model(c.pop("model_type"), **c)
     config._attn_implementation = args.attn_implementation
@@ -140,6 +150,10 @@ def quanto_unpack(args):
 def make_cache(args, config):
     if args.cache == "dynamic":
         return DynamicCache(config=config)
+    if args.cache == "kivi":
+        import kivi
+        return kivi.KiviCache(config.num_hidden_layers, args.nbits, args.nbits,
+                              args.q_group_size, args.residual_length)
     # transformers' QuantizedLayer keeps the newest tokens (up to residual_length) in full
     # precision and, once that many have gathered, dequantizes the whole cache, appends them and
     # quantizes it all again; every step attends over the dequantized cache (SDPA), so it saves
@@ -168,13 +182,14 @@ def fill_random(args, config, cache, batch):
     heads = config.num_key_value_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     chunk = args.context if args.cache == "quantized" else 1024
+    store = cache.store if args.cache == "kivi" else cache.update  # kivi: update() waits for attention
     opts = dict(device=args.device, dtype=getattr(torch, args.dtype))
     for start in range(0, args.context, chunk):
         n = min(chunk, args.context - start)
         k = torch.randn(batch, heads, n, head_dim, **opts)
         v = torch.randn(batch, heads, n, head_dim, **opts)
         for layer in range(config.num_hidden_layers):
-            cache.update(k, v, layer)
+            store(k, v, layer)
         del k, v
 
 
@@ -265,6 +280,8 @@ def nbytes(obj):
 
 
 def cache_bytes(cache):
+    if hasattr(cache, "get_cache_info"):  # kivi: what its plugin holds
+        return cache.get_cache_info()["bytes"]["total"]
     total = 0
     for layer in cache.layers:
         for name in ("keys", "values", "_quantized_keys", "_quantized_values"):
@@ -365,7 +382,8 @@ def bench_case(args, model, config, base, context, batch):
 def main(argv=None):
     args = parse_args(argv)
     model, config = build_model(args)
-    label = "dynamic" if args.cache == "dynamic" else f"quantized-{args.backend}-{args.nbits}"
+    label = {"dynamic": "dynamic", "kivi": f"kivi-{args.nbits}"}.get(
+        args.cache, f"quantized-{args.backend}-{args.nbits}")
     base = {"engine": "transformers", "transformers_version": transformers.__version__,
             "torch_version": torch.__version__, "model": args.config_json, "cache": label,
             "attention": config._attn_implementation, "device": args.device, "dtype": args.dtype,
@@ -376,6 +394,9 @@ def main(argv=None):
                                  "values": "per token"}
         if args.backend == "quanto":
             base["quanto_unpack"] = quanto_unpack(args)
+    if args.cache == "kivi":
+        base["cache_options"] = {"k_bits": args.nbits, "v_bits": args.nbits, "group_size": args.q_group_size,
+                                 "residual_length": args.residual_length}
     if args.device == "cuda":
         base["device_name"] = torch.cuda.get_device_name()
         base["device_total_bytes"] = torch.cuda.get_device_properties(0).total_memory

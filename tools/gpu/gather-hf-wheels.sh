@@ -15,6 +15,8 @@
 #   optimum-quanto 0.2.7   torch, ninja, numpy, safetensors, huggingface-hub: transformers'
 #                          QuantizedCache backend "quanto", the one that can quantize like KIVI
 #                          (keys per channel, values per token)
+#   pytest 9.2.0           iniconfig, packaging, pluggy, pygments: the kivi package's tests on the
+#                          GPU (tools/gpu/run-python.sh)
 # The other backend, hqq, is left out: PyPI has only its source, and it cannot group keys per
 # channel (hf_decode_bench.py explains).
 # Left out unless FULL=1 (about 16 MB more), to stay under ~30 MB for four Pythons:
@@ -37,7 +39,7 @@ pip=(python3 -m pip)
 common=(transformers==5.17.0 huggingface_hub==1.33.0 tokenizers==0.23.2 safetensors==0.8.0
         packaging==26.4 tqdm==4.70.1 typing_extensions==4.16.0 click==8.5.1 httpx==0.28.1
         httpcore==1.0.9 h11==0.16.0 anyio==4.16.0 idna==3.20 certifi==2026.10.19.post1
-        optimum-quanto==0.2.7)
+        optimum-quanto==0.2.7 pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 pygments==2.21.0)
 if [ "${FULL:-0}" = 1 ]; then
   common+=(hf-xet==1.8.0 pydantic==2.14.4 annotated-types==0.8.0 typing-inspection==0.4.5
            rich==15.0.0 pygments==2.21.0 markdown-it-py==4.3.0 mdurl==0.1.2 shellingham==1.5.4)

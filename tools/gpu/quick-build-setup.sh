@@ -13,8 +13,15 @@ deps="$root/.gpu-deps"
 # FlashInfer's headers, when gathered (tools/gpu/gather-flashinfer.sh), make it a peer in the bench.
 flashinfer=()
 [ -d "$deps/flashinfer/include" ] && flashinfer=(-DKIVI_FLASHINFER_INCLUDE="$deps/flashinfer/include")
+# On the GPU image the link finds a static libstdc++ first (libkivi_core came out carrying its own
+# copy, with no NEEDED libstdc++.so.6): kivi-host survives that, a Python process whose torch loads
+# the system's libstdc++.so.6 does not (the kivi package crashed in the first ostream it used).
+# Name the shared one after every target's objects, where the linker's --as-needed keeps it.
+stdcxx=()
+[ -e /usr/lib/x86_64-linux-gnu/libstdc++.so.6 ] &&
+  stdcxx=(-DCMAKE_CXX_STANDARD_LIBRARIES=/usr/lib/x86_64-linux-gnu/libstdc++.so.6)
 if [ ! -f "$build/build.ninja" ]; then
-  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKIVI_PYTHON="$(command -v python3)" \
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKIVI_PYTHON="$(command -v python3)" "${stdcxx[@]}" \
         -DKIVI_CUDA=ON -DKIVI_CUDA_ARCHITECTURES=90a -DCMAKE_PREFIX_PATH="$deps/root/usr" "${flashinfer[@]}" ${KIVI_CMAKE_ARGS:-} \
         > "$logs/configure$tag.log" 2>&1 || { tail -40 "$logs/configure$tag.log"; exit 1; }
 fi
