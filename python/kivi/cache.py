@@ -9,6 +9,7 @@ memory it holds. It needs the model to run with attn_implementation="kivi" (kivi
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,20 @@ def _check_int(name: str, value, low: int, high: int) -> int:
     return value
 
 
+def options_toml(options: dict | None) -> str:
+    """A plugin's options as the TOML text the registry takes: {"block_tokens": 64} ->
+    'block_tokens = 64'."""
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        raise ValueError(f"kivi: plugin option value {v!r} must be a bool, number or string")
+    return "".join(f"{key} = {value(v)}\n" for key, v in (options or {}).items())
+
+
 def cache_options_toml(k_bits: int, v_bits: int, group_size: int, residual_length: int,
                        extra: dict | None = None) -> str:
     """The "kivi" cache plugin's options, checked here first for clear ValueErrors."""
@@ -42,10 +57,8 @@ def cache_options_toml(k_bits: int, v_bits: int, group_size: int, residual_lengt
         if bits < 16 and group_size % (32 // bits):
             raise ValueError(f"kivi: group_size = {group_size} with {name} = {bits} must be a "
                              f"multiple of {32 // bits} (codes per int32 word)")
-    lines = [f"k_bits = {k_bits}", f"v_bits = {v_bits}", f"group_size = {group_size}",
-             f"residual_length = {residual_length}"]
-    lines += [f"{key} = {value!r}" for key, value in (extra or {}).items()]
-    return "\n".join(lines) + "\n"
+    return options_toml(dict(k_bits=k_bits, v_bits=v_bits, group_size=group_size,
+                             residual_length=residual_length, **(extra or {})))
 
 
 @dataclass
@@ -102,8 +115,8 @@ class KiviCache(Cache):
             group_size).
         cache_plugin, cache_options: another "kv_cache" plugin and its options (the KIVI
             settings above are then ignored), e.g. cache_plugin="bf16".
-        attention_plugin: the "attention" plugin that reads it (default: the one the cache
-            plugin names).
+        attention_plugin, attention_options: the "attention" plugin that reads it (default: the
+            one the cache plugin names) and its options, e.g. {"block_tokens": 64}.
 
     The batch, heads, dtype and device are taken from the first forward pass; the batch is fixed
     from then on (beam search reorders rows within it).
@@ -112,24 +125,30 @@ class KiviCache(Cache):
     def __init__(self, num_layers: int, k_bits: int = 2, v_bits: int = 2, group_size: int = 32,
                  residual_length: int = 128, *, cache_plugin: str = "kivi",
                  cache_options: dict | None = None, attention_plugin: str = "",
-                 attention_options: str = ""):
+                 attention_options: dict | None = None):
         _check_int("num_layers", num_layers, 1, 1 << 16)
         if cache_plugin == "kivi":
             options = cache_options_toml(k_bits, v_bits, group_size, residual_length,
                                          cache_options)
         else:
-            options = "".join(f"{k} = {v!r}\n" for k, v in (cache_options or {}).items())
+            options = options_toml(cache_options)
         try:
             default_attention = _native.registry().check_cache_options(cache_plugin, options)
         except _native.KiviError as e:
             raise ValueError(f"kivi: cache plugin {cache_plugin!r}: {e}") from None
+        attention_plugin = attention_plugin or default_attention
+        try:  # made once here, so that its options are checked now, not at the first forward
+            _native._C.NativeAttention(_native.registry(), attention_plugin,
+                                       options_toml(attention_options))
+        except _native.KiviError as e:
+            raise ValueError(f"kivi: attention plugin {attention_plugin!r}: {e}") from None
         super().__init__(layers=[KiviCacheLayer(self, i) for i in range(num_layers)])
         self.k_bits, self.v_bits = k_bits, v_bits
         self.group_size, self.residual_length = group_size, residual_length
         self.cache_plugin = cache_plugin
         self._cache_options = options
-        self.attention_plugin = attention_plugin or default_attention
-        self._attention_options = attention_options
+        self.attention_plugin = attention_plugin
+        self._attention_options = options_toml(attention_options)
         self._native = None  # made at the first update, when the shapes are known
         self._seen = [0] * num_layers  # tokens per layer as transformers counts them (padded)
         self._pending: _Pending | None = None

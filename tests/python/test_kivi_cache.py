@@ -205,6 +205,8 @@ def test_enable_uses_a_kivi_cache(family, tokenizer, text):
     # Checked by the plugin itself, its message passed on.
     (dict(cache_options={"chunk_tokens": 0}), "chunk_tokens"),
     (dict(cache_plugin="fp8"), "fp8"),
+    (dict(attention_options={"block_tokens": 0}), "block_tokens"),
+    (dict(cache_options={"chunk_tokens": True}), "chunk_tokens"),
 ])
 def test_bad_settings_raise_value_errors(family, models, kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
