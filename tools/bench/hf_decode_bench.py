@@ -69,6 +69,9 @@ def parse_args(argv=None):
     p.add_argument("--prefill", action="store_true",
                    help="instead: time to first token, a prefill of --context random tokens per sequence into "
                         "a fresh cache and the first greedy pick (logits of the last position only)")
+    p.add_argument("--profile", type=positive, metavar="STEPS",
+                   help="also: after the timed runs, one more run whose last STEPS decode steps run under "
+                        "torch.profiler; prints the ops by device time and by host time")
     p.add_argument("--json", metavar="OUT", help="write the results here")
     args = p.parse_args(argv)
 
@@ -198,23 +201,49 @@ def sync(args):
         torch.cuda.synchronize()
 
 
-def run(args, model, config, batch, decode_tokens):
-    """One run: fresh cache, random fill, decode_tokens greedy steps. Returns (decode tokens/s, cache)."""
+def run(args, model, config, batch, decode_tokens, profile_steps=0):
+    """One run: fresh cache, random fill, decode_tokens greedy steps. Returns (decode tokens/s, cache).
+    profile_steps > 0: the last that many steps run under torch.profiler, whose tables are printed."""
     cache = make_cache(args, config)
     fill_random(args, config, cache, batch)
     assert cache.get_seq_length() == args.context, (cache.get_seq_length(), args.context)
     tokens = torch.randint(config.vocab_size, (batch, 1))  # on the host
     sync(args)
     t0 = time.perf_counter()
+    profiler = None
     for step in range(decode_tokens):
+        if step == decode_tokens - profile_steps:
+            profiler = start_profiler(args)
         position = torch.full((batch, 1), args.context + step, dtype=torch.long)
         logits = model(input_ids=tokens.to(args.device), position_ids=position.to(args.device),
                        past_key_values=cache, use_cache=True).logits  # [B, 1, vocab]
         # Greedy pick, copied to the host: each step waits for the device, as generation does.
         tokens = logits[:, -1].argmax(-1, keepdim=True).cpu()
     seconds = time.perf_counter() - t0
+    if profiler is not None:
+        print_profile(args, profiler, profile_steps)
     assert cache.get_seq_length() == args.context + decode_tokens
     return batch * decode_tokens / seconds, cache
+
+
+def start_profiler(args):
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if args.device == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    profiler = torch.profiler.profile(activities=activities, acc_events=True)
+    profiler.__enter__()
+    return profiler
+
+
+def print_profile(args, profiler, steps):
+    """The profiled steps' ops, by device time (what the GPU ran) and by host time (where Python
+    and the launches spend the step: at batch 1 eager transformers is host-bound)."""
+    profiler.__exit__(None, None, None)
+    events = profiler.key_averages()
+    print(f"profile: {steps} decode steps (totals over them)")
+    if args.device == "cuda":
+        print(events.table(sort_by="self_device_time_total", row_limit=20, max_name_column_width=60))
+    print(events.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=60))
 
 
 def timed_runs(args, label, measure, show):
@@ -359,6 +388,11 @@ def bench_case(args, model, config, base, context, batch):
             rate, held["cache"] = run(args, model, config, batch, args.decode_tokens)
             return rate
         rates = timed_runs(args, "bench", measure, lambda rate: f"decode {rate:.1f} tokens/s")
+        if args.profile:
+            held.clear()
+            release(args)
+            _, held["cache"] = run(args, model, config, batch, args.decode_tokens,
+                                   min(args.profile, args.decode_tokens))
     except torch.OutOfMemoryError:
         doc["oom"] = True
     if doc["oom"]:

@@ -7,7 +7,8 @@
 #     test   tests/python/test_kivi_cache.py with KIVI_TEST_DEVICE=cuda
 #     bench  tools/bench/hf_decode_bench.py, Llama-3.1-8B shapes, dummy bf16: DynamicCache,
 #            QuantizedCache (quanto, 2 bits) and KiviCache (2 and 4 bits) at PY_CONTEXTS (default
-#            4096); PY_CACHES, comma-separated, picks others ("kivi --nbits 2,dynamic")
+#            4096); PY_CACHES, comma-separated, picks others ("kivi --nbits 2,dynamic");
+#            PY_BATCHES batch sizes (default 1), PY_BENCH_ARGS more arguments ("--profile 8")
 #     ppl    tools/bench/hf_cache_ppl.py on the bundled tiny Llama (real weights), every cache
 # Logs and JSON in $OUT.
 set -uo pipefail
@@ -48,7 +49,7 @@ if [[ " $parts " == *" bench "* ]]; then
     name=$(echo "$cache" | tr -d ' -' | sed 's/nbits//')
     # shellcheck disable=SC2086
     timeout 240 python3 tools/bench/hf_decode_bench.py --config-json tools/gpu/llama-3.1-8b-config.json \
-        --context "$contexts" --batch 1 --decode-tokens 32 --repeats 3 --cache $cache \
+        --context "$contexts" --batch "${PY_BATCHES:-1}" --decode-tokens 32 --repeats 3 --cache $cache ${PY_BENCH_ARGS:-} \
         --json "$logs/hf-decode-$name.json" > "$logs/hf-decode-$name.txt" 2>&1
     echo "decode $cache: rc=$? $(grep -E '^decode:|out of memory|Error' "$logs/hf-decode-$name.txt" | tr '\n' ' ')"
   done
