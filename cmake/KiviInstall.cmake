@@ -4,10 +4,10 @@
 # against an installed core, and drops the module into <prefix>/lib/kivi/plugins.
 include(CMakePackageConfigHelpers)
 
-install(TARGETS kivi_core kivi_registry kivi_torch kivi_toml EXPORT kiviTargets
+install(TARGETS kivi_core kivi_registry kivi_engine kivi_torch kivi_toml EXPORT kiviTargets
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
-install(DIRECTORY core/kivi registry/kivi DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
+install(DIRECTORY core/kivi registry/kivi apps/kivi-host/include/kivi DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
         FILES_MATCHING PATTERN "*.h")
 install(FILES "${PROJECT_BINARY_DIR}/generated/kivi/build_info.h"
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/kivi)

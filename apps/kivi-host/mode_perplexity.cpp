@@ -1,10 +1,9 @@
 // `kivi-host perplexity`: the [perplexity] text scored in windows (<bos> + context - 1 tokens,
 // advancing by stride) through the [model] with the configured cache; prints the perplexity
 // and the number of predicted tokens.
-#include <chrono>
-#include <cmath>
 #include <iomanip>
 #include <ostream>
+#include <sstream>
 
 #include "host_context.h"
 #include "kivi/cache/kv_cache.h"
@@ -22,27 +21,14 @@ int run_perplexity_mode(HostContext& context) {
   out << "text: " << cfg.perplexity.text.string() << ", " << plan.text_tokens << " tokens, "
       << plan.windows.size() << " windows (context " << plan.context << ", stride " << plan.stride
       << ", chunk " << cfg.perplexity.chunk << ")\n";
-  auto cache = create_cache(session, session.model().cache_geometry(1, plan.context),
-                            "[perplexity] context");
-  double nll = 0;
-  int64_t count = 0;
-  const auto start = std::chrono::steady_clock::now();
-  for (size_t w = 0; w < plan.windows.size(); ++w) {
-    generate::score_window(session.model(), *cache, plan.windows[w], cfg.perplexity.chunk,
-                           [&](const at::Tensor& log_probs, const at::Tensor& targets) {
-                             nll += generate::nll_sum(log_probs, targets);
-                             count += targets.numel();
-                           });
-    if (cfg.perplexity.progress)
-      print_progress(context.err, static_cast<int64_t>(w + 1), plan.windows.size(), "windows");
-  }
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  out << std::fixed << std::setprecision(4) << "perplexity: " << std::exp(nll / count) << " (nll "
-      << nll / count << " nats/token) over " << count << " tokens, " << std::setprecision(1)
-      << count / seconds << " tokens/s\n"
-      << std::defaultfloat;
-  if (cfg.perplexity.cache_stats) print_cache_stats(out, *cache);
+  std::ostringstream stats;  // printed after the perplexity
+  const PerplexityResult r = score_perplexity(context, session, plan, [&](const KVCache& cache) {
+    if (cfg.perplexity.cache_stats) print_cache_stats(stats, cache);
+  });
+  out << std::fixed << std::setprecision(4) << "perplexity: " << r.perplexity() << " (nll " << r.nll
+      << " nats/token) over " << r.tokens << " tokens, " << std::setprecision(1)
+      << r.tokens / r.seconds << " tokens/s\n"
+      << std::defaultfloat << stats.str();
   return 0;
 }
 

@@ -51,6 +51,21 @@ class StreamText final : public generate::TextStream {
 
 }  // namespace
 
+void check_cache_serves(const HostContext& context, const CacheGeometry& geometry,
+                        const CachePairing& p) {
+  const HostConfig& cfg = context.config;
+  try {
+    p.factory->spec(geometry);
+  } catch (const Error& e) {
+    throw Error(cfg.file.string() + ": [" + p.table + "] backend \"" + p.cache_name +
+                "\" cannot serve " + cfg.model.path.string() + " (" +
+                std::to_string(geometry.num_layers) + " layers, " +
+                std::to_string(geometry.num_kv_heads) + " kv heads, head_dim " +
+                std::to_string(geometry.head_dim) + ", " + c10::toString(geometry.dtype) +
+                "): " + e.what());
+  }
+}
+
 ModelSession open_model(const HostContext& context, const std::vector<CachePairing>& pairings) {
   const HostConfig& cfg = context.config;
   const std::string file = cfg.file.string();
@@ -76,17 +91,7 @@ ModelSession open_model(const HostContext& context, const std::vector<CachePairi
                                0,
                                options.dtype,
                                options.device};
-  for (const CachePairing& p : pairings) {
-    try {
-      p.factory->spec(geometry);
-    } catch (const Error& e) {
-      throw Error(file + ": [" + p.table + "] backend \"" + p.cache_name + "\" cannot serve " +
-                  cfg.model.path.string() + " (" + std::to_string(geometry.num_layers) +
-                  " layers, " + std::to_string(geometry.num_kv_heads) + " kv heads, head_dim " +
-                  std::to_string(geometry.head_dim) + ", " + c10::toString(geometry.dtype) +
-                  "): " + e.what());
-    }
-  }
+  for (const CachePairing& p : pairings) check_cache_serves(context, geometry, p);
   options.cuda_graphs = cfg.model.cuda_graphs;
   {
     const ActivityScope loading("loading the weights of " + cfg.model.path.string() + " (" +

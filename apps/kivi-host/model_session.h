@@ -30,6 +30,11 @@ struct ModelSession {
 // config.json, before the weights load) and puts the first in use.
 ModelSession open_model(const HostContext& context, const std::vector<CachePairing>& pairings);
 
+// Throws, naming run.toml's table, when the pairing's cache cannot serve a model of `geometry`
+// (e.g. a KIVI group_size that does not divide head_dim).
+void check_cache_serves(const HostContext& context, const CacheGeometry& geometry,
+                        const CachePairing& pairing);
+
 // Makes `pairing` the session's cache factory and attention (CausalLM::set_attention).
 void use_cache(ModelSession& session, const CachePairing& pairing);
 

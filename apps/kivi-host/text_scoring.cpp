@@ -1,10 +1,13 @@
 #include "text_scoring.h"
 
+#include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <ostream>
 #include <sstream>
 
+#include "kivi/cache/kv_cache.h"
 #include "kivi/util/input_file.h"
 
 namespace kivi::host {
@@ -43,6 +46,35 @@ TextPlan plan_text_windows(const HostConfig& cfg, const ModelSession& session) {
   if (p.max_windows > 0 && static_cast<int64_t>(plan.windows.size()) > p.max_windows)
     plan.windows.resize(p.max_windows);
   return plan;
+}
+
+double PerplexityResult::perplexity() const {
+  return std::exp(nll);
+}
+
+PerplexityResult score_perplexity(HostContext& context, ModelSession& session, const TextPlan& plan,
+                                  const std::function<void(const KVCache&)>& last) {
+  const HostConfig& cfg = context.config;
+  auto cache = create_cache(session, session.model().cache_geometry(1, plan.context),
+                            "[perplexity] context");
+  double nll = 0;
+  PerplexityResult r;
+  const auto start = std::chrono::steady_clock::now();
+  for (size_t w = 0; w < plan.windows.size(); ++w) {
+    generate::score_window(session.model(), *cache, plan.windows[w], cfg.perplexity.chunk,
+                           [&](const at::Tensor& log_probs, const at::Tensor& targets) {
+                             nll += generate::nll_sum(log_probs, targets);
+                             r.tokens += targets.numel();
+                           });
+    if (cfg.perplexity.progress)
+      print_progress(context.err, static_cast<int64_t>(w + 1), plan.windows.size(), "windows");
+  }
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  r.nll = r.tokens > 0 ? nll / r.tokens : 0;
+  r.cache_bytes = cache->memory().total();
+  r.bits_per_element = cache->memory().bits_per_element(cache->geometry());
+  if (last) last(*cache);
+  return r;
 }
 
 void print_progress(std::ostream& err, int64_t done, int64_t total, const std::string& what) {

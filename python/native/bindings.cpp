@@ -14,6 +14,7 @@
 #include "kivi/attention/attention.h"
 #include "kivi/cache/cache_usage.h"
 #include "kivi/cache/kv_cache.h"
+#include "kivi/engine.h"
 #include "kivi/registry.h"
 #include "kivi/util/error.h"
 
@@ -195,6 +196,41 @@ class NativeCache {
   std::unique_ptr<kivi::KVCache> cache_;
 };
 
+// kivi::Engine with the GIL released while it runs (a streamer may read from another thread);
+// on_token takes the GIL back for each call into Python. Results come back as JSON text.
+class NativeEngine {
+ public:
+  NativeEngine(std::unique_ptr<kivi::Engine> engine) : engine_(std::move(engine)) {}
+
+  std::string generate(const std::vector<std::string>& overrides,
+                       const std::vector<std::string>& prompts,
+                       const std::vector<std::vector<int64_t>>& prompt_ids, py::object on_token) {
+    kivi::Engine::TokenFn fn;
+    if (!on_token.is_none())
+      fn = [&on_token](int64_t row, int64_t token, const std::string& text) {
+        py::gil_scoped_acquire gil;
+        on_token(row, token, py::bytes(text));  // bytes: a piece may end inside a UTF-8 character
+      };
+    py::gil_scoped_release released;
+    return engine_->generate(overrides, prompts, prompt_ids, fn);
+  }
+  std::string perplexity(const std::vector<std::string>& overrides) {
+    py::gil_scoped_release released;
+    return engine_->perplexity(overrides);
+  }
+  std::string compare(const std::vector<std::string>& overrides) {
+    py::gil_scoped_release released;
+    return engine_->compare(overrides);
+  }
+  std::string describe(const std::vector<std::string>& overrides) {
+    py::gil_scoped_release released;
+    return engine_->describe(overrides);
+  }
+
+ private:
+  std::unique_ptr<kivi::Engine> engine_;
+};
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -246,4 +282,28 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("description", &NativeCache::description)
       .def_property_readonly("max_batch", &NativeCache::max_batch)
       .def_property_readonly("num_layers", &NativeCache::num_layers);
+
+  py::class_<NativeEngine>(m, "NativeEngine")
+      .def_static(
+          "from_file",
+          [](const std::string& file, const std::vector<std::string>& overrides,
+             const std::vector<std::string>& plugin_dirs) {
+            py::gil_scoped_release released;
+            return NativeEngine(kivi::Engine::from_file(file, overrides, plugin_dirs));
+          },
+          py::arg("file"), py::arg("overrides"), py::arg("plugin_dirs"))
+      .def_static(
+          "from_text",
+          [](const std::string& text, const std::string& source,
+             const std::vector<std::string>& overrides,
+             const std::vector<std::string>& plugin_dirs) {
+            py::gil_scoped_release released;
+            return NativeEngine(kivi::Engine::from_text(text, source, overrides, plugin_dirs));
+          },
+          py::arg("text"), py::arg("source"), py::arg("overrides"), py::arg("plugin_dirs"))
+      .def("generate", &NativeEngine::generate, py::arg("overrides"), py::arg("prompts"),
+           py::arg("prompt_ids"), py::arg("on_token") = py::none())
+      .def("perplexity", &NativeEngine::perplexity, py::arg("overrides"))
+      .def("compare", &NativeEngine::compare, py::arg("overrides"))
+      .def("describe", &NativeEngine::describe, py::arg("overrides"));
 }

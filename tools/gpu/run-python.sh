@@ -4,7 +4,7 @@
 # /tmp/kivi-kernels (shared with kernel-loop.sh), installs transformers and quanto from .gpu-hf
 # into /tmp/hf-py, builds the package with plain CMake into /tmp/kivi-py (no pip needed), then:
 #   PY_PARTS  which of "test bench ppl" to run (default: all)
-#     test   tests/python/test_kivi_cache.py with KIVI_TEST_DEVICE=cuda
+#     test   tests/python/test_kivi_cache.py and test_engine.py with KIVI_TEST_DEVICE=cuda
 #     bench  tools/bench/hf_decode_bench.py, Llama-3.1-8B shapes, dummy bf16: DynamicCache,
 #            QuantizedCache (quanto, 2 bits) and KiviCache (2 and 4 bits) at PY_CONTEXTS (default
 #            4096); PY_CACHES, comma-separated, picks others ("kivi --nbits 2,dynamic");
@@ -38,7 +38,7 @@ rm -f "$logs"/{build,configure,hf-wheels,python-configure,python-build}.log
 
 if [[ " $parts " == *" test "* ]]; then
   KIVI_TEST_DEVICE=cuda KIVI_HOST="$build/bin/kivi-host" timeout 300 python3 -m pytest -q -p no:cacheprovider \
-      -W ignore::DeprecationWarning tests/python/test_kivi_cache.py > "$logs/pytest.txt" 2>&1
+      -W ignore::DeprecationWarning tests/python/test_kivi_cache.py tests/python/test_engine.py > "$logs/pytest.txt" 2>&1
   echo "pytest rc=$?"
   grep -E "^(FAILED|ERROR)|passed|failed" "$logs/pytest.txt" | head -30
 fi
