@@ -52,7 +52,10 @@ extern \"C\" __attribute__((visibility(\"default\"))) const kivi_plugin_v1* kivi
                                          CXX_VISIBILITY_PRESET hidden
                                          VISIBILITY_INLINES_HIDDEN ON)
   # In-tree plugins install next to the core; out-of-tree ones into the installed kivi's folder.
+  # Both are <lib>/kivi/plugins, two folders below the libraries a plugin needs (libkivi_core), so
+  # that a plugin loads even in a process that has not loaded the core first.
   if(NOT ARG_NO_INSTALL)
+    set_property(TARGET ${id} PROPERTY INSTALL_RPATH "$ORIGIN/../.." ${KIVI_TORCH_LIB_DIR})
     if(DEFINED KIVI_PLUGIN_SUBDIR)
       install(TARGETS ${id} LIBRARY DESTINATION "${KIVI_PLUGIN_SUBDIR}")
     elseif(DEFINED KIVI_PLUGIN_INSTALL_DIR)
