@@ -9,6 +9,7 @@
 #include <ATen/ATen.h>
 
 #include "kivi/cache/kv_cache.h"
+#include "seconds_since.h"
 #include "text_scoring.h"
 
 namespace kivi::host {
@@ -23,10 +24,6 @@ int64_t peak_rss() {
   for (std::string line; std::getline(in, line);)
     if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
   return 0;
-}
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 }  // namespace

@@ -28,6 +28,7 @@
 #include "kivi/util/device_memory.h"
 #include "kivi/util/failure.h"
 #include "model_session.h"
+#include "seconds_since.h"
 #include "step_profiler.h"
 
 namespace kivi::host {
@@ -37,10 +38,6 @@ double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 // Waits for the device's queued work (a copy to the host waits for the stream).

@@ -9,6 +9,7 @@
 
 #include "kivi/cache/kv_cache.h"
 #include "kivi/util/input_file.h"
+#include "seconds_since.h"
 
 namespace kivi::host {
 
@@ -69,7 +70,7 @@ PerplexityResult score_perplexity(HostContext& context, ModelSession& session, c
     if (cfg.perplexity.progress)
       print_progress(context.err, static_cast<int64_t>(w + 1), plan.windows.size(), "windows");
   }
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  r.seconds = seconds_since(start);
   r.nll = r.tokens > 0 ? nll / r.tokens : 0;
   r.cache_bytes = cache->memory().total();
   r.bits_per_element = cache->memory().bits_per_element(cache->geometry());

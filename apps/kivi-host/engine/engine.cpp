@@ -15,6 +15,7 @@
 #include "kivi/config/config_table.h"
 #include "model_session.h"
 #include "prompt_generation.h"
+#include "seconds_since.h"
 #include "text_scoring.h"
 
 namespace kivi {
@@ -72,14 +73,6 @@ struct Engine::State {
     return model({make_cache_pairing(context, context.config.cache, context.config.attention)});
   }
 };
-
-namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-}  // namespace
 
 Engine::Engine(std::unique_ptr<State> state) : state_(std::move(state)) {}
 Engine::~Engine() = default;
