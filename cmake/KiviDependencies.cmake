@@ -75,6 +75,15 @@ find_path(KIVI_BOOST_DLL_INCLUDE boost/dll.hpp REQUIRED)
 find_path(KIVI_PCRE2_INCLUDE pcre2.h REQUIRED)
 find_library(KIVI_PCRE2_LIBRARY NAMES pcre2-8 REQUIRED)
 find_path(KIVI_UTF8PROC_INCLUDE utf8proc.h REQUIRED)
+# Gloo's headers (libgloo-dev), for c10d's ProcessGroupGloo header only: the Gloo code itself is
+# the copy inside libtorch_cpu, so no libgloo is linked. Debian's headers are older than torch's
+# Gloo; kivi uses only the declarations that ProcessGroupGloo.hpp needs, which both have.
+find_path(KIVI_GLOO_INCLUDE gloo/algorithm.h REQUIRED)
+# NCCL's header for c10d's ProcessGroupNCCL header (CUDA builds): from torch's nvidia-nccl wheel.
+if(KIVI_WITH_CUDA)
+  find_path(KIVI_NCCL_INCLUDE nccl.h
+            HINTS "${KIVI_TORCH_LIB_DIR}/../../nvidia/nccl/include" "${CUDAToolkit_INCLUDE_DIRS}")
+endif()
 find_library(KIVI_UTF8PROC_LIBRARY NAMES libutf8proc.a utf8proc REQUIRED)
 add_library(kivi_boost_dll INTERFACE)
 target_include_directories(kivi_boost_dll SYSTEM INTERFACE "${KIVI_BOOST_DLL_INCLUDE}")

@@ -20,7 +20,7 @@ step() { printf '\n==> [%d:%02d] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*";
 
 # --- Debian packages -------------------------------------------------------------------
 packages=(cmake ninja-build g++ python3-venv libtomlplusplus-dev catch2 libboost1.81-dev
-          nlohmann-json3-dev libpcre2-dev libutf8proc-dev)
+          nlohmann-json3-dev libpcre2-dev libutf8proc-dev libgloo-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

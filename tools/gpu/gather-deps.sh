@@ -2,7 +2,8 @@
 # Run HERE (the development machine, which reaches Debian's mirrors). Gathers what the GPU
 # machine lacks into .gpu-deps/ (git-ignored), which the device tool carries:
 #   .gpu-deps/root/      Debian 12 packages unpacked: toml++ 3.3, Catch2 2.13, PCRE2 10.42
-#                        headers (+ the library they link), utf8proc 2.8 (static), nlohmann-json
+#                        headers (+ the library they link), utf8proc 2.8 (static), nlohmann-json,
+#                        Gloo's headers (for c10d's ProcessGroupGloo header)
 #   .gpu-deps/shared/    two of the tokenizers (llama2, qwen2.5) and a slice of each corpus
 #                        from ../shared/data; tests skip what is absent (the device tool
 #                        carries 64 MiB at most, the repository included)
@@ -13,12 +14,14 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out="$root/.gpu-deps"
 packages=(libtomlplusplus-dev catch2 libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0
-          libpcre2-posix3 libutf8proc-dev libutf8proc2 nlohmann-json3-dev)
+          libpcre2-posix3 libutf8proc-dev libutf8proc2 nlohmann-json3-dev libgloo-dev)
 rm -rf "$out/debs" "$out/root"
 mkdir -p "$out/debs" "$out/root"
 (cd "$out/debs" && apt-get download "${packages[@]}" > /dev/null)
 for deb in "$out"/debs/*.deb; do dpkg -x "$deb" "$out/root"; done
 rm -rf "$out/root/usr/share/doc" "$out/root/usr/share/man" "$out/debs"
+# Gloo: its headers only (libtorch holds the code); the dangling libgloo.so link goes.
+rm -f "$out/root/usr/lib/libgloo.so"
 
 shared="$root/../shared/data"
 rm -rf "$out/llama3.1"

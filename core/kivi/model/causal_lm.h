@@ -17,6 +17,7 @@ namespace kivi {
 
 class Attention;
 class KVCache;
+class TensorParallelGroup;
 
 // Run-time choices for building a model.
 struct ModelOptions {
@@ -28,6 +29,10 @@ struct ModelOptions {
   // On CUDA, one-token decode steps replay captured graphs between the attentions
   // (model/decode_graphs.h); off: every op is launched from the host.
   bool cuda_graphs = true;
+  // Tensor parallelism (parallel/tensor_parallel.h): this rank's group; the model loads only
+  // its shard of each weight (parallel/shard_plan.h) and its caches hold only its KV heads.
+  // Null: the whole model in this process.
+  std::shared_ptr<TensorParallelGroup> parallel;
 };
 
 // Named debug taps: called with each intermediate as the forward pass makes it, e.g.

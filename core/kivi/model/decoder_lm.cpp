@@ -16,6 +16,8 @@
 #include "kivi/model/rotary.h"
 #include "kivi/model/safetensors.h"
 #include "kivi/model/weight_source.h"
+#include "kivi/parallel/shard_plan.h"
+#include "kivi/parallel/tensor_parallel.h"
 #include "kivi/util/error.h"
 
 namespace kivi {
@@ -23,6 +25,8 @@ namespace {
 
 struct LayerWeights {
   at::Tensor input_norm, post_attention_norm;  // [hidden]
+  // Under tensor parallelism, this rank's shard (ShardPlan): its heads and MLP columns; the
+  // row-parallel biases (o, down) only on rank 0, so that the all-reduce adds them once.
   at::Tensor qkv, qkv_bias;  // [(q_heads + 2 kv_heads) * head_dim, hidden], [...] or undefined
   at::Tensor o, o_bias;      // [hidden, q_heads * head_dim]
   at::Tensor gate_up, gate_up_bias;  // [2 * intermediate, hidden]
@@ -40,7 +44,7 @@ class DecoderLM final : public CausalLM {
   const ModelOptions& options() const override { return options_; }
   CacheGeometry cache_geometry(int64_t max_batch, int64_t max_tokens) const override {
     return CacheGeometry{config_.num_hidden_layers,
-                         config_.num_key_value_heads,
+                         plan_.kv_heads,  // this rank's (all of them without parallelism)
                          config_.head_dim,
                          max_batch,
                          max_tokens,
@@ -77,16 +81,22 @@ class DecoderLM final : public CausalLM {
                                    const at::Tensor& sin) const;
   Residual after_attention(int64_t layer, const at::Tensor& h, const at::Tensor& attn) const;
   at::Tensor logits(const Residual& h) const;
+  // Under tensor parallelism: the sum of every rank's partial `x` (a row-parallel layer's
+  // output), in place; without, x as it is.
+  const at::Tensor& reduce(const at::Tensor& x) const;
   // {h with its sum taken, rms_norm(h) with `weight`}: one fused kernel on CUDA.
   std::pair<at::Tensor, at::Tensor> norm(const Residual& h, const at::Tensor& weight) const;
   std::unique_ptr<DecodeGraphs> make_graphs(int64_t batch);
 
   ModelConfig config_;
   ModelOptions options_;
+  ShardPlan plan_;  // the whole model when options_.parallel is null
   RotaryEmbedding rotary_;
-  at::Tensor embed_tokens_;  // [vocab, hidden]
-  at::Tensor final_norm_;    // [hidden]
-  at::Tensor lm_head_;       // [vocab, hidden]; the embedding itself when tied
+  // [vocab, hidden], or under tensor parallelism this rank's rows [vocab_rows, hidden] (zero past
+  // the vocabulary's end)
+  at::Tensor embed_tokens_;
+  at::Tensor final_norm_;  // [hidden]
+  at::Tensor lm_head_;     // like embed_tokens_; the embedding itself when tied
   std::vector<LayerWeights> layers_;
   TapFn tap_;
   std::unique_ptr<DecodeGraphs> graphs_;  // for the last decode batch size, made on first use
@@ -96,6 +106,8 @@ DecoderLM::DecoderLM(const ModelConfig& config, const DecoderSpec& spec, WeightS
                      const ModelOptions& options)
     : config_(config),
       options_(options),
+      plan_(plan_shards(config, options.parallel ? options.parallel->rank() : 0,
+                        options.parallel ? options.parallel->size() : 1)),
       rotary_(config.rope, config.head_dim, config.max_position_embeddings, options.device) {
   c10::InferenceMode guard;
   const auto opts = at::TensorOptions().dtype(options_.dtype).device(options_.device);
@@ -105,16 +117,45 @@ DecoderLM::DecoderLM(const ModelConfig& config, const DecoderSpec& spec, WeightS
   auto load = [&](const std::string& name, std::vector<int64_t> shape) {
     return weights.load(name, shape, opts);
   };
-  // Loads `base`.weight [out, in] and, when `with_bias`, `base`.bias [out].
-  auto linear = [&](const std::string& base, int64_t out, int64_t in, bool with_bias) {
-    return std::pair{load(base + ".weight", {out, in}),
-                     with_bias ? load(base + ".bias", {out}) : at::Tensor()};
+  // Entries [start, start + n) along `dim` of `name`: a rank's shard (the whole tensor when
+  // that is all of it).
+  auto part = [&](const std::string& name, std::vector<int64_t> shape, int64_t dim, int64_t start,
+                  int64_t n) {
+    if (start == 0 && n == shape[dim]) return load(name, shape);
+    return weights.load_slice(name, shape, dim, start, n, opts);
+  };
+  // `base`.weight [out, in] and, when `with_bias`, `base`.bias [out]; column-parallel: rows
+  // [start, start + n) of both.
+  auto column_parallel = [&](const std::string& base, int64_t out, int64_t in, int64_t start,
+                             int64_t n, bool with_bias) {
+    return std::pair{part(base + ".weight", {out, in}, 0, start, n),
+                     with_bias ? part(base + ".bias", {out}, 0, start, n) : at::Tensor()};
+  };
+  // Row-parallel: columns [start, start + n) of the weight; the bias on rank 0 only (the
+  // all-reduce of the ranks' partial sums adds it once).
+  auto row_parallel = [&](const std::string& base, int64_t out, int64_t in, int64_t start,
+                          int64_t n, bool with_bias) {
+    return std::pair{part(base + ".weight", {out, in}, 1, start, n),
+                     with_bias && plan_.rank == 0 ? load(base + ".bias", {out}) : at::Tensor()};
+  };
+  // The vocabulary's rows [vocab_start, vocab_start + vocab_rows), zero past its end.
+  auto vocab_rows = [&](const std::string& name) {
+    if (!plan_.sharded()) return load(name, {config.vocab_size, hidden});
+    const int64_t n =
+        std::clamp<int64_t>(config.vocab_size - plan_.vocab_start, 0, plan_.vocab_rows);
+    at::Tensor rows = at::zeros({plan_.vocab_rows, hidden}, opts);
+    if (n > 0)
+      rows.narrow(0, 0, n).copy_(part(name, {config.vocab_size, hidden}, 0, plan_.vocab_start, n));
+    return rows;
   };
 
-  embed_tokens_ = load(spec.embed_tokens, {config.vocab_size, hidden});
+  embed_tokens_ = vocab_rows(spec.embed_tokens);
   final_norm_ = load(spec.final_norm, {hidden});
-  lm_head_ =
-      spec.tie_word_embeddings ? embed_tokens_ : load(spec.lm_head, {config.vocab_size, hidden});
+  lm_head_ = spec.tie_word_embeddings ? embed_tokens_ : vocab_rows(spec.lm_head);
+  const int64_t hd = config.head_dim;
+  const int64_t q_start = plan_.q_head_start * hd, q_rows = plan_.q_heads * hd;
+  const int64_t kv_start = plan_.kv_head_start * hd, kv_rows = plan_.kv_heads * hd;
+  const int64_t mlp_start = plan_.intermediate_start, mlp_cols = plan_.intermediate;
 
   for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
     auto name = [&](const std::string& pattern) { return layer_name(pattern, l); };
@@ -122,17 +163,24 @@ DecoderLM::DecoderLM(const ModelConfig& config, const DecoderSpec& spec, WeightS
     w.input_norm = load(name(spec.input_norm), {hidden});
     w.post_attention_norm = load(name(spec.post_attention_norm), {hidden});
     // Load-time fusion: one matmul for q/k/v and one for gate/up.
-    auto [q, qb] = linear(name(spec.q_proj), q_dim, hidden, spec.qkv_bias);
-    auto [k, kb] = linear(name(spec.k_proj), kv_dim, hidden, spec.qkv_bias);
-    auto [v, vb] = linear(name(spec.v_proj), kv_dim, hidden, spec.qkv_bias);
+    auto [q, qb] =
+        column_parallel(name(spec.q_proj), q_dim, hidden, q_start, q_rows, spec.qkv_bias);
+    auto [k, kb] =
+        column_parallel(name(spec.k_proj), kv_dim, hidden, kv_start, kv_rows, spec.qkv_bias);
+    auto [v, vb] =
+        column_parallel(name(spec.v_proj), kv_dim, hidden, kv_start, kv_rows, spec.qkv_bias);
     w.qkv = at::cat({q, k, v}, 0);
     if (spec.qkv_bias) w.qkv_bias = at::cat({qb, kb, vb}, 0);
-    std::tie(w.o, w.o_bias) = linear(name(spec.o_proj), hidden, q_dim, spec.o_bias);
-    auto [gate, gate_b] = linear(name(spec.gate_proj), inter, hidden, spec.mlp_bias);
-    auto [up, up_b] = linear(name(spec.up_proj), inter, hidden, spec.mlp_bias);
+    std::tie(w.o, w.o_bias) =
+        row_parallel(name(spec.o_proj), hidden, q_dim, q_start, q_rows, spec.o_bias);
+    auto [gate, gate_b] =
+        column_parallel(name(spec.gate_proj), inter, hidden, mlp_start, mlp_cols, spec.mlp_bias);
+    auto [up, up_b] =
+        column_parallel(name(spec.up_proj), inter, hidden, mlp_start, mlp_cols, spec.mlp_bias);
     w.gate_up = at::cat({gate, up}, 0);
     if (spec.mlp_bias) w.gate_up_bias = at::cat({gate_b, up_b}, 0);
-    std::tie(w.down, w.down_bias) = linear(name(spec.down_proj), hidden, inter, spec.mlp_bias);
+    std::tie(w.down, w.down_bias) =
+        row_parallel(name(spec.down_proj), hidden, inter, mlp_start, mlp_cols, spec.mlp_bias);
     if (!spec.sliding_window.empty()) w.sliding_window = spec.sliding_window.at(l);
     if (!spec.q_norm.empty()) w.q_norm = load(name(spec.q_norm), {config.head_dim});
     if (!spec.k_norm.empty()) w.k_norm = load(name(spec.k_norm), {config.head_dim});
@@ -242,9 +290,29 @@ at::Tensor DecoderLM::run(const at::Tensor& input_ids, const at::Tensor& positio
 }
 
 at::Tensor DecoderLM::embed(const at::Tensor& ids) const {
-  at::Tensor h = at::embedding(embed_tokens_, ids);  // [B, T, hidden]
+  if (!options_.parallel) {
+    at::Tensor h = at::embedding(embed_tokens_, ids);  // [B, T, hidden]
+    tap("embed", h);
+    return h;
+  }
+  // Vocabulary-parallel lookup: this rank's rows, zero for ids outside them, summed over ranks
+  // (exactly one rank holds each id, so the sum adds zeros to it and changes no bit).
+  const at::Tensor local = ids - plan_.vocab_start;  // [B, T]
+  const at::Tensor outside = at::logical_or(local < 0, local >= plan_.vocab_rows);
+  at::Tensor h = at::embedding(embed_tokens_, local.masked_fill(outside, 0));  // [B, T, hidden]
+  h.masked_fill_(outside.unsqueeze(-1), 0);
+  reduce(h);
   tap("embed", h);
   return h;
+}
+
+const at::Tensor& DecoderLM::reduce(const at::Tensor& x) const {
+  if (options_.parallel) {
+    RECORD_FUNCTION("kivi::all_reduce", std::vector<c10::IValue>());
+    at::Tensor target = x;  // shares x's storage: the sum lands in x
+    options_.parallel->all_reduce(target);
+  }
+  return x;
 }
 
 std::pair<at::Tensor, at::Tensor> DecoderLM::norm(const Residual& h,
@@ -258,7 +326,7 @@ AttentionInputs DecoderLM::attention_inputs(int64_t l, const Residual& h, const 
   const LayerWeights& w = layers_[l];
   const std::string prefix = tap_ ? "layer" + std::to_string(l) + "." : std::string();
   const int64_t batch = h.base.size(0), tokens = h.base.size(1), head_dim = config_.head_dim;
-  const int64_t heads = config_.num_attention_heads, kv_heads = config_.num_key_value_heads;
+  const int64_t heads = plan_.q_heads, kv_heads = plan_.kv_heads;  // this rank's
   AttentionInputs in;
   at::Tensor x;
   std::tie(in.residual, x) = norm(h, w.input_norm);
@@ -290,11 +358,12 @@ Residual DecoderLM::after_attention(int64_t l, const at::Tensor& h, const at::Te
   const int64_t batch = h.size(0), tokens = h.size(1);
   tap(prefix + "attn", attn);  // [B, heads, T, head_dim]
   const at::Tensor attn_out =
-      kivi::linear(attn.transpose(1, 2).reshape({batch, tokens, -1}), w.o, w.o_bias);
+      reduce(kivi::linear(attn.transpose(1, 2).reshape({batch, tokens, -1}), w.o, w.o_bias));
   tap(prefix + "attn_out", attn_out);  // [B, T, hidden]
   const auto [mid, y] = add_rms_norm(h, attn_out, w.post_attention_norm, config_.rms_norm_eps);
   tap(prefix + "mlp_norm", y);
-  const at::Tensor mlp_out = gated_silu_mlp(y, w.gate_up, w.gate_up_bias, w.down, w.down_bias);
+  const at::Tensor mlp_out =
+      reduce(gated_silu_mlp(y, w.gate_up, w.gate_up_bias, w.down, w.down_bias));
   tap(prefix + "mlp_out", mlp_out);
   if (tap_) tap(prefix + "out", mid + mlp_out);  // the sum the next norm takes, bit for bit
   return {mid, mlp_out};
@@ -303,7 +372,10 @@ Residual DecoderLM::after_attention(int64_t l, const at::Tensor& h, const at::Te
 at::Tensor DecoderLM::logits(const Residual& h) const {
   const at::Tensor normed = norm(h, final_norm_).second;
   tap("final_norm", normed);
-  at::Tensor out = kivi::linear(normed, lm_head_).to(at::kFloat);  // [B, T, vocab]
+  at::Tensor out = kivi::linear(normed, lm_head_);  // [B, T, vocab or this rank's vocab_rows]
+  if (options_.parallel)  // the ranks' rows in order, without the padding past the vocabulary
+    out = options_.parallel->all_gather(out, -1).narrow(-1, 0, config_.vocab_size);
+  out = out.to(at::kFloat);
   tap("logits", out);
   return out;
 }
@@ -313,7 +385,7 @@ std::unique_ptr<DecodeGraphs> DecoderLM::make_graphs(int64_t batch) {
   DecodeShapes shapes;
   shapes.layers = config_.num_hidden_layers;
   shapes.batch = batch;
-  shapes.q_heads = config_.num_attention_heads;
+  shapes.q_heads = plan_.q_heads;
   shapes.head_dim = config_.head_dim;
   shapes.dtype = options_.dtype;
   shapes.device_index = options_.device.index() < 0 ? 0 : options_.device.index();

@@ -65,8 +65,7 @@ bool SafetensorsWeights::contains(const std::string& name) const {
   return where_.count(name) > 0;
 }
 
-at::Tensor SafetensorsWeights::load(const std::string& name, at::IntArrayRef shape,
-                                    const at::TensorOptions& options) {
+at::Tensor SafetensorsWeights::mapped(const std::string& name, at::IntArrayRef shape) const {
   auto it = where_.find(name);
   if (it == where_.end()) {
     std::string files;
@@ -84,8 +83,30 @@ at::Tensor SafetensorsWeights::load(const std::string& name, at::IntArrayRef sha
   check(stored == at::kFloat || stored == at::kHalf || stored == at::kBFloat16,
         file.path().string() + ": tensor \"" + name + "\" is stored as " + c10::toString(stored) +
             ", expected a float32, float16 or bfloat16 weight");
+  return file.tensor(name);
+}
+
+at::Tensor SafetensorsWeights::load(const std::string& name, at::IntArrayRef shape,
+                                    const at::TensorOptions& options) {
   // copy = true: the result never aliases the mapping, even when dtype and device match.
-  return file.tensor(name).to(options, /*non_blocking=*/false, /*copy=*/true);
+  return mapped(name, shape).to(options, /*non_blocking=*/false, /*copy=*/true);
+}
+
+at::Tensor SafetensorsWeights::load_slice(const std::string& name, at::IntArrayRef shape,
+                                          int64_t dim, int64_t start, int64_t length,
+                                          const at::TensorOptions& options) {
+  // Only the slice is read from the mapping, converted and copied (contiguous in the result).
+  return mapped(name, shape)
+      .narrow(dim, start, length)
+      .to(options, /*non_blocking=*/false, /*copy=*/true)
+      .contiguous();
+}
+
+at::Tensor WeightSource::load_slice(const std::string& name, at::IntArrayRef shape, int64_t dim,
+                                    int64_t start, int64_t length,
+                                    const at::TensorOptions& options) {
+  // clone: the shard must not keep the whole tensor alive as a view of it.
+  return load(name, shape, options).narrow(dim, start, length).clone(at::MemoryFormat::Contiguous);
 }
 
 at::Tensor DummyWeights::load(const std::string& name, at::IntArrayRef shape,

@@ -29,6 +29,11 @@ class WeightSource {
   // tensor when it is missing or has another shape.
   virtual at::Tensor load(const std::string& name, at::IntArrayRef shape,
                           const at::TensorOptions& options) = 0;
+  // Entries [start, start + length) along dimension `dim` of the tensor `name` (which must have
+  // `shape`): a tensor-parallel rank's shard. The default loads the whole tensor and slices it;
+  // safetensors converts and copies only the slice.
+  virtual at::Tensor load_slice(const std::string& name, at::IntArrayRef shape, int64_t dim,
+                                int64_t start, int64_t length, const at::TensorOptions& options);
 };
 
 // A Hugging Face checkpoint folder: model.safetensors, or model.safetensors.index.json with
@@ -41,8 +46,14 @@ class SafetensorsWeights final : public WeightSource {
   bool contains(const std::string& name) const override;
   at::Tensor load(const std::string& name, at::IntArrayRef shape,
                   const at::TensorOptions& options) override;
+  at::Tensor load_slice(const std::string& name, at::IntArrayRef shape, int64_t dim, int64_t start,
+                        int64_t length, const at::TensorOptions& options) override;
 
  private:
+  // The mapped tensor `name` (no copy), after checking that it exists, has `shape` and a
+  // floating-point dtype.
+  at::Tensor mapped(const std::string& name, at::IntArrayRef shape) const;
+
   std::filesystem::path folder_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const SafetensorsFile*> where_;  // tensor name -> its file
