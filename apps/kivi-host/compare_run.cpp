@@ -8,6 +8,7 @@
 
 #include <ATen/ATen.h>
 
+#include "kivi/cache/cache_usage.h"
 #include "kivi/cache/kv_cache.h"
 #include "seconds_since.h"
 #include "text_scoring.h"
@@ -80,9 +81,11 @@ std::vector<VariantResult> compare_variants(HostContext& context, ModelSession& 
             kl_sum += (ref.exp() * (ref - log_probs)).sum().item<double>();
             agree += ref.argmax(-1).eq(log_probs.argmax(-1)).sum().item<int64_t>();
           });
-      r.cache_bytes = std::max(r.cache_bytes, cache->memory().total());
-      r.bits_per_element =
-          std::max(r.bits_per_element, cache->memory().bits_per_element(cache->geometry()));
+      // Held bytes per stored element; both summed over the ranks under tensor parallelism
+      // (the cache's geometry is one rank's).
+      const int64_t held = cache->memory().total();
+      r.cache_bytes = std::max(r.cache_bytes, held);
+      r.bits_per_element = std::max(r.bits_per_element, cache_usage(*cache).bits(held));
       if (cfg.perplexity.progress)
         print_progress(context.err, static_cast<int64_t>(w + 1), plan.windows.size(),
                        "windows, " + r.name);

@@ -9,6 +9,7 @@
 #include "host_context.h"
 #include "kivi/plugin/fingerprint.h"
 #include "kivi/util/failure.h"
+#include "rank_launch.h"
 
 namespace kivi::host {
 namespace {
@@ -22,6 +23,8 @@ void print_help(std::ostream& out) {
          "passes)\n"
          "       kivi-host serve --config run.toml --verbose     (the load and the cache's "
          "pages every 10 s)\n"
+         "       kivi-host MODE --config run.toml --tp N          (tensor parallelism over N "
+         "ranks: [parallel])\n"
          "       kivi-host plugins [--plugin-dir DIR]...\n"
          "       kivi-host MODE --help | --help | --version\n\n"
          "MODE overrides `mode` in run.toml; --set overrides one key (e.g. --set cache.k_bits=4,\n"
@@ -39,6 +42,7 @@ struct CommandLine {
   std::vector<std::string> plugin_dirs;
   std::vector<std::string> overrides;  // --set section.key=value
   std::string profile_steps;           // --profile N (serve): [serve] profile_steps
+  std::string tensor_parallel;         // --tp N: [parallel] tensor = N
   bool verbose = false;                // --verbose (serve): [serve] stats_seconds = 10
   bool help = false;
   bool version = false;
@@ -64,6 +68,8 @@ CommandLine parse_command_line(int argc, const char* const* argv) {
       cl.overrides.push_back(value(arg));
     else if (arg == "--profile")
       cl.profile_steps = value(arg);
+    else if (arg == "--tp")
+      cl.tensor_parallel = value(arg);
     else if (arg == "--verbose")
       cl.verbose = true;
     else if (!arg.empty() && arg[0] != '-' && cl.mode.empty())
@@ -131,11 +137,35 @@ int run_host(int argc, const char* const* argv, std::ostream& out, std::ostream&
         throw Error("command line: --verbose is for serve (mode here: " + config.mode + ")");
       if (config.serve.stats_seconds == 0) config.serve.stats_seconds = 10;
     }
+    if (!cl.tensor_parallel.empty()) {
+      size_t used = 0;
+      int64_t ranks = 0;
+      try {
+        ranks = std::stoll(cl.tensor_parallel, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used != cl.tensor_parallel.size() || ranks < 1 || ranks > 1024)
+        throw Error("command line: --tp \"" + cl.tensor_parallel +
+                    "\": expected a number of ranks from 1 to 1024");
+      config.parallel.present = true;
+      config.parallel.tensor = ranks;
+    }
     for (const auto& dir : cl.plugin_dirs) config.plugin_dirs.emplace_back(dir);
 
+    // A local launch: this process is rank 0 and starts the others (rank_launch.h).
+    std::unique_ptr<LocalRanks> ranks;
+    if (config.parallel.present && config.parallel.launch == "local" && config.parallel.tensor > 1)
+      ranks = LocalRanks::start(config, std::vector<std::string>(argv + 1, argv + argc), err);
     HostContext context{std::move(config), {}, out, err};
-    load_plugins(context);
-    return run_mode(context);
+    int status = 1;
+    try {
+      load_plugins(context);
+      status = run_mode(context);
+    } catch (const std::exception& e) {
+      err << "error: " << describe_failure(e) << "\n";
+    }
+    return ranks ? ranks->finish(status) : status;
   } catch (const std::exception& e) {
     // One line: libtorch's errors without their backtrace, an allocation failure with what
     // was being allocated and the setting to change.

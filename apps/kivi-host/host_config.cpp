@@ -255,6 +255,33 @@ TokenizeChoice read_tokenize(ConfigTable& top, const fs::path& base) {
   return choice;
 }
 
+ParallelChoice read_parallel(ConfigTable& top) {
+  ParallelChoice p;
+  const toml::table* raw = top.raw_table("parallel");
+  ConfigTable table = top.sub("parallel");
+  if (!raw) return p;
+  p.present = raw->contains("tensor");
+  p.tensor = table.get_int_in("tensor", p.tensor, 1, 1024);
+  p.launch = table.get_choice("launch", p.launch, {"local", "external"});
+  p.rank = table.get_int_in("rank", p.rank, 0, 1023);
+  if (p.rank >= p.tensor)
+    table.fail("rank", "expected a rank below tensor = " + std::to_string(p.tensor) + ", got " +
+                           std::to_string(p.rank));
+  if (p.launch == "local" && p.rank != 0)
+    table.fail("rank",
+               "is set by the launch: with launch = \"local\" this process is rank 0 "
+               "(set launch = \"external\" to start one rank by hand)");
+  p.address = table.get_string("address", p.address);
+  p.port = table.get_int_in("port", p.port, 0, 65535);
+  if (p.port == 0 && p.launch == "external")
+    table.fail("port",
+               "0 (any free port) needs launch = \"local\": ranks started apart must "
+               "be told the port");
+  p.timeout_seconds = table.get_int_in("timeout_seconds", p.timeout_seconds, 1, 86400);
+  table.finish();
+  return p;
+}
+
 ServeChoice read_serve(ConfigTable& top, const fs::path& base) {
   ServeChoice s;
   ConfigTable table = top.sub("serve");
@@ -344,6 +371,7 @@ HostConfig parse_host_config(const toml::table& root, const std::string& source)
   bench.finish();
   config.tokenize = read_tokenize(top, base);
   config.serve = read_serve(top, base);
+  config.parallel = read_parallel(top);
 
   ConfigTable output = top.sub("output");
   config.json_output = output.get_string("json", "");

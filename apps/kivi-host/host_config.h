@@ -141,6 +141,20 @@ struct BenchChoice {
   bool operator==(const BenchChoice&) const = default;
 };
 
+// [parallel]: tensor parallelism over c10d (docs/parallel.md).
+struct ParallelChoice {
+  bool present = false;  // [parallel] tensor given (even 1: the N = 1 path through c10d)
+  int64_t tensor = 1;    // ranks, each with a shard of every layer
+  // "local": this process is rank 0 and starts ranks 1..N-1 itself (one per GPU, or CPU ranks);
+  // "external": this process is rank `rank`, and the others are started apart (other hosts).
+  std::string launch = "local";
+  int64_t rank = 0;
+  std::string address = "127.0.0.1";  // rank 0's TCPStore
+  int64_t port = 29511;               // 0 (local launch): any free port
+  int64_t timeout_seconds = 120;      // a rank silent this long in a collective is an error
+  bool operator==(const ParallelChoice&) const = default;
+};
+
 // [serve]: the OpenAI-compatible HTTP server (docs/server.md).
 struct ServeChoice {
   std::string host = "127.0.0.1";   // loopback unless asked otherwise
@@ -184,6 +198,7 @@ struct HostConfig {
   CompareChoice compare;                          // [compare]
   BenchChoice bench;                              // [bench]
   ServeChoice serve;                              // [serve]
+  ParallelChoice parallel;                        // [parallel]
   bool operator==(const HostConfig&) const = default;
 };
 

@@ -30,6 +30,9 @@ struct CachePairing {
   std::shared_ptr<const Attention> attention;
   std::string cache_name, attention_name;
   std::string table;  // where the cache's options came from, for messages ("cache", ...)
+  // The plugins and options that made them (the attention's name resolved): what tensor
+  // parallelism sends the other ranks, which make the same.
+  PluginChoice cache_choice, attention_choice;
 };
 
 // The cache `cache` and its attention: `attention` when chosen explicitly, else the one the

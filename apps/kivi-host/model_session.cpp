@@ -12,6 +12,7 @@
 #include "kivi/cache/cache_usage.h"
 #include "kivi/cache/kv_cache.h"
 #include "kivi/model/gguf_weights.h"
+#include "kivi/parallel/tensor_parallel.h"
 #include "kivi/text/stream_decoder.h"
 #include "kivi/util/activity.h"
 #include "tokenizer_loading.h"
@@ -20,14 +21,33 @@ namespace kivi::host {
 namespace fs = std::filesystem;
 namespace {
 
-at::Device pick_device(const std::string& device) {
-  const bool cuda = at::hasCUDA() && at::detail::getCUDAHooks().deviceCount() > 0;
+// `rank`: a tensor-parallel rank takes GPU rank % (GPUs of its host).
+at::Device pick_device(const std::string& device, int64_t rank) {
+  const int64_t gpus = at::hasCUDA() ? at::detail::getCUDAHooks().deviceCount() : 0;
+  const auto index = static_cast<c10::DeviceIndex>(gpus > 0 ? rank % gpus : 0);
   if (device == "cuda") {
-    check(cuda, "[model] device = \"cuda\", but no CUDA device is available");
-    return at::Device(at::kCUDA, 0);
+    check(gpus > 0, "[model] device = \"cuda\", but no CUDA device is available");
+    return at::Device(at::kCUDA, index);
   }
-  if (device == "auto" && cuda) return at::Device(at::kCUDA, 0);
+  if (device == "auto" && gpus > 0) return at::Device(at::kCUDA, index);
   return at::kCPU;
+}
+
+// Joins the [parallel] group (every rank, before it loads its shard).
+std::shared_ptr<TensorParallelGroup> join_group(const HostConfig& cfg, const at::Device& device) {
+  ParallelConfig p;
+  p.size = cfg.parallel.tensor;
+  p.rank = cfg.parallel.rank;
+  p.address = cfg.parallel.address;
+  p.port = static_cast<int>(cfg.parallel.port);
+  // A local launch's rank 0 started the store before its ranks (tensor_parallel_launch.h).
+  p.rank0_hosts_store = cfg.parallel.launch == "external";
+  p.timeout = std::chrono::seconds(cfg.parallel.timeout_seconds);
+  const ActivityScope joining("joining the tensor-parallel group (rank " + std::to_string(p.rank) +
+                                  " of " + std::to_string(p.size) + ", store " + p.address + ":" +
+                                  std::to_string(p.port) + ")",
+                              "[parallel] address and port, and that every rank started");
+  return TensorParallelGroup::connect(p, device);
 }
 
 // auto: float32 on the CPU (bf16/fp16 matmuls there are slow and less exact); the checkpoint's
@@ -78,7 +98,7 @@ ModelSession open_model(const HostContext& context, const std::vector<CachePairi
   ModelSession session;
   session.config = load_checkpoint_config(context.registry, cfg.model.path);
   ModelOptions options;
-  options.device = pick_device(cfg.model.device);
+  options.device = pick_device(cfg.model.device, cfg.parallel.rank);
   options.dtype = pick_dtype(cfg.model.dtype, session.config, options.device);
   options.attention = pairings.front().attention;
   // From config.json alone, before the weights load: a family plugin that builds it, then each
@@ -93,6 +113,10 @@ ModelSession open_model(const HostContext& context, const std::vector<CachePairi
                                options.device};
   for (const CachePairing& p : pairings) check_cache_serves(context, geometry, p);
   options.cuda_graphs = cfg.model.cuda_graphs;
+  if (cfg.parallel.present) {
+    session.group = join_group(cfg, options.device);
+    options.parallel = session.group;
+  }
   {
     const ActivityScope loading("loading the weights of " + cfg.model.path.string() + " (" +
                                     c10::toString(options.dtype) + " on " + options.device.str() +
@@ -101,7 +125,11 @@ ModelSession open_model(const HostContext& context, const std::vector<CachePairi
     session.loaded = load_model(context.registry, cfg.model.path, options, cfg.model.weights,
                                 static_cast<uint64_t>(cfg.model.seed));
   }
-  use_cache(session, pairings.front());
+  if (session.group && session.group->rank() == 0) {
+    session.driver = make_rank_driver(session.group);
+    session.loaded.model = make_driver_model(std::move(session.loaded.model), session.driver);
+  }
+  if (!session.group || session.group->rank() == 0) use_cache(session, pairings.front());
   // A GGUF file carries its tokenizer in its metadata, when it has one.
   const bool gguf_tokenizer =
       is_gguf_file(cfg.model.path) && GgufFile(cfg.model.path).has("tokenizer.ggml.model");
@@ -136,7 +164,9 @@ std::unique_ptr<KVCache> create_cache(const ModelSession& session, const CacheGe
 }
 
 void use_cache(ModelSession& session, const CachePairing& pairing) {
-  session.cache_factory = pairing.factory;
+  // Under tensor parallelism every rank makes the same pairing, and the caches mirror their calls.
+  session.cache_factory =
+      session.driver ? driver_pairing(session.driver, pairing).factory : pairing.factory;
   session.cache_name = pairing.cache_name;
   session.attention_name = pairing.attention_name;
   session.model().set_attention(pairing.attention);

@@ -13,6 +13,7 @@
 #include "kivi/generate/generate.h"
 #include "kivi/model_loader.h"
 #include "kivi/text/tokenizer.h"
+#include "rank_driver.h"
 
 namespace kivi::host {
 
@@ -23,6 +24,10 @@ struct ModelSession {
   std::string cache_name;
   std::string attention_name;
   std::optional<text::Tokenizer> tokenizer;  // when the folder has tokenizer.json
+  // Tensor parallelism ([parallel]): this rank's group; on rank 0 the driver that the model and
+  // the cache factories send every call through to the other ranks (rank_driver.h).
+  std::shared_ptr<TensorParallelGroup> group;
+  std::shared_ptr<RankDriver> driver;
   CausalLM& model() { return *loaded.model; }
 };
 

@@ -53,6 +53,9 @@ CachePairing make_cache_pairing(const HostContext& context, const PluginChoice& 
     p.attention = create_plugin<Attention>(context, PluginChoice{p.attention_name, "", {}, false},
                                            attention_table);
   }
+  p.cache_choice = cache;
+  p.attention_choice =
+      attention.explicit_choice ? attention : PluginChoice{p.attention_name, "", {}, true};
   check(p.attention->supports(format),
         context.config.file.string() + ": [" + attention_table + "] backend \"" + p.attention_name +
             "\" cannot read the \"" + format + "\" views of cache \"" + cache.name + "\"" +

@@ -12,7 +12,6 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include "kivi/attention/attention.h"
 #include "kivi/cache/kv_cache.h"
@@ -36,11 +35,7 @@ std::filesystem::path model_folder(const std::string& name) {
 // Runs body(group) on `size` threads, the ranks of one group that meet through a store on a
 // port the system picks. Rethrows the first rank's exception.
 void run_ranks(int64_t size, const std::function<void(TensorParallelGroup&)>& body) {
-  c10d::TCPStoreOptions store_options;
-  store_options.port = 0;  // any free port: tests run in parallel
-  store_options.isServer = true;
-  store_options.waitWorkers = false;
-  c10d::TCPStore server("127.0.0.1", store_options);
+  const auto server = StoreServer::start("127.0.0.1", 0);  // any free port: tests run in parallel
   std::vector<std::exception_ptr> errors(size);
   std::vector<std::thread> threads;
   for (int64_t r = 0; r < size; ++r)
@@ -49,7 +44,7 @@ void run_ranks(int64_t size, const std::function<void(TensorParallelGroup&)>& bo
         ParallelConfig config;
         config.size = size;
         config.rank = r;
-        config.port = server.getPort();
+        config.port = server->port();
         config.rank0_hosts_store = false;
         config.timeout = std::chrono::seconds(60);
         auto group = TensorParallelGroup::connect(config, at::kCPU);
@@ -78,9 +73,9 @@ CacheChoice cache_choice(const std::string& kind, int64_t head_dim) {
 
 // A prompt batch (two right-padded rows, the second 9 tokens shorter) and 24 decode tokens.
 struct Inputs {
-  at::Tensor prompt;                 // [2, 45] int64
-  std::vector<int64_t> counts;       // valid tokens per row
-  std::vector<at::Tensor> decoded;   // 24 x [2, 1] int64
+  at::Tensor prompt;                // [2, 45] int64
+  std::vector<int64_t> counts;      // valid tokens per row
+  std::vector<at::Tensor> decoded;  // 24 x [2, 1] int64
 };
 
 Inputs make_inputs(int64_t vocab) {
@@ -104,7 +99,8 @@ at::Tensor run_steps(CausalLM& model, const CacheChoice& choice, const Inputs& i
   logits.push_back(model.forward(in.prompt, positions, in.counts, *cache));
   for (const at::Tensor& token : in.decoded) {
     const at::Tensor pos =
-        at::tensor(std::vector<int64_t>{cache->length(0), cache->length(1)}, at::kLong).view({2, 1});
+        at::tensor(std::vector<int64_t>{cache->length(0), cache->length(1)}, at::kLong)
+            .view({2, 1});
     logits.push_back(model.forward(token, pos, {}, *cache));
   }
   return at::cat(logits, 1);
@@ -191,9 +187,9 @@ TEST_CASE("tensor parallel: 2 and 4 ranks give the logits of 1 (fp32 and KIVI ca
   const std::string cache = GENERATE(as<std::string>{}, "fp32", "kivi");
   const int64_t size = GENERATE(2, 4);
   const ModelConfig config = load_model_config(model_folder(model));
-  const bool splits = config.num_attention_heads % size == 0 &&
-                      (config.num_key_value_heads % size == 0 ||
-                       size % config.num_key_value_heads == 0);
+  const bool splits =
+      config.num_attention_heads % size == 0 &&
+      (config.num_key_value_heads % size == 0 || size % config.num_key_value_heads == 0);
   INFO(model << ", " << cache << " cache, " << size << " ranks");
   const Inputs in = make_inputs(config.vocab_size);
   if (!splits) {

@@ -83,6 +83,11 @@ std::unique_ptr<Engine> Engine::start(std::unique_ptr<State> state, const std::s
   state->source = source;
   apply_overrides(state->root, overrides);
   HostConfig config = parse_host_config(state->root, source);  // every error now, not at a call
+  check(!config.parallel.present ||
+            (config.parallel.tensor == 1 && config.parallel.launch == "local"),
+        source + ": [parallel] tensor = " + std::to_string(config.parallel.tensor) +
+            ": the engine runs in this process alone; tensor parallelism starts its ranks from "
+            "kivi-host (kivi-host MODE --config run.toml --tp N)");
   for (const std::string& dir : plugin_dirs) config.plugin_dirs.emplace_back(dir);
   state->plugin_dirs = config.plugin_dirs;
   state->context.config = std::move(config);

@@ -10,9 +10,8 @@ std::string ShardPlan::describe() const {
     return n == 1 ? std::to_string(start)
                   : std::to_string(start) + "-" + std::to_string(start + n - 1);
   };
-  std::string s = "rank " + std::to_string(rank) + " of " + std::to_string(size) +
-                  ": q heads " + range(q_head_start, q_heads) + ", kv heads " +
-                  range(kv_head_start, kv_heads);
+  std::string s = "rank " + std::to_string(rank) + " of " + std::to_string(size) + ": q heads " +
+                  range(q_head_start, q_heads) + ", kv heads " + range(kv_head_start, kv_heads);
   if (kv_replicas > 1) s += " (each on " + std::to_string(kv_replicas) + " ranks)";
   s += ", mlp columns " + range(intermediate_start, intermediate) + ", vocab rows " +
        range(vocab_start, vocab_rows);
@@ -20,18 +19,18 @@ std::string ShardPlan::describe() const {
 }
 
 ShardPlan plan_shards(const ModelConfig& config, int64_t rank, int64_t size) {
-  check(size >= 1 && rank >= 0 && rank < size,
-        "tensor parallel: rank " + std::to_string(rank) + " of " + std::to_string(size) +
-            " is not a rank of the group");
+  check(size >= 1 && rank >= 0 && rank < size, "tensor parallel: rank " + std::to_string(rank) +
+                                                   " of " + std::to_string(size) +
+                                                   " is not a rank of the group");
   const int64_t heads = config.num_attention_heads, kv = config.num_key_value_heads;
   const std::string setting = "[parallel] tensor = " + std::to_string(size);
   check(heads % size == 0, setting + ": the model's " + std::to_string(heads) +
-                               " attention heads do not split evenly over " +
-                               std::to_string(size) + " ranks; choose a tensor size that divides " +
+                               " attention heads do not split evenly over " + std::to_string(size) +
+                               " ranks; choose a tensor size that divides " +
                                std::to_string(heads));
   check(kv % size == 0 || size % kv == 0,
-        setting + ": the model's " + std::to_string(kv) +
-            " KV heads neither split evenly over " + std::to_string(size) +
+        setting + ": the model's " + std::to_string(kv) + " KV heads neither split evenly over " +
+            std::to_string(size) +
             " ranks nor divide it (for replication); choose a tensor size that divides or is a "
             "multiple of " +
             std::to_string(kv));

@@ -14,6 +14,14 @@
 #include "kivi/util/error.h"
 
 namespace kivi {
+namespace {
+
+// c10d's messages carry a C++ backtrace after their first line.
+std::string first_line(const std::string& s) {
+  return s.substr(0, s.find('\n'));
+}
+
+}  // namespace
 
 struct TensorParallelGroup::Impl {
   ParallelConfig config;
@@ -36,14 +44,14 @@ struct TensorParallelGroup::Impl {
                   std::to_string(config.timeout.count() / 1000) + " s): " + first_line(e.what()));
     }
   }
-  static std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 };
 
 namespace {
 
 c10::intrusive_ptr<c10d::Backend> make_gloo(const c10::intrusive_ptr<c10d::Store>& store,
-                                            const ParallelConfig& config) {
-  auto options = c10d::ProcessGroupGloo::Options::create(config.timeout);
+                                            const ParallelConfig& config,
+                                            std::chrono::milliseconds timeout) {
+  auto options = c10d::ProcessGroupGloo::Options::create(timeout);
   // Gloo's transport binds to this address; loopback for one host, else the address the other
   // ranks reach this one by (resolved from the hostname).
   options->devices.push_back(config.address == "127.0.0.1" || config.address == "localhost"
@@ -67,8 +75,8 @@ void disable_flight_recorder() {
 
 std::shared_ptr<TensorParallelGroup> TensorParallelGroup::connect(const ParallelConfig& config,
                                                                   at::Device device) {
-  check(config.size >= 1, "[parallel] tensor = " + std::to_string(config.size) +
-                              ": expected a number of ranks >= 1");
+  check(config.size >= 1,
+        "[parallel] tensor = " + std::to_string(config.size) + ": expected a number of ranks >= 1");
   check(config.rank >= 0 && config.rank < config.size,
         "tensor parallel: rank " + std::to_string(config.rank) + " is outside [0, " +
             std::to_string(config.size) + ")");
@@ -90,20 +98,46 @@ std::shared_ptr<TensorParallelGroup> TensorParallelGroup::connect(const Parallel
     auto prefixed = [&](const std::string& prefix) -> c10::intrusive_ptr<c10d::Store> {
       return c10::make_intrusive<c10d::PrefixStore>(prefix, impl->store);
     };
-    impl->control = make_gloo(prefixed("kivi/control/"), config);
+    // The control channel: a year is "as long as it takes" (see ParallelConfig::timeout).
+    impl->control = make_gloo(prefixed("kivi/control/"), config, std::chrono::hours(24 * 365));
     if (device.is_cuda())
       impl->compute = make_nccl_backend(prefixed("kivi/nccl/"), config, device);
     else
-      impl->compute = make_gloo(prefixed("kivi/compute/"), config);
+      impl->compute = make_gloo(prefixed("kivi/compute/"), config, config.timeout);
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
-    throw Error(impl->who() + ": joining the group through the store at " + where +
-                " failed (are all " + std::to_string(config.size) +
-                " ranks started, with the same [parallel] address and port?): " +
-                Impl::first_line(e.what()));
+    throw Error(
+        impl->who() + ": joining the group through the store at " + where + " failed (are all " +
+        std::to_string(config.size) +
+        " ranks started, with the same [parallel] address and port?): " + first_line(e.what()));
   }
   return std::shared_ptr<TensorParallelGroup>(new TensorParallelGroup(std::move(impl)));
+}
+
+struct StoreServer::Impl {
+  c10::intrusive_ptr<c10d::TCPStore> store;
+};
+
+std::unique_ptr<StoreServer> StoreServer::start(const std::string& address, int port) {
+  auto impl = std::make_unique<Impl>();
+  try {
+    c10d::TCPStoreOptions options;
+    options.port = static_cast<uint16_t>(port);
+    options.isServer = true;
+    options.waitWorkers = false;
+    impl->store = c10::make_intrusive<c10d::TCPStore>(address, options);
+  } catch (const std::exception& e) {
+    throw Error("tensor parallel: cannot start the TCPStore at " + address + ":" +
+                std::to_string(port) +
+                " ([parallel] address and port; another run using it?): " + first_line(e.what()));
+  }
+  return std::unique_ptr<StoreServer>(new StoreServer(std::move(impl)));
+}
+StoreServer::StoreServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+StoreServer::~StoreServer() = default;
+int StoreServer::port() const {
+  return impl_->store->getPort();
 }
 
 TensorParallelGroup::TensorParallelGroup(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

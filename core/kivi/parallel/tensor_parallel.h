@@ -24,9 +24,26 @@ struct ParallelConfig {
   // true: rank 0 runs the store's server; false: a server already listens there (a test, or a
   // launcher that started one).
   bool rank0_hosts_store = true;
-  // How long a rank waits for the others, at the rendezvous and in every collective, before it
-  // gives up with an error (a rank that died or hangs).
+  // How long a rank waits for the others, at the rendezvous and in the model's collectives,
+  // before it gives up with an error (a rank that hangs; one that dies closes its connections,
+  // which the others notice at once). The control channel (broadcast_control) waits without
+  // this limit: rank 0 may idle for hours between requests.
   std::chrono::milliseconds timeout{std::chrono::seconds(120)};
+};
+
+// A TCPStore server apart from the ranks: what a launcher starts before its ranks, so that
+// port 0 (any free port) can be passed on to them, and what tests use.
+class StoreServer {
+ public:
+  // Listens on `address`:`port` (0: a free port the system picks). Throws kivi::Error.
+  static std::unique_ptr<StoreServer> start(const std::string& address, int port);
+  ~StoreServer();
+  int port() const;
+
+ private:
+  struct Impl;
+  explicit StoreServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
 };
 
 class TensorParallelGroup {
@@ -51,7 +68,8 @@ class TensorParallelGroup {
   void all_reduce(at::Tensor& t);
   // Every rank's `t` (each of the same shape), concatenated along `dim` in rank order.
   at::Tensor all_gather(const at::Tensor& t, int64_t dim);
-  // Rank `root`'s values of `t` (CPU, contiguous) into every rank's `t`.
+  // Rank `root`'s values of `t` (CPU, contiguous) into every rank's `t`; waits for the root as
+  // long as it takes (its death ends the wait with an error).
   void broadcast_control(at::Tensor& t, int64_t root = 0);
   // Sum of a CPU int64 vector over the ranks (the cache statistics), in place.
   void all_reduce_control(at::Tensor& t);
