@@ -155,6 +155,7 @@ int run_host(int argc, const char* const* argv, std::ostream& out, std::ostream&
 
     // A local launch: this process is rank 0 and starts the others (rank_launch.h).
     std::unique_ptr<LocalRanks> ranks;
+    if (config.parallel.present) check_parallel_mode(config);
     if (config.parallel.present && config.parallel.launch == "local" && config.parallel.tensor > 1)
       ranks = LocalRanks::start(config, std::vector<std::string>(argv + 1, argv + argc), err);
     HostContext context{std::move(config), {}, out, err};

@@ -275,8 +275,8 @@ ParallelChoice read_parallel(ConfigTable& top) {
   p.port = table.get_int_in("port", p.port, 0, 65535);
   if (p.port == 0 && p.launch == "external")
     table.fail("port",
-               "0 (any free port) needs launch = \"local\": ranks started apart must "
-               "be told the port");
+               "is needed with launch = \"external\": every rank names the port of rank "
+               "0's store (0, any free port, serves a local launch only)");
   p.timeout_seconds = table.get_int_in("timeout_seconds", p.timeout_seconds, 1, 86400);
   table.finish();
   return p;

@@ -150,7 +150,7 @@ struct ParallelChoice {
   std::string launch = "local";
   int64_t rank = 0;
   std::string address = "127.0.0.1";  // rank 0's TCPStore
-  int64_t port = 29511;               // 0 (local launch): any free port
+  int64_t port = 0;                   // rank 0's store; 0 (local launch only): any free port
   int64_t timeout_seconds = 120;      // a rank silent this long in a collective is an error
   bool operator==(const ParallelChoice&) const = default;
 };

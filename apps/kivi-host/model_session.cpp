@@ -40,8 +40,8 @@ std::shared_ptr<TensorParallelGroup> join_group(const HostConfig& cfg, const at:
   p.rank = cfg.parallel.rank;
   p.address = cfg.parallel.address;
   p.port = static_cast<int>(cfg.parallel.port);
-  // A local launch's rank 0 started the store before its ranks (tensor_parallel_launch.h).
-  p.rank0_hosts_store = cfg.parallel.launch == "external";
+  // A local launch of several ranks started the store before them (rank_launch.h).
+  p.rank0_hosts_store = !(cfg.parallel.launch == "local" && cfg.parallel.tensor > 1);
   p.timeout = std::chrono::seconds(cfg.parallel.timeout_seconds);
   const ActivityScope joining("joining the tensor-parallel group (rank " + std::to_string(p.rank) +
                                   " of " + std::to_string(p.size) + ", store " + p.address + ":" +

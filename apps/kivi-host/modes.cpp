@@ -1,6 +1,5 @@
 // The one table of modes: known_modes() (validation, --help), each mode's help (what it does,
 // the run.toml tables it reads) and dispatch all read it.
-#include <algorithm>
 #include <functional>
 #include <map>
 #include <ostream>
@@ -101,16 +100,7 @@ void print_mode_help(std::ostream& out, const std::string& name) {
 int run_mode(HostContext& context) {
   const HostConfig& cfg = context.config;
   if (cfg.parallel.present) {
-    static const std::vector<std::string> parallel_modes = {"generate", "chat",  "perplexity",
-                                                            "compare",  "bench", "serve"};
-    check(std::find(parallel_modes.begin(), parallel_modes.end(), cfg.mode) != parallel_modes.end(),
-          cfg.file.string() + ": [parallel] tensor: mode " + cfg.mode +
-              " runs no model to split; tensor parallelism is for generate, chat, perplexity, "
-              "compare, bench and serve");
-    check(!(cfg.mode == "bench" && cfg.bench.find_max_batch),
-          cfg.file.string() +
-              ": [bench] find_max_batch retries after running out of memory, "
-              "which the ranks of [parallel] cannot do together; time a batch");
+    check_parallel_mode(cfg);
     if (cfg.parallel.rank != 0) return run_rank_mode(context);
   }
   return mode_table().at(cfg.mode).run(context);

@@ -170,8 +170,8 @@ class DriverCache final : public KVCache {
     // Straight into the cache (bench's fill = "random"): the other ranks append random K/V of
     // their own heads, the same number of tokens per row.
     std::lock_guard<std::mutex> lock(driver_->mutex());
-    driver_->channel().send(Header{kAppend, id_, layer, k.size(0), k.size(2),
-                                   static_cast<int64_t>(counts.size())});
+    driver_->channel().send(
+        Header{kAppend, id_, layer, k.size(0), k.size(2), static_cast<int64_t>(counts.size())});
     if (!counts.empty()) driver_->channel().send(longs(counts));
     local_->append(layer, k, v, counts);
   }
@@ -244,8 +244,8 @@ class DriverFactory final : public KVCacheFactory {
   std::unique_ptr<KVCache> create(const CacheGeometry& geometry) const override {
     std::lock_guard<std::mutex> lock(driver_->mutex());
     const int64_t cache = driver_->next_cache_id();
-    driver_->channel().send(Header{kCreate, cache, id_, geometry.max_batch, geometry.max_tokens,
-                                   geometry.pool_pages});
+    driver_->channel().send(
+        Header{kCreate, cache, id_, geometry.max_batch, geometry.max_tokens, geometry.pool_pages});
     return std::make_unique<DriverCache>(driver_, cache, local_->create(geometry));
   }
 
@@ -276,7 +276,13 @@ class DriverModel final : public CausalLM {
   void set_attention(std::shared_ptr<const Attention> attention) override {
     shard_->set_attention(std::move(attention));
   }
-  void set_tap(TapFn tap) override { shard_->set_tap(std::move(tap)); }
+  // A tap takes rank 0 off the CUDA graphs that the other ranks would replay, with their
+  // collectives in another order: not offered.
+  void set_tap(TapFn tap) override {
+    check(!tap,
+          "tensor parallel: debug taps are not available with [parallel] (rank 0 would "
+          "leave the decode graphs the other ranks run)");
+  }
 
  private:
   at::Tensor run(const at::Tensor& ids, const at::Tensor& positions,
@@ -327,9 +333,9 @@ CachePairing driver_pairing(const std::shared_ptr<RankDriver>& driver,
   const PluginChoice& c = pairing.cache_choice;
   const PluginChoice& a = pairing.attention_choice;
   driver->channel().send(Header{kUse, factory, static_cast<int64_t>(c.name.size()),
-                               static_cast<int64_t>(c.options_toml.size()),
-                               static_cast<int64_t>(a.name.size()),
-                               static_cast<int64_t>(a.options_toml.size())});
+                                static_cast<int64_t>(c.options_toml.size()),
+                                static_cast<int64_t>(a.name.size()),
+                                static_cast<int64_t>(a.options_toml.size())});
   for (const std::string* s : {&c.name, &c.options_toml, &a.name, &a.options_toml})
     driver->channel().send(*s);
   CachePairing out = pairing;
@@ -357,8 +363,8 @@ void run_rank_worker(const HostContext& context, CausalLM& model, TensorParallel
         const int64_t batch = h[3], tokens = h[4];
         const at::Tensor ids = channel.receive({batch, tokens});
         const at::Tensor positions = channel.receive({batch, tokens});
-        const std::vector<int64_t> counts = h[5] > 0 ? to_vector(channel.receive({h[5]}))
-                                                     : std::vector<int64_t>{};
+        const std::vector<int64_t> counts =
+            h[5] > 0 ? to_vector(channel.receive({h[5]})) : std::vector<int64_t>{};
         if (h[2]) {
           model.forward_last(ids, positions, counts, cache(h[1]));
         } else {
@@ -415,8 +421,8 @@ void run_rank_worker(const HostContext& context, CausalLM& model, TensorParallel
         break;
       case kAppend: {
         KVCache& c = cache(h[1]);
-        const std::vector<int64_t> counts = h[5] > 0 ? to_vector(channel.receive({h[5]}))
-                                                     : std::vector<int64_t>{};
+        const std::vector<int64_t> counts =
+            h[5] > 0 ? to_vector(channel.receive({h[5]})) : std::vector<int64_t>{};
         const CacheGeometry& g = c.geometry();
         const auto options = at::TensorOptions().dtype(g.dtype).device(g.device);
         const at::Tensor k = at::randn({h[3], g.num_kv_heads, h[4], g.head_dim}, options);

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -23,8 +24,8 @@ namespace {
 
 // "rank 2 (pid 1234) exited with status 1" / "was killed by signal 9 (Killed)".
 std::string describe_exit(int64_t rank, pid_t pid, int status) {
-  std::string s = "tensor parallel rank " + std::to_string(rank) + " (pid " +
-                  std::to_string(pid) + ") ";
+  std::string s =
+      "tensor parallel rank " + std::to_string(rank) + " (pid " + std::to_string(pid) + ") ";
   if (WIFSIGNALED(status))
     return s + "was killed by signal " + std::to_string(WTERMSIG(status)) + " (" +
            strsignal(WTERMSIG(status)) + ")";
@@ -177,6 +178,19 @@ void on_rank0_gone(int) {
 }
 
 }  // namespace
+
+void check_parallel_mode(const HostConfig& cfg) {
+  static const std::vector<std::string> modes = {"generate", "chat",  "perplexity",
+                                                 "compare",  "bench", "serve"};
+  check(std::find(modes.begin(), modes.end(), cfg.mode) != modes.end(),
+        cfg.file.string() + ": [parallel] tensor: mode " + cfg.mode +
+            " runs no model to split; tensor parallelism is for generate, chat, perplexity, "
+            "compare, bench and serve");
+  check(!(cfg.mode == "bench" && cfg.bench.find_max_batch),
+        cfg.file.string() +
+            ": [bench] find_max_batch retries after running out of memory, "
+            "which the ranks of [parallel] cannot do together; time a batch");
+}
 
 int run_rank_mode(HostContext& context) {
   signal(SIGTERM, on_rank0_gone);

@@ -30,6 +30,10 @@ class LocalRanks {
   std::unique_ptr<Impl> impl_;
 };
 
+// Throws unless `config`'s mode can run with [parallel] (a model-running mode, not bench's
+// find_max_batch); checked before any rank starts.
+void check_parallel_mode(const HostConfig& config);
+
 // Ranks 1..N-1 in kivi-host: load this rank's shard and follow rank 0 until it stops.
 int run_rank_mode(struct HostContext& context);
 

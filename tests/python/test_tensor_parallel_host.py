@@ -36,7 +36,7 @@ def generated_text(stdout):
     return stdout.split("\ncache:")[0]
 
 
-@pytest.mark.parametrize("ranks", [2, 4])
+@pytest.mark.parametrize("ranks", [1, 2, 4])
 def test_generate_matches_one_rank(ranks):
     one = run("--config", str(GENERATE))
     many = run("--config", str(GENERATE), "--tp", str(ranks))
@@ -118,3 +118,11 @@ def test_a_killed_rank_0_ends_the_others():
     assert not os.path.exists(f"/proc/{rank1}") or time.time() < deadline
     assert "this rank was told to stop" in err or "tensor parallel rank 1" in err, err
     print(f"rank 1 ended {time.time() - start:.2f} s after rank 0 was killed")
+
+
+def test_a_mode_without_a_model_is_refused_before_ranks_start():
+    done = subprocess.run([host(), "tokenize", "--config", str(REPO / "configs" / "tokenize.toml"),
+                           "--tp", "2"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "mode tokenize runs no model to split" in done.stderr
+    assert done.stderr.count("error:") == 1, done.stderr  # rank 0 alone: no rank was started

@@ -80,7 +80,8 @@ std::shared_ptr<TensorParallelGroup> TensorParallelGroup::connect(const Parallel
   check(config.rank >= 0 && config.rank < config.size,
         "tensor parallel: rank " + std::to_string(config.rank) + " is outside [0, " +
             std::to_string(config.size) + ")");
-  check(config.port > 0 && config.port < 65536,
+  // Port 0 (any free port) serves a group of one: nobody else must find the store.
+  check((config.port > 0 || config.size == 1) && config.port < 65536,
         "[parallel] port = " + std::to_string(config.port) + ": expected a TCP port in 1..65535");
   disable_flight_recorder();
   auto impl = std::make_unique<Impl>();

@@ -20,7 +20,7 @@ struct ParallelConfig {
   int64_t rank = 0;  // this process's rank, 0 .. size - 1
   // The TCPStore every rank connects to. Ranks on other machines name rank 0's address.
   std::string address = "127.0.0.1";
-  int port = 29511;
+  int port = 29511;  // 0: any free port, for a group of one
   // true: rank 0 runs the store's server; false: a server already listens there (a test, or a
   // launcher that started one).
   bool rank0_hosts_store = true;
