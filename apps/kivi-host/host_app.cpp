@@ -80,6 +80,22 @@ CommandLine parse_command_line(int argc, const char* const* argv) {
   return cl;
 }
 
+// A flag's whole-number value in [1, max], e.g. --tp 4; `what` names the unit in the message.
+int64_t count_argument(const std::string& flag, const std::string& text, int64_t max,
+                       const std::string& what) {
+  size_t used = 0;
+  int64_t value = 0;
+  try {
+    value = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || value < 1 || value > max)
+    throw Error("command line: " + flag + " \"" + text + "\": expected a number of " + what +
+                " from 1 to " + std::to_string(max));
+  return value;
+}
+
 }  // namespace
 
 int run_host(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
@@ -120,17 +136,8 @@ int run_host(int argc, const char* const* argv, std::ostream& out, std::ostream&
       if (config.mode != "serve")
         throw Error("command line: --profile N is for serve (mode here: " + config.mode +
                     "); bench profiles with [bench] profile = true");
-      size_t used = 0;
-      int64_t steps = 0;
-      try {
-        steps = std::stoll(cl.profile_steps, &used);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      if (used != cl.profile_steps.size() || steps < 1 || steps > (int64_t{1} << 20))
-        throw Error("command line: --profile \"" + cl.profile_steps +
-                    "\": expected a number of forward passes from 1 to 1048576");
-      config.serve.profile_steps = steps;
+      config.serve.profile_steps =
+          count_argument("--profile", cl.profile_steps, int64_t{1} << 20, "forward passes");
     }
     if (cl.verbose) {
       if (config.mode != "serve")
@@ -138,16 +145,7 @@ int run_host(int argc, const char* const* argv, std::ostream& out, std::ostream&
       if (config.serve.stats_seconds == 0) config.serve.stats_seconds = 10;
     }
     if (!cl.tensor_parallel.empty()) {
-      size_t used = 0;
-      int64_t ranks = 0;
-      try {
-        ranks = std::stoll(cl.tensor_parallel, &used);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      if (used != cl.tensor_parallel.size() || ranks < 1 || ranks > 1024)
-        throw Error("command line: --tp \"" + cl.tensor_parallel +
-                    "\": expected a number of ranks from 1 to 1024");
+      const int64_t ranks = count_argument("--tp", cl.tensor_parallel, 1024, "ranks");
       config.parallel.present = true;
       config.parallel.tensor = ranks;
     }
