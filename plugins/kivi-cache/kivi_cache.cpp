@@ -640,6 +640,7 @@ PoolStats KiviCache::pool_stats() const {
   stats.pages = pool_->capacity();
   stats.page_tokens = pool_->block_tokens();
   stats.used = pool_->used();
+  stats.peak_used = pool_->peak_used();
   stats.cached = pool_->cached();
   stats.page_bytes =
       geometry_.num_layers * layer_bytes(options_, geometry_, page_capacity(options_)).total();

@@ -41,7 +41,10 @@ TEST_CASE("block pool hands out every block once, then none, and takes them back
   CHECK(pool.available() == 0);
   CHECK_FALSE(pool.allocate().has_value());
   pool.release(2);
-  CHECK(pool.available() == 1);
+  pool.release(3);
+  CHECK(pool.available() == 2);
+  CHECK(pool.peak_used() == 4);                     // a high-water mark: releases do not lower it
+  CHECK(pool.allocate() == BlockPool::BlockId{3});  // free blocks are a stack
   CHECK(pool.allocate() == BlockPool::BlockId{2});
 }
 
@@ -139,6 +142,7 @@ TEST_CASE("block pool: after thousands of random events every block is back") {
   };
   std::vector<Sequence> running;
   std::map<BlockPool::BlockId, int> owners;  // the model: owners per block
+  int64_t peak = 0;                          // the model's most blocks used at once
   // Prompts come from a few shared prefixes, so that lookups hit.
   auto prompt_block = [](int prefix, int index) {
     return tokens_from(1000 * prefix + 10 * index, kTokens);
@@ -162,7 +166,8 @@ TEST_CASE("block pool: after thousands of random events every block is back") {
           s.blocks.push_back(*block);
           previous = pool.publish(*block, previous, tokens);
         } else {
-          admitted = false;  // the pool ran dry: give back what it took
+          admitted = false;  // the pool ran dry (every block used): give back what it took
+          peak = kBlocks;
           break;
         }
         ++owners[s.blocks.back()];
@@ -205,11 +210,14 @@ TEST_CASE("block pool: after thousands of random events every block is back") {
     }
     REQUIRE(pool.used() == used);
     REQUIRE(pool.shared() == shared);
+    peak = std::max(peak, used);  // within an event, used only rises (or the pool ran dry)
+    REQUIRE(pool.peak_used() == peak);
     REQUIRE(pool.available() == kBlocks - used);
   }
   for (Sequence& s : running)
     for (BlockPool::BlockId b : s.blocks) pool.release(b);
   CHECK(pool.used() == 0);
+  CHECK(pool.peak_used() == kBlocks);  // the pool ran dry at some point, and the mark stays
   CHECK(pool.available() == kBlocks);
   CHECK(pool.hits() > 1000);  // the shared prefixes were found
   CHECK(pool.evictions() > 0);

@@ -72,7 +72,7 @@ class PagedServeTest(unittest.TestCase):
         self.assertEqual(m["kivi:cache_pages"], pages)
         self.assertEqual(m["kivi:max_batch"], 6)
         for name in ("kivi:num_requests_running", "kivi:num_requests_waiting", "kivi:cache_pages_used",
-                     "kivi:cache_pages_free", "kivi:num_preemptions_total", "kivi:generation_tokens_total",
+                     "kivi:cache_pages_peak", "kivi:cache_pages_free", "kivi:num_preemptions_total", "kivi:generation_tokens_total",
                      "kivi:time_to_first_token_seconds_count", 'kivi:time_per_output_token_seconds_bucket{le="+Inf"}'):
             self.assertIn(name, m)
         # KIVI-4 in pages: a page's bytes per token, well under fp32's 2 x 6 layers x 2 heads x 64 x 4.
@@ -113,6 +113,9 @@ class PagedServeTest(unittest.TestCase):
         health = self.wait_until_idle(30)
         self.assertEqual(health["cache_pages_used"], 0)
         self.assertGreater(metrics(self.server)["kivi:num_preemptions_total"], before)
+        # The high-water mark stays after the pages are back, and never passes the pool.
+        self.assertGreater(health["cache_pages_peak"], pages // 2)
+        self.assertLessEqual(health["cache_pages_peak"], pages)
 
 
 if __name__ == "__main__":

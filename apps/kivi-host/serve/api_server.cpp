@@ -42,6 +42,7 @@ void ApiServer::handle(const HttpRequest& request, HttpConnection& conn) {
                    {"cache_bytes", s.cache_bytes},
                    {"cache_pages", s.pool.pages},
                    {"cache_pages_used", s.pool.used},
+                   {"cache_pages_peak", s.pool.peak_used},
                    {"cache_pages_shared", s.pool.shared},
                    {"prefix_hit_rate", s.pool.prefix_queries > 0
                                            ? static_cast<double>(s.pool.prefix_hits) /
@@ -99,6 +100,8 @@ std::string ApiServer::metrics_text() const {
   gauge("cache_pages", "Pages of the paged cache's pool (0: not paged).",
         static_cast<double>(pool.pages));
   gauge("cache_pages_used", "Pages with an owner.", static_cast<double>(pool.used));
+  gauge("cache_pages_peak", "The most pages with an owner at once since the server started.",
+        static_cast<double>(pool.peak_used));
   gauge("cache_pages_free", "Pages free for admission.", static_cast<double>(pool.free()));
   gauge("cache_pages_shared", "Pages held by more than one sequence.",
         static_cast<double>(pool.shared));

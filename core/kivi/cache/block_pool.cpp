@@ -41,7 +41,7 @@ std::optional<BlockPool::BlockId> BlockPool::allocate() {
     return std::nullopt;
   }
   refcount_[block] = 1;
-  ++used_;
+  peak_used_ = std::max(peak_used_, ++used_);
   return block;
 }
 
@@ -129,7 +129,7 @@ std::optional<BlockPool::Hit> BlockPool::lookup(uint64_t previous,
     return std::nullopt;        // a hash collision: not the same prefix
   if (refcount_[block] == 0) {  // cached: used again
     lru_.erase(lru_at_[block]);
-    ++used_;
+    peak_used_ = std::max(peak_used_, ++used_);
   }
   if (++refcount_[block] == 2) ++shared_;
   ++hits_;

@@ -38,6 +38,9 @@ class BlockPool {
   // Blocks with an owner; blocks allocate() can hand out (free + cached); cached alone.
   int64_t used() const { return used_; }
   int64_t available() const { return capacity() - used_; }
+  // The most blocks used at once since construction (a high-water mark: exact, unlike a gauge
+  // sampled now and then).
+  int64_t peak_used() const { return peak_used_; }
   int64_t cached() const { return static_cast<int64_t>(lru_.size()); }
   // Blocks with more than one owner.
   int64_t shared() const { return shared_; }
@@ -92,7 +95,7 @@ class BlockPool {
   std::vector<uint64_t> hash_of_, previous_of_;  // [capacity]
   std::vector<std::vector<int32_t>> tokens_of_;  // [capacity]
   std::unordered_map<uint64_t, BlockId> by_hash_;
-  int64_t used_ = 0, shared_ = 0, hits_ = 0, lookups_ = 0, evictions_ = 0;
+  int64_t used_ = 0, peak_used_ = 0, shared_ = 0, hits_ = 0, lookups_ = 0, evictions_ = 0;
 };
 
 }  // namespace kivi

@@ -85,6 +85,7 @@ struct PoolStats {
   int64_t pages = 0;        // the pool's capacity
   int64_t page_tokens = 0;  // tokens per page
   int64_t used = 0;         // pages with an owner
+  int64_t peak_used = 0;    // the most pages with an owner at once since the cache was made
   int64_t shared = 0;       // of those, pages with more than one owner (forks, shared prefixes)
   int64_t cached = 0;       // pages without an owner whose contents are kept for a prefix hit
   int64_t page_bytes = 0;   // one page over all layers

@@ -142,7 +142,15 @@ int StoreServer::port() const {
 }
 
 TensorParallelGroup::TensorParallelGroup(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-TensorParallelGroup::~TensorParallelGroup() = default;
+TensorParallelGroup::~TensorParallelGroup() {
+  // NCCL wants its communicators destroyed by the owner, not at exit (ProcessGroupNCCL warns
+  // "destroy_process_group() was not called" otherwise); shutdown() is that normal exit. A rank
+  // that died is not waited for here: a dead peer ends the process before (see rank_launch).
+  try {
+    if (impl_->compute) impl_->compute->shutdown();
+  } catch (const std::exception&) {  // a destructor must not throw; the process is ending anyway
+  }
+}
 
 int64_t TensorParallelGroup::rank() const {
   return impl_->config.rank;
