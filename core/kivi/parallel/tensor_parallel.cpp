@@ -1,5 +1,6 @@
 #include "kivi/parallel/tensor_parallel.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <exception>
 #include <mutex>
@@ -29,6 +30,7 @@ struct TensorParallelGroup::Impl {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> control;  // Gloo, CPU tensors
   c10::intrusive_ptr<c10d::Backend> compute;  // the model's collectives: Gloo or NCCL
+  mutable std::atomic<bool> failed{false};    // a collective failed: a peer is gone
 
   std::string who() const {
     return "tensor parallel rank " + std::to_string(config.rank) + " of " +
@@ -40,6 +42,7 @@ struct TensorParallelGroup::Impl {
     try {
       work->wait();
     } catch (const std::exception& e) {
+      failed = true;
       throw Error(who() + ": " + what + " failed (another rank died, or did not reach it within " +
                   std::to_string(config.timeout.count() / 1000) + " s): " + first_line(e.what()));
     }
@@ -144,10 +147,16 @@ int StoreServer::port() const {
 TensorParallelGroup::TensorParallelGroup(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 TensorParallelGroup::~TensorParallelGroup() {
   // NCCL wants its communicators destroyed by the owner, not at exit (ProcessGroupNCCL warns
-  // "destroy_process_group() was not called" otherwise); shutdown() is that normal exit. A rank
-  // that died is not waited for here: a dead peer ends the process before (see rank_launch).
+  // "destroy_process_group() was not called" otherwise). shutdown() is the normal end: it
+  // flushes pending collectives, which would wait forever on a peer that is gone, so after a
+  // failed collective the communicators are aborted instead.
   try {
-    if (impl_->compute) impl_->compute->shutdown();
+    if (impl_->compute) {
+      if (impl_->failed)
+        impl_->compute->abort();
+      else
+        impl_->compute->shutdown();
+    }
   } catch (const std::exception&) {  // a destructor must not throw; the process is ending anyway
   }
 }
