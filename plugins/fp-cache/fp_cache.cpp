@@ -98,54 +98,76 @@ void FpCache::ensure_capacity(int64_t layer, int64_t tokens) {
 
 void FpCache::append(int64_t layer, const at::Tensor& k, const at::Tensor& v,
                      std::span<const int64_t> new_counts) {
+  check_append_inputs(geometry_, k, v, new_counts, "fp cache");  // the whole batch, not a range
+  append_range(0, layer, k, v, new_counts);
+}
+
+void FpCache::append_range(int64_t first, int64_t layer, const at::Tensor& k, const at::Tensor& v,
+                           std::span<const int64_t> new_counts) {
   check_layer(layer);
-  check_append_inputs(geometry_, k, v, new_counts, "fp cache");
+  // The range is k's rows (k not 4-D: the shape error then names the rows from first on).
+  CacheGeometry rows_geometry = geometry_;
+  rows_geometry.max_batch = k.defined() && k.dim() == 4 ? k.size(0) : geometry_.max_batch - first;
+  const int64_t n = rows_geometry.max_batch;
+  check_row_range(geometry_, first, n, "fp cache");
+  check_append_inputs(rows_geometry, k, v, new_counts, "fp cache");
   const int64_t new_tokens = k.size(2);
-  std::vector<int64_t>& lengths = lengths_[layer];
-  std::vector<int64_t> counts(geometry_.max_batch, new_tokens);
+  // The range's rows: their lengths (updated at the end) and counts.
+  std::vector<int64_t> lengths(lengths_[layer].begin() + first,
+                               lengths_[layer].begin() + first + n);
+  std::vector<int64_t> counts(n, new_tokens);
   if (!new_counts.empty()) counts.assign(new_counts.begin(), new_counts.end());
 
   int64_t needed = 0;
-  for (int64_t b = 0; b < geometry_.max_batch; ++b)
-    needed = std::max(needed, lengths[b] + counts[b]);
+  for (int64_t r = 0; r < n; ++r) needed = std::max(needed, lengths[r] + counts[r]);
   check(geometry_.max_tokens == 0 || needed <= geometry_.max_tokens,
         "fp cache: appending would hold " + std::to_string(needed) +
             " tokens in one sequence, over max_tokens = " + std::to_string(geometry_.max_tokens));
   ensure_capacity(layer, needed);
+  if (needed == 0) return;  // nothing stored and nothing to store (no storage yet either)
+  at::Tensor keys = keys_[layer].narrow(0, first, n);      // [n, H, capacity, D], a view
+  at::Tensor values = values_[layer].narrow(0, first, n);  // [n, H, capacity, D], a view
+  auto commit = [&] {
+    for (int64_t r = 0; r < n; ++r) lengths_[layer][first + r] += counts[r];
+  };
 
-  if (cuda_append(k, v, keys_[layer], values_[layer], lengths, counts)) {
-    for (int64_t b = 0; b < geometry_.max_batch; ++b) lengths[b] += counts[b];
-    return;
-  }
+  if (cuda_append(k, v, keys, values, lengths, counts)) return commit();
   const bool uniform =
       std::all_of(counts.begin(), counts.end(), [&](int64_t c) { return c == new_tokens; }) &&
-      std::all_of(lengths.begin(), lengths.end(), [&](int64_t n) { return n == lengths[0]; });
+      std::all_of(lengths.begin(), lengths.end(), [&](int64_t l) { return l == lengths[0]; });
   if (uniform) {
     // The common case (one prompt, or lock-step decode): one strided copy per tensor.
-    keys_[layer].narrow(2, lengths[0], new_tokens).copy_(k);
-    values_[layer].narrow(2, lengths[0], new_tokens).copy_(v);
+    keys.narrow(2, lengths[0], new_tokens).copy_(k);
+    values.narrow(2, lengths[0], new_tokens).copy_(v);
   } else {
-    for (int64_t b = 0; b < geometry_.max_batch; ++b) {
-      if (counts[b] == 0) continue;
-      keys_[layer][b].narrow(1, lengths[b], counts[b]).copy_(k[b].narrow(1, 0, counts[b]));
-      values_[layer][b].narrow(1, lengths[b], counts[b]).copy_(v[b].narrow(1, 0, counts[b]));
+    for (int64_t r = 0; r < n; ++r) {
+      if (counts[r] == 0) continue;
+      keys[r].narrow(1, lengths[r], counts[r]).copy_(k[r].narrow(1, 0, counts[r]));
+      values[r].narrow(1, lengths[r], counts[r]).copy_(v[r].narrow(1, 0, counts[r]));
     }
   }
-  for (int64_t b = 0; b < geometry_.max_batch; ++b) lengths[b] += counts[b];
+  commit();
 }
 
 CacheView FpCache::view(int64_t layer) const {
+  return view_range(layer, 0, geometry_.max_batch);
+}
+
+CacheView FpCache::view_range(int64_t layer, int64_t first, int64_t n) const {
   check_layer(layer);
+  check_row_range(geometry_, first, n, "fp cache");
   CacheView view;
-  view.lengths = lengths_[layer];
+  view.lengths.assign(lengths_[layer].begin() + first, lengths_[layer].begin() + first + n);
   if (!keys_[layer].defined()) {
     // Nothing stored yet: an empty capacity of the right shape.
     auto options = at::TensorOptions().dtype(storage_dtype_).device(geometry_.device);
-    const std::vector<int64_t> shape = {geometry_.max_batch, geometry_.num_kv_heads, 0,
-                                        geometry_.head_dim};
+    const std::vector<int64_t> shape = {n, geometry_.num_kv_heads, 0, geometry_.head_dim};
     view.dense = DenseKV{at::empty(shape, options), at::empty(shape, options), view.lengths};
-  } else {
+  } else if (first == 0 && n == geometry_.max_batch) {
     view.dense = DenseKV{keys_[layer], values_[layer], view.lengths};
+  } else {
+    view.dense =
+        DenseKV{keys_[layer].narrow(0, first, n), values_[layer].narrow(0, first, n), view.lengths};
   }
   DenseKV dense = view.dense;
   view.expand = [dense] { return dense; };

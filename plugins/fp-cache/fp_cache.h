@@ -17,6 +17,10 @@ class FpCache final : public KVCache {
   void append(int64_t layer, const at::Tensor& k, const at::Tensor& v,
               std::span<const int64_t> new_counts) override;
   CacheView view(int64_t layer) const override;
+  bool serves_row_ranges() const override { return true; }
+  void append_range(int64_t first, int64_t layer, const at::Tensor& k, const at::Tensor& v,
+                    std::span<const int64_t> new_counts) override;
+  CacheView view_range(int64_t layer, int64_t first, int64_t n) const override;
   int64_t length(int64_t seq) const override;
   void reorder(std::span<const int64_t> beam_index) override;
   void truncate(int64_t new_length, int64_t seq) override;

@@ -203,17 +203,18 @@ void KiviCache::ensure_capacity(Layer& s, const LayerCapacity& needed) {
 }
 
 template <class Fn>
-void KiviCache::for_rows(const Layer& s, std::span<const int64_t> counts, Fn fn) const {
+void KiviCache::for_rows(const Layer& s, std::span<const int64_t> counts, Rows range, Fn fn) const {
   const KiviParts& p = s.parts;
+  const int64_t b0 = range.b0;
   bool uniform = true;
-  for (int64_t b = 1; b < geometry_.max_batch && uniform; ++b)
-    uniform = s.length[b] == s.length[0] && p.key_quantized[b] == p.key_quantized[0] &&
-              p.value_quantized[b] == p.value_quantized[0] &&
-              (counts.empty() || counts[b] == counts[0]);
+  for (int64_t b = b0 + 1; b < b0 + range.n && uniform; ++b)
+    uniform = s.length[b] == s.length[b0] && p.key_quantized[b] == p.key_quantized[b0] &&
+              p.value_quantized[b] == p.value_quantized[b0] &&
+              (counts.empty() || counts[b] == counts[b0]);
   if (uniform) {
-    fn(Rows{0, geometry_.max_batch});
+    fn(range);
   } else {
-    for (int64_t b = 0; b < geometry_.max_batch; ++b) fn(Rows{b, 1});
+    for (int64_t b = b0; b < b0 + range.n; ++b) fn(Rows{b, 1});
   }
 }
 
@@ -298,7 +299,7 @@ void KiviCache::settle_keys(Layer& s) {
   if (!options_.quantize_keys()) return;
   KiviParts& p = s.parts;
   const int64_t flush = options_.key_flush();
-  for_rows(s, {}, [&](Rows rows) {
+  for_rows(s, {}, Rows{0, geometry_.max_batch}, [&](Rows rows) {
     const int64_t kq = p.key_quantized[rows.b0];
     if (s.length[rows.b0] - kq < flush) return;
     store_keys(s, rows, kq / options_.group_size,
@@ -315,7 +316,7 @@ int64_t KiviCache::settled_values(const Layer& s, int64_t b) const {
 void KiviCache::settle(Layer& s) {
   settle_keys(s);
   KiviParts& p = s.parts;
-  for_rows(s, {}, [&](Rows rows) {
+  for_rows(s, {}, Rows{0, geometry_.max_batch}, [&](Rows rows) {
     const int64_t vq = p.value_quantized[rows.b0], new_vq = settled_values(s, rows.b0);
     if (new_vq == vq) return;
     store_values(s, rows, vq, value_window(s, rows, vq, new_vq));
@@ -404,11 +405,24 @@ void KiviCache::append_rows(Layer& s, Rows rows, const at::Tensor& k, const at::
 
 void KiviCache::append(int64_t layer, const at::Tensor& k, const at::Tensor& v,
                        std::span<const int64_t> new_counts) {
+  check_append_inputs(geometry_, k, v, new_counts, "kivi cache");  // the whole batch, not a range
+  append_range(0, layer, k, v, new_counts);
+}
+
+void KiviCache::append_range(int64_t first, int64_t layer, const at::Tensor& k, const at::Tensor& v,
+                             std::span<const int64_t> new_counts) {
   check_layer(layer);
-  check_append_inputs(geometry_, k, v, new_counts, "kivi cache");
+  // The range is k's rows (k not 4-D: the shape error then names the rows from first on).
+  CacheGeometry rows_geometry = geometry_;
+  rows_geometry.max_batch = k.defined() && k.dim() == 4 ? k.size(0) : geometry_.max_batch - first;
+  const int64_t n = rows_geometry.max_batch;
+  check_row_range(geometry_, first, n, "kivi cache");
+  check_append_inputs(rows_geometry, k, v, new_counts, "kivi cache");
   const int64_t new_tokens = k.size(2);
-  std::vector<int64_t> counts(geometry_.max_batch, new_tokens);
-  if (!new_counts.empty()) counts.assign(new_counts.begin(), new_counts.end());
+  // Rows outside the range store nothing.
+  std::vector<int64_t> counts(geometry_.max_batch, 0);
+  for (int64_t r = 0; r < n; ++r)
+    counts[first + r] = new_counts.empty() ? new_tokens : new_counts[r];
   Layer& s = layers_[layer];
 
   LayerCapacity needed;
@@ -430,26 +444,56 @@ void KiviCache::append(int64_t layer, const at::Tensor& k, const at::Tensor& v,
     ensure_capacity(s, needed);
   const at::Tensor keys = k.to(geometry_.dtype), values = v.to(geometry_.dtype);
   // A decode step (one token or none per row) on the GPU: one kernel for the whole batch.
-  if (new_tokens == 1 && fused_decode_append(s, keys, values, counts)) return;
+  if (new_tokens == 1 && n == geometry_.max_batch && fused_decode_append(s, keys, values, counts))
+    return;
+  // Every row, not only the range's: a flush deferred by a decode step is due before the row's
+  // next attention, so doing it now changes nothing that row reads.
   settle(s);
-  for_rows(s, counts, [&](Rows rows) {
+  for_rows(s, counts, Rows{first, n}, [&](Rows rows) {
     const int64_t count = counts[rows.b0];
     if (count == 0) return;
-    append_rows(s, rows, keys.narrow(0, rows.b0, rows.n).narrow(2, 0, count),
-                values.narrow(0, rows.b0, rows.n).narrow(2, 0, count), count);
+    append_rows(s, rows, keys.narrow(0, rows.b0 - first, rows.n).narrow(2, 0, count),
+                values.narrow(0, rows.b0 - first, rows.n).narrow(2, 0, count), count);
   });
 }
 
 CacheView KiviCache::view(int64_t layer) const {
+  return view_range(layer, 0, geometry_.max_batch);
+}
+
+CacheView KiviCache::view_range(int64_t layer, int64_t first, int64_t n) const {
   check_layer(layer);
+  check_row_range(geometry_, first, n, "kivi cache");
   const Layer& s = layers_[layer];
+  auto parts = std::make_shared<KiviParts>(s.parts);
+  std::vector<int64_t> lengths = s.length;
+  if (first != 0 || n != geometry_.max_batch) {
+    auto rows = [&](std::vector<int64_t>& per_row) {
+      per_row = std::vector<int64_t>(per_row.begin() + first, per_row.begin() + first + n);
+    };
+    rows(lengths);
+    rows(parts->key_quantized);
+    rows(parts->value_quantized);
+    // Per-slot tensors narrow on their first dimension (a view, no copy); paged, the packed
+    // parts are the pool's and stay whole, the block table's rows are the slots'.
+    std::vector<at::Tensor*> per_slot = {&parts->key_residual, &parts->value_residual};
+    if (parts->paged()) {
+      per_slot.insert(per_slot.end(), {&parts->block_table, &parts->block_table_cpu});
+    } else {
+      per_slot.insert(per_slot.end(),
+                      {&parts->key_codes, &parts->key_scale, &parts->key_min, &parts->value_codes,
+                       &parts->value_scale, &parts->value_min});
+    }
+    for (at::Tensor* t : per_slot)
+      if (t->defined()) *t = t->narrow(0, first, n);
+  }
   CacheView view;
   view.format = kFormat;
-  view.lengths = s.length;
-  auto parts = std::make_shared<const KiviParts>(s.parts);
-  view.payload = parts;
-  view.expand = [parts, lengths = s.length, dtype = geometry_.dtype] {
-    return expand_kivi(*parts, lengths, dtype);
+  view.lengths = lengths;
+  std::shared_ptr<const KiviParts> shared = parts;
+  view.payload = shared;
+  view.expand = [shared, lengths, dtype = geometry_.dtype] {
+    return expand_kivi(*shared, lengths, dtype);
   };
   return view;
 }

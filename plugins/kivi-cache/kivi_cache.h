@@ -55,6 +55,10 @@ class KiviCache final : public KVCache {
   int64_t pages_for(int64_t tokens) const override;
   void publish(int64_t seq, std::span<const int64_t> tokens) override;
   int64_t share_prefix(int64_t seq, std::span<const int64_t> tokens) override;
+  bool serves_row_ranges() const override { return true; }
+  void append_range(int64_t first, int64_t layer, const at::Tensor& k, const at::Tensor& v,
+                    std::span<const int64_t> new_counts) override;
+  CacheView view_range(int64_t layer, int64_t first, int64_t n) const override;
 
  private:
   struct Layer {
@@ -80,9 +84,10 @@ class KiviCache final : public KVCache {
                            std::span<const int64_t> counts);
   void append_rows(Layer& s, Rows rows, const at::Tensor& k, const at::Tensor& v, int64_t count);
   void truncate_row(Layer& s, int64_t b, int64_t new_length);
-  // Runs fn on the whole batch if every row has the same state (and count), else row by row.
+  // Runs fn on the rows of `range` at once if they all have the same state (and count), else
+  // row by row. counts: [max_batch] or empty.
   template <class Fn>
-  void for_rows(const Layer& s, std::span<const int64_t> counts, Fn fn) const;
+  void for_rows(const Layer& s, std::span<const int64_t> counts, Rows range, Fn fn) const;
 
   // Quantize x into the stores of `rows` at key group `group0` / value position `pos0`.
   void store_keys(Layer& s, Rows rows, int64_t group0, const at::Tensor& x);

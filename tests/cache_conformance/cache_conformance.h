@@ -3,6 +3,8 @@
 // steps, beam reorders and truncates is played on the cache under test and on an oracle (the
 // fp32 cache); after every step the cache's view, expanded to dense K/V, must match the
 // oracle within `tolerance` (0 = bit-exact), measured as max |error| / (max - min of the data).
+// A cache that serves row ranges also takes appends over a range of its rows (CacheRows), which
+// must store what the whole batch's append with zero counts elsewhere stores.
 // Also: reorder permutes exactly what expand shows, memory().total() equals the bytes of
 // owned_tensors(), a cache preallocated for M tokens holds max_batch * bytes_per_sequence(M),
 // max_tokens is enforced and reset() empties every sequence.
@@ -18,6 +20,7 @@
 #include <ATen/ATen.h>
 #include "kivi_catch.h"
 
+#include "kivi/cache/cache_rows.h"
 #include "kivi/cache/kv_cache.h"
 #include "kivi/util/error.h"
 
@@ -110,7 +113,7 @@ inline void play_history(KVCache& cache, KVCache& oracle, at::ScalarType dtype, 
   append_all(longest, counts);
   compare("prompt");
   for (int step = 0; step < 60; ++step) {
-    const int64_t op = uniform(0, 9);
+    const int64_t op = uniform(0, 10);
     if (op < 6) {
       std::vector<int64_t> decode(g.max_batch);
       for (auto& c : decode) c = uniform(0, 4) == 0 ? 0 : 1;  // some rows sit out a step
@@ -120,7 +123,39 @@ inline void play_history(KVCache& cache, KVCache& oracle, at::ScalarType dtype, 
       const int64_t tokens = uniform(2, 40);
       append_all(tokens, std::vector<int64_t>(g.max_batch, tokens));
       compare("chunk of " + std::to_string(tokens));
-    } else if (op < 9) {
+    } else if (op < 8 && cache.serves_row_ranges()) {
+      // Rows [first, first + n) alone (a scheduler's prefill pass), against the whole batch with
+      // nothing for the other rows.
+      const int64_t first = uniform(0, g.max_batch - 1), n = uniform(1, g.max_batch - first);
+      const int64_t tokens = uniform(1, 40);
+      std::vector<int64_t> counts(g.max_batch, 0), range_counts(n);
+      for (int64_t r = 0; r < n; ++r) counts[first + r] = range_counts[r] = uniform(0, tokens);
+      CacheRows rows(cache, first, n);
+      REQUIRE(rows.geometry().max_batch == n);
+      for (int64_t layer = 0; layer < g.num_layers; ++layer) {
+        const std::vector<int64_t> shape = {g.max_batch, g.num_kv_heads, tokens, g.head_dim};
+        const at::Tensor k = at::randn(shape).clamp_(-4, 4).to(dtype);
+        const at::Tensor v = at::randn(shape).clamp_(-4, 4).to(dtype);
+        rows.append(layer, k.narrow(0, first, n), v.narrow(0, first, n), range_counts);
+        const at::ScalarType oracle_dtype = oracle.geometry().dtype;
+        oracle.append(layer, k.to(oracle_dtype), v.to(oracle_dtype), counts);
+      }
+      compare("rows [" + std::to_string(first) + ", " + std::to_string(first + n) + ") fed " +
+              std::to_string(tokens));
+      // The range's view is the whole view's rows.
+      for (int64_t layer = 0; layer < g.num_layers; ++layer) {
+        const DenseKV part = rows.view(layer).expand(), whole = cache.view(layer).expand();
+        for (int64_t r = 0; r < n; ++r) {
+          REQUIRE(rows.length(r) == cache.length(first + r));
+          const int64_t length = part.lengths[r];
+          REQUIRE(length == whole.lengths[first + r]);
+          REQUIRE(
+              at::equal(part.k[r].narrow(1, 0, length), whole.k[first + r].narrow(1, 0, length)));
+          REQUIRE(
+              at::equal(part.v[r].narrow(1, 0, length), whole.v[first + r].narrow(1, 0, length)));
+        }
+      }
+    } else if (op < 10) {
       std::vector<int64_t> beam(g.max_batch);
       for (auto& i : beam) i = uniform(0, g.max_batch - 1);
       // Exactly a permutation of what expand showed.

@@ -2,7 +2,8 @@
 // history (right-padded prompts, decode steps through the fused append kernel, chunks, forks by
 // reorder, truncates) leaves both holding the same tokens bit for bit, and the fused decode and
 // chunk attention kernels, reading the paged parts through the block table, give bit-identical
-// outputs to the same kernels over contiguous rows.
+// outputs to the same kernels over contiguous rows. A row range (CacheRows, the server's prefill
+// passes) attends like those rows of the whole batch and stores what the whole batch stores.
 #include <algorithm>
 #include <cmath>
 #include <random>
@@ -130,4 +131,83 @@ TEST_CASE("the paged KIVI cache on the GPU holds and attends like the contiguous
   same_tokens("the end");
   paged->reset();
   CHECK(paged->pool_stats().used == 0);
+}
+
+TEST_CASE("a row range of the paged KIVI cache on the GPU attends and stores like the whole batch",
+          "[gpu][kivi][paged]") {
+  // What the server's prefill passes do (CacheRows): chunk attention over a range's narrowed view
+  // (residual windows and block table rows of its slots), then the range's append.
+  const at::ScalarType dtype = GENERATE(at::kHalf, at::kBFloat16);
+  INFO(c10::toString(dtype));
+  KiviOptions options;
+  options.k_bits = options.v_bits = 2;
+  options.group_size = 32;
+  options.residual_length = 128;
+  options.page_tokens = 128;
+  const KiviCacheFactory factory(options);
+  CacheGeometry g = test::conformance_geometry(dtype, 0);
+  g.head_dim = 128;
+  g.max_batch = 5;
+  g.device = kGpu;
+  auto whole = factory.create(g);
+  g.pool_pages = 5 * 2400 / 128;
+  auto ranged = factory.create(g);
+
+  std::mt19937 rng(11);
+  at::manual_seed(11);
+  auto uniform = [&](int64_t lo, int64_t hi) {
+    return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+  };
+  const auto kv = at::TensorOptions().dtype(dtype).device(kGpu);
+  const AttentionParams params{1.0 / std::sqrt(static_cast<double>(g.head_dim)), 0, {}};
+  std::vector<int64_t> counts(g.max_batch);
+  for (auto& c : counts) c = uniform(0, 700);
+  const int64_t longest = *std::max_element(counts.begin(), counts.end());
+  for (int64_t layer = 0; layer < g.num_layers; ++layer) {
+    const at::Tensor k = at::randn({g.max_batch, g.num_kv_heads, longest, g.head_dim}, kv);
+    const at::Tensor v = at::randn({g.max_batch, g.num_kv_heads, longest, g.head_dim}, kv);
+    whole->append(layer, k, v, counts);
+    ranged->append(layer, k, v, counts);
+  }
+  for (int round = 0; round < 40; ++round) {
+    const int64_t first = uniform(0, g.max_batch - 1), n = uniform(1, g.max_batch - first);
+    const int64_t tokens = uniform(2, 300);
+    INFO("round " << round << ": rows [" << first << ", " << first + n << ") x " << tokens);
+    std::vector<int64_t> all(g.max_batch, 0), some(n, tokens);
+    std::fill(all.begin() + first, all.begin() + first + n, tokens);
+    CacheRows rows(*ranged, first, n);
+    for (int64_t layer = 0; layer < g.num_layers; ++layer) {
+      const at::Tensor q = at::randn({g.max_batch, 8, tokens, g.head_dim}, kv);
+      const at::Tensor k = at::randn({g.max_batch, g.num_kv_heads, tokens, g.head_dim}, kv);
+      const at::Tensor v = at::randn({g.max_batch, g.num_kv_heads, tokens, g.head_dim}, kv);
+      const CacheView a = rows.view(layer), b = whole->view(layer);
+      std::string why_a, why_b;
+      const auto out_a =
+          cuda_chunk_attention(q.narrow(0, first, n), k.narrow(0, first, n), v.narrow(0, first, n),
+                               kivi_parts(a), a.lengths, some, params, &why_a);
+      const auto out_b =
+          cuda_chunk_attention(q, k, v, kivi_parts(b), b.lengths, all, params, &why_b);
+      INFO("layer " << layer << ": " << why_a << " / " << why_b);
+      REQUIRE(out_a.has_value() == out_b.has_value());
+      if (out_a) {
+        // The same rows; a kernel may split the work by the batch's size, so up to rounding.
+        const at::Tensor diff = (out_a->to(at::kFloat) - out_b->narrow(0, first, n).to(at::kFloat));
+        CHECK(diff.abs().max().item<double>() <= 2e-2 * out_b->abs().max().item<double>());
+      }
+      rows.append(layer, k.narrow(0, first, n), v.narrow(0, first, n), some);
+      whole->append(layer, k, v, all);
+    }
+    for (int64_t layer = 0; layer < g.num_layers; ++layer)
+      REQUIRE(test::view_error(*ranged, *whole, layer, 1.0) == 0);
+    if (round % 4 == 3) {  // a decode step of the whole batch between prefill passes
+      for (int64_t layer = 0; layer < g.num_layers; ++layer) {
+        const at::Tensor k = at::randn({g.max_batch, g.num_kv_heads, 1, g.head_dim}, kv);
+        const at::Tensor v = at::randn({g.max_batch, g.num_kv_heads, 1, g.head_dim}, kv);
+        whole->append(layer, k, v);
+        ranged->append(layer, k, v);
+      }
+    }
+  }
+  ranged->reset();
+  CHECK(ranged->pool_stats().used == 0);
 }

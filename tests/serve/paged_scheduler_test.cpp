@@ -28,6 +28,39 @@ constexpr int64_t kVocab = 48;
 constexpr const char* kKivi8 =
     "k_bits = 8\nv_bits = 8\ngroup_size = 32\nresidual_length = 32\npage_tokens = 32\n";
 
+// A cache that serves no row ranges: every call goes to `inner`, but the KVCache defaults for
+// ranges stay.
+class WholeBatchOnly final : public kivi::KVCache {
+ public:
+  explicit WholeBatchOnly(std::unique_ptr<kivi::KVCache> inner) : inner_(std::move(inner)) {}
+  const kivi::CacheGeometry& geometry() const override { return inner_->geometry(); }
+  void append(int64_t layer, const at::Tensor& k, const at::Tensor& v,
+              std::span<const int64_t> counts) override {
+    inner_->append(layer, k, v, counts);
+  }
+  kivi::CacheView view(int64_t layer) const override { return inner_->view(layer); }
+  int64_t length(int64_t seq) const override { return inner_->length(seq); }
+  void reorder(std::span<const int64_t> index) override { inner_->reorder(index); }
+  void truncate(int64_t length, int64_t seq) override { inner_->truncate(length, seq); }
+  void reset() override { inner_->reset(); }
+  kivi::MemoryStats memory() const override { return inner_->memory(); }
+  std::vector<std::pair<std::string, at::Tensor>> owned_tensors() const override {
+    return inner_->owned_tensors();
+  }
+  kivi::PoolStats pool_stats() const override { return inner_->pool_stats(); }
+  int64_t pages_for(int64_t tokens) const override { return inner_->pages_for(tokens); }
+  void publish(int64_t seq, std::span<const int64_t> tokens) override {
+    inner_->publish(seq, tokens);
+  }
+  int64_t share_prefix(int64_t seq, std::span<const int64_t> tokens) override {
+    return inner_->share_prefix(seq, tokens);
+  }
+  kivi::CacheUsage usage() const override { return inner_->usage(); }
+
+ private:
+  std::unique_ptr<kivi::KVCache> inner_;
+};
+
 struct TinyServed {
   kivi::test::TempDir dir{"paged-scheduler"};
   kivi::LoadedModel loaded;
@@ -45,9 +78,12 @@ struct TinyServed {
     loaded = kivi::load_model(kivi::test::model_registry(), dir.path, options, "dummy", 7);
   }
 
+  // whole_batch: the cache is wrapped to serve no row ranges, so that every pass runs the
+  // whole batch (what a cache plugin without them gets).
   std::unique_ptr<serve::BatchScheduler> scheduler(int64_t max_batch, int64_t pool_pages,
                                                    int64_t prefill_chunk = 64,
-                                                   bool prefix_sharing = true) {
+                                                   bool prefix_sharing = true,
+                                                   bool whole_batch = false) {
     kivi::CacheGeometry g = loaded.model->cache_geometry(max_batch, 1024);
     g.pool_pages = pool_pages;
     serve::SchedulerOptions options;
@@ -55,7 +91,9 @@ struct TinyServed {
     options.prefill_chunk = prefill_chunk;
     options.context = 1024;
     options.prefix_sharing = prefix_sharing;
-    return std::make_unique<serve::BatchScheduler>(*loaded.model, cache->create(g),
+    std::unique_ptr<kivi::KVCache> made = cache->create(g);
+    if (whole_batch) made = std::make_unique<WholeBatchOnly>(std::move(made));
+    return std::make_unique<serve::BatchScheduler>(*loaded.model, std::move(made),
                                                    kivi::generate::TextStreamFactory{}, options);
   }
 };
@@ -158,6 +196,27 @@ TEST_CASE("paged serving: preempted rows are recomputed and continue as if never
     INFO("prompt " << i << " of " << prompts[i].size() << " tokens");
     CHECK(got[i] == expected[i]);
   }
+}
+
+TEST_CASE("paged serving: prefilling rows in passes of their own change no token",
+          "[serve][paged]") {
+  TinyServed m;
+  std::mt19937 rng(17);
+  std::vector<std::vector<int64_t>> prompts;
+  for (int i = 0; i < 7; ++i)
+    prompts.push_back(random_prompt(rng, std::uniform_int_distribution<int64_t>(1, 200)(rng)));
+  // Whole-batch passes (every row padded to the longest chunk) against row-range passes (the
+  // one-token rows together, each prefilling row or run of equal ones alone, in chunks of up to
+  // 96 tokens), 4 rows for 7 requests so that prompts arrive while others decode.
+  auto whole = m.scheduler(4, 200, 96, true, true);
+  auto ranged = m.scheduler(4, 200, 96, true, false);
+  const auto expected = run_greedy(*whole, prompts, 40);
+  const auto got = run_greedy(*ranged, prompts, 40);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    INFO("prompt " << i << " of " << prompts[i].size() << " tokens");
+    CHECK(got[i] == expected[i]);
+  }
+  CHECK(ranged->stats().pool.used == 0);
 }
 
 TEST_CASE("paged serving: a request no pool could hold is refused, the rest run",

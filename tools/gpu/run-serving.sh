@@ -9,6 +9,8 @@
 #   SERVING_N4K, SERVING_N32K, SERVING_NPREFIX   requests per workload (default 256, 48, 64)
 #   SERVING_CACHES32K the 32K workload's caches (default bf16,kivi2,kivi4)
 #   SERVING_LIMIT32K  seconds for the 32K workload (default 560; its JSON keeps each finished cache)
+#   SERVING_CHUNK   [serve] prefill_chunk (default 8192: a prefilling row runs in passes of its
+#                   own since row ranges; the figures of 2026-12-03 used 2048)
 set -uo pipefail
 source "$(dirname "$0")/quick-build-setup.sh"
 [ -f "$deps/llama3.1/tokenizer.json" ] || { echo "missing .gpu-deps/llama3.1: run tools/gpu/kivi-gpu gather-serving here"; exit 2; }
@@ -37,7 +39,7 @@ workload() {
   echo "== $name ($(date +%T))"
   PYTHONUNBUFFERED=1 timeout "$limit" python3 tools/bench/serve_load.py --kivi-host "$build/bin/kivi-host" \
       --model "$model" --weights dummy --device cuda --dtype bfloat16 --memory-budget "$budget" \
-      --max-batch 256 --prefill-chunk 2048 --json "$logs/offline-$name.json" "$@" > "$logs/offline-$name.txt" 2>&1
+      --max-batch 256 --prefill-chunk "${SERVING_CHUNK:-8192}" --json "$logs/offline-$name.json" "$@" > "$logs/offline-$name.txt" 2>&1
   echo "rc=$?"
   grep -E "^\||ok,|Error|error" "$logs/offline-$name.txt" | head -20
 }

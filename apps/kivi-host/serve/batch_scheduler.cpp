@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
+#include "kivi/cache/cache_rows.h"
 #include "kivi/cache/kv_cache.h"
 #include "kivi/generate/text_stops.h"
 #include "kivi/model/causal_lm.h"
@@ -105,8 +106,13 @@ BatchScheduler::BatchScheduler(CausalLM& model, std::unique_ptr<KVCache> cache,
   pool_pages_ = pool.pages;
   page_tokens_ = pool.page_tokens;
   stats_.pool = pool;
-  chunk_ =
-      std::max<int64_t>(1, std::min(options_.prefill_chunk, options_.step_tokens / max_batch_));
+  check(options_.step_tokens >= 1, "serve: step_tokens must be >= 1");
+  // A cache that serves row ranges runs a prefilling row in its own pass (plan_passes), so its
+  // chunk is bounded by the step's tokens; otherwise every pass is the whole batch wide.
+  ranges_ = cache_->serves_row_ranges();
+  chunk_ = std::max<int64_t>(
+      1, std::min(options_.prefill_chunk,
+                  ranges_ ? options_.step_tokens : options_.step_tokens / max_batch_));
   stats_.max_batch = max_batch_;
   worker_ = std::thread([this] { run(); });
 }
@@ -335,79 +341,135 @@ void BatchScheduler::run() {
   queue_.clear();
 }
 
-void BatchScheduler::step(std::vector<Row>& rows) {
-  c10::InferenceMode guard;
-  const int64_t batch = max_batch_;
-  // What each row feeds: a chunk of its prompt, its last sampled token, or nothing.
-  std::vector<int64_t> counts(batch, 0);
-  for (int64_t b = 0; b < batch; ++b) {
-    const Row& row = rows[b];
-    if (!row.busy()) continue;
-    counts[b] = row.prefilling() ? std::min<int64_t>(chunk_, row.feed.size() - row.fed) : 1;
+std::vector<int64_t> BatchScheduler::feed_counts(const std::vector<Row>& rows) const {
+  std::vector<int64_t> counts(rows.size(), 0);
+  std::vector<size_t> prefilling;
+  int64_t decoding = 0;
+  for (size_t b = 0; b < rows.size(); ++b) {
+    if (!rows[b].busy()) continue;
+    if (rows[b].prefilling()) {
+      prefilling.push_back(b);
+    } else {
+      counts[b] = 1;
+      ++decoding;
+    }
   }
-  if (pool_pages_ > 0) make_room(rows, counts);
-  const int64_t tokens = *std::max_element(counts.begin(), counts.end());
-  if (tokens == 0) return;
-  at::Tensor ids = at::zeros({batch, tokens}, at::kLong);
-  at::Tensor positions = at::zeros({batch, tokens}, at::kLong);
+  auto remaining = [&](size_t b) {
+    return static_cast<int64_t>(rows[b].feed.size() - rows[b].fed);
+  };
+  if (!ranges_) {  // every row a chunk of the one pass
+    for (size_t b : prefilling) counts[b] = std::min(chunk_, remaining(b));
+    return counts;
+  }
+  // Oldest first, within the step's token budget (the decode tokens come first); the oldest
+  // prefilling row always advances.
+  std::sort(prefilling.begin(), prefilling.end(),
+            [&](size_t x, size_t y) { return rows[x].admitted < rows[y].admitted; });
+  int64_t budget = std::max<int64_t>(options_.step_tokens - decoding, 1);
+  for (size_t b : prefilling) {
+    if (budget <= 0) break;
+    counts[b] = std::min({chunk_, remaining(b), budget});
+    budget -= counts[b];
+  }
+  return counts;
+}
+
+std::vector<BatchScheduler::Pass> BatchScheduler::plan_passes(
+    const std::vector<int64_t>& counts) const {
+  const auto batch = static_cast<int64_t>(counts.size());
+  std::vector<Pass> passes;
+  const int64_t most = *std::max_element(counts.begin(), counts.end());
+  if (most == 0) return passes;
+  if (!ranges_) return {Pass{0, counts, most}};
+  // The one-token rows (decode steps, a prompt's last token) together, as one pass of the whole
+  // batch: what CUDA graphs capture. The others in runs of adjacent rows with equal counts.
+  std::vector<int64_t> ones(counts.size(), 0);
+  for (int64_t b = 0; b < batch; ++b) ones[b] = counts[b] == 1 ? 1 : 0;
+  if (std::find(ones.begin(), ones.end(), 1) != ones.end()) passes.push_back(Pass{0, ones, 1});
+  for (int64_t b = 0; b < batch;) {
+    if (counts[b] <= 1) {
+      ++b;
+      continue;
+    }
+    int64_t end = b + 1;
+    while (end < batch && counts[end] == counts[b]) ++end;
+    passes.push_back(
+        Pass{b, std::vector<int64_t>(counts.begin() + b, counts.begin() + end), counts[b]});
+    b = end;
+  }
+  return passes;
+}
+
+void BatchScheduler::feed(std::vector<Row>& rows, const Pass& pass,
+                          std::vector<std::pair<int64_t, at::Tensor>>& samples) {
+  const auto n = static_cast<int64_t>(pass.counts.size());
+  const int64_t tokens = pass.tokens;
+  at::Tensor ids = at::zeros({n, tokens}, at::kLong);
+  at::Tensor positions = at::zeros({n, tokens}, at::kLong);
   auto id_at = ids.accessor<int64_t, 2>();
   auto pos_at = positions.accessor<int64_t, 2>();
-  for (int64_t b = 0; b < batch; ++b) {
-    const int64_t start = cache_->length(b);
-    for (int64_t t = 0; t < tokens; ++t) pos_at[b][t] = start + t;
-    for (int64_t t = 0; t < counts[b]; ++t)
-      id_at[b][t] = rows[b].prefilling() ? rows[b].feed[rows[b].fed + t] : rows[b].next;
+  for (int64_t r = 0; r < n; ++r) {
+    const Row& row = rows[pass.first + r];
+    const int64_t start = cache_->length(pass.first + r);
+    for (int64_t t = 0; t < tokens; ++t) pos_at[r][t] = start + t;
+    for (int64_t t = 0; t < pass.counts[r]; ++t)
+      id_at[r][t] = row.prefilling() ? row.feed[row.fed + t] : row.next;
   }
   const at::Device device = model_.options().device;
   // Every position's logits only when a prefilling row scores its prompt (echo, prompt
   // logprobs); otherwise each row's last, the one it samples from: [B, T, V] float32 of a
   // 24 x 341-token prefill pass of Llama 3 is 4.2 GB, and the lm_head's work on all of them.
-  const bool every_position = std::any_of(rows.begin(), rows.end(), [](const Row& row) {
-    return row.busy() && row.prefilling() && row.job->prompt_logprobs && !row.resumed;
-  });
+  bool every_position = false;
+  for (int64_t r = 0; r < n; ++r) {
+    const Row& row = rows[pass.first + r];
+    every_position = every_position || (pass.counts[r] > 0 && row.prefilling() &&
+                                        row.job->prompt_logprobs && !row.resumed);
+  }
   const ActivityScope forward(
-      [batch, tokens] {
-        return "a forward pass of " + std::to_string(batch) + " rows x " + std::to_string(tokens) +
+      [n, tokens] {
+        return "a forward pass of " + std::to_string(n) + " rows x " + std::to_string(tokens) +
                " tokens";
       },
-      "[serve] max_batch or prefill_chunk");
-  // [B, T, V] when every_position, else [B, V] (row b's position counts[b] - 1)
+      "[serve] max_batch, prefill_chunk or step_tokens");
+  // The pass's rows alone when they are not the whole batch.
+  std::optional<CacheRows> range;
+  if (n != max_batch_) range.emplace(*cache_, pass.first, n);
+  KVCache& cache = range ? static_cast<KVCache&>(*range) : *cache_;
+  // [n, T, V] when every_position, else [n, V] (row r's position counts[r] - 1)
   const at::Tensor logits =
-      every_position ? model_.forward(ids.to(device), positions.to(device), counts, *cache_)
-                     : model_.forward_last(ids.to(device), positions.to(device), counts, *cache_);
-  // What the rows hold is a prefix of their history (prompt, then generated tokens).
-  if (pool_pages_ > 0 && options_.prefix_sharing)
-    for (int64_t b = 0; b < batch; ++b)
-      if (rows[b].busy()) cache_->publish(b, rows[b].history);
+      every_position
+          ? model_.forward(ids.to(device), positions.to(device), pass.counts, cache)
+          : model_.forward_last(ids.to(device), positions.to(device), pass.counts, cache);
 
   // Prompt scores (echo), and which rows sample a token now (from their last fed position).
   std::vector<int64_t> sample_rows, sample_at;
-  for (int64_t b = 0; b < batch; ++b) {
-    Row& row = rows[b];
-    if (!row.busy()) continue;
+  for (int64_t r = 0; r < n; ++r) {
+    Row& row = rows[pass.first + r];
+    const int64_t count = pass.counts[r];
+    if (count == 0) continue;
     if (row.prefilling()) {
       const auto& prompt = row.job->prompt;
       if (row.job->prompt_logprobs && !row.resumed) {
         // Position t predicts prompt token fed + t + 1 (the last prompt position predicts the
         // first new token, which is scored when it is sampled).
         const int64_t scored =
-            std::min<int64_t>(counts[b], static_cast<int64_t>(prompt.size() - row.fed) - 1);
+            std::min<int64_t>(count, static_cast<int64_t>(prompt.size() - row.fed) - 1);
         if (scored > 0) {
           const at::Tensor lp =
-              at::log_softmax(logits[b].narrow(0, 0, scored).to(at::kFloat), -1).to(at::kCPU);
+              at::log_softmax(logits[r].narrow(0, 0, scored).to(at::kFloat), -1).to(at::kCPU);
           for (int64_t t = 0; t < scored; ++t)
             row.prompt_scores.push_back(
                 score_of(lp[t], prompt[row.fed + t + 1], std::max<int64_t>(row.job->logprobs, 0)));
         }
       }
-      row.fed += counts[b];
+      row.fed += count;
       if (row.prefilling()) continue;
       if (row.job->prompt_logprobs && !row.resumed)
         row.push(event_of(JobEvent::Kind::kPromptScores,
                           [&](JobEvent& e) { e.scores = std::move(row.prompt_scores); }));
     }
-    sample_rows.push_back(b);
-    sample_at.push_back(counts[b] - 1);
+    sample_rows.push_back(r);
+    sample_at.push_back(count - 1);
   }
   if (sample_rows.empty()) return;
   const at::Tensor picked_rows = at::tensor(sample_rows, at::kLong).to(logits.device());
@@ -416,8 +478,25 @@ void BatchScheduler::step(std::vector<Row>& rows) {
            ? logits.index({picked_rows, at::tensor(sample_at, at::kLong).to(logits.device())})
            : logits.index({picked_rows}))
           .to(at::kCPU, at::kFloat);  // [R, V]
-  for (size_t r = 0; r < sample_rows.size(); ++r) {
-    const int64_t b = sample_rows[r];
+  for (size_t i = 0; i < sample_rows.size(); ++i)
+    samples.emplace_back(pass.first + sample_rows[i], chosen[static_cast<int64_t>(i)]);
+}
+
+void BatchScheduler::step(std::vector<Row>& rows) {
+  c10::InferenceMode guard;
+  // What each row feeds: a chunk of its prompt, its last sampled token, or nothing.
+  std::vector<int64_t> counts = feed_counts(rows);
+  if (pool_pages_ > 0) make_room(rows, counts);
+  const std::vector<Pass> passes = plan_passes(counts);
+  if (passes.empty()) return;
+  std::vector<std::pair<int64_t, at::Tensor>> samples;  // row, its logits [V] float32 on the host
+  for (const Pass& pass : passes) feed(rows, pass, samples);
+  // What the rows hold is a prefix of their history (prompt, then generated tokens).
+  if (pool_pages_ > 0 && options_.prefix_sharing)
+    for (int64_t b = 0; b < max_batch_; ++b)
+      if (rows[b].busy()) cache_->publish(b, rows[b].history);
+
+  for (const auto& [b, row_logits] : samples) {
     Row& row = rows[b];
     const JobSpec& job = *row.job;
     // The row is freed and /health's counts updated before kDone goes out: a client that has
@@ -446,7 +525,6 @@ void BatchScheduler::step(std::vector<Row>& rows) {
       finish("length", true);
       continue;
     }
-    const at::Tensor row_logits = chosen[static_cast<int64_t>(r)];
     const int64_t token = row.sampler->next(row_logits, row.history);
     {
       const auto now = std::chrono::steady_clock::now();

@@ -1,10 +1,12 @@
 // Continuous batching: one KV cache of `max_batch` rows and one worker thread that owns the
-// model and the cache. A request takes a free row; its prompt is fed in chunks (other rows feed
-// their one decode token in the same forward pass, or nothing), then it decodes with the running
-// batch, and when it finishes its row is truncated to 0 and given to the next request. Requests
-// that find no free row wait in a bounded queue; submit() refuses beyond the bound (the HTTP
-// layer answers 503). The scheduler knows nothing of HTTP: results go to a JobChannel that the
-// request's thread reads.
+// model and the cache. A request takes a free row; its prompt is fed in chunks, then it decodes
+// with the running batch. A step runs the one-token rows (decodes) as one pass of the whole
+// batch and, with a cache that serves row ranges, each prefilling row (or run of adjacent rows
+// feeding equal chunks) as a pass over its own slots (CacheRows), within step_tokens; with any
+// other cache one pass of the whole batch feeds every row its chunk, its token or nothing. A
+// finished row is truncated to 0 and given to the next request. Requests that find no free row
+// wait in a bounded queue; submit() refuses beyond the bound (the HTTP layer answers 503). The
+// scheduler knows nothing of HTTP: results go to a JobChannel that the request's thread reads.
 //
 // A paged cache ([cache] memory_budget, docs/paged-cache.md) bounds the tokens, not the rows:
 // a request is admitted when the pool's free pages cover its prompt and a page of decoding
@@ -31,6 +33,8 @@
 #include <thread>
 #include <utility>
 #include <vector>
+
+#include <ATen/Tensor.h>
 
 #include "kivi/cache/cache_types.h"
 #include "kivi/generate/generate.h"
@@ -107,7 +111,9 @@ struct StepProfilingHook {
 struct SchedulerOptions {
   int64_t max_queue = 64;       // jobs waiting for a row; more are refused
   int64_t prefill_chunk = 512;  // prompt tokens a row feeds per forward pass
-  // Every pass runs all max_batch rows padded to its longest row, and its logits are
+  // Tokens a step feeds. With a cache that serves row ranges (the fp and KIVI caches), the
+  // prefilling rows share this budget beside the decode tokens and run in passes of their own.
+  // Otherwise every pass runs all max_batch rows padded to its longest row, and its logits are
   // [max_batch, tokens, vocab]: a pass feeds at most step_tokens / max_batch tokens per row.
   int64_t step_tokens = 8192;
   int64_t context = 0;  // tokens per row (prompt + generated); a row that reaches it stops
@@ -149,8 +155,24 @@ class BatchScheduler {
 
  private:
   struct Row;
+  // One forward pass over slots [first, first + counts.size()), `tokens` wide.
+  struct Pass {
+    int64_t first = 0;
+    std::vector<int64_t> counts;  // tokens each of its rows feeds (0: none)
+    int64_t tokens = 0;
+  };
   void run();
   void step(std::vector<Row>& rows);
+  // What each row feeds this step: a chunk of its prompt, its last sampled token, or nothing.
+  // With row ranges, prefilling rows share the step's token budget, oldest first.
+  std::vector<int64_t> feed_counts(const std::vector<Row>& rows) const;
+  // The step's passes: the whole batch in one, or (row ranges) the one-token rows in one pass
+  // of the whole batch and each run of adjacent rows feeding the same chunk in its own.
+  std::vector<Pass> plan_passes(const std::vector<int64_t>& counts) const;
+  // Runs `pass`, scores prompts, advances the rows' feeds; adds the rows that sample now with
+  // their logits [V] (float32, host).
+  void feed(std::vector<Row>& rows, const Pass& pass,
+            std::vector<std::pair<int64_t, at::Tensor>>& samples);
   void admit(std::vector<Row>& rows);
   // Paged: the pages admitting a sequence takes: its `tokens` to prefill and a page of decoding
   // beyond them (at most the `remaining` tokens it may generate); and the pages free for that.
@@ -169,7 +191,8 @@ class BatchScheduler {
   generate::TextStreamFactory text_;
   SchedulerOptions options_;
   int64_t max_batch_;
-  int64_t chunk_;  // prompt tokens per row and pass
+  bool ranges_ = false;  // the cache serves row ranges (KVCache::serves_row_ranges)
+  int64_t chunk_;        // prompt tokens per row and pass
   // Paged cache: the pool's size, fixed at construction (refusal() reads it from other threads).
   int64_t pool_pages_ = 0, page_tokens_ = 0;
   std::list<Row> preempted_;  // the worker's: rows waiting to be recomputed, first out first

@@ -27,6 +27,12 @@ void check_not_paged(const CacheGeometry& g, const std::string& who) {
                 ") is not supported by this cache; use pool_pages = 0");
 }
 
+void check_row_range(const CacheGeometry& g, int64_t first, int64_t n, const std::string& who) {
+  check(first >= 0 && n > 0 && first + n <= g.max_batch,
+        who + ": rows [" + std::to_string(first) + ", " + std::to_string(first + n) +
+            ") are not a range of the cache's " + std::to_string(g.max_batch) + " slots");
+}
+
 void check_append_inputs(const CacheGeometry& g, const at::Tensor& k, const at::Tensor& v,
                          std::span<const int64_t> new_counts, const std::string& who) {
   auto shape_error = [&](const char* name, const at::Tensor& t) {

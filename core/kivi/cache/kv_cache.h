@@ -78,6 +78,17 @@ class KVCache {
   // What the stored tokens use, by component (cache_usage.h). The default reads dense views
   // (dense_cache_usage); a cache of another format says what its own tokens use.
   virtual CacheUsage usage() const;
+
+  // Row ranges: a forward pass over slots [first, first + n) alone (a scheduler prefilling one
+  // row in a large chunk while others wait), read through a CacheRows (cache_rows.h) that
+  // presents the range as a cache of n rows. A cache that serves them stores and reads exactly
+  // what append()/view() of the whole batch would with zero counts outside the range.
+  virtual bool serves_row_ranges() const { return false; }
+  //   k, v: [n, kv_heads, new_tokens, head_dim]; new_counts: [n] or empty (all new_tokens).
+  virtual void append_range(int64_t first, int64_t layer, const at::Tensor& k, const at::Tensor& v,
+                            std::span<const int64_t> new_counts);
+  // The view of rows [first, first + n) of `layer`: lengths and per-row tensors narrowed.
+  virtual CacheView view_range(int64_t layer, int64_t first, int64_t n) const;
 };
 
 // Made by a "kv_cache" plugin from its options; makes caches and plans their cost.
