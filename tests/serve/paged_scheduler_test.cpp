@@ -83,7 +83,8 @@ struct TinyServed {
   std::unique_ptr<serve::BatchScheduler> scheduler(int64_t max_batch, int64_t pool_pages,
                                                    int64_t prefill_chunk = 64,
                                                    bool prefix_sharing = true,
-                                                   bool whole_batch = false) {
+                                                   bool whole_batch = false,
+                                                   int64_t pass_tokens = 1024) {
     kivi::CacheGeometry g = loaded.model->cache_geometry(max_batch, 1024);
     g.pool_pages = pool_pages;
     serve::SchedulerOptions options;
@@ -91,6 +92,7 @@ struct TinyServed {
     options.prefill_chunk = prefill_chunk;
     options.context = 1024;
     options.prefix_sharing = prefix_sharing;
+    options.pass_tokens = pass_tokens;
     std::unique_ptr<kivi::KVCache> made = cache->create(g);
     if (whole_batch) made = std::make_unique<WholeBatchOnly>(std::move(made));
     return std::make_unique<serve::BatchScheduler>(*loaded.model, std::move(made),
@@ -198,7 +200,7 @@ TEST_CASE("paged serving: preempted rows are recomputed and continue as if never
   }
 }
 
-TEST_CASE("paged serving: prefilling rows in passes of their own change no token",
+TEST_CASE("paged serving: prefilling rows in passes over row ranges change no token",
           "[serve][paged]") {
   TinyServed m;
   std::mt19937 rng(17);
@@ -206,17 +208,26 @@ TEST_CASE("paged serving: prefilling rows in passes of their own change no token
   for (int i = 0; i < 7; ++i)
     prompts.push_back(random_prompt(rng, std::uniform_int_distribution<int64_t>(1, 200)(rng)));
   // Whole-batch passes (every row padded to the longest chunk) against row-range passes (the
-  // one-token rows together, each prefilling row or run of equal ones alone, in chunks of up to
-  // 96 tokens), 4 rows for 7 requests so that prompts arrive while others decode.
+  // one-token rows together, the prefilling rows in chunks of up to 96 tokens in passes over
+  // slot ranges), 4 rows for 7 requests so that prompts arrive while others decode. pass_tokens
+  // 1024 puts every prefilling row of a step in one pass here; 0 splits them wherever padding
+  // would pass their tokens.
   auto whole = m.scheduler(4, 200, 96, true, true);
-  auto ranged = m.scheduler(4, 200, 96, true, false);
   const auto expected = run_greedy(*whole, prompts, 40);
-  const auto got = run_greedy(*ranged, prompts, 40);
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    INFO("prompt " << i << " of " << prompts[i].size() << " tokens");
-    CHECK(got[i] == expected[i]);
+  CHECK(whole->stats().passes == whole->stats().steps);
+  for (int64_t pass_tokens : {1024, 0}) {
+    INFO("pass_tokens " << pass_tokens);
+    auto ranged = m.scheduler(4, 200, 96, true, false, pass_tokens);
+    const auto got = run_greedy(*ranged, prompts, 40);
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      INFO("prompt " << i << " of " << prompts[i].size() << " tokens");
+      CHECK(got[i] == expected[i]);
+    }
+    const serve::SchedulerStats stats = ranged->stats();
+    CHECK(stats.pool.used == 0);
+    // Steps with a prompt chunk and decoding rows run two passes or more.
+    CHECK(stats.passes > stats.steps);
   }
-  CHECK(ranged->stats().pool.used == 0);
 }
 
 TEST_CASE("paged serving: a request no pool could hold is refused, the rest run",

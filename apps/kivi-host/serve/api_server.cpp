@@ -111,7 +111,7 @@ std::string ApiServer::metrics_text() const {
   counter("prompt_tokens_total", "Prompt tokens of admitted sequences.",
           static_cast<double>(s.prompt_tokens));
   counter("generation_tokens_total", "Tokens generated.", static_cast<double>(s.generated_tokens));
-  counter("forward_passes_total", "Forward passes run.", static_cast<double>(s.steps));
+  counter("forward_passes_total", "Forward passes run.", static_cast<double>(s.passes));
   counter("prefix_cache_queries_total", "Prompt tokens looked up in the published pages.",
           static_cast<double>(pool.prefix_queries * pool.page_tokens));
   counter("prefix_cache_hits_total", "Prompt tokens found there (their prefill skipped).",

@@ -382,21 +382,38 @@ std::vector<BatchScheduler::Pass> BatchScheduler::plan_passes(
   if (most == 0) return passes;
   if (!ranges_) return {Pass{0, counts, most}};
   // The one-token rows (decode steps, a prompt's last token) together, as one pass of the whole
-  // batch: what CUDA graphs capture. The others in runs of adjacent rows with equal counts.
+  // batch: what CUDA graphs capture.
   std::vector<int64_t> ones(counts.size(), 0);
   for (int64_t b = 0; b < batch; ++b) ones[b] = counts[b] == 1 ? 1 : 0;
   if (std::find(ones.begin(), ones.end(), 1) != ones.end()) passes.push_back(Pass{0, ones, 1});
-  for (int64_t b = 0; b < batch;) {
-    if (counts[b] <= 1) {
-      ++b;
-      continue;
+  // The prefilling rows in slot order, grouped into one pass over the slots from a group's first
+  // row to its last while the padding stays small: each row of a pass is padded to its longest
+  // chunk (rows between that feed nothing in it are padding too), and a pass of its own costs a
+  // read of every weight, about pass_tokens tokens of work on a GPU. Many short prompts then
+  // share a pass; a long prompt's chunk runs alone.
+  int64_t first = -1, last = -1, tokens = 0, useful = 0;
+  auto close_group = [&] {
+    if (first < 0) return;
+    std::vector<int64_t> group(counts.begin() + first, counts.begin() + last + 1);
+    for (int64_t& c : group) c = c > 1 ? c : 0;  // the one-token rows are in their own pass
+    passes.push_back(Pass{first, std::move(group), tokens});
+  };
+  for (int64_t b = 0; b < batch; ++b) {
+    if (counts[b] <= 1) continue;
+    if (first >= 0) {
+      const int64_t wider = std::max(tokens, counts[b]), more = useful + counts[b];
+      if ((b - first + 1) * wider <= std::max(2 * more, more + options_.pass_tokens)) {
+        last = b;
+        tokens = wider;
+        useful = more;
+        continue;
+      }
+      close_group();
     }
-    int64_t end = b + 1;
-    while (end < batch && counts[end] == counts[b]) ++end;
-    passes.push_back(
-        Pass{b, std::vector<int64_t>(counts.begin() + b, counts.begin() + end), counts[b]});
-    b = end;
+    first = last = b;
+    tokens = useful = counts[b];
   }
+  close_group();
   return passes;
 }
 
@@ -557,6 +574,7 @@ void BatchScheduler::step(std::vector<Row>& rows) {
   }
   std::lock_guard lock(mutex_);
   ++stats_.steps;
+  stats_.passes += static_cast<int64_t>(passes.size());
 }
 
 }  // namespace kivi::serve

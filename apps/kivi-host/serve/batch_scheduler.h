@@ -1,12 +1,13 @@
 // Continuous batching: one KV cache of `max_batch` rows and one worker thread that owns the
 // model and the cache. A request takes a free row; its prompt is fed in chunks, then it decodes
 // with the running batch. A step runs the one-token rows (decodes) as one pass of the whole
-// batch and, with a cache that serves row ranges, each prefilling row (or run of adjacent rows
-// feeding equal chunks) as a pass over its own slots (CacheRows), within step_tokens; with any
-// other cache one pass of the whole batch feeds every row its chunk, its token or nothing. A
-// finished row is truncated to 0 and given to the next request. Requests that find no free row
-// wait in a bounded queue; submit() refuses beyond the bound (the HTTP layer answers 503). The
-// scheduler knows nothing of HTTP: results go to a JobChannel that the request's thread reads.
+// batch and, with a cache that serves row ranges, the prefilling rows in passes over ranges of
+// slots (CacheRows; nearby rows share one while the padding stays small), within step_tokens;
+// with any other cache one pass of the whole batch feeds every row its chunk, its token or
+// nothing. A finished row is truncated to 0 and given to the next request. Requests that find no
+// free row wait in a bounded queue; submit() refuses beyond the bound (the HTTP layer answers
+// 503). The scheduler knows nothing of HTTP: results go to a JobChannel that the request's
+// thread reads.
 //
 // A paged cache ([cache] memory_budget, docs/paged-cache.md) bounds the tokens, not the rows:
 // a request is admitted when the pool's free pages cover its prompt and a page of decoding
@@ -112,7 +113,7 @@ struct SchedulerOptions {
   int64_t max_queue = 64;       // jobs waiting for a row; more are refused
   int64_t prefill_chunk = 512;  // prompt tokens a row feeds per forward pass
   // Tokens a step feeds. With a cache that serves row ranges (the fp and KIVI caches), the
-  // prefilling rows share this budget beside the decode tokens and run in passes of their own.
+  // prefilling rows share this budget beside the decode tokens, in passes over slot ranges.
   // Otherwise every pass runs all max_batch rows padded to its longest row, and its logits are
   // [max_batch, tokens, vocab]: a pass feeds at most step_tokens / max_batch tokens per row.
   int64_t step_tokens = 8192;
@@ -121,10 +122,15 @@ struct SchedulerOptions {
   // Paged cache: a row starts from the published pages of its prompt's longest known prefix
   // (KVCache::share_prefix) and publishes its own final pages for later requests.
   bool prefix_sharing = true;
+  // Row ranges: what a forward pass of its own costs beyond its tokens (a read of every weight),
+  // in tokens. Prefilling rows share a pass, padded to its longest chunk, while the padded
+  // slots stay within max(2 x their tokens, their tokens + pass_tokens).
+  int64_t pass_tokens = 1024;
 };
 
 struct SchedulerStats {
   int64_t max_batch = 0, active = 0, queued = 0, completed = 0, steps = 0;
+  int64_t passes = 0;  // forward passes (a step runs one or more)
   int64_t cache_tokens = 0, cache_bytes = 0;
   PoolStats pool;           // a paged cache's pages (all 0 otherwise)
   int64_t preemptions = 0;  // rows given back to the pool to be recomputed
@@ -167,7 +173,8 @@ class BatchScheduler {
   // With row ranges, prefilling rows share the step's token budget, oldest first.
   std::vector<int64_t> feed_counts(const std::vector<Row>& rows) const;
   // The step's passes: the whole batch in one, or (row ranges) the one-token rows in one pass
-  // of the whole batch and each run of adjacent rows feeding the same chunk in its own.
+  // of the whole batch and the prefilling rows in passes over slot ranges, grouped while the
+  // padding stays small.
   std::vector<Pass> plan_passes(const std::vector<int64_t>& counts) const;
   // Runs `pass`, scores prompts, advances the rows' feeds; adds the rows that sample now with
   // their logits [V] (float32, host).

@@ -118,8 +118,12 @@ int run_serve_mode(HostContext& context) {
   check(ctx > 0, cfg.file.string() +
                      ": [serve] context: the model declares no max_position_embeddings; set one");
 
-  serve::SchedulerOptions options{s.max_queue, s.prefill_chunk, s.step_tokens, ctx,
-                                  {},          s.prefix_sharing};
+  serve::SchedulerOptions options;
+  options.max_queue = s.max_queue;
+  options.prefill_chunk = s.prefill_chunk;
+  options.step_tokens = s.step_tokens;
+  options.context = ctx;
+  options.prefix_sharing = s.prefix_sharing;
   std::shared_ptr<StepProfiler> profiler;
   std::mutex log_mutex;
   if (s.profile_steps > 0) {
