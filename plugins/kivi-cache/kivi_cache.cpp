@@ -412,12 +412,7 @@ void KiviCache::append(int64_t layer, const at::Tensor& k, const at::Tensor& v,
 void KiviCache::append_range(int64_t first, int64_t layer, const at::Tensor& k, const at::Tensor& v,
                              std::span<const int64_t> new_counts) {
   check_layer(layer);
-  // The range is k's rows (k not 4-D: the shape error then names the rows from first on).
-  CacheGeometry rows_geometry = geometry_;
-  rows_geometry.max_batch = k.defined() && k.dim() == 4 ? k.size(0) : geometry_.max_batch - first;
-  const int64_t n = rows_geometry.max_batch;
-  check_row_range(geometry_, first, n, "kivi cache");
-  check_append_inputs(rows_geometry, k, v, new_counts, "kivi cache");
+  const int64_t n = check_range_append_inputs(geometry_, first, k, v, new_counts, "kivi cache");
   const int64_t new_tokens = k.size(2);
   // Rows outside the range store nothing.
   std::vector<int64_t> counts(geometry_.max_batch, 0);

@@ -152,3 +152,24 @@ TEST_CASE("a paged kivi cache out of pages says so and loses nothing", "[conform
   CHECK(at::equal(after.k, before.k));
   CHECK(at::equal(after.v, before.v));
 }
+
+TEST_CASE("row ranges outside the slots, and range appends of the wrong shape, are clear errors",
+          "[conformance]") {
+  using Catch::Matchers::Contains;
+  const kivi::CacheGeometry g = kivi::test::conformance_geometry(at::kFloat, 0);  // 3 slots
+  auto fp = fp_cache_factory("fp32")->create(g);
+  auto kivi = kivi_factory(4).create(g);
+  for (kivi::KVCache* cache : {fp.get(), kivi.get()}) {
+    CHECK_THROWS_WITH(kivi::CacheRows(*cache, 2, 2),
+                      Contains("rows [2, 4) are not a range of the cache's 3 slots"));
+    CHECK_THROWS_WITH(kivi::CacheRows(*cache, -1, 1), Contains("rows [-1, 0)"));
+    kivi::CacheRows rows(*cache, 1, 2);
+    // A k of the whole batch into a range of 2 rows: the shape error names the 2 rows.
+    const at::Tensor k = at::zeros({3, g.num_kv_heads, 4, g.head_dim});
+    CHECK_THROWS_WITH(rows.append(0, k, k), Contains("rows [1, 4) are not a range"));
+    const at::Tensor flat = at::zeros({2, 4});
+    CHECK_THROWS_WITH(rows.append(0, flat, flat), Contains("expected [2, 2, new_tokens, 64]"));
+    CHECK_THROWS_WITH(rows.truncate(0, 0), Contains("belongs to the whole cache"));
+    for (int64_t b = 0; b < g.max_batch; ++b) CHECK(cache->length(b) == 0);  // nothing stored
+  }
+}

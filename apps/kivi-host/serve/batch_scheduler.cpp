@@ -107,8 +107,9 @@ BatchScheduler::BatchScheduler(CausalLM& model, std::unique_ptr<KVCache> cache,
   page_tokens_ = pool.page_tokens;
   stats_.pool = pool;
   check(options_.step_tokens >= 1, "serve: step_tokens must be >= 1");
-  // A cache that serves row ranges runs a prefilling row in its own pass (plan_passes), so its
-  // chunk is bounded by the step's tokens; otherwise every pass is the whole batch wide.
+  // A cache that serves row ranges runs prefilling rows in passes over their slots
+  // (plan_passes), so a chunk is bounded by the step's tokens; otherwise every pass is the whole
+  // batch wide.
   ranges_ = cache_->serves_row_ranges();
   chunk_ = std::max<int64_t>(
       1, std::min(options_.prefill_chunk,

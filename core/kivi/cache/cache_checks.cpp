@@ -33,6 +33,17 @@ void check_row_range(const CacheGeometry& g, int64_t first, int64_t n, const std
             ") are not a range of the cache's " + std::to_string(g.max_batch) + " slots");
 }
 
+int64_t check_range_append_inputs(const CacheGeometry& g, int64_t first, const at::Tensor& k,
+                                  const at::Tensor& v, std::span<const int64_t> new_counts,
+                                  const std::string& who) {
+  // The range is k's rows (k not 4-D: the shape error then names the rows from first on).
+  CacheGeometry rows = g;
+  rows.max_batch = k.defined() && k.dim() == 4 ? k.size(0) : g.max_batch - first;
+  check_row_range(g, first, rows.max_batch, who);
+  check_append_inputs(rows, k, v, new_counts, who);
+  return rows.max_batch;
+}
+
 void check_append_inputs(const CacheGeometry& g, const at::Tensor& k, const at::Tensor& v,
                          std::span<const int64_t> new_counts, const std::string& who) {
   auto shape_error = [&](const char* name, const at::Tensor& t) {

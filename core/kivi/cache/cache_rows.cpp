@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "kivi/cache/cache_checks.h"
 #include "kivi/util/error.h"
 
 namespace kivi {
@@ -23,9 +24,7 @@ CacheRows::CacheRows(KVCache& parent, int64_t first, int64_t n)
     : parent_(parent), first_(first), geometry_(parent.geometry()) {
   check(parent.serves_row_ranges(),
         "cache rows: the cache serves no row ranges (KVCache::serves_row_ranges)");
-  check(first >= 0 && n > 0 && first + n <= geometry_.max_batch,
-        "cache rows: rows [" + std::to_string(first) + ", " + std::to_string(first + n) +
-            ") are outside the cache's " + std::to_string(geometry_.max_batch) + " slots");
+  check_row_range(geometry_, first, n, "cache rows");
   geometry_.max_batch = n;
 }
 
